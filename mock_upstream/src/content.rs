@@ -1,0 +1,308 @@
+//! Deterministic, per-user widget content.
+//!
+//! Everything here depends only on the user id and the widget id, so the same user always sees
+//! the same data (apart from `version` and `generatedAt`, added by the handler) and different
+//! users see visibly different data. Dates are anchored to a fixed day, not to "now".
+
+use serde_json::{json, Map, Value};
+use time::macros::{date, datetime, format_description};
+use time::{format_description::well_known::Rfc3339, Date, Duration, OffsetDateTime};
+
+/// The day content dates are anchored to (last day of the analytics series).
+const ANCHOR_DAY: Date = date!(2025 - 06 - 30);
+/// The instant content timestamps are anchored to (newest notification or activity).
+const ANCHOR_AT: OffsetDateTime = datetime!(2025-06-30 17:45:00 UTC);
+
+const PLANS: [&str; 3] = ["Free", "Pro", "Team"];
+const CITIES: [&str; 8] = [
+    "Lisbon",
+    "Berlin",
+    "Toronto",
+    "Singapore",
+    "Austin",
+    "Nairobi",
+    "Melbourne",
+    "Reykjavik",
+];
+const PROJECTS: [&str; 8] = [
+    "acme/api",
+    "acme/web",
+    "acme/mobile",
+    "infra/terraform",
+    "data/pipeline",
+    "docs/handbook",
+    "acme/billing",
+    "tools/cli",
+];
+const PEOPLE: [&str; 8] = [
+    "Ana", "Bilal", "Chen", "Dara", "Emeka", "Freya", "Goran", "Hana",
+];
+const ACTIONS: [&str; 7] = [
+    "commented",
+    "pushed",
+    "merged",
+    "opened",
+    "reviewed",
+    "deployed",
+    "closed",
+];
+
+/// 64-bit FNV-1a hash.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A tiny deterministic generator (SplitMix64).
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// A number in `lo..=hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        // `below` is < len, so the index is in range; `get` keeps this panic-free anyway.
+        let i = self.below(items.len() as u64) as usize;
+        items.get(i).copied().unwrap_or_default()
+    }
+}
+
+fn user_seed(user: &str) -> u64 {
+    fnv1a(user.as_bytes())
+}
+
+fn widget_rng(user: &str, widget: u8) -> Rng {
+    Rng::new(user_seed(user) ^ u64::from(widget).wrapping_mul(0x2545_f491_4f6c_dd1d))
+}
+
+/// The user's plan; shared by the profile and billing widgets so they agree.
+fn plan_of(user: &str) -> &'static str {
+    let i = (user_seed(user) % PLANS.len() as u64) as usize;
+    PLANS.get(i).copied().unwrap_or("Free")
+}
+
+/// `YYYY-MM-DD`.
+pub(crate) fn fmt_day(d: Date) -> String {
+    d.format(format_description!("[year]-[month]-[day]"))
+        .unwrap_or_default()
+}
+
+/// RFC 3339, UTC.
+pub(crate) fn fmt_rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// A lowercase, dot-separated slug of the user id, for e-mail addresses.
+fn slug(user: &str) -> String {
+    let mut out = String::new();
+    for c in user.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('.') {
+            out.push('.');
+        }
+    }
+    while out.ends_with('.') {
+        out.pop();
+    }
+    if out.is_empty() {
+        out.push_str("user");
+    }
+    out
+}
+
+/// The content fields of widget `widget` (1..=5) for `user`, as a JSON object.
+///
+/// Unknown widgets give an empty object (the handler rejects them before this).
+pub(crate) fn widget_content(user: &str, widget: u8) -> Map<String, Value> {
+    let value = match widget {
+        1 => profile(user),
+        2 => notifications(user),
+        3 => analytics(user),
+        4 => billing(user),
+        5 => activity(user),
+        _ => json!({}),
+    };
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+fn profile(user: &str) -> Value {
+    let mut rng = widget_rng(user, 1);
+    let member_since = date!(2016 - 01 - 01) + Duration::days(rng.below(3000) as i64);
+    json!({
+        "name": user,
+        "email": format!("{}@example.com", slug(user)),
+        "plan": plan_of(user),
+        "memberSince": fmt_day(member_since),
+        "location": rng.pick(&CITIES),
+    })
+}
+
+fn notifications(user: &str) -> Value {
+    let mut rng = widget_rng(user, 2);
+    let count = rng.range(3, 5);
+    let mut at = ANCHOR_AT;
+    let mut items = Vec::new();
+    for i in 0..count {
+        at -= Duration::minutes(rng.range(5, 600) as i64);
+        let title = match rng.below(5) {
+            0 => format!(
+                "{} commented on {}#{}",
+                rng.pick(&PEOPLE),
+                rng.pick(&PROJECTS),
+                rng.range(10, 999)
+            ),
+            1 => format!(
+                "Build #{} failed on {}",
+                rng.range(100, 9999),
+                rng.pick(&PROJECTS)
+            ),
+            2 => "Your weekly report is ready".to_string(),
+            3 => format!(
+                "{} invited you to {}",
+                rng.pick(&PEOPLE),
+                rng.pick(&PROJECTS)
+            ),
+            _ => format!("Invoice INV-{:04} was paid", rng.range(1000, 9999)),
+        };
+        items.push(json!({
+            "id": format!("n-{:08x}-{}", (user_seed(user) >> 32) as u32, i + 1),
+            "title": title,
+            "at": fmt_rfc3339(at),
+        }));
+    }
+    json!({ "unread": rng.below(count + 1), "items": items })
+}
+
+fn analytics(user: &str) -> Value {
+    let mut rng = widget_rng(user, 3);
+    let base = rng.range(200, 2400);
+    let trend = rng.range(0, 40) as i64 - 15;
+    let mut total: u64 = 0;
+    let mut series = Vec::new();
+    for i in 0..14u64 {
+        let day = ANCHOR_DAY - Duration::days(13 - i as i64);
+        let weekend = matches!(
+            day.weekday(),
+            time::Weekday::Saturday | time::Weekday::Sunday
+        );
+        let mut v = base as i64 + trend * i as i64 + rng.below(base / 4 + 1) as i64;
+        if weekend {
+            v = v * 3 / 5;
+        }
+        let v = v.max(0) as u64;
+        total += v;
+        series.push(json!({ "day": fmt_day(day), "value": v }));
+    }
+    json!({ "metric": "Page views", "total": total, "series": series })
+}
+
+fn billing(user: &str) -> Value {
+    let mut rng = widget_rng(user, 4);
+    let plan = plan_of(user);
+    let monthly: u64 = match plan {
+        "Pro" => 1900,
+        "Team" => 4900 * rng.range(3, 12),
+        _ => 0,
+    };
+    let due = date!(2025 - 07 - 01) + Duration::days(rng.below(28) as i64);
+    let tag = (user_seed(user) & 0xffff) as u16;
+    let mut invoices = Vec::new();
+    if monthly > 0 {
+        for back in 1..=3u8 {
+            let month = 7 - back; // June, May, April 2025
+            invoices.push(json!({
+                "id": format!("INV-2025{month:02}-{tag:04X}"),
+                "amountCents": monthly,
+                "status": "paid",
+            }));
+        }
+    }
+    json!({
+        "plan": plan,
+        "amountDueCents": monthly,
+        "currency": "USD",
+        "dueDate": fmt_day(due),
+        "invoices": invoices,
+    })
+}
+
+fn activity(user: &str) -> Value {
+    let mut rng = widget_rng(user, 5);
+    let count = rng.range(4, 6);
+    let mut at = ANCHOR_AT;
+    let mut items = Vec::new();
+    for _ in 0..count {
+        at -= Duration::minutes(rng.range(3, 300) as i64);
+        let action = rng.pick(&ACTIONS);
+        let project = rng.pick(&PROJECTS);
+        let target = match action {
+            "pushed" => format!("{project}@main"),
+            "deployed" => format!("{project} to production"),
+            _ => format!("{project}#{}", rng.range(10, 999)),
+        };
+        items.push(json!({ "action": action, "target": target, "at": fmt_rfc3339(at) }));
+    }
+    json!({ "items": items })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_per_user() {
+        for w in 1..=5 {
+            assert_eq!(widget_content("alice", w), widget_content("alice", w));
+            assert_ne!(widget_content("alice", w), widget_content("bob", w));
+        }
+    }
+
+    #[test]
+    fn shapes() {
+        let p = widget_content("Alice Smith", 1);
+        assert_eq!(p["name"], "Alice Smith");
+        assert_eq!(p["email"], "alice.smith@example.com");
+        let n = widget_content("alice", 2);
+        let items = n["items"].as_array().map(Vec::len).unwrap_or(0);
+        assert!((3..=5).contains(&items));
+        let a = widget_content("alice", 3);
+        let series = a["series"].as_array().cloned().unwrap_or_default();
+        assert_eq!(series.len(), 14);
+        let sum: u64 = series.iter().filter_map(|p| p["value"].as_u64()).sum();
+        assert_eq!(a["total"].as_u64(), Some(sum));
+        assert_eq!(series[13]["day"], "2025-06-30");
+        let b = widget_content("alice", 4);
+        assert_eq!(b["currency"], "USD");
+        let act = widget_content("alice", 5);
+        let items = act["items"].as_array().map(Vec::len).unwrap_or(0);
+        assert!((4..=6).contains(&items));
+        assert_eq!(slug("--"), "user");
+    }
+}

@@ -1,0 +1,193 @@
+//! A fake, slow, per-user widgets API for percache's tests and demos.
+//!
+//! It stands in for the real upstream: `GET /api/widgets/{id}?userId=U` answers, after the
+//! widget's delay, with plausible JSON that is deterministic per user, plus a per-(user, widget)
+//! `version` that grows with every call and a `generatedAt` timestamp. It counts the calls it
+//! receives (`GET /stats`, `POST /stats/reset`) and lets tests inject faults (`POST /faults`).
+//!
+//! Use it in-process with [`MockUpstream::start`] (bind `127.0.0.1:0` for a free port), or run
+//! the `mock-upstream` binary.
+
+mod content;
+mod fault;
+mod server;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use tokio::task::JoinHandle;
+
+pub use fault::Fault;
+
+/// Number of widgets; ids are `1..=WIDGETS`.
+pub const WIDGETS: u8 = 5;
+
+/// Whether `widget` is a known widget id (1 to 5).
+pub fn valid_widget(widget: u8) -> bool {
+    (1..=WIDGETS).contains(&widget)
+}
+
+/// Start-up configuration of the mock.
+#[derive(Clone, Debug)]
+pub struct MockConfig {
+    /// Delay before answering, per widget (index 0 is widget 1).
+    pub delays: [Duration; 5],
+    /// Random spread applied to each delay, in percent (0 = exact delays).
+    pub jitter_pct: u32,
+}
+
+impl Default for MockConfig {
+    /// Delays 1 s, 3 s, 15 s, 6 s, 1 s; no jitter.
+    fn default() -> Self {
+        Self::with_delays_ms([1000, 3000, 15000, 6000, 1000])
+    }
+}
+
+impl MockConfig {
+    /// A config with these per-widget delays in milliseconds and no jitter.
+    pub fn with_delays_ms(ms: [u64; 5]) -> Self {
+        MockConfig {
+            delays: ms.map(Duration::from_millis),
+            jitter_pct: 0,
+        }
+    }
+}
+
+/// Mutable state shared by the handlers and the [`MockUpstream`] handle.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub total: u64,
+    pub by_key: BTreeMap<String, u64>,
+    pub versions: HashMap<(String, u8), u64>,
+    pub faults: [Fault; 5],
+    pub delays: [Duration; 5],
+    pub jitter_pct: u32,
+}
+
+/// The shared state, behind a mutex that is never held across an await.
+#[derive(Debug)]
+pub(crate) struct Shared(Mutex<State>);
+
+impl Shared {
+    fn new(config: &MockConfig) -> Self {
+        Shared(Mutex::new(State {
+            total: 0,
+            by_key: BTreeMap::new(),
+            versions: HashMap::new(),
+            faults: Default::default(),
+            delays: config.delays,
+            jitter_pct: config.jitter_pct,
+        }))
+    }
+
+    /// Locks the state; a poisoned lock is recovered (the state stays usable).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Stats key of one (user, widget) pair, as in `GET /stats`: `"alice/1"`.
+pub(crate) fn stats_key(user: &str, widget: u8) -> String {
+    format!("{user}/{widget}")
+}
+
+/// A running mock upstream. Stop it with [`MockUpstream::stop`]; dropping it stops it too
+/// (without waiting).
+#[derive(Debug)]
+pub struct MockUpstream {
+    addr: SocketAddr,
+    handle: Option<ServerHandle>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    shared: Arc<Shared>,
+}
+
+impl MockUpstream {
+    /// Binds `bind` (e.g. `"127.0.0.1:0"`), starts the HTTP server on the current Tokio runtime
+    /// (plain Tokio or actix) and returns once it is listening.
+    pub async fn start(bind: &str, config: MockConfig) -> std::io::Result<MockUpstream> {
+        let listener = std::net::TcpListener::bind(bind)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(&config));
+        let server = server::build(listener, Arc::clone(&shared))?;
+        let handle = server.handle();
+        let task = tokio::spawn(server);
+        Ok(MockUpstream {
+            addr,
+            handle: Some(handle),
+            task: Some(task),
+            shared,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:8787` (no trailing slash).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Widget calls received since start or the last reset (all users, all widgets).
+    pub fn total_calls(&self) -> u64 {
+        self.shared.lock().total
+    }
+
+    /// Widget calls received for one (user, widget) since start or the last reset.
+    pub fn calls_for(&self, user: &str, widget: u8) -> u64 {
+        let key = stats_key(user, widget);
+        self.shared.lock().by_key.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Per-key call counts, as in `GET /stats` (`"alice/1"` → count).
+    pub fn calls_by_key(&self) -> BTreeMap<String, u64> {
+        self.shared.lock().by_key.clone()
+    }
+
+    /// Zeroes the call counts. Versions keep growing.
+    pub fn reset_stats(&self) {
+        let mut st = self.shared.lock();
+        st.total = 0;
+        st.by_key.clear();
+    }
+
+    /// Sets how calls for `widget` (1..=5) are answered from now on. Other ids are ignored.
+    pub fn set_fault(&self, widget: u8, fault: Fault) {
+        if valid_widget(widget) {
+            self.shared.lock().faults[usize::from(widget - 1)] = fault;
+        }
+    }
+
+    /// Changes the delay of `widget` (1..=5) for calls received from now on. Other ids are
+    /// ignored.
+    pub fn set_delay(&self, widget: u8, delay: Duration) {
+        if valid_widget(widget) {
+            self.shared.lock().delays[usize::from(widget - 1)] = delay;
+        }
+    }
+
+    /// Stops the server gracefully: stops accepting, waits (at most about 1 s) for open
+    /// connections, then returns.
+    pub async fn stop(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.stop(true).await;
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            // The stop command is sent at once; the returned future only awaits completion.
+            drop(handle.stop(false));
+        }
+    }
+}

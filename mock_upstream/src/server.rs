@@ -1,0 +1,179 @@
+//! The HTTP routes of the mock and the actix server around them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::dev::Server;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use crate::content::{fmt_rfc3339, widget_content, Rng};
+use crate::fault::FaultRequest;
+use crate::{stats_key, valid_widget, Fault, Shared};
+
+/// How long a hanging widget call sleeps before giving up.
+const HANG: Duration = Duration::from_secs(3600);
+
+type Data = web::Data<Shared>;
+
+/// Builds the (not yet running) server on `listener`.
+pub(crate) fn build(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+) -> std::io::Result<Server> {
+    let data: Data = web::Data::from(shared);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/api/widgets/{id}", web::get().to(widget))
+            .route("/stats", web::get().to(stats))
+            .route("/stats/reset", web::post().to(reset_stats))
+            .route("/faults", web::post().to(set_fault))
+            .route("/healthz", web::get().to(healthz))
+            .default_service(web::to(not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+fn error(status: StatusCode, msg: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": msg }))
+}
+
+async fn not_found() -> HttpResponse {
+    error(StatusCode::NOT_FOUND, "not found")
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// `GET /api/widgets/{id}?userId=U`.
+async fn widget(req: HttpRequest, path: web::Path<String>, data: Data) -> HttpResponse {
+    let Some(id) = path.parse::<u8>().ok().filter(|w| valid_widget(*w)) else {
+        return error(StatusCode::NOT_FOUND, "unknown widget");
+    };
+    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string()).ok();
+    let Some(user) = query
+        .and_then(|q| q.into_inner().remove("userId"))
+        .filter(|u| !u.is_empty())
+    else {
+        return error(StatusCode::BAD_REQUEST, "missing userId");
+    };
+
+    let idx = usize::from(id - 1);
+    let (version, fault, delay, jitter_pct) = {
+        let mut st = data.lock();
+        st.total += 1;
+        *st.by_key.entry(stats_key(&user, id)).or_insert(0) += 1;
+        let version = st.versions.entry((user.clone(), id)).or_insert(0);
+        *version += 1;
+        let version = *version;
+        (
+            version,
+            st.faults[idx].clone(),
+            st.delays[idx],
+            st.jitter_pct,
+        )
+    };
+
+    match fault {
+        Fault::Error(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return error(status, &format!("injected fault: HTTP {}", status.as_u16()));
+        }
+        Fault::Hang => {
+            tokio::time::sleep(HANG).await;
+            return error(StatusCode::GATEWAY_TIMEOUT, "injected hang");
+        }
+        Fault::Ok => {}
+    }
+
+    tokio::time::sleep(jittered(delay, jitter_pct)).await;
+
+    let mut body = widget_content(&user, id);
+    body.insert("userId".into(), Value::String(user));
+    body.insert("widget".into(), json!(id));
+    body.insert("version".into(), json!(version));
+    body.insert("generatedAt".into(), Value::String(now_rfc3339()));
+    HttpResponse::Ok().json(Value::Object(body))
+}
+
+/// Current time, RFC 3339 UTC with millisecond precision.
+fn now_rfc3339() -> String {
+    let now = OffsetDateTime::now_utc();
+    let now = now.replace_millisecond(now.millisecond()).unwrap_or(now);
+    fmt_rfc3339(now)
+}
+
+/// `delay` spread by up to ± `pct` percent, pseudo-randomly.
+fn jittered(delay: Duration, pct: u32) -> Duration {
+    if pct == 0 || delay.is_zero() {
+        return delay;
+    }
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut rng = Rng::new(nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(32));
+    let pct = u64::from(pct.min(100));
+    // Factor in per-mille: 1000 ± pct*10.
+    let spread = pct * 10;
+    let factor = 1000 - spread + rng.below(2 * spread + 1);
+    let ms = delay.as_millis().min(u128::from(u64::MAX)) as u64;
+    Duration::from_millis(ms.saturating_mul(factor) / 1000)
+}
+
+/// `GET /stats`.
+async fn stats(data: Data) -> HttpResponse {
+    let st = data.lock();
+    HttpResponse::Ok().json(json!({ "total": st.total, "byKey": st.by_key }))
+}
+
+/// `POST /stats/reset`.
+async fn reset_stats(data: Data) -> HttpResponse {
+    let mut st = data.lock();
+    st.total = 0;
+    st.by_key.clear();
+    HttpResponse::NoContent().finish()
+}
+
+/// `POST /faults` with `{"widget":4,"mode":"error","status":503}`.
+async fn set_fault(body: web::Bytes, data: Data) -> HttpResponse {
+    let req: FaultRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad fault request: {e}")),
+    };
+    match req.into_fault() {
+        Ok((widget, fault)) => {
+            let shown = json!({ "widget": widget, "fault": fault });
+            data.lock().faults[usize::from(widget - 1)] = fault;
+            HttpResponse::Ok().json(shown)
+        }
+        Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_range() {
+        let d = Duration::from_millis(1000);
+        assert_eq!(jittered(d, 0), d);
+        for _ in 0..200 {
+            let j = jittered(d, 20);
+            assert!(j >= Duration::from_millis(800) && j <= Duration::from_millis(1200));
+        }
+    }
+}

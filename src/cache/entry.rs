@@ -1,0 +1,110 @@
+//! One cached widget value with its lifetimes, and its wire encoding.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Millis;
+
+/// The data of one (user, widget) and the moments that decide how it is served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The upstream's JSON, as received.
+    pub data: serde_json::Value,
+    /// When the upstream answered.
+    pub fetched_at: Millis,
+    /// Until then the entry is served with no upstream call.
+    pub fresh_until: Millis,
+    /// Until then (ttl) it is served at once and refreshed in the background.
+    pub stale_until: Millis,
+    /// Until then it may still be served when the upstream fails.
+    pub grace_until: Millis,
+}
+
+/// Where an entry stands at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Serve it, no upstream call.
+    Fresh,
+    /// Serve it at once and refresh in the background.
+    Stale,
+    /// A miss, but still good as a fallback if the upstream fails.
+    Expired,
+    /// Past grace: useless.
+    Dead,
+}
+
+/// Why a stored value could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("cache entry could not be decoded: {0}")]
+pub struct DecodeError(#[from] serde_json::Error);
+
+impl Entry {
+    /// Where the entry stands at `now`.
+    pub fn freshness(&self, now: Millis) -> Freshness {
+        if now < self.fresh_until {
+            Freshness::Fresh
+        } else if now < self.stale_until {
+            Freshness::Stale
+        } else if now < self.grace_until {
+            Freshness::Expired
+        } else {
+            Freshness::Dead
+        }
+    }
+
+    /// Whole seconds of freshness left (negative once stale), as in `Cache-Status: ttl=`.
+    pub fn ttl_secs(&self, now: Millis) -> i64 {
+        (self.fresh_until - now).div_euclid(1000)
+    }
+
+    /// The bytes stored in Redis.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising a `Value` and integers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The inverse of [`Entry::encode`]; any garbage is an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            data: serde_json::json!({"name": "alice", "version": 3}),
+            fetched_at: 1_000,
+            fresh_until: 61_000,
+            stale_until: 601_000,
+            grace_until: 86_401_000,
+        }
+    }
+
+    #[test]
+    fn freshness_follows_the_boundaries() {
+        let e = entry();
+        assert_eq!(e.freshness(1_000), Freshness::Fresh);
+        assert_eq!(e.freshness(60_999), Freshness::Fresh);
+        assert_eq!(e.freshness(61_000), Freshness::Stale);
+        assert_eq!(e.freshness(601_000), Freshness::Expired);
+        assert_eq!(e.freshness(86_401_000), Freshness::Dead);
+    }
+
+    #[test]
+    fn ttl_is_negative_once_stale() {
+        let e = entry();
+        assert_eq!(e.ttl_secs(1_000), 60);
+        assert_eq!(e.ttl_secs(62_000), -1);
+    }
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        let e = entry();
+        assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
+        assert!(Entry::decode(b"").is_err());
+        assert!(Entry::decode(b"{\"data\":1}").is_err());
+        assert!(Entry::decode(&[0xff, 0xfe]).is_err());
+    }
+}

@@ -1,0 +1,317 @@
+//! The cache proper: policy decisions and single flight over a [`Store`].
+//!
+//! For one (user, widget) at most one upstream fetch runs in this process at
+//! a time. The first request that needs data becomes the leader: it registers
+//! a `watch` channel in the in-flight map and spawns the fetch as a task on
+//! its worker (so the fetch finishes even if the client goes away, and
+//! prewarm needs no client at all). Everyone else who needs the same key
+//! joins that channel. The leader stores the entry *before* it publishes the
+//! result and leaves the map, and a new leader re-reads the store before
+//! calling the upstream, so a request that read "miss" just before a fetch
+//! landed does not fetch a second time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::watch;
+
+use crate::cache::entry::{Entry, Freshness};
+use crate::cache::key::CacheKey;
+use crate::cache::policy::{store_ttl, CachePolicy};
+use crate::cache::store::Store;
+use crate::clock::Clock;
+use crate::upstream::{FetchError, Upstream};
+use crate::user::UserId;
+use crate::widget::WidgetId;
+
+type FetchResult = Result<Arc<Entry>, FetchError>;
+type Flight = watch::Receiver<Option<FetchResult>>;
+
+/// How a widget request was answered; rendered as `Cache-Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Fresh entry, no upstream call. `ttl`: seconds of freshness left.
+    Hit { ttl: i64 },
+    /// Stale entry served at once while a background refresh runs. `ttl` < 0.
+    Stale { ttl: i64 },
+    /// Fetched from the upstream; `collapsed` if it joined a fetch in flight.
+    Miss { collapsed: bool },
+    /// Forced refresh; `collapsed` if it joined a fetch in flight.
+    Forced { collapsed: bool },
+    /// The fetch failed and an entry within grace was served.
+    StaleIfError { status: u16 },
+    /// The fetch failed and there was nothing to serve.
+    Error { status: u16 },
+}
+
+impl Outcome {
+    /// The label of `percache_cache_requests_total{outcome}` and of logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Hit { .. } => "hit",
+            Outcome::Stale { .. } => "stale",
+            Outcome::Miss { collapsed: true } | Outcome::Forced { collapsed: true } => "collapsed",
+            Outcome::Miss { .. } | Outcome::Forced { .. } => "miss",
+            Outcome::StaleIfError { .. } => "stale_if_error",
+            Outcome::Error { .. } => "error",
+        }
+    }
+}
+
+/// The answer to one widget request.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// Which widget.
+    pub widget: WidgetId,
+    /// The data served, if any.
+    pub entry: Option<Arc<Entry>>,
+    /// How it was obtained.
+    pub outcome: Outcome,
+    /// The fetch error, when there was one.
+    pub error: Option<FetchError>,
+    /// The store could not be read; the upstream was asked directly.
+    pub store_unavailable: bool,
+    /// The clock reading the decision was made at.
+    pub now: i64,
+}
+
+/// The per-user widget cache shared by all workers.
+pub struct WidgetCache {
+    store: Arc<dyn Store>,
+    policy: CachePolicy,
+    clock: Arc<dyn Clock>,
+    /// How long a request waits for a fetch in flight.
+    wait_deadline: Duration,
+    inflight: Mutex<HashMap<CacheKey, Flight>>,
+}
+
+impl WidgetCache {
+    /// A cache over `store`. `wait_deadline` bounds how long a request waits
+    /// for a fetch (the upstream timeout plus a margin).
+    pub fn new(
+        store: Arc<dyn Store>,
+        policy: CachePolicy,
+        clock: Arc<dyn Clock>,
+        wait_deadline: Duration,
+    ) -> Self {
+        Self { store, policy, clock, wait_deadline, inflight: Mutex::new(HashMap::new()) }
+    }
+
+    /// The store behind the cache.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The clock the cache decides with.
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Serves one widget: fresh → hit; stale → served at once plus one
+    /// background refresh; otherwise wait for the (single) fetch.
+    pub async fn get(self: &Arc<Self>, user: &UserId, widget: WidgetId, up: &Upstream) -> Lookup {
+        let key = user.tag().key(widget);
+        let (cached, store_unavailable) = self.read(&key).await;
+        let now = self.clock.now_ms();
+        if let Some(entry) = &cached {
+            match entry.freshness(now) {
+                Freshness::Fresh => {
+                    let outcome = Outcome::Hit { ttl: entry.ttl_secs(now) };
+                    return self.lookup(widget, cached, outcome, None, store_unavailable, now);
+                }
+                Freshness::Stale => {
+                    self.join_or_start(&key, user, widget, up, true);
+                    let outcome = Outcome::Stale { ttl: entry.ttl_secs(now) };
+                    return self.lookup(widget, cached, outcome, None, store_unavailable, now);
+                }
+                Freshness::Expired | Freshness::Dead => {}
+            }
+        }
+        let (flight, leader) = self.join_or_start(&key, user, widget, up, true);
+        let result = self.wait(flight).await;
+        self.settle(widget, cached, result, Outcome::Miss { collapsed: !leader }, store_unavailable)
+    }
+
+    /// Forced refresh: bypasses freshness, but joins a fetch already in flight.
+    pub async fn refresh(self: &Arc<Self>, user: &UserId, widget: WidgetId, up: &Upstream) -> Lookup {
+        let key = user.tag().key(widget);
+        let (cached, store_unavailable) = self.read(&key).await;
+        let (flight, leader) = self.join_or_start(&key, user, widget, up, false);
+        let result = self.wait(flight).await;
+        self.settle(widget, cached, result, Outcome::Forced { collapsed: !leader }, store_unavailable)
+    }
+
+    /// What the dashboard can render inline: fresh and stale entries (stale
+    /// ones start their background refresh). `None`: render a placeholder.
+    pub async fn peek(self: &Arc<Self>, user: &UserId, widget: WidgetId, up: &Upstream) -> Option<Lookup> {
+        let key = user.tag().key(widget);
+        let (cached, store_unavailable) = self.read(&key).await;
+        let entry = cached.as_ref()?;
+        let now = self.clock.now_ms();
+        let outcome = match entry.freshness(now) {
+            Freshness::Fresh => Outcome::Hit { ttl: entry.ttl_secs(now) },
+            Freshness::Stale => {
+                self.join_or_start(&key, user, widget, up, true);
+                Outcome::Stale { ttl: entry.ttl_secs(now) }
+            }
+            Freshness::Expired | Freshness::Dead => return None,
+        };
+        Some(self.lookup(widget, cached, outcome, None, store_unavailable, now))
+    }
+
+    /// Starts fetches of every widget of `user` that is not fresh, without
+    /// waiting for them. Returns how many were started or joined.
+    pub async fn prewarm(self: &Arc<Self>, user: &UserId, up: &Upstream) -> usize {
+        let reads = WidgetId::ALL.map(|w| {
+            let key = user.tag().key(w);
+            async move {
+                let (cached, _) = self.read(&key).await;
+                (w, key, cached)
+            }
+        });
+        let now = self.clock.now_ms();
+        let mut started = 0;
+        for (widget, key, cached) in join_all(reads).await {
+            if cached.is_some_and(|e| e.freshness(now) == Freshness::Fresh) {
+                continue;
+            }
+            self.join_or_start(&key, user, widget, up, true);
+            started += 1;
+        }
+        started
+    }
+
+    /// Reads the store; a store error is logged and reported as a miss with
+    /// `store_unavailable` set (fail-open).
+    async fn read(&self, key: &CacheKey) -> (Option<Arc<Entry>>, bool) {
+        match self.store.get(key).await {
+            Ok(entry) => (entry, false),
+            Err(e) => {
+                tracing::warn!(error = %e, "store read failed; serving from the upstream");
+                (None, true)
+            }
+        }
+    }
+
+    /// Joins the fetch in flight for `key`, or starts one. Returns the
+    /// channel its result arrives on and whether this call started it.
+    fn join_or_start(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        user: &UserId,
+        widget: WidgetId,
+        up: &Upstream,
+        recheck: bool,
+    ) -> (Flight, bool) {
+        let mut map = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(flight) = map.get(key) {
+            return (flight.clone(), false);
+        }
+        let (tx, rx) = watch::channel(None);
+        map.insert(key.clone(), rx.clone());
+        drop(map);
+
+        let guard = InflightGuard { cache: Arc::clone(self), key: key.clone() };
+        let user = user.clone();
+        let up = up.clone();
+        actix_web::rt::spawn(async move {
+            let result = guard.cache.fetch_and_store(&guard.key, &user, widget, &up, recheck).await;
+            // Publish first, then leave the map (the guard's drop): a request
+            // arriving in between joins a channel that already holds the result.
+            let _ = tx.send(Some(result));
+            drop(guard);
+        });
+        (rx, true)
+    }
+
+    async fn fetch_and_store(
+        &self,
+        key: &CacheKey,
+        user: &UserId,
+        widget: WidgetId,
+        up: &Upstream,
+        recheck: bool,
+    ) -> FetchResult {
+        if recheck {
+            // A fetch may have landed between our caller's read and our start.
+            if let Ok(Some(entry)) = self.store.get(key).await {
+                if entry.freshness(self.clock.now_ms()) == Freshness::Fresh {
+                    return Ok(entry);
+                }
+            }
+        }
+        let data = up.fetch(user.as_str(), widget).await?;
+        let now = self.clock.now_ms();
+        let entry = Arc::new(self.policy.entry(widget, data, now));
+        if let Err(e) = self.store.put(key, Arc::clone(&entry), store_ttl(&entry, now)).await {
+            tracing::warn!(error = %e, %widget, "store write failed; entry served but not cached");
+        }
+        Ok(entry)
+    }
+
+    /// Waits for a fetch's result, at most `wait_deadline`.
+    async fn wait(&self, mut flight: Flight) -> FetchResult {
+        let waited = tokio::time::timeout(self.wait_deadline, flight.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(result)) => result.clone().unwrap_or(Err(FetchError::Abandoned)),
+            Ok(Err(_closed)) => Err(FetchError::Abandoned),
+            Err(_elapsed) => Err(FetchError::Timeout),
+        }
+    }
+
+    /// Turns a fetch result into a lookup, falling back to an entry still in
+    /// grace when the fetch failed (stale-if-error).
+    fn settle(
+        &self,
+        widget: WidgetId,
+        cached: Option<Arc<Entry>>,
+        result: FetchResult,
+        success: Outcome,
+        store_unavailable: bool,
+    ) -> Lookup {
+        let now = self.clock.now_ms();
+        match result {
+            Ok(entry) => self.lookup(widget, Some(entry), success, None, store_unavailable, now),
+            Err(error) => {
+                let usable = cached.filter(|e| e.freshness(now) != Freshness::Dead);
+                let outcome = match usable {
+                    Some(_) => Outcome::StaleIfError { status: error.status() },
+                    None => Outcome::Error { status: error.status() },
+                };
+                tracing::warn!(%widget, %error, outcome = outcome.label(), "upstream fetch failed");
+                self.lookup(widget, usable, outcome, Some(error), store_unavailable, now)
+            }
+        }
+    }
+
+    fn lookup(
+        &self,
+        widget: WidgetId,
+        entry: Option<Arc<Entry>>,
+        outcome: Outcome,
+        error: Option<FetchError>,
+        store_unavailable: bool,
+        now: i64,
+    ) -> Lookup {
+        Lookup { widget, entry, outcome, error, store_unavailable, now }
+    }
+}
+
+/// Removes a key from the in-flight map when its fetch task ends, however it
+/// ends (a panic included), so a key can never stay stuck "in flight".
+struct InflightGuard {
+    cache: Arc<WidgetCache>,
+    key: CacheKey,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.cache
+            .inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+    }
+}

@@ -1,0 +1,130 @@
+//! The in-process store: a bounded moka cache with per-entry expiry.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use moka::future::Cache;
+use moka::Expiry;
+
+use super::{Store, StoreError};
+use crate::cache::entry::Entry;
+use crate::cache::key::CacheKey;
+
+#[derive(Clone)]
+struct Stored {
+    entry: Arc<Entry>,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<CacheKey, Stored> for PerEntryTtl {
+    fn expire_after_create(&self, _: &CacheKey, value: &Stored, _: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &CacheKey,
+        value: &Stored,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Entries in this process's memory, at most `capacity` of them (least
+/// recently used go first), each dropped when its grace ends.
+#[derive(Clone)]
+pub struct MemoryStore {
+    cache: Cache<CacheKey, Stored>,
+}
+
+impl MemoryStore {
+    /// A store holding at most `capacity` entries.
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            cache: Cache::builder().max_capacity(capacity).expire_after(PerEntryTtl).build(),
+        }
+    }
+
+    /// Number of entries (approximate, for tests and metrics).
+    pub async fn len(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
+        self.cache.entry_count()
+    }
+
+    /// Whether the store holds nothing.
+    pub async fn is_empty(&self) -> bool {
+        self.len().await == 0
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError> {
+        Ok(self.cache.get(key).await.map(|s| s.entry))
+    }
+
+    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
+        self.cache.insert(key.clone(), Stored { entry, ttl }).await;
+        Ok(())
+    }
+
+    async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError> {
+        for key in keys {
+            self.cache.invalidate(key).await;
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::key::UserTag;
+    use crate::widget::WidgetId;
+
+    fn entry(v: i64) -> Arc<Entry> {
+        Arc::new(Entry {
+            data: serde_json::json!({ "v": v }),
+            fetched_at: v,
+            fresh_until: v,
+            stale_until: v,
+            grace_until: v,
+        })
+    }
+
+    #[tokio::test]
+    async fn stores_and_bounds_entries() {
+        let store = MemoryStore::new(10);
+        let key = UserTag::of("a").key(WidgetId::ALL[0]);
+        store.put(&key, entry(1), Duration::from_secs(60)).await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap().unwrap().fetched_at, 1);
+
+        for i in 0..200 {
+            let k = UserTag::of(&format!("user{i}")).key(WidgetId::ALL[0]);
+            store.put(&k, entry(i), Duration::from_secs(60)).await.unwrap();
+        }
+        assert!(store.len().await <= 10, "capacity must bound the store");
+    }
+
+    #[tokio::test]
+    async fn drops_entries_after_their_ttl() {
+        let store = MemoryStore::new(10);
+        let key = UserTag::of("a").key(WidgetId::ALL[0]);
+        store.put(&key, entry(1), Duration::from_millis(20)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(store.get(&key).await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,180 @@
+//! Command-line flags and their environment twins (SPEC §4).
+
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::{Parser, ValueEnum};
+
+use crate::widget::WidgetId;
+
+/// Every setting of the server. `percache --help` lists them all.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "percache", version, about = "A per-user caching dashboard server")]
+pub struct Settings {
+    /// Listen address (port 0: any free port, printed at start-up).
+    #[arg(long, env = "PERCACHE_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+
+    /// Base URL of the widgets API. Unset: a mock upstream is started in-process.
+    /// `MOCK_API` is read too when `UPSTREAM_URL` is unset.
+    #[arg(long, env = "UPSTREAM_URL")]
+    pub upstream_url: Option<String>,
+
+    /// Redis URL (`redis://host:port/db`). Unset: the in-process store.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Comma-separated node URLs of a Redis Cluster.
+    #[arg(long, env = "REDIS_CLUSTER_NODES")]
+    pub redis_cluster: Option<String>,
+
+    /// Younger entries are served with no upstream call.
+    #[arg(long, env = "CACHE_FRESH", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub fresh: Duration,
+
+    /// Older than fresh but younger than ttl: served at once and refreshed in the background.
+    #[arg(long, env = "CACHE_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+
+    /// Past ttl an entry is a miss, but is still served if the upstream fails.
+    #[arg(long, env = "CACHE_GRACE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+
+    /// Per-widget ttl overrides, e.g. `3=30m,1=2m`.
+    #[arg(long, env = "WIDGET_TTLS", value_parser = parse_widget_durations)]
+    pub widget_ttl: Option<WidgetDurations>,
+
+    /// Per-widget fresh overrides, e.g. `3=5m`.
+    #[arg(long, env = "WIDGET_FRESH", value_parser = parse_widget_durations)]
+    pub widget_fresh: Option<WidgetDurations>,
+
+    /// Hard limit on one upstream call.
+    #[arg(long, env = "UPSTREAM_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Fetch all widgets on sign-in (`--prewarm false` or `--no-prewarm` turns it off).
+    #[arg(long, env = "PREWARM", default_value = "true", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub prewarm: bool,
+
+    /// Do not fetch the widgets on sign-in.
+    #[arg(long = "no-prewarm", overrides_with = "prewarm")]
+    pub no_prewarm: bool,
+
+    /// 64+ byte key (hex or base64) for the session cookie. Unset: random per process.
+    #[arg(long, env = "SESSION_KEY", hide_env_values = true)]
+    pub session_key: Option<String>,
+
+    /// Mark cookies Secure (behind TLS).
+    #[arg(long, env = "SECURE_COOKIES", default_value = "false", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub secure_cookies: bool,
+
+    /// HMAC key of the invalidation webhook. Unset: the webhook is off.
+    #[arg(long, env = "INVALIDATION_SECRET", hide_env_values = true)]
+    pub invalidation_secret: Option<String>,
+
+    /// Maximum number of entries of the in-process store.
+    #[arg(long, env = "MEMORY_CAPACITY", default_value_t = 100_000)]
+    pub memory_capacity: u64,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+
+    /// Number of HTTP worker threads (0: one per core).
+    #[arg(long, env = "PERCACHE_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Per-widget duration overrides, indexed by widget.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WidgetDurations(pub [Option<Duration>; 5]);
+
+/// Parses `3=30m,1=2m`.
+pub fn parse_widget_durations(raw: &str) -> Result<WidgetDurations, String> {
+    let mut out = WidgetDurations::default();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, dur) = part
+            .split_once('=')
+            .ok_or_else(|| format!("`{part}`: expected <widget>=<duration>, e.g. 3=30m"))?;
+        let widget = WidgetId::parse(id.trim())
+            .ok_or_else(|| format!("`{id}`: widget ids are 1 to 5"))?;
+        let dur = humantime::parse_duration(dur.trim()).map_err(|e| format!("`{dur}`: {e}"))?;
+        out.0[widget.index()] = Some(dur);
+    }
+    Ok(out)
+}
+
+impl Settings {
+    /// Defaults for everything, as if no flag and no environment variable were given.
+    /// Tests start from this and change what they need.
+    pub fn defaults() -> Self {
+        Self::parse_from(["percache"])
+    }
+
+    /// The upstream URL from `--upstream-url`/`UPSTREAM_URL`, else `MOCK_API`.
+    pub fn upstream_url(&self) -> Option<String> {
+        self.upstream_url
+            .clone()
+            .or_else(|| std::env::var("MOCK_API").ok())
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| u.trim_end_matches('/').to_string())
+    }
+
+    /// Whether sign-in prewarms the cache.
+    pub fn prewarm_enabled(&self) -> bool {
+        self.prewarm && !self.no_prewarm
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let s = Settings::defaults();
+        assert_eq!(s.bind, "127.0.0.1:8080");
+        assert_eq!(s.fresh, Duration::from_secs(60));
+        assert_eq!(s.ttl, Duration::from_secs(600));
+        assert_eq!(s.grace, Duration::from_secs(86_400));
+        assert_eq!(s.upstream_timeout, Duration::from_secs(20));
+        assert!(s.prewarm_enabled());
+        assert_eq!(s.memory_capacity, 100_000);
+    }
+
+    #[test]
+    fn prewarm_can_be_turned_off_both_ways() {
+        assert!(!Settings::parse_from(["percache", "--no-prewarm"]).prewarm_enabled());
+        assert!(!Settings::parse_from(["percache", "--prewarm", "false"]).prewarm_enabled());
+        assert!(Settings::parse_from(["percache", "--prewarm"]).prewarm_enabled());
+    }
+
+    #[test]
+    fn parses_widget_overrides() {
+        let d = parse_widget_durations("3=30m, 1=2m").unwrap();
+        assert_eq!(d.0[2], Some(Duration::from_secs(1800)));
+        assert_eq!(d.0[0], Some(Duration::from_secs(120)));
+        assert_eq!(d.0[1], None);
+        assert!(parse_widget_durations("6=1m").is_err());
+        assert!(parse_widget_durations("3").is_err());
+        assert!(parse_widget_durations("3=soon").is_err());
+    }
+
+    #[test]
+    fn durations_take_human_units() {
+        let s = Settings::parse_from(["percache", "--fresh", "500ms", "--ttl", "24h"]);
+        assert_eq!(s.fresh, Duration::from_millis(500));
+        assert_eq!(s.ttl, Duration::from_secs(86_400));
+    }
+}

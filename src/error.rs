@@ -1,0 +1,71 @@
+//! Errors of the HTTP layer, each turned into a response the client can use:
+//! HTML fragments that htmx can swap in, or JSON for `/api`.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::views;
+
+/// Errors of the HTML routes (pages and widget fragments).
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// Widget id outside 1 to 5.
+    #[error("There is no such widget.")]
+    UnknownWidget,
+    /// A fragment was asked for without a session: htmx follows `HX-Redirect`.
+    #[error("Please sign in.")]
+    SignedOut,
+    /// The session could not be written.
+    #[error("Your session could not be saved; please try again.")]
+    Session,
+}
+
+impl ResponseError for PageError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            PageError::UnknownWidget => StatusCode::NOT_FOUND,
+            PageError::SignedOut => StatusCode::UNAUTHORIZED,
+            PageError::Session => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut resp = HttpResponse::build(self.status_code());
+        if matches!(self, PageError::SignedOut) {
+            resp.insert_header(("HX-Redirect", "/login"));
+        }
+        resp.insert_header((header::CACHE_CONTROL, "no-store"))
+            .content_type("text/html; charset=utf-8")
+            .body(views::error_fragment(&self.to_string()).into_string())
+    }
+}
+
+/// Errors of the JSON routes.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Widget id outside 1 to 5.
+    #[error("unknown widget: ids are 1 to 5")]
+    UnknownWidget,
+    /// No session.
+    #[error("not signed in")]
+    SignedOut,
+    /// The upstream failed and nothing was cached.
+    #[error("upstream unavailable: {0}")]
+    Upstream(String),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::UnknownWidget => StatusCode::NOT_FOUND,
+            ApiError::SignedOut => StatusCode::UNAUTHORIZED,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(serde_json::json!({ "error": self.to_string() }))
+    }
+}

@@ -1,0 +1,69 @@
+//! The JSON API.
+
+use actix_session::Session;
+use actix_web::http::header;
+use actix_web::{get, web, HttpResponse};
+use serde::Serialize;
+
+use super::AppState;
+use crate::cache::status::{cache_status, HEADER};
+use crate::cache::Outcome;
+use crate::clock::rfc3339;
+use crate::error::ApiError;
+use crate::session;
+use crate::upstream::Upstream;
+use crate::widget::WidgetId;
+
+/// The body of `GET /api/widgets/{id}` (SPEC §5).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WidgetJson<'a> {
+    id: u8,
+    data: &'a serde_json::Value,
+    /// Served from the cache (not fetched for this request).
+    cached: bool,
+    /// Older than its fresh window.
+    stale: bool,
+    fetched_at: String,
+    fresh_until: String,
+    /// End of ttl: after it the entry is a miss.
+    expires_at: String,
+}
+
+/// `GET /api/widgets/{id}`: the signed-in user's widget as JSON.
+#[get("/api/widgets/{id}")]
+pub async fn widget_json(
+    id: web::Path<String>,
+    session: Session,
+    state: web::Data<AppState>,
+    upstream: web::Data<Upstream>,
+) -> Result<HttpResponse, ApiError> {
+    let widget = WidgetId::parse(&id).ok_or(ApiError::UnknownWidget)?;
+    let user = session::current_user(&session).ok_or(ApiError::SignedOut)?;
+    let lookup = state.cache.get(&user, widget, &upstream).await;
+    tracing::info!(%widget, outcome = lookup.outcome.label(), "widget served");
+    let status = cache_status(&lookup);
+    let Some(entry) = lookup.entry.as_deref() else {
+        let message = lookup.error.map(|e| e.to_string()).unwrap_or_default();
+        return Ok(HttpResponse::BadGateway()
+            .insert_header((HEADER, status))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(serde_json::json!({ "id": widget.get(), "error": message })));
+    };
+    let body = WidgetJson {
+        id: widget.get(),
+        data: &entry.data,
+        cached: matches!(
+            lookup.outcome,
+            Outcome::Hit { .. } | Outcome::Stale { .. } | Outcome::StaleIfError { .. }
+        ),
+        stale: matches!(lookup.outcome, Outcome::Stale { .. } | Outcome::StaleIfError { .. }),
+        fetched_at: rfc3339(entry.fetched_at),
+        fresh_until: rfc3339(entry.fresh_until),
+        expires_at: rfc3339(entry.stale_until),
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((HEADER, status))
+        .insert_header((header::CACHE_CONTROL, "private, no-store"))
+        .json(body))
+}

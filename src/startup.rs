@@ -1,0 +1,142 @@
+//! Building and running the application: store, upstream, cache, routes.
+//!
+//! [`Application::build`] binds its listener before returning, so with
+//! `--bind 127.0.0.1:0` a test learns the port and can talk to it at once.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use mock_upstream::{MockConfig, MockUpstream};
+use tracing_actix_web::TracingLogger;
+
+use crate::cache::store::memory::MemoryStore;
+use crate::cache::store::redis::RedisStore;
+use crate::cache::{CachePolicy, Store, WidgetCache};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::routes::{self, AppState};
+use crate::session;
+use crate::upstream::Upstream;
+
+/// Longest a Redis command may take before the cache fails open.
+pub const STORE_OP_TIMEOUT: Duration = Duration::from_millis(250);
+/// Largest form body accepted (the sign-in form is one short field).
+const FORM_LIMIT: usize = 4 * 1024;
+
+/// Content-Security-Policy: same-origin scripts and styles only, no inline code.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// A bound, not yet running, server.
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+    cache: Arc<WidgetCache>,
+    upstream_url: String,
+    /// The in-process mock, when no upstream URL was given; kept alive with the server.
+    mock: Option<MockUpstream>,
+}
+
+impl Application {
+    /// Builds the server with the real clock.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Builds the server with the given clock (tests pass a mock clock).
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let policy = CachePolicy::from_settings(&settings)?;
+        let key = session::session_key(settings.session_key.as_deref())?;
+
+        let (upstream_url, mock) = match settings.upstream_url() {
+            Some(url) => (url, None),
+            None => {
+                let mock = MockUpstream::start("127.0.0.1:0", MockConfig::default())
+                    .await
+                    .context("starting the in-process mock upstream")?;
+                tracing::info!(url = %mock.url(), "no --upstream-url: started the mock upstream in-process");
+                (mock.url(), Some(mock))
+            }
+        };
+
+        let store: Arc<dyn Store> = if settings.redis_cluster.is_some() {
+            anyhow::bail!("--redis-cluster is not supported yet; use --redis-url");
+        } else if let Some(url) = &settings.redis_url {
+            Arc::new(RedisStore::new(url, STORE_OP_TIMEOUT).context("configuring Redis")?)
+        } else {
+            Arc::new(MemoryStore::new(settings.memory_capacity))
+        };
+        let cache = Arc::new(WidgetCache::new(
+            store,
+            policy,
+            clock,
+            settings.upstream_timeout + Duration::from_secs(1),
+        ));
+
+        let listener = TcpListener::bind(&settings.bind)
+            .with_context(|| format!("binding {}", settings.bind))?;
+        let address = listener.local_addr()?;
+
+        let state = web::Data::new(AppState {
+            cache: Arc::clone(&cache),
+            prewarm: settings.prewarm_enabled(),
+        });
+        let timeout = settings.upstream_timeout;
+        let secure = settings.secure_cookies;
+        let url = upstream_url.clone();
+        let mut server = HttpServer::new(move || {
+            // awc's client is per thread: each worker gets its own.
+            let upstream = web::Data::new(Upstream::new(&url, timeout));
+            App::new()
+                .wrap(
+                    DefaultHeaders::new()
+                        .add(("Content-Security-Policy", CSP))
+                        .add(("X-Content-Type-Options", "nosniff"))
+                        .add(("X-Frame-Options", "DENY"))
+                        .add(("Referrer-Policy", "same-origin")),
+                )
+                .wrap(session::middleware(key.clone(), secure))
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .app_data(upstream)
+                .app_data(web::FormConfig::default().limit(FORM_LIMIT))
+                .app_data(web::PathConfig::default())
+                .configure(routes::configure)
+        })
+        .listen(listener)?;
+        if settings.workers > 0 {
+            server = server.workers(settings.workers);
+        }
+        let server = server.run();
+        Ok(Self { address, server, cache, upstream_url, mock })
+    }
+
+    /// The bound address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The cache, for tests and tools.
+    pub fn cache(&self) -> Arc<WidgetCache> {
+        Arc::clone(&self.cache)
+    }
+
+    /// The upstream in use.
+    pub fn upstream_url(&self) -> &str {
+        &self.upstream_url
+    }
+
+    /// Runs until the server stops (SIGINT/SIGTERM stop it gracefully).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        if let Some(mock) = self.mock {
+            mock.stop().await;
+        }
+        result
+    }
+}

@@ -1,0 +1,25 @@
+//! The HTML document shell shared by every page.
+
+use maud::{html, Markup, DOCTYPE};
+
+/// htmx's vendored version; part of the asset URL so browsers can cache it forever.
+pub const HTMX_VERSION: &str = "2.0.4";
+
+/// A full page. htmx is configured through a meta tag (no inline script) so
+/// the Content-Security-Policy can forbid inline scripts and styles.
+pub fn page(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false}"#;
+                title { (title) " · percache" }
+                link rel="stylesheet" href=(concat!("/assets/app.css?v=", env!("CARGO_PKG_VERSION")));
+                script src={ "/assets/htmx.min.js?v=" (HTMX_VERSION) } defer {}
+            }
+            body { (body) }
+        }
+    }
+}

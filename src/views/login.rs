@@ -1,0 +1,30 @@
+//! The sign-in page.
+
+use maud::{html, Markup};
+
+use super::page;
+
+/// The sign-in form, with an error message and the rejected value when the
+/// previous attempt was refused.
+pub fn login_page(error: Option<&str>, value: &str) -> Markup {
+    page(
+        "Sign in",
+        html! {
+            main.login {
+                h1 { "percache" }
+                p.lede { "Sign in with just a username to see your dashboard." }
+                form method="post" action="/login" {
+                    label for="username" { "Username" }
+                    input #username name="username" type="text" value=(value)
+                        autocomplete="username" autofocus required
+                        aria-invalid=[error.map(|_| "true")]
+                        aria-describedby=[error.map(|_| "login-error")];
+                    @if let Some(message) = error {
+                        p #login-error.error role="alert" { (message) }
+                    }
+                    button type="submit" { "Sign in" }
+                }
+            }
+        },
+    )
+}

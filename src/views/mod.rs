@@ -1,0 +1,13 @@
+//! Server-rendered HTML (maud). Views are plain functions returning
+//! [`maud::Markup`], composed from partials; maud escapes every interpolated
+//! string, so usernames and upstream data are always shown as text.
+
+mod dashboard;
+mod layout;
+mod login;
+mod widget;
+
+pub use dashboard::dashboard_page;
+pub use layout::page;
+pub use login::login_page;
+pub use widget::{error_fragment, loading_card, widget_card};
