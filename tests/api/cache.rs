@@ -1,0 +1,197 @@
+//! Cache semantics (SPEC §7) through the HTTP API, with the injectable clock.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use mock_upstream::Fault;
+
+use crate::both_stores;
+use crate::helpers::{cache_status, spawn_app, spawn_app_with, version_of, StoreKind, TestConfig};
+
+async fn concurrent_requests_for_a_cold_key_make_one_upstream_call(store: StoreKind) {
+    // Arrange: no prewarm, and a slow widget so all requests overlap.
+    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    app.login("alice").await;
+    app.mock.set_delay(1, Duration::from_millis(500));
+
+    // Act
+    let requests = (0..100).map(|_| app.widget(1));
+    let responses = join_all(requests).await;
+
+    // Assert
+    assert_eq!(app.mock.calls_for("alice", 1), 1);
+    assert_eq!(app.mock.total_calls(), 1);
+    let leaders = responses.iter().filter(|(s, _)| s == "percache; fwd=miss; stored").count();
+    let joined = responses.iter().filter(|(s, _)| s == "percache; fwd=miss; stored; collapsed").count();
+    let hits = responses.iter().filter(|(s, _)| s.starts_with("percache; hit; ttl=")).count();
+    assert_eq!(leaders, 1, "exactly one request led the fetch");
+    assert_eq!(leaders + joined + hits, 100, "every request was a miss, a join or a hit");
+    assert!(joined > 0, "concurrent requests joined the fetch");
+    for (_, body) in &responses {
+        assert!(body.contains(r#"data-state="ready""#));
+        assert_eq!(version_of(body), 1, "everyone got the one fetch's data");
+    }
+}
+
+async fn fresh_stale_and_expired_follow_the_policy(store: StoreKind) {
+    // Arrange: fresh 60 s, ttl 10 min (the defaults of TestConfig).
+    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    app.login("alice").await;
+
+    // A miss fetches and stores.
+    let (status, body) = app.widget(1).await;
+    assert_eq!(status, "percache; fwd=miss; stored");
+    assert_eq!(version_of(&body), 1);
+
+    // Fresh: served with no upstream call, ttl counts down from 60.
+    let (status, body) = app.widget(1).await;
+    let ttl: i64 = status.strip_prefix("percache; hit; ttl=").expect(&status).parse().unwrap();
+    assert!((55..=60).contains(&ttl), "{status}");
+    assert_eq!(version_of(&body), 1);
+    assert_eq!(app.mock.calls_for("alice", 1), 1);
+
+    // Stale: 20 concurrent requests are all served the old data at once, and
+    // exactly one background refresh runs.
+    app.clock.advance(Duration::from_secs(61));
+    app.mock.set_delay(1, Duration::from_millis(300));
+    let stale = join_all((0..20).map(|_| app.widget(1))).await;
+    for (status, body) in &stale {
+        assert!(status.ends_with("; detail=revalidating"), "{status}");
+        assert!(status.contains("ttl=-"), "stale ttl is negative: {status}");
+        assert!(body.contains(r#"data-state="stale""#));
+        assert!(body.contains("refreshing"));
+        assert_eq!(version_of(body), 1, "stale data is served, not waited for");
+    }
+    let (_, body) = app.wait_for_fresh_hit(1).await;
+    assert_eq!(version_of(&body), 2, "the refresh landed");
+    assert_eq!(app.mock.calls_for("alice", 1), 2, "one refresh for 20 stale requests");
+
+    // Past ttl: a miss again.
+    app.clock.advance(Duration::from_secs(11 * 60));
+    let (status, body) = app.widget(1).await;
+    assert_eq!(status, "percache; fwd=miss; stored");
+    assert_eq!(version_of(&body), 3);
+    assert_eq!(app.mock.calls_for("alice", 1), 3);
+}
+
+async fn an_expired_entry_is_served_when_the_upstream_fails(store: StoreKind) {
+    // Arrange: a cached widget, past its ttl but within grace; the upstream fails.
+    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    app.login("alice").await;
+    let (_, before) = app.widget(4).await;
+    app.clock.advance(Duration::from_secs(11 * 60));
+    app.mock.set_fault(4, Fault::Error(500));
+
+    // Act
+    let (status, body) = app.widget(4).await;
+    let json = app.get("/api/widgets/4").await;
+
+    // Assert
+    assert_eq!(status, "percache; fwd=miss; fwd-status=500; detail=stale-if-error");
+    assert!(body.contains(r#"data-state="stale-if-error""#), "{body}");
+    assert!(body.contains("source unavailable"));
+    assert_eq!(version_of(&body), version_of(&before));
+    assert_eq!(json.status(), 200);
+    let json: serde_json::Value = json.json().await.unwrap();
+    assert_eq!(json["stale"], true);
+    assert_eq!(json["data"]["version"], 1);
+    let (_, other) = app.widget(1).await;
+    assert!(other.contains(r#"data-state="ready""#), "other widgets are unaffected");
+}
+
+async fn a_failure_with_nothing_cached_is_an_error_card_with_retry(store: StoreKind) {
+    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    app.login("alice").await;
+    app.mock.set_fault(2, Fault::Error(404));
+
+    let (status, body) = app.widget(2).await;
+    let json = app.get("/api/widgets/2").await;
+
+    assert_eq!(status, "percache; fwd=miss; fwd-status=404");
+    assert!(body.contains(r#"data-state="error""#));
+    assert!(body.contains(r#"data-action="retry""#));
+    assert_eq!(json.status(), 502);
+    assert_eq!(app.mock.calls_for("alice", 2), 2, "a 404 is not retried");
+
+    app.mock.set_fault(2, Fault::Ok);
+    let (status, body) = app.widget(2).await;
+    assert_eq!(status, "percache; fwd=miss; stored");
+    assert!(body.contains(r#"data-state="ready""#));
+}
+
+async fn forced_refresh_bypasses_freshness(store: StoreKind) {
+    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    app.login("alice").await;
+    app.widget(5).await;
+
+    let resp = app.post("/widgets/5/refresh").await;
+
+    assert_eq!(resp.status(), 200);
+    assert_eq!(cache_status(&resp), "percache; fwd=request; stored");
+    assert_eq!(version_of(&resp.text().await.unwrap()), 2);
+    let (status, body) = app.widget(5).await;
+    assert!(status.starts_with("percache; hit"), "{status}");
+    assert_eq!(version_of(&body), 2, "the refreshed entry was stored");
+}
+
+both_stores!(
+    concurrent_requests_for_a_cold_key_make_one_upstream_call,
+    fresh_stale_and_expired_follow_the_policy,
+    an_expired_entry_is_served_when_the_upstream_fails,
+    a_failure_with_nothing_cached_is_an_error_card_with_retry,
+    forced_refresh_bypasses_freshness,
+);
+
+#[tokio::test]
+async fn a_forced_refresh_joins_a_fetch_in_flight() {
+    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).without_prewarm()).await;
+    app.login("alice").await;
+    app.mock.set_delay(3, Duration::from_millis(400));
+
+    let (get, refresh) = tokio::join!(app.widget(3), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        app.post("/widgets/3/refresh").await
+    });
+
+    assert_eq!(get.0, "percache; fwd=miss; stored");
+    assert_eq!(cache_status(&refresh), "percache; fwd=request; stored; collapsed");
+    assert_eq!(app.mock.calls_for("alice", 3), 1);
+}
+
+#[tokio::test]
+async fn unknown_widget_ids_are_404() {
+    let app = spawn_app(StoreKind::Memory).await;
+    app.login("alice").await;
+    for id in ["0", "6", "-1", "abc", "1.5", "01", "%00", "99999999999999999999999999999999"] {
+        for path in [format!("/widgets/{id}"), format!("/api/widgets/{id}")] {
+            assert_eq!(app.get(&path).await.status(), 404, "{path}");
+        }
+        assert_eq!(app.post(&format!("/widgets/{id}/refresh")).await.status(), 404, "{id}");
+    }
+    // Signed out, an unknown widget is still 404 (not 401).
+    let anon = crate::helpers::new_client();
+    assert_eq!(anon.get(app.url("/widgets/9")).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn the_json_api_matches_the_spec() {
+    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).without_prewarm()).await;
+    app.login("alice").await;
+
+    let first = app.get("/api/widgets/3").await;
+    assert_eq!(cache_status(&first), "percache; fwd=miss; stored");
+    let first: serde_json::Value = first.json().await.unwrap();
+    let second = app.get("/api/widgets/3").await;
+    assert!(cache_status(&second).starts_with("percache; hit; ttl="));
+    let second: serde_json::Value = second.json().await.unwrap();
+
+    assert_eq!(first["id"], 3);
+    assert_eq!(first["cached"], false);
+    assert_eq!(second["cached"], true);
+    assert_eq!(second["stale"], false);
+    assert_eq!(second["data"]["series"].as_array().unwrap().len(), 14);
+    for field in ["fetchedAt", "freshUntil", "expiresAt"] {
+        let value = second[field].as_str().unwrap();
+        assert!(time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339).is_ok(), "{field}: {value}");
+    }
+}

@@ -1,0 +1,244 @@
+//! The one test harness: `spawn_app()` starts a real mock upstream and the
+//! application on port 0 (and, for the Redis flavour, a real `redis-server`
+//! on a free port), and returns a [`TestApp`] with a cookie-keeping client
+//! that does not follow redirects.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mock_upstream::{MockConfig, MockUpstream};
+use percache::cache::store::redis::RedisStore;
+use percache::cache::WidgetCache;
+use percache::clock::MockClock;
+use percache::config::{LogFormat, Settings};
+use percache::startup::Application;
+use percache::telemetry;
+
+/// Which store the application under test uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    Redis,
+}
+
+/// Knobs of a test application; [`TestConfig::new`] gives fast defaults.
+pub struct TestConfig {
+    pub store: StoreKind,
+    pub prewarm: bool,
+    pub delays_ms: [u64; 5],
+    pub fresh: Duration,
+    pub ttl: Duration,
+    pub grace: Duration,
+}
+
+impl TestConfig {
+    pub fn new(store: StoreKind) -> Self {
+        Self {
+            store,
+            prewarm: true,
+            delays_ms: [20, 60, 200, 100, 20],
+            fresh: Duration::from_secs(60),
+            ttl: Duration::from_secs(600),
+            grace: Duration::from_secs(3600),
+        }
+    }
+
+    pub fn without_prewarm(mut self) -> Self {
+        self.prewarm = false;
+        self
+    }
+}
+
+/// A `redis-server` child process on a free loopback port, killed on drop.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running application with its mock upstream, clock and (maybe) Redis.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub mock: MockUpstream,
+    pub clock: Arc<MockClock>,
+    #[allow(dead_code)]
+    pub cache: Arc<WidgetCache>,
+    pub redis: Option<RedisServer>,
+    pub config: TestConfig,
+}
+
+pub async fn spawn_app(store: StoreKind) -> TestApp {
+    spawn_app_with(TestConfig::new(store)).await
+}
+
+pub async fn spawn_app_with(config: TestConfig) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        telemetry::init(LogFormat::Pretty);
+    }
+    let mock = MockUpstream::start("127.0.0.1:0", MockConfig::with_delays_ms(config.delays_ms))
+        .await
+        .expect("mock upstream starts");
+    let redis = (config.store == StoreKind::Redis).then(RedisServer::start);
+
+    let mut settings = Settings::defaults();
+    settings.bind = "127.0.0.1:0".into();
+    settings.upstream_url = Some(mock.url());
+    settings.redis_url = redis.as_ref().map(RedisServer::url);
+    settings.fresh = config.fresh;
+    settings.ttl = config.ttl;
+    settings.grace = config.grace;
+    settings.prewarm = config.prewarm;
+    settings.upstream_timeout = Duration::from_secs(5);
+    settings.workers = 2;
+
+    let clock = MockClock::new();
+    let app = Application::build_with_clock(settings, clock.clone()).await.expect("app builds");
+    let address = format!("http://{}", app.address());
+    let cache = app.cache();
+    tokio::spawn(app.run_until_stopped());
+
+    TestApp { address, client: new_client(), mock, clock, cache, redis, config }
+}
+
+/// A client with its own cookie jar that never follows redirects.
+pub fn new_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// Signs in through the form with the app's own client.
+    pub async fn login(&self, username: &str) -> reqwest::Response {
+        self.login_with(&self.client, username).await
+    }
+
+    pub async fn login_with(&self, client: &reqwest::Client, username: &str) -> reqwest::Response {
+        client.post(self.url("/login")).form(&[("username", username)]).send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str) -> reqwest::Response {
+        self.client.post(self.url(path)).send().await.unwrap()
+    }
+
+    /// `GET /widgets/{id}` → (Cache-Status, body).
+    pub async fn widget(&self, id: u8) -> (String, String) {
+        widget_with(&self.client, &self.url(&format!("/widgets/{id}"))).await
+    }
+
+    /// Waits until the mock has received `n` calls in all (panics after 10 s).
+    pub async fn wait_for_calls(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.mock.total_calls() < n {
+            assert!(Instant::now() < deadline, "mock saw {} calls, expected {n}", self.mock.total_calls());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Polls `GET /widgets/{id}` until it is a fresh hit (not a stale one).
+    pub async fn wait_for_fresh_hit(&self, id: u8) -> (String, String) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = self.widget(id).await;
+            if status.starts_with("percache; hit; ttl=") && !status.contains("revalidating") {
+                return (status, body);
+            }
+            assert!(Instant::now() < deadline, "widget {id} never became a fresh hit (last: {status})");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A Redis store handle on the test's Redis (panics for the memory flavour).
+    pub fn redis_store(&self) -> RedisStore {
+        let redis = self.redis.as_ref().expect("a Redis test app");
+        RedisStore::new(&redis.url(), Duration::from_secs(2)).unwrap()
+    }
+}
+
+pub async fn widget_with(client: &reqwest::Client, url: &str) -> (String, String) {
+    let resp = client.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "GET {url}");
+    let status = cache_status(&resp);
+    (status, resp.text().await.unwrap())
+}
+
+pub fn cache_status(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("cache-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// The `data-version` of a rendered card.
+pub fn version_of(card: &str) -> u64 {
+    let start = card.find("data-version=\"").expect("card has a version") + "data-version=\"".len();
+    card[start..].split('"').next().unwrap().parse().unwrap()
+}
+
+/// The `data-state` values of the cards in a page, in order.
+pub fn states(html: &str) -> Vec<String> {
+    html.split("data-state=\"").skip(1).map(|s| s.split('"').next().unwrap().to_owned()).collect()
+}
+
+/// Generates a `memory` and a `redis` test for each async fn taking a [`StoreKind`].
+#[macro_export]
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use $crate::helpers::StoreKind;
+            #[tokio::test]
+            async fn memory() { super::$name(StoreKind::Memory).await }
+            #[tokio::test]
+            async fn redis() { super::$name(StoreKind::Redis).await }
+        }
+    )*};
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the whole server over HTTP, a real mock upstream, a
+//! real redis-server.
+
+mod helpers;
+
+mod auth;
+mod cache;
+mod dashboard;
+mod isolation;
+mod redis;
