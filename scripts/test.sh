@@ -22,4 +22,4 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-cargo test --workspace --all-targets "$@"
+cargo test --workspace "$@"
