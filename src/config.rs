@@ -9,7 +9,11 @@ use crate::widget::WidgetId;
 
 /// Every setting of the server. `percache --help` lists them all.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "percache", version, about = "A per-user caching dashboard server")]
+#[command(
+    name = "percache",
+    version,
+    about = "A per-user caching dashboard server"
+)]
 pub struct Settings {
     /// Listen address (port 0: any free port, printed at start-up).
     #[arg(long, env = "PERCACHE_BIND", default_value = "127.0.0.1:8080")]
@@ -107,8 +111,8 @@ pub fn parse_widget_durations(raw: &str) -> Result<WidgetDurations, String> {
         let (id, dur) = part
             .split_once('=')
             .ok_or_else(|| format!("`{part}`: expected <widget>=<duration>, e.g. 3=30m"))?;
-        let widget = WidgetId::parse(id.trim())
-            .ok_or_else(|| format!("`{id}`: widget ids are 1 to 5"))?;
+        let widget =
+            WidgetId::parse(id.trim()).ok_or_else(|| format!("`{id}`: widget ids are 1 to 5"))?;
         let dur = humantime::parse_duration(dur.trim()).map_err(|e| format!("`{dur}`: {e}"))?;
         out.0[widget.index()] = Some(dur);
     }

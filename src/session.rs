@@ -40,7 +40,11 @@ pub fn session_key(raw: Option<&str>) -> Result<Key, SessionKeyError> {
     let bytes = hex::decode(raw)
         .ok()
         .or_else(|| base64::engine::general_purpose::STANDARD.decode(raw).ok())
-        .or_else(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw).ok())
+        .or_else(|| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(raw)
+                .ok()
+        })
         .ok_or(SessionKeyError::Encoding)?;
     if bytes.len() < MIN_KEY_BYTES {
         return Err(SessionKeyError::TooShort(bytes.len()));
@@ -90,8 +94,14 @@ mod tests {
 
     #[test]
     fn refuses_short_or_garbled_keys() {
-        assert!(matches!(session_key(Some(&"ab".repeat(32))), Err(SessionKeyError::TooShort(32))));
-        assert!(matches!(session_key(Some("not a key!")), Err(SessionKeyError::Encoding)));
+        assert!(matches!(
+            session_key(Some(&"ab".repeat(32))),
+            Err(SessionKeyError::TooShort(32))
+        ));
+        assert!(matches!(
+            session_key(Some("not a key!")),
+            Err(SessionKeyError::Encoding)
+        ));
     }
 
     #[test]

@@ -49,7 +49,10 @@ impl Application {
     }
 
     /// Builds the server with the given clock (tests pass a mock clock).
-    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let policy = CachePolicy::from_settings(&settings)?;
         let key = session::session_key(settings.session_key.as_deref())?;
 
@@ -113,7 +116,13 @@ impl Application {
             server = server.workers(settings.workers);
         }
         let server = server.run();
-        Ok(Self { address, server, cache, upstream_url, mock })
+        Ok(Self {
+            address,
+            server,
+            cache,
+            upstream_url,
+            mock,
+        })
     }
 
     /// The bound address.

@@ -44,7 +44,10 @@ impl UserId {
         if name.chars().any(char::is_control) {
             return Err(UsernameError::ControlCharacter);
         }
-        Ok(Self { name: name.to_owned(), tag: UserTag::of(name) })
+        Ok(Self {
+            name: name.to_owned(),
+            tag: UserTag::of(name),
+        })
     }
 
     /// The username.
@@ -81,8 +84,14 @@ mod tests {
         assert_eq!(UserId::parse(""), Err(UsernameError::Empty));
         assert_eq!(UserId::parse(" \t "), Err(UsernameError::Empty));
         assert_eq!(UserId::parse(&"a".repeat(65)), Err(UsernameError::TooLong));
-        assert_eq!(UserId::parse("a\u{0}b"), Err(UsernameError::ControlCharacter));
+        assert_eq!(
+            UserId::parse("a\u{0}b"),
+            Err(UsernameError::ControlCharacter)
+        );
         assert_eq!(UserId::parse("a\nb"), Err(UsernameError::ControlCharacter));
-        assert_eq!(UserId::parse("a\u{1b}b"), Err(UsernameError::ControlCharacter));
+        assert_eq!(
+            UserId::parse("a\u{1b}b"),
+            Err(UsernameError::ControlCharacter)
+        );
     }
 }

@@ -10,7 +10,13 @@ pub struct WidgetId(u8);
 
 impl WidgetId {
     /// All widgets, in page order.
-    pub const ALL: [WidgetId; 5] = [WidgetId(1), WidgetId(2), WidgetId(3), WidgetId(4), WidgetId(5)];
+    pub const ALL: [WidgetId; 5] = [
+        WidgetId(1),
+        WidgetId(2),
+        WidgetId(3),
+        WidgetId(4),
+        WidgetId(5),
+    ];
 
     /// Parses a path segment; `None` for anything but `1`..`5`.
     pub fn parse(raw: &str) -> Option<Self> {
@@ -41,7 +47,13 @@ impl WidgetId {
 
     /// The card title.
     pub fn title(self) -> &'static str {
-        ["Profile", "Notifications", "Analytics", "Billing", "Recent activity"][self.index()]
+        [
+            "Profile",
+            "Notifications",
+            "Analytics",
+            "Billing",
+            "Recent activity",
+        ][self.index()]
     }
 
     /// The id as a static string (used in metrics labels and URLs without allocating).
@@ -63,9 +75,23 @@ mod tests {
     #[test]
     fn parses_only_the_five_ids() {
         for ok in ["1", "2", "3", "4", "5"] {
-            assert_eq!(WidgetId::parse(ok).map(|w| w.to_string()), Some(ok.to_string()));
+            assert_eq!(
+                WidgetId::parse(ok).map(|w| w.to_string()),
+                Some(ok.to_string())
+            );
         }
-        for bad in ["0", "6", "-1", "01", "+1", "1.0", "abc", "", " 1", "99999999999999999999"] {
+        for bad in [
+            "0",
+            "6",
+            "-1",
+            "01",
+            "+1",
+            "1.0",
+            "abc",
+            "",
+            " 1",
+            "99999999999999999999",
+        ] {
             assert!(WidgetId::parse(bad).is_none(), "{bad:?} must be rejected");
         }
     }

@@ -37,10 +37,18 @@ impl CachePolicy {
                 ttl[w.index()] = d;
             }
             if fresh[w.index()] > ttl[w.index()] {
-                return Err(PolicyError { widget: w, fresh: fresh[w.index()], ttl: ttl[w.index()] });
+                return Err(PolicyError {
+                    widget: w,
+                    fresh: fresh[w.index()],
+                    ttl: ttl[w.index()],
+                });
             }
         }
-        Ok(Self { fresh, ttl, grace: s.grace })
+        Ok(Self {
+            fresh,
+            ttl,
+            grace: s.grace,
+        })
     }
 
     /// A new entry for data fetched at `now`.

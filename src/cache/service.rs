@@ -96,7 +96,13 @@ impl WidgetCache {
         clock: Arc<dyn Clock>,
         wait_deadline: Duration,
     ) -> Self {
-        Self { store, policy, clock, wait_deadline, inflight: Mutex::new(HashMap::new()) }
+        Self {
+            store,
+            policy,
+            clock,
+            wait_deadline,
+            inflight: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The store behind the cache.
@@ -118,12 +124,16 @@ impl WidgetCache {
         if let Some(entry) = &cached {
             match entry.freshness(now) {
                 Freshness::Fresh => {
-                    let outcome = Outcome::Hit { ttl: entry.ttl_secs(now) };
+                    let outcome = Outcome::Hit {
+                        ttl: entry.ttl_secs(now),
+                    };
                     return self.lookup(widget, cached, outcome, None, store_unavailable, now);
                 }
                 Freshness::Stale => {
                     self.join_or_start(&key, user, widget, up, true);
-                    let outcome = Outcome::Stale { ttl: entry.ttl_secs(now) };
+                    let outcome = Outcome::Stale {
+                        ttl: entry.ttl_secs(now),
+                    };
                     return self.lookup(widget, cached, outcome, None, store_unavailable, now);
                 }
                 Freshness::Expired | Freshness::Dead => {}
@@ -131,30 +141,56 @@ impl WidgetCache {
         }
         let (flight, leader) = self.join_or_start(&key, user, widget, up, true);
         let result = self.wait(flight).await;
-        self.settle(widget, cached, result, Outcome::Miss { collapsed: !leader }, store_unavailable)
+        self.settle(
+            widget,
+            cached,
+            result,
+            Outcome::Miss { collapsed: !leader },
+            store_unavailable,
+        )
     }
 
     /// Forced refresh: bypasses freshness, but joins a fetch already in flight.
-    pub async fn refresh(self: &Arc<Self>, user: &UserId, widget: WidgetId, up: &Upstream) -> Lookup {
+    pub async fn refresh(
+        self: &Arc<Self>,
+        user: &UserId,
+        widget: WidgetId,
+        up: &Upstream,
+    ) -> Lookup {
         let key = user.tag().key(widget);
         let (cached, store_unavailable) = self.read(&key).await;
         let (flight, leader) = self.join_or_start(&key, user, widget, up, false);
         let result = self.wait(flight).await;
-        self.settle(widget, cached, result, Outcome::Forced { collapsed: !leader }, store_unavailable)
+        self.settle(
+            widget,
+            cached,
+            result,
+            Outcome::Forced { collapsed: !leader },
+            store_unavailable,
+        )
     }
 
     /// What the dashboard can render inline: fresh and stale entries (stale
     /// ones start their background refresh). `None`: render a placeholder.
-    pub async fn peek(self: &Arc<Self>, user: &UserId, widget: WidgetId, up: &Upstream) -> Option<Lookup> {
+    pub async fn peek(
+        self: &Arc<Self>,
+        user: &UserId,
+        widget: WidgetId,
+        up: &Upstream,
+    ) -> Option<Lookup> {
         let key = user.tag().key(widget);
         let (cached, store_unavailable) = self.read(&key).await;
         let entry = cached.as_ref()?;
         let now = self.clock.now_ms();
         let outcome = match entry.freshness(now) {
-            Freshness::Fresh => Outcome::Hit { ttl: entry.ttl_secs(now) },
+            Freshness::Fresh => Outcome::Hit {
+                ttl: entry.ttl_secs(now),
+            },
             Freshness::Stale => {
                 self.join_or_start(&key, user, widget, up, true);
-                Outcome::Stale { ttl: entry.ttl_secs(now) }
+                Outcome::Stale {
+                    ttl: entry.ttl_secs(now),
+                }
             }
             Freshness::Expired | Freshness::Dead => return None,
         };
@@ -213,11 +249,17 @@ impl WidgetCache {
         map.insert(key.clone(), rx.clone());
         drop(map);
 
-        let guard = InflightGuard { cache: Arc::clone(self), key: key.clone() };
+        let guard = InflightGuard {
+            cache: Arc::clone(self),
+            key: key.clone(),
+        };
         let user = user.clone();
         let up = up.clone();
         actix_web::rt::spawn(async move {
-            let result = guard.cache.fetch_and_store(&guard.key, &user, widget, &up, recheck).await;
+            let result = guard
+                .cache
+                .fetch_and_store(&guard.key, &user, widget, &up, recheck)
+                .await;
             // Publish first, then leave the map (the guard's drop): a request
             // arriving in between joins a channel that already holds the result.
             let _ = tx.send(Some(result));
@@ -245,7 +287,11 @@ impl WidgetCache {
         let data = up.fetch(user.as_str(), widget).await?;
         let now = self.clock.now_ms();
         let entry = Arc::new(self.policy.entry(widget, data, now));
-        if let Err(e) = self.store.put(key, Arc::clone(&entry), store_ttl(&entry, now)).await {
+        if let Err(e) = self
+            .store
+            .put(key, Arc::clone(&entry), store_ttl(&entry, now))
+            .await
+        {
             tracing::warn!(error = %e, %widget, "store write failed; entry served but not cached");
         }
         Ok(entry)
@@ -253,7 +299,8 @@ impl WidgetCache {
 
     /// Waits for a fetch's result, at most `wait_deadline`.
     async fn wait(&self, mut flight: Flight) -> FetchResult {
-        let waited = tokio::time::timeout(self.wait_deadline, flight.wait_for(Option::is_some)).await;
+        let waited =
+            tokio::time::timeout(self.wait_deadline, flight.wait_for(Option::is_some)).await;
         match waited {
             Ok(Ok(result)) => result.clone().unwrap_or(Err(FetchError::Abandoned)),
             Ok(Err(_closed)) => Err(FetchError::Abandoned),
@@ -277,8 +324,12 @@ impl WidgetCache {
             Err(error) => {
                 let usable = cached.filter(|e| e.freshness(now) != Freshness::Dead);
                 let outcome = match usable {
-                    Some(_) => Outcome::StaleIfError { status: error.status() },
-                    None => Outcome::Error { status: error.status() },
+                    Some(_) => Outcome::StaleIfError {
+                        status: error.status(),
+                    },
+                    None => Outcome::Error {
+                        status: error.status(),
+                    },
                 };
                 tracing::warn!(%widget, %error, outcome = outcome.label(), "upstream fetch failed");
                 self.lookup(widget, usable, outcome, Some(error), store_unavailable, now)
@@ -295,7 +346,14 @@ impl WidgetCache {
         store_unavailable: bool,
         now: i64,
     ) -> Lookup {
-        Lookup { widget, entry, outcome, error, store_unavailable, now }
+        Lookup {
+            widget,
+            entry,
+            outcome,
+            error,
+            store_unavailable,
+            now,
+        }
     }
 }
 

@@ -57,7 +57,10 @@ pub async fn widget_json(
             lookup.outcome,
             Outcome::Hit { .. } | Outcome::Stale { .. } | Outcome::StaleIfError { .. }
         ),
-        stale: matches!(lookup.outcome, Outcome::Stale { .. } | Outcome::StaleIfError { .. }),
+        stale: matches!(
+            lookup.outcome,
+            Outcome::Stale { .. } | Outcome::StaleIfError { .. }
+        ),
         fetched_at: rfc3339(entry.fetched_at),
         fresh_until: rfc3339(entry.fresh_until),
         expires_at: rfc3339(entry.stale_until),

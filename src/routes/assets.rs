@@ -6,9 +6,21 @@ use actix_web::{get, web, HttpResponse};
 
 /// (name, content type, bytes).
 const ASSETS: &[(&str, &str, &[u8])] = &[
-    ("htmx.min.js", "text/javascript; charset=utf-8", include_bytes!("../../assets/htmx.min.js")),
-    ("app.css", "text/css; charset=utf-8", include_bytes!("../../assets/app.css")),
-    ("htmx.LICENSE", "text/plain; charset=utf-8", include_bytes!("../../assets/htmx.LICENSE")),
+    (
+        "htmx.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/htmx.min.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../assets/app.css"),
+    ),
+    (
+        "htmx.LICENSE",
+        "text/plain; charset=utf-8",
+        include_bytes!("../../assets/htmx.LICENSE"),
+    ),
 ];
 
 /// `GET /assets/{name}`: long-lived cache headers (URLs carry a version).
@@ -19,6 +31,8 @@ pub async fn asset(name: web::Path<String>) -> HttpResponse {
             .insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"))
             .content_type(*content_type)
             .body(*bytes),
-        None => HttpResponse::NotFound().content_type("text/plain").body("no such asset"),
+        None => HttpResponse::NotFound()
+            .content_type("text/plain")
+            .body("no such asset"),
     }
 }

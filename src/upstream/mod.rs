@@ -70,12 +70,20 @@ impl Upstream {
             .timeout(timeout)
             .connector(awc::Connector::new().limit(256))
             .finish();
-        Self { client, base: Rc::from(base.trim_end_matches('/')), timeout }
+        Self {
+            client,
+            base: Rc::from(base.trim_end_matches('/')),
+            timeout,
+        }
     }
 
     /// Fetches one widget of one user; the whole call, retries included, is
     /// bounded by the timeout.
-    pub async fn fetch(&self, user: &str, widget: WidgetId) -> Result<serde_json::Value, FetchError> {
+    pub async fn fetch(
+        &self,
+        user: &str,
+        widget: WidgetId,
+    ) -> Result<serde_json::Value, FetchError> {
         let url = format!(
             "{}/api/widgets/{}?userId={}",
             self.base,

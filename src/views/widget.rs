@@ -40,7 +40,10 @@ pub fn widget_card(lookup: &Lookup) -> Markup {
         Outcome::Stale { .. } => ("stale", Some("refreshing…".to_owned())),
         Outcome::StaleIfError { .. } => (
             "stale-if-error",
-            Some(format!("showing data from {} UTC, source unavailable", hh_mm(entry.fetched_at))),
+            Some(format!(
+                "showing data from {} UTC, source unavailable",
+                hh_mm(entry.fetched_at)
+            )),
         ),
         _ => ("ready", None),
     };
@@ -112,7 +115,10 @@ fn text(v: &Value, field: &str) -> String {
 }
 
 fn items(v: &Value) -> &[Value] {
-    v.get("items").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    v.get("items")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 fn profile(d: &Value) -> Markup {
@@ -138,7 +144,11 @@ fn analytics(d: &Value) -> Markup {
     let values: Vec<f64> = d
         .get("series")
         .and_then(Value::as_array)
-        .map(|s| s.iter().filter_map(|p| p.get("value").and_then(Value::as_f64)).collect())
+        .map(|s| {
+            s.iter()
+                .filter_map(|p| p.get("value").and_then(Value::as_f64))
+                .collect()
+        })
         .unwrap_or_default();
     html! {
         p.big { (text(d, "total")) " " span.muted { (text(d, "metric")) ", 14 days" } }
@@ -160,7 +170,13 @@ fn sparkline(values: &[f64]) -> Markup {
     let points: Vec<String> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| format!("{:.1},{:.1}", i as f64 * step, H - 4.0 - (v - min) / span * (H - 8.0)))
+        .map(|(i, v)| {
+            format!(
+                "{:.1},{:.1}",
+                i as f64 * step,
+                H - 4.0 - (v - min) / span * (H - 8.0)
+            )
+        })
         .collect();
     let points = points.join(" ");
     html! {
@@ -173,10 +189,14 @@ fn sparkline(values: &[f64]) -> Markup {
 }
 
 fn billing(d: &Value) -> Markup {
-    let due = d.get("amountDueCents").and_then(Value::as_i64).map(|c| {
-        format!("{}.{:02} {}", c / 100, (c % 100).abs(), text(d, "currency"))
-    });
-    let invoices = d.get("invoices").and_then(Value::as_array).map_or(0, Vec::len);
+    let due = d
+        .get("amountDueCents")
+        .and_then(Value::as_i64)
+        .map(|c| format!("{}.{:02} {}", c / 100, (c % 100).abs(), text(d, "currency")));
+    let invoices = d
+        .get("invoices")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     html! {
         p.big { (due.unwrap_or_else(|| "—".to_owned())) }
         dl {

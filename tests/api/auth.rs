@@ -17,7 +17,10 @@ async fn sign_in_sets_a_private_cookie_and_redirects(store: StoreKind) {
     assert!(cookie.starts_with("percache_session="), "{cookie}");
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
-    assert!(!cookie.contains("alice"), "the cookie is encrypted: {cookie}");
+    assert!(
+        !cookie.contains("alice"),
+        "the cookie is encrypted: {cookie}"
+    );
     let dashboard = app.get("/dashboard").await;
     assert_eq!(dashboard.status(), 200);
     assert!(dashboard.text().await.unwrap().contains("alice"));
@@ -39,12 +42,22 @@ async fn bad_usernames_get_422_with_the_form_and_a_message() {
     for (username, message) in cases {
         let resp = app.login(username).await;
         assert_eq!(resp.status(), 422, "{username:?}");
-        assert!(resp.headers().get("set-cookie").is_none(), "{username:?} must not sign in");
+        assert!(
+            resp.headers().get("set-cookie").is_none(),
+            "{username:?} must not sign in"
+        );
         let body = resp.text().await.unwrap();
-        assert!(body.contains(r#"<form method="post" action="/login">"#), "{username:?}");
+        assert!(
+            body.contains(r#"<form method="post" action="/login">"#),
+            "{username:?}"
+        );
         assert!(body.contains(message), "{username:?}: {body}");
     }
-    assert_eq!(app.mock.total_calls(), 0, "refused sign-ins prewarm nothing");
+    assert_eq!(
+        app.mock.total_calls(),
+        0,
+        "refused sign-ins prewarm nothing"
+    );
 }
 
 #[tokio::test]
@@ -54,13 +67,23 @@ async fn usernames_are_trimmed_and_64_characters_are_fine() {
     let app = spawn_app(StoreKind::Memory).await;
     assert_eq!(app.login("  bob  ").await.status(), 303);
     app.wait_for_calls(5).await;
-    assert_eq!(app.mock.calls_for("bob", 1), 1, "the trimmed name is the user id");
+    assert_eq!(
+        app.mock.calls_for("bob", 1),
+        1,
+        "the trimmed name is the user id"
+    );
 }
 
 #[tokio::test]
 async fn a_form_without_username_is_422_not_400() {
     let app = spawn_app(StoreKind::Memory).await;
-    let resp = app.client.post(app.url("/login")).form(&[("name", "x")]).send().await.unwrap();
+    let resp = app
+        .client
+        .post(app.url("/login"))
+        .form(&[("name", "x")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 422);
 }
 
@@ -104,8 +127,14 @@ async fn the_login_page_is_a_plain_form() {
     let app = spawn_app(StoreKind::Memory).await;
     let resp = app.get("/login").await;
     assert_eq!(resp.status(), 200);
-    let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_owned();
-    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
     let body = resp.text().await.unwrap();
     assert!(body.contains(r#"<form method="post" action="/login">"#));
@@ -118,7 +147,10 @@ async fn assets_are_served_with_long_lived_cache_headers() {
     let app = spawn_app(StoreKind::Memory).await;
     let js = app.get("/assets/htmx.min.js").await;
     assert_eq!(js.status(), 200);
-    assert!(js.headers()["cache-control"].to_str().unwrap().contains("max-age=31536000"));
+    assert!(js.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("max-age=31536000"));
     assert!(js.text().await.unwrap().contains("htmx"));
     assert_eq!(app.get("/assets/app.css").await.status(), 200);
     assert_eq!(app.get("/assets/nope.js").await.status(), 404);

@@ -21,11 +21,24 @@ async fn concurrent_requests_for_a_cold_key_make_one_upstream_call(store: StoreK
     // Assert
     assert_eq!(app.mock.calls_for("alice", 1), 1);
     assert_eq!(app.mock.total_calls(), 1);
-    let leaders = responses.iter().filter(|(s, _)| s == "percache; fwd=miss; stored").count();
-    let joined = responses.iter().filter(|(s, _)| s == "percache; fwd=miss; stored; collapsed").count();
-    let hits = responses.iter().filter(|(s, _)| s.starts_with("percache; hit; ttl=")).count();
+    let leaders = responses
+        .iter()
+        .filter(|(s, _)| s == "percache; fwd=miss; stored")
+        .count();
+    let joined = responses
+        .iter()
+        .filter(|(s, _)| s == "percache; fwd=miss; stored; collapsed")
+        .count();
+    let hits = responses
+        .iter()
+        .filter(|(s, _)| s.starts_with("percache; hit; ttl="))
+        .count();
     assert_eq!(leaders, 1, "exactly one request led the fetch");
-    assert_eq!(leaders + joined + hits, 100, "every request was a miss, a join or a hit");
+    assert_eq!(
+        leaders + joined + hits,
+        100,
+        "every request was a miss, a join or a hit"
+    );
     assert!(joined > 0, "concurrent requests joined the fetch");
     for (_, body) in &responses {
         assert!(body.contains(r#"data-state="ready""#));
@@ -45,7 +58,11 @@ async fn fresh_stale_and_expired_follow_the_policy(store: StoreKind) {
 
     // Fresh: served with no upstream call, ttl counts down from 60.
     let (status, body) = app.widget(1).await;
-    let ttl: i64 = status.strip_prefix("percache; hit; ttl=").expect(&status).parse().unwrap();
+    let ttl: i64 = status
+        .strip_prefix("percache; hit; ttl=")
+        .expect(&status)
+        .parse()
+        .unwrap();
     assert!((55..=60).contains(&ttl), "{status}");
     assert_eq!(version_of(&body), 1);
     assert_eq!(app.mock.calls_for("alice", 1), 1);
@@ -64,7 +81,11 @@ async fn fresh_stale_and_expired_follow_the_policy(store: StoreKind) {
     }
     let (_, body) = app.wait_for_fresh_hit(1).await;
     assert_eq!(version_of(&body), 2, "the refresh landed");
-    assert_eq!(app.mock.calls_for("alice", 1), 2, "one refresh for 20 stale requests");
+    assert_eq!(
+        app.mock.calls_for("alice", 1),
+        2,
+        "one refresh for 20 stale requests"
+    );
 
     // Past ttl: a miss again.
     app.clock.advance(Duration::from_secs(11 * 60));
@@ -87,7 +108,10 @@ async fn an_expired_entry_is_served_when_the_upstream_fails(store: StoreKind) {
     let json = app.get("/api/widgets/4").await;
 
     // Assert
-    assert_eq!(status, "percache; fwd=miss; fwd-status=500; detail=stale-if-error");
+    assert_eq!(
+        status,
+        "percache; fwd=miss; fwd-status=500; detail=stale-if-error"
+    );
     assert!(body.contains(r#"data-state="stale-if-error""#), "{body}");
     assert!(body.contains("source unavailable"));
     assert_eq!(version_of(&body), version_of(&before));
@@ -96,7 +120,10 @@ async fn an_expired_entry_is_served_when_the_upstream_fails(store: StoreKind) {
     assert_eq!(json["stale"], true);
     assert_eq!(json["data"]["version"], 1);
     let (_, other) = app.widget(1).await;
-    assert!(other.contains(r#"data-state="ready""#), "other widgets are unaffected");
+    assert!(
+        other.contains(r#"data-state="ready""#),
+        "other widgets are unaffected"
+    );
 }
 
 async fn a_failure_with_nothing_cached_is_an_error_card_with_retry(store: StoreKind) {
@@ -154,7 +181,10 @@ async fn a_forced_refresh_joins_a_fetch_in_flight() {
     });
 
     assert_eq!(get.0, "percache; fwd=miss; stored");
-    assert_eq!(cache_status(&refresh), "percache; fwd=request; stored; collapsed");
+    assert_eq!(
+        cache_status(&refresh),
+        "percache; fwd=request; stored; collapsed"
+    );
     assert_eq!(app.mock.calls_for("alice", 3), 1);
 }
 
@@ -162,15 +192,35 @@ async fn a_forced_refresh_joins_a_fetch_in_flight() {
 async fn unknown_widget_ids_are_404() {
     let app = spawn_app(StoreKind::Memory).await;
     app.login("alice").await;
-    for id in ["0", "6", "-1", "abc", "1.5", "01", "%00", "99999999999999999999999999999999"] {
+    for id in [
+        "0",
+        "6",
+        "-1",
+        "abc",
+        "1.5",
+        "01",
+        "%00",
+        "99999999999999999999999999999999",
+    ] {
         for path in [format!("/widgets/{id}"), format!("/api/widgets/{id}")] {
             assert_eq!(app.get(&path).await.status(), 404, "{path}");
         }
-        assert_eq!(app.post(&format!("/widgets/{id}/refresh")).await.status(), 404, "{id}");
+        assert_eq!(
+            app.post(&format!("/widgets/{id}/refresh")).await.status(),
+            404,
+            "{id}"
+        );
     }
     // Signed out, an unknown widget is still 404 (not 401).
     let anon = crate::helpers::new_client();
-    assert_eq!(anon.get(app.url("/widgets/9")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        anon.get(app.url("/widgets/9"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 }
 
 #[tokio::test]
@@ -192,6 +242,10 @@ async fn the_json_api_matches_the_spec() {
     assert_eq!(second["data"]["series"].as_array().unwrap().len(), 14);
     for field in ["fetchedAt", "freshUntil", "expiresAt"] {
         let value = second[field].as_str().unwrap();
-        assert!(time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339).is_ok(), "{field}: {value}");
+        assert!(
+            time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+                .is_ok(),
+            "{field}: {value}"
+        );
     }
 }

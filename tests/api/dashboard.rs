@@ -17,7 +17,10 @@ async fn prewarm_makes_five_calls_and_the_page_then_makes_none(store: StoreKind)
     let page = app.get("/dashboard").await.text().await.unwrap();
     for id in 1..=5u8 {
         let (status, _) = app.widget(id).await;
-        assert!(status.starts_with("percache; hit; ttl="), "widget {id}: {status}");
+        assert!(
+            status.starts_with("percache; hit; ttl="),
+            "widget {id}: {status}"
+        );
     }
 
     // Assert
@@ -25,8 +28,15 @@ async fn prewarm_makes_five_calls_and_the_page_then_makes_none(store: StoreKind)
     for id in 1..=5u8 {
         assert_eq!(app.mock.calls_for("alice", id), 1, "widget {id}");
     }
-    assert_eq!(states(&page), vec!["ready"; 5], "a warm dashboard renders every widget inline");
-    assert!(!page.contains(r#"hx-trigger="load""#), "no placeholder on a warm dashboard");
+    assert_eq!(
+        states(&page),
+        vec!["ready"; 5],
+        "a warm dashboard renders every widget inline"
+    );
+    assert!(
+        !page.contains(r#"hx-trigger="load""#),
+        "no placeholder on a warm dashboard"
+    );
     assert!(page.contains("<svg"), "the analytics widget has its chart");
 }
 
@@ -46,7 +56,10 @@ async fn a_dashboard_opened_during_prewarm_joins_its_fetches(store: StoreKind) {
     assert!(page.contains(r#"hx-get="/widgets/3" hx-trigger="load" hx-swap="outerHTML""#));
     assert!(page.contains(r#"aria-busy="true""#));
     let (status, _) = &fragments[2];
-    assert_eq!(status, "percache; fwd=miss; stored; collapsed", "widget 3 joined prewarm");
+    assert_eq!(
+        status, "percache; fwd=miss; stored; collapsed",
+        "widget 3 joined prewarm"
+    );
     assert_eq!(app.mock.total_calls(), 5, "nothing was fetched twice");
 }
 
@@ -63,6 +76,9 @@ async fn the_page_has_the_user_a_logout_button_and_five_cards() {
     assert!(page.contains("alice"));
     assert!(page.contains(r#"<form method="post" action="/logout">"#));
     for id in 1..=5 {
-        assert!(page.contains(&format!(r#"data-widget="{id}""#)), "card {id}");
+        assert!(
+            page.contains(&format!(r#"data-widget="{id}""#)),
+            "card {id}"
+        );
     }
 }

@@ -64,14 +64,26 @@ impl RedisServer {
 
     pub fn start_on(port: u16) -> Self {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/test.sh installs it)");
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Self { child, port }
@@ -91,7 +103,11 @@ impl Drop for RedisServer {
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running application with its mock upstream, clock and (maybe) Redis.
@@ -131,12 +147,22 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
     settings.workers = 2;
 
     let clock = MockClock::new();
-    let app = Application::build_with_clock(settings, clock.clone()).await.expect("app builds");
+    let app = Application::build_with_clock(settings, clock.clone())
+        .await
+        .expect("app builds");
     let address = format!("http://{}", app.address());
     let cache = app.cache();
     tokio::spawn(app.run_until_stopped());
 
-    TestApp { address, client: new_client(), mock, clock, cache, redis, config }
+    TestApp {
+        address,
+        client: new_client(),
+        mock,
+        clock,
+        cache,
+        redis,
+        config,
+    }
 }
 
 /// A client with its own cookie jar that never follows redirects.
@@ -159,7 +185,12 @@ impl TestApp {
     }
 
     pub async fn login_with(&self, client: &reqwest::Client, username: &str) -> reqwest::Response {
-        client.post(self.url("/login")).form(&[("username", username)]).send().await.unwrap()
+        client
+            .post(self.url("/login"))
+            .form(&[("username", username)])
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -179,7 +210,11 @@ impl TestApp {
     pub async fn wait_for_calls(&self, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.mock.total_calls() < n {
-            assert!(Instant::now() < deadline, "mock saw {} calls, expected {n}", self.mock.total_calls());
+            assert!(
+                Instant::now() < deadline,
+                "mock saw {} calls, expected {n}",
+                self.mock.total_calls()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -192,7 +227,10 @@ impl TestApp {
             if status.starts_with("percache; hit; ttl=") && !status.contains("revalidating") {
                 return (status, body);
             }
-            assert!(Instant::now() < deadline, "widget {id} never became a fresh hit (last: {status})");
+            assert!(
+                Instant::now() < deadline,
+                "widget {id} never became a fresh hit (last: {status})"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -226,7 +264,10 @@ pub fn version_of(card: &str) -> u64 {
 
 /// The `data-state` values of the cards in a page, in order.
 pub fn states(html: &str) -> Vec<String> {
-    html.split("data-state=\"").skip(1).map(|s| s.split('"').next().unwrap().to_owned()).collect()
+    html.split("data-state=\"")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap().to_owned())
+        .collect()
 }
 
 /// Generates a `memory` and a `redis` test for each async fn taking a [`StoreKind`].

@@ -17,7 +17,11 @@ async fn a_second_user_never_sees_the_first_users_data(store: StoreKind) {
     app.login_with(&bob, "bob").await;
     let mut bodies = Vec::new();
     for id in 1..=5u8 {
-        bodies.push(widget_with(&bob, &app.url(&format!("/widgets/{id}?userId=alice"))).await.1);
+        bodies.push(
+            widget_with(&bob, &app.url(&format!("/widgets/{id}?userId=alice")))
+                .await
+                .1,
+        );
     }
     let json: serde_json::Value = bob
         .get(app.url("/api/widgets/1?userId=alice"))
@@ -27,7 +31,14 @@ async fn a_second_user_never_sees_the_first_users_data(store: StoreKind) {
         .json()
         .await
         .unwrap();
-    let page = bob.get(app.url("/dashboard")).send().await.unwrap().text().await.unwrap();
+    let page = bob
+        .get(app.url("/dashboard"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
 
     // Assert
     assert_eq!(json["data"]["userId"], "bob");
@@ -37,8 +48,16 @@ async fn a_second_user_never_sees_the_first_users_data(store: StoreKind) {
         assert!(!body.contains("alice"), "bob saw alice's data: {body}");
     }
     assert!(!page.contains("alice"));
-    assert_eq!(app.mock.calls_for("bob", 1), 1, "bob's data was fetched for bob");
-    assert_eq!(app.mock.calls_for("alice", 1), 1, "alice's was never fetched again");
+    assert_eq!(
+        app.mock.calls_for("bob", 1),
+        1,
+        "bob's data was fetched for bob"
+    );
+    assert_eq!(
+        app.mock.calls_for("alice", 1),
+        1,
+        "alice's was never fetched again"
+    );
 }
 
 both_stores!(a_second_user_never_sees_the_first_users_data);
@@ -61,9 +80,15 @@ async fn usernames_are_escaped_on_the_page() {
     let app = spawn_app(StoreKind::Memory).await;
     app.login("<script>alert(1)</script>").await;
     let page = app.get("/dashboard").await.text().await.unwrap();
-    assert!(!page.contains("<script>alert(1)"), "username must be escaped");
+    assert!(
+        !page.contains("<script>alert(1)"),
+        "username must be escaped"
+    );
     assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     app.wait_for_calls(5).await;
     let (_, card) = app.wait_for_fresh_hit(1).await;
-    assert!(!card.contains("<script>"), "upstream data must be escaped: {card}");
+    assert!(
+        !card.contains("<script>"),
+        "upstream data must be escaped: {card}"
+    );
 }

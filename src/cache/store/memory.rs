@@ -46,7 +46,10 @@ impl MemoryStore {
     /// A store holding at most `capacity` entries.
     pub fn new(capacity: u64) -> Self {
         Self {
-            cache: Cache::builder().max_capacity(capacity).expire_after(PerEntryTtl).build(),
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(PerEntryTtl)
+                .build(),
         }
     }
 
@@ -68,7 +71,12 @@ impl Store for MemoryStore {
         Ok(self.cache.get(key).await.map(|s| s.entry))
     }
 
-    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        key: &CacheKey,
+        entry: Arc<Entry>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         self.cache.insert(key.clone(), Stored { entry, ttl }).await;
         Ok(())
     }
@@ -109,12 +117,18 @@ mod tests {
     async fn stores_and_bounds_entries() {
         let store = MemoryStore::new(10);
         let key = UserTag::of("a").key(WidgetId::ALL[0]);
-        store.put(&key, entry(1), Duration::from_secs(60)).await.unwrap();
+        store
+            .put(&key, entry(1), Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(store.get(&key).await.unwrap().unwrap().fetched_at, 1);
 
         for i in 0..200 {
             let k = UserTag::of(&format!("user{i}")).key(WidgetId::ALL[0]);
-            store.put(&k, entry(i), Duration::from_secs(60)).await.unwrap();
+            store
+                .put(&k, entry(i), Duration::from_secs(60))
+                .await
+                .unwrap();
         }
         assert!(store.len().await <= 10, "capacity must bound the store");
     }
@@ -123,7 +137,10 @@ mod tests {
     async fn drops_entries_after_their_ttl() {
         let store = MemoryStore::new(10);
         let key = UserTag::of("a").key(WidgetId::ALL[0]);
-        store.put(&key, entry(1), Duration::from_millis(20)).await.unwrap();
+        store
+            .put(&key, entry(1), Duration::from_millis(20))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(store.get(&key).await.unwrap().is_none());
     }

@@ -34,7 +34,8 @@ pub trait Store: Send + Sync + 'static {
     /// The entry under `key`, if any. Undecodable values are misses, not errors.
     async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError>;
     /// Stores `entry`, to be dropped by the backend after `ttl`.
-    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError>;
+    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration)
+        -> Result<(), StoreError>;
     /// Deletes keys.
     async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError>;
     /// Checks the backend answers (for `/readyz`).

@@ -53,7 +53,9 @@ impl RedisStore {
                 .get()
                 .await
                 .map_err(|e| StoreError::Connection(e.to_string()))?;
-            f(conn).await.map_err(|e| StoreError::Command(e.to_string()))
+            f(conn)
+                .await
+                .map_err(|e| StoreError::Command(e.to_string()))
         };
         tokio::time::timeout(self.op_timeout, work)
             .await
@@ -64,7 +66,10 @@ impl RedisStore {
     pub async fn pttl(&self, key: &CacheKey) -> Result<i64, StoreError> {
         let key = key.as_str().to_owned();
         self.run(|mut conn| async move {
-            redis::cmd("PTTL").arg(key).query_async::<i64>(&mut conn).await
+            redis::cmd("PTTL")
+                .arg(key)
+                .query_async::<i64>(&mut conn)
+                .await
         })
         .await
     }
@@ -75,9 +80,7 @@ impl Store for RedisStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError> {
         let k = key.as_str().to_owned();
         let raw: Option<Vec<u8>> = self
-            .run(|mut conn| async move {
-                redis::cmd("GET").arg(k).query_async(&mut conn).await
-            })
+            .run(|mut conn| async move { redis::cmd("GET").arg(k).query_async(&mut conn).await })
             .await?;
         Ok(raw.and_then(|bytes| match Entry::decode(&bytes) {
             Ok(entry) => Some(Arc::new(entry)),
@@ -88,7 +91,12 @@ impl Store for RedisStore {
         }))
     }
 
-    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        key: &CacheKey,
+        entry: Arc<Entry>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let k = key.as_str().to_owned();
         let bytes = entry.encode();
         let px = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
@@ -110,16 +118,17 @@ impl Store for RedisStore {
         }
         let keys: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
         self.run(|mut conn| async move {
-            redis::cmd("DEL").arg(keys).query_async::<()>(&mut conn).await
+            redis::cmd("DEL")
+                .arg(keys)
+                .query_async::<()>(&mut conn)
+                .await
         })
         .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.run(|mut conn| async move {
-            redis::cmd("PING").query_async::<()>(&mut conn).await
-        })
-        .await
+        self.run(|mut conn| async move { redis::cmd("PING").query_async::<()>(&mut conn).await })
+            .await
     }
 
     fn kind(&self) -> &'static str {
