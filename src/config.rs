@@ -56,6 +56,11 @@ pub struct Settings {
     #[arg(long, env = "UPSTREAM_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
 
+    /// After a failed fetch, the key is not fetched again for this long
+    /// (a forced refresh may still try).
+    #[arg(long, env = "FAILURE_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub failure_backoff: Duration,
+
     /// Fetch all widgets on sign-in (`--prewarm false` or `--no-prewarm` turns it off).
     #[arg(long, env = "PREWARM", default_value = "true", num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]

@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use mock_upstream::{MockConfig, MockUpstream};
 use tracing_actix_web::TracingLogger;
 
+use crate::cache::store::breaker::Breaker;
 use crate::cache::store::memory::MemoryStore;
 use crate::cache::store::redis::RedisStore;
 use crate::cache::{CachePolicy, Store, WidgetCache};
@@ -25,6 +26,8 @@ use crate::upstream::Upstream;
 
 /// Longest a Redis command may take before the cache fails open.
 pub const STORE_OP_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long a failing store is skipped before it is tried again.
+pub const STORE_COOL_DOWN: Duration = Duration::from_millis(500);
 /// Largest form body accepted (the sign-in form is one short field).
 const FORM_LIMIT: usize = 4 * 1024;
 
@@ -67,10 +70,14 @@ impl Application {
             }
         };
 
-        let store: Arc<dyn Store> = if settings.redis_cluster.is_some() {
-            anyhow::bail!("--redis-cluster is not supported yet; use --redis-url");
+        let store: Arc<dyn Store> = if let Some(nodes) = &settings.redis_cluster {
+            let urls: Vec<String> = nodes.split(',').map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect();
+            anyhow::ensure!(!urls.is_empty(), "--redis-cluster needs at least one node URL");
+            let cluster = RedisStore::cluster(urls, STORE_OP_TIMEOUT).context("configuring Redis Cluster")?;
+            Arc::new(Breaker::new(Arc::new(cluster), STORE_COOL_DOWN))
         } else if let Some(url) = &settings.redis_url {
-            Arc::new(RedisStore::new(url, STORE_OP_TIMEOUT).context("configuring Redis")?)
+            let redis = RedisStore::new(url, STORE_OP_TIMEOUT).context("configuring Redis")?;
+            Arc::new(Breaker::new(Arc::new(redis), STORE_COOL_DOWN))
         } else {
             Arc::new(MemoryStore::new(settings.memory_capacity))
         };
@@ -78,7 +85,8 @@ impl Application {
             store,
             policy,
             clock,
-            settings.upstream_timeout + Duration::from_secs(1),
+            settings.upstream_timeout,
+            settings.failure_backoff,
         ));
 
         let listener = TcpListener::bind(&settings.bind)

@@ -20,13 +20,22 @@ use tokio::sync::watch;
 use crate::cache::entry::{Entry, Freshness};
 use crate::cache::key::CacheKey;
 use crate::cache::policy::{store_ttl, CachePolicy};
-use crate::cache::store::Store;
+use crate::cache::store::{LockState, Store};
 use crate::clock::Clock;
 use crate::upstream::{FetchError, Upstream};
 use crate::user::UserId;
 use crate::widget::WidgetId;
 
-type FetchResult = Result<Arc<Entry>, FetchError>;
+/// A fetch's result as handed to every waiter.
+#[derive(Debug, Clone)]
+struct Fetched {
+    entry: Arc<Entry>,
+    /// The data came from another fetch (another instance's, or one that had
+    /// just landed), not from this task's upstream call.
+    remote: bool,
+}
+
+type FetchResult = Result<Fetched, FetchError>;
 type Flight = watch::Receiver<Option<FetchResult>>;
 
 /// How a widget request was answered; rendered as `Cache-Status`.
@@ -84,23 +93,31 @@ pub struct WidgetCache {
     clock: Arc<dyn Clock>,
     /// How long a request waits for a fetch in flight.
     wait_deadline: Duration,
+    /// How long the fleet-wide fetch lock lives if its owner dies.
+    lock_ttl: Duration,
+    /// How long a key is not fetched again after a failed fetch.
+    failure_backoff: Duration,
     inflight: Mutex<HashMap<CacheKey, Flight>>,
 }
 
 impl WidgetCache {
-    /// A cache over `store`. `wait_deadline` bounds how long a request waits
-    /// for a fetch (the upstream timeout plus a margin).
+    /// A cache over `store`. A request waits for a fetch at most the
+    /// upstream timeout plus a margin; the fleet-wide lock lives as long.
     pub fn new(
         store: Arc<dyn Store>,
         policy: CachePolicy,
         clock: Arc<dyn Clock>,
-        wait_deadline: Duration,
+        upstream_timeout: Duration,
+        failure_backoff: Duration,
     ) -> Self {
+        let wait_deadline = upstream_timeout + Duration::from_secs(1);
         Self {
             store,
             policy,
             clock,
             wait_deadline,
+            lock_ttl: wait_deadline,
+            failure_backoff,
             inflight: Mutex::new(HashMap::new()),
         }
     }
@@ -268,6 +285,9 @@ impl WidgetCache {
         (rx, true)
     }
 
+    /// The leader's work: (re)check the store, take the fleet-wide lock, fetch,
+    /// store, release. If another instance holds the lock, wait for its
+    /// result instead of calling the upstream.
     async fn fetch_and_store(
         &self,
         key: &CacheKey,
@@ -276,25 +296,108 @@ impl WidgetCache {
         up: &Upstream,
         recheck: bool,
     ) -> FetchResult {
-        if recheck {
+        let seen = match self.store.get(key).await {
             // A fetch may have landed between our caller's read and our start.
-            if let Ok(Some(entry)) = self.store.get(key).await {
-                if entry.freshness(self.clock.now_ms()) == Freshness::Fresh {
-                    return Ok(entry);
+            Ok(Some(entry))
+                if recheck && entry.freshness(self.clock.now_ms()) == Freshness::Fresh =>
+            {
+                return Ok(Fetched {
+                    entry,
+                    remote: true,
+                });
+            }
+            Ok(entry) => entry.map_or(i64::MIN, |e| e.fetched_at),
+            Err(_) => return self.fetch_unlocked(key, user, widget, up, None).await,
+        };
+        let token = lock_token();
+        let deadline = tokio::time::Instant::now() + self.wait_deadline;
+        loop {
+            match self
+                .store
+                .acquire(key, &token, self.lock_ttl, !recheck)
+                .await
+            {
+                Ok(LockState::Acquired) | Ok(LockState::Free) => {
+                    return self
+                        .fetch_unlocked(key, user, widget, up, Some(&token))
+                        .await;
+                }
+                Err(_) => return self.fetch_unlocked(key, user, widget, up, None).await,
+                Ok(LockState::Failed(status)) => return Err(FetchError::RecentFailure(status)),
+                Ok(LockState::Busy) => {}
+            }
+            // Another instance is fetching: poll for its entry (or its failure).
+            let mut pause = Duration::from_millis(10);
+            loop {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(FetchError::Timeout);
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+                match self.store.get(key).await {
+                    Ok(Some(entry)) if entry.fetched_at > seen => {
+                        return Ok(Fetched {
+                            entry,
+                            remote: true,
+                        })
+                    }
+                    Ok(_) => {}
+                    Err(_) => return self.fetch_unlocked(key, user, widget, up, None).await,
+                }
+                match self.store.lock_state(key).await {
+                    Ok(LockState::Busy) => continue,
+                    Ok(LockState::Failed(status)) => return Err(FetchError::RecentFailure(status)),
+                    // Released: its entry may have landed just before; look once more, then try to lead.
+                    Ok(_) => match self.store.get(key).await {
+                        Ok(Some(entry)) if entry.fetched_at > seen => {
+                            return Ok(Fetched {
+                                entry,
+                                remote: true,
+                            })
+                        }
+                        _ => break,
+                    },
+                    Err(_) => return self.fetch_unlocked(key, user, widget, up, None).await,
                 }
             }
         }
-        let data = up.fetch(user.as_str(), widget).await?;
+    }
+
+    /// Calls the upstream, stores the entry and releases the lock (if held),
+    /// leaving a failure marker for the backoff when the call failed.
+    async fn fetch_unlocked(
+        &self,
+        key: &CacheKey,
+        user: &UserId,
+        widget: WidgetId,
+        up: &Upstream,
+        token: Option<&str>,
+    ) -> FetchResult {
+        let result = up.fetch(user.as_str(), widget).await;
         let now = self.clock.now_ms();
-        let entry = Arc::new(self.policy.entry(widget, data, now));
-        if let Err(e) = self
-            .store
-            .put(key, Arc::clone(&entry), store_ttl(&entry, now))
-            .await
-        {
-            tracing::warn!(error = %e, %widget, "store write failed; entry served but not cached");
+        let result = result.map(|data| Arc::new(self.policy.entry(widget, data, now)));
+        if let Ok(entry) = &result {
+            if let Err(e) = self
+                .store
+                .put(key, Arc::clone(entry), store_ttl(entry, now))
+                .await
+            {
+                tracing::warn!(error = %e, %widget, "store write failed; entry served but not cached");
+            }
         }
-        Ok(entry)
+        if let Some(token) = token {
+            let failed = result
+                .as_ref()
+                .err()
+                .map(|e| (e.status(), self.failure_backoff));
+            if let Err(e) = self.store.release(key, token, failed).await {
+                tracing::warn!(error = %e, %widget, "could not release the fetch lock; it expires by itself");
+            }
+        }
+        result.map(|entry| Fetched {
+            entry,
+            remote: false,
+        })
     }
 
     /// Waits for a fetch's result, at most `wait_deadline`.
@@ -320,7 +423,19 @@ impl WidgetCache {
     ) -> Lookup {
         let now = self.clock.now_ms();
         match result {
-            Ok(entry) => self.lookup(widget, Some(entry), success, None, store_unavailable, now),
+            Ok(Fetched { entry, remote }) => {
+                // Data from another fetch counts as collapsed too.
+                let outcome = match success {
+                    Outcome::Miss { collapsed } => Outcome::Miss {
+                        collapsed: collapsed || remote,
+                    },
+                    Outcome::Forced { collapsed } => Outcome::Forced {
+                        collapsed: collapsed || remote,
+                    },
+                    other => other,
+                };
+                self.lookup(widget, Some(entry), outcome, None, store_unavailable, now)
+            }
             Err(error) => {
                 let usable = cached.filter(|e| e.freshness(now) != Freshness::Dead);
                 let outcome = match usable {
@@ -372,4 +487,16 @@ impl Drop for InflightGuard {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.key);
     }
+}
+
+/// A token unique to one fetch in the fleet: pid, a counter and the time.
+fn lock_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        crate::clock::system_now_ms()
+    )
 }

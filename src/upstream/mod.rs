@@ -33,6 +33,9 @@ pub enum FetchError {
     /// The body was not a JSON object or was too large.
     #[error("upstream sent an invalid body: {0}")]
     Body(String),
+    /// The key failed recently (with this status) and is in backoff.
+    #[error("upstream failed recently ({0}); retrying shortly")]
+    RecentFailure(u16),
     /// The fetch was abandoned (its task ended without a result).
     #[error("fetch abandoned")]
     Abandoned,
@@ -43,7 +46,7 @@ impl FetchError {
     /// 504 for a timeout and 502 for everything else.
     pub fn status(&self) -> u16 {
         match self {
-            FetchError::Status(s) => *s,
+            FetchError::Status(s) | FetchError::RecentFailure(s) => *s,
             FetchError::Timeout => 504,
             _ => 502,
         }

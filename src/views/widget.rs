@@ -73,7 +73,7 @@ fn error_card(widget: WidgetId, message: &str) -> Markup {
             header { h2 { (widget.title()) } }
             div.body { p.error role="alert" { (message) } }
             footer {
-                button data-action="retry" hx-get={ "/widgets/" (widget) }
+                button data-action="retry" hx-post={ "/widgets/" (widget) "/refresh" }
                     hx-target="closest .card" hx-swap="outerHTML" { "Retry" }
                 (refresh_button(widget, "refresh", "Refresh"))
             }

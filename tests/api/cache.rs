@@ -138,9 +138,17 @@ async fn a_failure_with_nothing_cached_is_an_error_card_with_retry(store: StoreK
     assert!(body.contains(r#"data-state="error""#));
     assert!(body.contains(r#"data-action="retry""#));
     assert_eq!(json.status(), 502);
-    assert_eq!(app.mock.calls_for("alice", 2), 2, "a 404 is not retried");
+    assert_eq!(app.mock.calls_for("alice", 2), 1, "a 404 is not retried, and the JSON request fell in the backoff");
 
+    // Recovered, but the key is in backoff: not retried at once...
     app.mock.set_fault(2, Fault::Ok);
+    let (status, body) = app.widget(2).await;
+    assert_eq!(status, "percache; fwd=miss; fwd-status=404");
+    assert!(body.contains(r#"data-state="error""#));
+    assert_eq!(app.mock.calls_for("alice", 2), 1, "no call during the backoff");
+
+    // ...then it is.
+    tokio::time::sleep(app.config.failure_backoff).await;
     let (status, body) = app.widget(2).await;
     assert_eq!(status, "percache; fwd=miss; stored");
     assert!(body.contains(r#"data-state="ready""#));

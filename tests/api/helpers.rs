@@ -31,6 +31,7 @@ pub struct TestConfig {
     pub fresh: Duration,
     pub ttl: Duration,
     pub grace: Duration,
+    pub failure_backoff: Duration,
 }
 
 impl TestConfig {
@@ -42,6 +43,7 @@ impl TestConfig {
             fresh: Duration::from_secs(60),
             ttl: Duration::from_secs(600),
             grace: Duration::from_secs(3600),
+            failure_backoff: Duration::from_millis(300),
         }
     }
 
@@ -142,6 +144,7 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
     settings.fresh = config.fresh;
     settings.ttl = config.ttl;
     settings.grace = config.grace;
+    settings.failure_backoff = config.failure_backoff;
     settings.prewarm = config.prewarm;
     settings.upstream_timeout = Duration::from_secs(5);
     settings.workers = 2;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use moka::future::Cache;
 use moka::Expiry;
 
-use super::{Store, StoreError};
+use super::{LockState, Store, StoreError};
 use crate::cache::entry::Entry;
 use crate::cache::key::CacheKey;
 
@@ -35,11 +35,31 @@ impl Expiry<CacheKey, Stored> for PerEntryTtl {
     }
 }
 
+/// A failure marker and how long it lasts.
+#[derive(Clone)]
+struct Failure {
+    status: u16,
+    ttl: Duration,
+}
+
+struct FailureTtl;
+
+impl Expiry<CacheKey, Failure> for FailureTtl {
+    fn expire_after_create(&self, _: &CacheKey, value: &Failure, _: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
 /// Entries in this process's memory, at most `capacity` of them (least
 /// recently used go first), each dropped when its grace ends.
+///
+/// The fetch lock is a no-op here (one process: the in-process single flight
+/// suffices), but failure markers are kept so that the backoff after a failed
+/// fetch works the same as with Redis.
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Cache<CacheKey, Stored>,
+    failures: Cache<CacheKey, Failure>,
 }
 
 impl MemoryStore {
@@ -49,6 +69,10 @@ impl MemoryStore {
             cache: Cache::builder()
                 .max_capacity(capacity)
                 .expire_after(PerEntryTtl)
+                .build(),
+            failures: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(FailureTtl)
                 .build(),
         }
     }
@@ -86,6 +110,43 @@ impl Store for MemoryStore {
             self.cache.invalidate(key).await;
         }
         Ok(())
+    }
+
+    async fn acquire(
+        &self,
+        key: &CacheKey,
+        _: &str,
+        _: Duration,
+        force: bool,
+    ) -> Result<LockState, StoreError> {
+        match self.failures.get(key).await {
+            Some(f) if !force => Ok(LockState::Failed(f.status)),
+            _ => Ok(LockState::Acquired),
+        }
+    }
+
+    async fn release(
+        &self,
+        key: &CacheKey,
+        _: &str,
+        failed: Option<(u16, Duration)>,
+    ) -> Result<(), StoreError> {
+        match failed {
+            Some((status, ttl)) => {
+                self.failures
+                    .insert(key.clone(), Failure { status, ttl })
+                    .await
+            }
+            None => self.failures.invalidate(key).await,
+        }
+        Ok(())
+    }
+
+    async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
+        Ok(match self.failures.get(key).await {
+            Some(f) => LockState::Failed(f.status),
+            None => LockState::Free,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,7 +1,9 @@
-//! Where entries live: the [`Store`] trait and its two backends, an
-//! in-process bounded store ([`memory::MemoryStore`]) and Redis
-//! ([`redis::RedisStore`]).
+//! Where entries live: the [`Store`] trait and its backends, an in-process
+//! bounded store ([`memory::MemoryStore`]) and Redis or Redis Cluster
+//! ([`redis::RedisStore`]), plus [`breaker::Breaker`], which keeps a failing
+//! store from slowing requests down.
 
+pub mod breaker;
 pub mod memory;
 pub mod redis;
 
@@ -15,7 +17,7 @@ use crate::cache::key::CacheKey;
 
 /// A store failure. The cache treats every one of them as "store unavailable"
 /// and keeps serving from the upstream (fail-open).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The backend did not answer within its bound.
     #[error("store timed out")]
@@ -26,9 +28,26 @@ pub enum StoreError {
     /// The backend answered with an error.
     #[error("store command failed: {0}")]
     Command(String),
+    /// The store failed recently and is skipped for a moment (circuit open).
+    #[error("store unavailable (recent failures)")]
+    Open,
 }
 
-/// A key-value store of cache entries with per-key expiry.
+/// The state of the fetch lock of one key, shared by every instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockState {
+    /// Nobody fetches this key.
+    Free,
+    /// We hold the lock (after [`Store::acquire`]).
+    Acquired,
+    /// Another instance is fetching it.
+    Busy,
+    /// The last fetch failed with this status; the key is in backoff.
+    Failed(u16),
+}
+
+/// A key-value store of cache entries with per-key expiry, and a per-key
+/// fetch lock so that one fetch per key runs in the whole fleet.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The entry under `key`, if any. Undecodable values are misses, not errors.
@@ -38,8 +57,57 @@ pub trait Store: Send + Sync + 'static {
         -> Result<(), StoreError>;
     /// Deletes keys.
     async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError>;
+    /// Tries to take the fetch lock of `key` for `ttl` under `token`.
+    /// Returns [`LockState::Acquired`], or who has it. `force` takes over a
+    /// failure backoff (not a live lock).
+    async fn acquire(
+        &self,
+        key: &CacheKey,
+        token: &str,
+        ttl: Duration,
+        force: bool,
+    ) -> Result<LockState, StoreError>;
+    /// Releases a lock we hold; with `failed`, leaves a failure marker for
+    /// the backoff instead, so no instance retries the key before it expires.
+    async fn release(
+        &self,
+        key: &CacheKey,
+        token: &str,
+        failed: Option<(u16, Duration)>,
+    ) -> Result<(), StoreError>;
+    /// The lock's state as seen by someone who does not hold it.
+    async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError>;
     /// Checks the backend answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
-    /// A short name for `/readyz` and logs: `memory`, `redis`.
+    /// A short name for `/readyz` and logs: `memory`, `redis`, `redis-cluster`.
     fn kind(&self) -> &'static str;
+}
+
+/// Parses a lock value: a failure marker `failed:<status>` or an owner token.
+pub(crate) fn parse_lock_value(value: Option<&str>, token: &str) -> LockState {
+    match value {
+        None => LockState::Free,
+        Some(v) if v == token => LockState::Acquired,
+        Some(v) => match v.strip_prefix("failed:").map(str::parse::<u16>) {
+            Some(Ok(status)) => LockState::Failed(status),
+            _ => LockState::Busy,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lock_values() {
+        assert_eq!(parse_lock_value(None, "t"), LockState::Free);
+        assert_eq!(parse_lock_value(Some("t"), "t"), LockState::Acquired);
+        assert_eq!(parse_lock_value(Some("other"), "t"), LockState::Busy);
+        assert_eq!(
+            parse_lock_value(Some("failed:503"), "t"),
+            LockState::Failed(503)
+        );
+        assert_eq!(parse_lock_value(Some("failed:x"), "t"), LockState::Busy);
+    }
 }

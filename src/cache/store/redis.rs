@@ -1,26 +1,68 @@
-//! The Redis store, through a deadpool-redis connection pool.
+//! The Redis store, through a deadpool-redis pool, for a single server or a
+//! Redis Cluster.
 //!
 //! Every call is bounded by a short timeout: a slow or dead Redis must cost a
 //! request milliseconds, not seconds, because the cache then fails open and
-//! asks the upstream directly.
+//! asks the upstream directly. All of a user's keys (entries and locks) carry
+//! the same hash tag, so every command touches one cluster slot.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::redis;
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::redis::{self, FromRedisValue};
+use deadpool_redis::{cluster, Config, Pool, PoolConfig, Runtime, Timeouts};
 
-use super::{Store, StoreError};
+use super::{parse_lock_value, LockState, Store, StoreError};
 use crate::cache::entry::Entry;
 use crate::cache::key::CacheKey;
 
-/// Entries in Redis, shared by every instance that points at the same server.
+/// Takes the lock when it is free (or, with force, when it only holds a
+/// failure marker). Returns "OK" or the current value.
+const ACQUIRE: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if (not v) or (ARGV[3] == '1' and string.sub(v, 1, 7) == 'failed:') then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 'OK'
+end
+return v
+"#;
+
+/// Releases the lock only if we own it; optionally leaves a failure marker.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if ARGV[2] ~= '' then
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  else
+    redis.call('DEL', KEYS[1])
+  end
+  return 1
+end
+return 0
+"#;
+
+#[derive(Clone)]
+enum Backend {
+    Single(Pool),
+    Cluster(cluster::Pool),
+}
+
+/// Entries in Redis, shared by every instance that points at the same server
+/// or cluster.
 #[derive(Clone)]
 pub struct RedisStore {
-    pool: Pool,
+    backend: Backend,
     op_timeout: Duration,
+}
+
+fn pool_config(op_timeout: Duration) -> PoolConfig {
+    let mut cfg = PoolConfig::new(64);
+    cfg.timeouts = Timeouts {
+        wait: Some(op_timeout),
+        create: Some(op_timeout),
+        recycle: Some(op_timeout),
+    };
+    cfg
 }
 
 impl RedisStore {
@@ -28,34 +70,49 @@ impl RedisStore {
     /// server starts (degraded) even when Redis is down.
     pub fn new(url: &str, op_timeout: Duration) -> Result<Self, StoreError> {
         let mut cfg = Config::from_url(url);
-        let mut pool_cfg = PoolConfig::new(64);
-        pool_cfg.timeouts = Timeouts {
-            wait: Some(op_timeout),
-            create: Some(op_timeout),
-            recycle: Some(op_timeout),
-        };
-        cfg.pool = Some(pool_cfg);
+        cfg.pool = Some(pool_config(op_timeout));
         let pool = cfg
             .create_pool(Some(Runtime::Tokio1))
             .map_err(|e| StoreError::Connection(e.to_string()))?;
-        Ok(Self { pool, op_timeout })
+        Ok(Self {
+            backend: Backend::Single(pool),
+            op_timeout,
+        })
+    }
+
+    /// A pool for a Redis Cluster, given some of its nodes' URLs.
+    pub fn cluster(urls: Vec<String>, op_timeout: Duration) -> Result<Self, StoreError> {
+        let mut cfg = cluster::Config::from_urls(urls);
+        cfg.pool = Some(pool_config(op_timeout));
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| StoreError::Connection(e.to_string()))?;
+        Ok(Self {
+            backend: Backend::Cluster(pool),
+            op_timeout,
+        })
     }
 
     /// Runs one command on a pooled connection within the timeout.
-    async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
+    async fn query<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
         let work = async {
-            let conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| StoreError::Connection(e.to_string()))?;
-            f(conn)
-                .await
-                .map_err(|e| StoreError::Command(e.to_string()))
+            match &self.backend {
+                Backend::Single(pool) => {
+                    let mut conn = pool
+                        .get()
+                        .await
+                        .map_err(|e| StoreError::Connection(e.to_string()))?;
+                    cmd.query_async(&mut conn).await
+                }
+                Backend::Cluster(pool) => {
+                    let mut conn = pool
+                        .get()
+                        .await
+                        .map_err(|e| StoreError::Connection(e.to_string()))?;
+                    cmd.query_async(&mut conn).await
+                }
+            }
+            .map_err(|e| StoreError::Command(e.to_string()))
         };
         tokio::time::timeout(self.op_timeout, work)
             .await
@@ -64,23 +121,24 @@ impl RedisStore {
 
     /// The remaining time to live of a key in milliseconds (for tests and ops).
     pub async fn pttl(&self, key: &CacheKey) -> Result<i64, StoreError> {
-        let key = key.as_str().to_owned();
-        self.run(|mut conn| async move {
-            redis::cmd("PTTL")
-                .arg(key)
-                .query_async::<i64>(&mut conn)
-                .await
-        })
-        .await
+        self.query(redis::cmd("PTTL").arg(key.as_str()).clone())
+            .await
     }
+}
+
+fn lock_key(key: &CacheKey) -> String {
+    format!("{}:lock", key.as_str())
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().clamp(1, u64::MAX as u128) as u64
 }
 
 #[async_trait]
 impl Store for RedisStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError> {
-        let k = key.as_str().to_owned();
         let raw: Option<Vec<u8>> = self
-            .run(|mut conn| async move { redis::cmd("GET").arg(k).query_async(&mut conn).await })
+            .query(redis::cmd("GET").arg(key.as_str()).clone())
             .await?;
         Ok(raw.and_then(|bytes| match Entry::decode(&bytes) {
             Ok(entry) => Some(Arc::new(entry)),
@@ -97,41 +155,83 @@ impl Store for RedisStore {
         entry: Arc<Entry>,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let k = key.as_str().to_owned();
-        let bytes = entry.encode();
-        let px = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
-        self.run(|mut conn| async move {
-            redis::cmd("SET")
-                .arg(k)
-                .arg(bytes)
-                .arg("PX")
-                .arg(px)
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
+        let cmd = redis::cmd("SET")
+            .arg(key.as_str())
+            .arg(entry.encode())
+            .arg("PX")
+            .arg(millis(ttl))
+            .clone();
+        self.query(cmd).await
     }
 
     async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError> {
-        if keys.is_empty() {
-            return Ok(());
+        // One DEL per key: keys of different users live in different slots.
+        for key in keys {
+            self.query::<()>(redis::cmd("DEL").arg(key.as_str()).clone())
+                .await?;
         }
-        let keys: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
-        self.run(|mut conn| async move {
-            redis::cmd("DEL")
-                .arg(keys)
-                .query_async::<()>(&mut conn)
-                .await
+        Ok(())
+    }
+
+    async fn acquire(
+        &self,
+        key: &CacheKey,
+        token: &str,
+        ttl: Duration,
+        force: bool,
+    ) -> Result<LockState, StoreError> {
+        let cmd = redis::cmd("EVAL")
+            .arg(ACQUIRE)
+            .arg(1)
+            .arg(lock_key(key))
+            .arg(token)
+            .arg(millis(ttl))
+            .arg(if force { "1" } else { "0" })
+            .clone();
+        let answer: String = self.query(cmd).await?;
+        Ok(if answer == "OK" {
+            LockState::Acquired
+        } else {
+            parse_lock_value(Some(&answer), token)
         })
-        .await
+    }
+
+    async fn release(
+        &self,
+        key: &CacheKey,
+        token: &str,
+        failed: Option<(u16, Duration)>,
+    ) -> Result<(), StoreError> {
+        let (marker, ttl) = match failed {
+            Some((status, ttl)) => (format!("failed:{status}"), millis(ttl)),
+            None => (String::new(), 0),
+        };
+        let cmd = redis::cmd("EVAL")
+            .arg(RELEASE)
+            .arg(1)
+            .arg(lock_key(key))
+            .arg(token)
+            .arg(marker)
+            .arg(ttl)
+            .clone();
+        self.query::<i64>(cmd).await.map(drop)
+    }
+
+    async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
+        let value: Option<String> = self
+            .query(redis::cmd("GET").arg(lock_key(key)).clone())
+            .await?;
+        Ok(parse_lock_value(value.as_deref(), ""))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.run(|mut conn| async move { redis::cmd("PING").query_async::<()>(&mut conn).await })
-            .await
+        self.query(redis::cmd("PING")).await.map(|_: String| ())
     }
 
     fn kind(&self) -> &'static str {
-        "redis"
+        match self.backend {
+            Backend::Single(_) => "redis",
+            Backend::Cluster(_) => "redis-cluster",
+        }
     }
 }

@@ -1,0 +1,117 @@
+//! A circuit breaker in front of a store.
+//!
+//! Each Redis command is already bounded by a short timeout, but a request
+//! makes several of them; once one fails, the breaker skips the store for a
+//! short cool-down so requests go straight to the upstream without paying the
+//! timeout again and again. After the cool-down the next call tries the
+//! store again (half-open), so the server reconnects by itself when Redis
+//! returns. Every failure is counted in `percache_store_errors_total`.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{LockState, Store, StoreError};
+use crate::cache::entry::Entry;
+use crate::cache::key::CacheKey;
+use crate::clock::system_now_ms;
+
+/// A store wrapped with a circuit breaker.
+pub struct Breaker {
+    inner: Arc<dyn Store>,
+    cool_down: Duration,
+    /// Real time (ms) until which the store is skipped.
+    open_until: AtomicI64,
+}
+
+impl Breaker {
+    /// Wraps `inner`; after a failure it is skipped for `cool_down`.
+    pub fn new(inner: Arc<dyn Store>, cool_down: Duration) -> Self {
+        Self {
+            inner,
+            cool_down,
+            open_until: AtomicI64::new(0),
+        }
+    }
+
+    /// Whether the store is currently skipped.
+    pub fn is_open(&self) -> bool {
+        system_now_ms() < self.open_until.load(Ordering::Relaxed)
+    }
+
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        if self.is_open() {
+            return Err(StoreError::Open);
+        }
+        let result = f.await;
+        if let Err(e) = &result {
+            metrics::counter!("percache_store_errors_total").increment(1);
+            let until = system_now_ms() + self.cool_down.as_millis() as i64;
+            if self.open_until.swap(until, Ordering::Relaxed) < system_now_ms() {
+                tracing::warn!(error = %e, store = self.inner.kind(), "store failing; skipping it for a moment");
+            }
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Store for Breaker {
+    async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError> {
+        self.call(self.inner.get(key)).await
+    }
+
+    async fn put(
+        &self,
+        key: &CacheKey,
+        entry: Arc<Entry>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.call(self.inner.put(key, entry, ttl)).await
+    }
+
+    async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError> {
+        self.call(self.inner.delete(keys)).await
+    }
+
+    async fn acquire(
+        &self,
+        key: &CacheKey,
+        token: &str,
+        ttl: Duration,
+        force: bool,
+    ) -> Result<LockState, StoreError> {
+        self.call(self.inner.acquire(key, token, ttl, force)).await
+    }
+
+    async fn release(
+        &self,
+        key: &CacheKey,
+        token: &str,
+        failed: Option<(u16, Duration)>,
+    ) -> Result<(), StoreError> {
+        self.call(self.inner.release(key, token, failed)).await
+    }
+
+    async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
+        self.call(self.inner.lock_state(key)).await
+    }
+
+    /// Always asks the backend (readiness must see a recovery at once).
+    async fn ping(&self) -> Result<(), StoreError> {
+        let result = self.inner.ping().await;
+        if result.is_ok() {
+            self.open_until.store(0, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+}
