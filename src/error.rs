@@ -69,3 +69,45 @@ impl ResponseError for ApiError {
             .json(serde_json::json!({ "error": self.to_string() }))
     }
 }
+
+/// Errors of the invalidation webhook.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// No `--invalidation-secret`: the webhook is off.
+    #[error("the invalidation webhook is disabled (no INVALIDATION_SECRET)")]
+    Disabled,
+    /// Missing signature headers.
+    #[error("missing X-Percache-Timestamp or X-Percache-Signature")]
+    Unsigned,
+    /// The signature does not match.
+    #[error("bad signature")]
+    BadSignature,
+    /// The timestamp is more than 300 s away from now.
+    #[error("timestamp too old or too far in the future")]
+    Expired,
+    /// A well-signed but unusable body.
+    #[error("bad request body: {0}")]
+    BadBody(String),
+    /// The store could not delete the entries.
+    #[error("store unavailable: {0}")]
+    Store(String),
+}
+
+impl ResponseError for WebhookError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            WebhookError::Disabled => StatusCode::NOT_FOUND,
+            WebhookError::Unsigned | WebhookError::BadSignature | WebhookError::Expired => {
+                StatusCode::UNAUTHORIZED
+            }
+            WebhookError::BadBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            WebhookError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(serde_json::json!({ "error": self.to_string() }))
+    }
+}

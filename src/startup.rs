@@ -71,9 +71,17 @@ impl Application {
         };
 
         let store: Arc<dyn Store> = if let Some(nodes) = &settings.redis_cluster {
-            let urls: Vec<String> = nodes.split(',').map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect();
-            anyhow::ensure!(!urls.is_empty(), "--redis-cluster needs at least one node URL");
-            let cluster = RedisStore::cluster(urls, STORE_OP_TIMEOUT).context("configuring Redis Cluster")?;
+            let urls: Vec<String> = nodes
+                .split(',')
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty())
+                .collect();
+            anyhow::ensure!(
+                !urls.is_empty(),
+                "--redis-cluster needs at least one node URL"
+            );
+            let cluster =
+                RedisStore::cluster(urls, STORE_OP_TIMEOUT).context("configuring Redis Cluster")?;
             Arc::new(Breaker::new(Arc::new(cluster), STORE_COOL_DOWN))
         } else if let Some(url) = &settings.redis_url {
             let redis = RedisStore::new(url, STORE_OP_TIMEOUT).context("configuring Redis")?;
@@ -96,6 +104,10 @@ impl Application {
         let state = web::Data::new(AppState {
             cache: Arc::clone(&cache),
             prewarm: settings.prewarm_enabled(),
+            invalidation_secret: settings
+                .invalidation_secret
+                .clone()
+                .filter(|s| !s.is_empty()),
         });
         let timeout = settings.upstream_timeout;
         let secure = settings.secure_cookies;

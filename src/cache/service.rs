@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::cache::entry::{Entry, Freshness};
 use crate::cache::key::CacheKey;
 use crate::cache::policy::{store_ttl, CachePolicy};
-use crate::cache::store::{LockState, Store};
+use crate::cache::store::{LockState, Store, StoreError};
 use crate::clock::Clock;
 use crate::upstream::{FetchError, Upstream};
 use crate::user::UserId;
@@ -234,6 +234,12 @@ impl WidgetCache {
             started += 1;
         }
         started
+    }
+
+    /// Deletes a user's entries for `widgets` (the invalidation webhook).
+    pub async fn invalidate(&self, user: &UserId, widgets: &[WidgetId]) -> Result<(), StoreError> {
+        let keys: Vec<CacheKey> = widgets.iter().map(|w| user.tag().key(*w)).collect();
+        self.store.delete(&keys).await
     }
 
     /// Reads the store; a store error is logged and reported as a miss with

@@ -5,6 +5,7 @@ mod assets;
 mod auth;
 mod dashboard;
 mod health;
+pub mod invalidate;
 mod widgets;
 
 use std::sync::Arc;
@@ -19,10 +20,13 @@ pub struct AppState {
     pub cache: Arc<WidgetCache>,
     /// Whether sign-in prewarms the cache.
     pub prewarm: bool,
+    /// Key of the invalidation webhook; `None`: webhook off.
+    pub invalidation_secret: Option<String>,
 }
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(invalidate::MAX_BODY));
     cfg.service(auth::index)
         .service(auth::login_form)
         .service(auth::login)
@@ -31,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(widgets::widget_fragment)
         .service(widgets::refresh)
         .service(api::widget_json)
+        .service(invalidate::invalidate)
         .service(health::healthz)
         .service(health::readyz)
         .service(assets::asset);
