@@ -125,9 +125,7 @@ fn bench_widget_card(c: &mut Criterion) {
     let analytics = ready_lookup(WidgetId::ALL[2], now);
     let profile = ready_lookup(WidgetId::ALL[0], now);
     let mut g = c.benchmark_group("widget_card");
-    g.bench_function("analytics_ready", |b| {
-        b.iter(|| render(black_box(&analytics)))
-    });
+    g.bench_function("analytics_ready", |b| b.iter(|| render(black_box(&analytics))));
     g.bench_function("profile_ready", |b| b.iter(|| render(black_box(&profile))));
     g.finish();
 }
@@ -135,10 +133,7 @@ fn bench_widget_card(c: &mut Criterion) {
 fn bench_dashboard(c: &mut Criterion) {
     let now = system_now_ms();
     let user = UserId::parse(USER).expect("valid username");
-    let lookups: Vec<Lookup> = WidgetId::ALL
-        .iter()
-        .map(|&w| ready_lookup(w, now))
-        .collect();
+    let lookups: Vec<Lookup> = WidgetId::ALL.iter().map(|&w| ready_lookup(w, now)).collect();
     let cards: Vec<Markup> = lookups.iter().map(views::widget_card).collect();
     let mut g = c.benchmark_group("dashboard_page");
     // The page around five already-rendered cards (clones the cards, as the route owns them).
@@ -162,16 +157,11 @@ fn bench_dashboard(c: &mut Criterion) {
 fn bench_entry_codec(c: &mut Criterion) {
     let now = system_now_ms();
     let mut g = c.benchmark_group("entry");
-    for (name, widget) in [
-        ("analytics", WidgetId::ALL[2]),
-        ("profile", WidgetId::ALL[0]),
-    ] {
+    for (name, widget) in [("analytics", WidgetId::ALL[2]), ("profile", WidgetId::ALL[0])] {
         let e = entry(widget, now);
         let bytes = e.encode();
         g.throughput(Throughput::Bytes(bytes.len() as u64));
-        g.bench_function(format!("encode_{name}"), |b| {
-            b.iter(|| black_box(&e).encode())
-        });
+        g.bench_function(format!("encode_{name}"), |b| b.iter(|| black_box(&e).encode()));
         g.bench_function(format!("decode_{name}"), |b| {
             b.iter(|| Entry::decode(black_box(&bytes)).expect("decodes"))
         });
@@ -214,11 +204,7 @@ fn bench_memory_store(c: &mut Criterion) {
         })
     });
     g.bench_function("get_hit_50k_entries", |b| {
-        b.iter(|| {
-            rt.block_on(big.get(black_box(&key)))
-                .expect("get")
-                .expect("hit")
-        })
+        b.iter(|| rt.block_on(big.get(black_box(&key))).expect("get").expect("hit"))
     });
     g.bench_function("get_miss", |b| {
         b.iter(|| rt.block_on(store.get(black_box(&miss))).expect("get"))

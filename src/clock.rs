@@ -51,8 +51,7 @@ impl MockClock {
 
     /// Jump forward by `by`.
     pub fn advance(&self, by: Duration) {
-        self.offset_ms
-            .fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+        self.offset_ms.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
     }
 }
 

@@ -9,11 +9,7 @@ use crate::widget::WidgetId;
 
 /// Every setting of the server. `percache --help` lists them all.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "percache",
-    version,
-    about = "A per-user caching dashboard server"
-)]
+#[command(name = "percache", version, about = "A per-user caching dashboard server")]
 pub struct Settings {
     /// Listen address (port 0: any free port, printed at start-up).
     #[arg(long, env = "PERCACHE_BIND", default_value = "127.0.0.1:8080")]
@@ -55,6 +51,11 @@ pub struct Settings {
     /// Hard limit on one upstream call.
     #[arg(long, env = "UPSTREAM_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
+
+    /// Longest a store (Redis) command may take before the cache fails open
+    /// and asks the upstream directly.
+    #[arg(long, env = "STORE_TIMEOUT", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub store_timeout: Duration,
 
     /// After a failed fetch, the key is not fetched again for this long
     /// (a forced refresh may still try).
@@ -116,8 +117,7 @@ pub fn parse_widget_durations(raw: &str) -> Result<WidgetDurations, String> {
         let (id, dur) = part
             .split_once('=')
             .ok_or_else(|| format!("`{part}`: expected <widget>=<duration>, e.g. 3=30m"))?;
-        let widget =
-            WidgetId::parse(id.trim()).ok_or_else(|| format!("`{id}`: widget ids are 1 to 5"))?;
+        let widget = WidgetId::parse(id.trim()).ok_or_else(|| format!("`{id}`: widget ids are 1 to 5"))?;
         let dur = humantime::parse_duration(dur.trim()).map_err(|e| format!("`{dur}`: {e}"))?;
         out.0[widget.index()] = Some(dur);
     }

@@ -40,11 +40,7 @@ pub fn session_key(raw: Option<&str>) -> Result<Key, SessionKeyError> {
     let bytes = hex::decode(raw)
         .ok()
         .or_else(|| base64::engine::general_purpose::STANDARD.decode(raw).ok())
-        .or_else(|| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(raw)
-                .ok()
-        })
+        .or_else(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw).ok())
         .ok_or(SessionKeyError::Encoding)?;
     if bytes.len() < MIN_KEY_BYTES {
         return Err(SessionKeyError::TooShort(bytes.len()));

@@ -24,8 +24,6 @@ use crate::routes::{self, AppState};
 use crate::session;
 use crate::upstream::Upstream;
 
-/// Longest a Redis command may take before the cache fails open.
-pub const STORE_OP_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long a failing store is skipped before it is tried again.
 pub const STORE_COOL_DOWN: Duration = Duration::from_millis(500);
 /// Largest form body accepted (the sign-in form is one short field).
@@ -52,10 +50,7 @@ impl Application {
     }
 
     /// Builds the server with the given clock (tests pass a mock clock).
-    pub async fn build_with_clock(
-        settings: Settings,
-        clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let policy = CachePolicy::from_settings(&settings)?;
         let key = session::session_key(settings.session_key.as_deref())?;
 
@@ -76,15 +71,14 @@ impl Application {
                 .map(|u| u.trim().to_owned())
                 .filter(|u| !u.is_empty())
                 .collect();
-            anyhow::ensure!(
-                !urls.is_empty(),
-                "--redis-cluster needs at least one node URL"
-            );
+            anyhow::ensure!(!urls.is_empty(), "--redis-cluster needs at least one node URL");
             let cluster =
-                RedisStore::cluster(urls, STORE_OP_TIMEOUT).context("configuring Redis Cluster")?;
+                RedisStore::cluster(urls, settings.store_timeout).context("configuring Redis Cluster")?;
+            cluster.warm_up().await;
             Arc::new(Breaker::new(Arc::new(cluster), STORE_COOL_DOWN))
         } else if let Some(url) = &settings.redis_url {
-            let redis = RedisStore::new(url, STORE_OP_TIMEOUT).context("configuring Redis")?;
+            let redis = RedisStore::new(url, settings.store_timeout).context("configuring Redis")?;
+            redis.warm_up().await;
             Arc::new(Breaker::new(Arc::new(redis), STORE_COOL_DOWN))
         } else {
             Arc::new(MemoryStore::new(settings.memory_capacity))
@@ -97,17 +91,14 @@ impl Application {
             settings.failure_backoff,
         ));
 
-        let listener = TcpListener::bind(&settings.bind)
-            .with_context(|| format!("binding {}", settings.bind))?;
+        let listener =
+            TcpListener::bind(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;
         let address = listener.local_addr()?;
 
         let state = web::Data::new(AppState {
             cache: Arc::clone(&cache),
             prewarm: settings.prewarm_enabled(),
-            invalidation_secret: settings
-                .invalidation_secret
-                .clone()
-                .filter(|s| !s.is_empty()),
+            invalidation_secret: settings.invalidation_secret.clone().filter(|s| !s.is_empty()),
         });
         let timeout = settings.upstream_timeout;
         let secure = settings.secure_cookies;

@@ -84,14 +84,8 @@ mod tests {
         assert_eq!(UserId::parse(""), Err(UsernameError::Empty));
         assert_eq!(UserId::parse(" \t "), Err(UsernameError::Empty));
         assert_eq!(UserId::parse(&"a".repeat(65)), Err(UsernameError::TooLong));
-        assert_eq!(
-            UserId::parse("a\u{0}b"),
-            Err(UsernameError::ControlCharacter)
-        );
+        assert_eq!(UserId::parse("a\u{0}b"), Err(UsernameError::ControlCharacter));
         assert_eq!(UserId::parse("a\nb"), Err(UsernameError::ControlCharacter));
-        assert_eq!(
-            UserId::parse("a\u{1b}b"),
-            Err(UsernameError::ControlCharacter)
-        );
+        assert_eq!(UserId::parse("a\u{1b}b"), Err(UsernameError::ControlCharacter));
     }
 }

@@ -10,13 +10,7 @@ pub struct WidgetId(u8);
 
 impl WidgetId {
     /// All widgets, in page order.
-    pub const ALL: [WidgetId; 5] = [
-        WidgetId(1),
-        WidgetId(2),
-        WidgetId(3),
-        WidgetId(4),
-        WidgetId(5),
-    ];
+    pub const ALL: [WidgetId; 5] = [WidgetId(1), WidgetId(2), WidgetId(3), WidgetId(4), WidgetId(5)];
 
     /// Parses a path segment; `None` for anything but `1`..`5`.
     pub fn parse(raw: &str) -> Option<Self> {
@@ -75,10 +69,7 @@ mod tests {
     #[test]
     fn parses_only_the_five_ids() {
         for ok in ["1", "2", "3", "4", "5"] {
-            assert_eq!(
-                WidgetId::parse(ok).map(|w| w.to_string()),
-                Some(ok.to_string())
-            );
+            assert_eq!(WidgetId::parse(ok).map(|w| w.to_string()), Some(ok.to_string()));
         }
         for bad in [
             "0",

@@ -83,11 +83,7 @@ fn lexical(path: &Path) -> PathBuf {
 
 /// Every `"..."` in `s`.
 fn quoted(s: &str) -> Vec<String> {
-    s.split('"')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect()
+    s.split('"').skip(1).step_by(2).map(str::to_string).collect()
 }
 
 fn unquote(s: &str) -> String {
@@ -103,11 +99,7 @@ fn unquote(s: &str) -> String {
 /// `["a", "b"]` -> [a, b].
 fn flow_list(s: &str) -> Vec<String> {
     let inner = s.trim().trim_start_matches('[').trim_end_matches(']');
-    inner
-        .split(',')
-        .map(unquote)
-        .filter(|w| !w.is_empty())
-        .collect()
+    inner.split(',').map(unquote).filter(|w| !w.is_empty()).collect()
 }
 
 /// The port of `host:port`, `scheme://host:port/path` or `[::]:port`.
@@ -149,9 +141,7 @@ struct Stage {
 
 impl Stage {
     fn all<'a>(&'a self, keyword: &'a str) -> impl Iterator<Item = &'a Instruction> + 'a {
-        self.instructions
-            .iter()
-            .filter(move |i| i.keyword == keyword)
+        self.instructions.iter().filter(move |i| i.keyword == keyword)
     }
 
     fn workdir(&self) -> String {
@@ -246,10 +236,7 @@ fn dockerfile() -> Vec<Stage> {
             });
         }
     }
-    assert!(
-        current.is_none(),
-        "Dockerfile ends inside a line continuation"
-    );
+    assert!(current.is_none(), "Dockerfile ends inside a line continuation");
 
     let mut stages: Vec<Stage> = Vec::new();
     for inst in instructions {
@@ -299,10 +286,7 @@ fn runtime(stages: &[Stage]) -> &Stage {
 }
 
 fn cargo_build_run(stage: &Stage) -> &Instruction {
-    stage
-        .all("RUN")
-        .find(|r| r.args.contains("cargo build"))
-        .unwrap()
+    stage.all("RUN").find(|r| r.args.contains("cargo build")).unwrap()
 }
 
 /// Binaries the runtime stage copies from the builder: (source path, file name).
@@ -432,20 +416,14 @@ fn members() -> Vec<Member> {
                 let candidates: Vec<String> = match kind {
                     "lib" => vec!["src/lib.rs".into()],
                     "bin" if name == package => vec!["src/main.rs".into()],
-                    "bin" => vec![
-                        format!("src/bin/{name}.rs"),
-                        format!("src/bin/{name}/main.rs"),
-                    ],
+                    "bin" => vec![format!("src/bin/{name}.rs"), format!("src/bin/{name}/main.rs")],
                     "bench" | "test" | "example" => {
                         let folder = match kind {
                             "bench" => "benches",
                             "test" => "tests",
                             _ => "examples",
                         };
-                        vec![
-                            format!("{folder}/{name}.rs"),
-                            format!("{folder}/{name}/main.rs"),
-                        ]
+                        vec![format!("{folder}/{name}.rs"), format!("{folder}/{name}/main.rs")]
                     }
                     _ => continue,
                 };
@@ -483,9 +461,7 @@ fn members() -> Vec<Member> {
 }
 
 fn bin_owner(bin: &str) -> Option<Member> {
-    members()
-        .into_iter()
-        .find(|m| m.bins.iter().any(|b| b == bin))
+    members().into_iter().find(|m| m.bins.iter().any(|b| b == bin))
 }
 
 // ---------------------------------------------------------------- server source
@@ -496,10 +472,7 @@ fn default_of_env(source: &str, env: &str) -> String {
         .find(&format!("env = \"{env}\""))
         .unwrap_or_else(|| panic!("no `env = \"{env}\"` argument"));
     let start = source[..at].rfind("#[arg(").expect("argument attribute");
-    let end = at
-        + source[at..]
-            .find(")]")
-            .expect("end of the argument attribute");
+    let end = at + source[at..].find(")]").expect("end of the argument attribute");
     let attr = &source[start..end];
     let value = attr
         .split("default_value = ")
@@ -579,10 +552,9 @@ impl Block {
         match self.get(key) {
             None => Vec::new(),
             Some((inline, _)) if inline.starts_with('[') => flow_list(&inline),
-            Some((inline, _)) if !inline.is_empty() => unquote(&inline)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect(),
+            Some((inline, _)) if !inline.is_empty() => {
+                unquote(&inline).split_whitespace().map(str::to_string).collect()
+            }
             Some((_, block)) => block
                 .0
                 .iter()
@@ -593,9 +565,7 @@ impl Block {
     }
 
     fn scalar(&self, key: &str) -> Option<String> {
-        self.get(key)
-            .map(|(v, _)| unquote(&v))
-            .filter(|v| !v.is_empty())
+        self.get(key).map(|(v, _)| unquote(&v)).filter(|v| !v.is_empty())
     }
 
     /// `environment:` as a mapping or as a list of `KEY=value`.
@@ -631,21 +601,14 @@ impl Block {
         if !list.is_empty() {
             return list;
         }
-        self.block(key)
-            .entries()
-            .into_iter()
-            .map(|(k, _, _)| k)
-            .collect()
+        self.block(key).entries().into_iter().map(|(k, _, _)| k).collect()
     }
 }
 
 fn compose_services() -> Block {
     let doc = Block::parse(&read("compose.yaml"));
     let services = doc.block("services");
-    assert!(
-        !services.0.is_empty(),
-        "compose.yaml has no `services:` block"
-    );
+    assert!(!services.0.is_empty(), "compose.yaml has no `services:` block");
     services
 }
 
@@ -720,10 +683,7 @@ fn every_copy_source_exists_in_the_repository_and_is_not_dockerignored() {
             }
         }
     }
-    assert!(
-        seen >= 4,
-        "found only {seen} COPY sources in the Dockerfile"
-    );
+    assert!(seen >= 4, "found only {seen} COPY sources in the Dockerfile");
 }
 
 #[test]
@@ -778,9 +738,7 @@ fn the_builder_copies_everything_cargo_needs_in_the_repository_layout() {
                 let target = lexical(&file.parent().unwrap().join(lit));
                 let rel = target
                     .strip_prefix(root())
-                    .unwrap_or_else(|_| {
-                        panic!("{} embeds {lit}, outside the repository", file.display())
-                    })
+                    .unwrap_or_else(|_| panic!("{} embeds {lit}, outside the repository", file.display()))
                     .to_string_lossy()
                     .into_owned();
                 embedded += 1;
@@ -822,9 +780,8 @@ fn the_builder_runs_a_locked_release_build_of_the_shipped_binaries() {
         "the runtime stage copies no binary from the builder"
     );
     for (path, bin) in &shipped {
-        let owner = bin_owner(bin).unwrap_or_else(|| {
-            panic!("the runtime copies `{bin}`, which is no [[bin]] of the workspace")
-        });
+        let owner = bin_owner(bin)
+            .unwrap_or_else(|| panic!("the runtime copies `{bin}`, which is no [[bin]] of the workspace"));
         assert!(
             run.contains(&format!("-p {}", owner.package))
                 || run.contains(&format!("--package {}", owner.package))
@@ -847,10 +804,7 @@ fn the_builder_runs_a_locked_release_build_of_the_shipped_binaries() {
 #[test]
 fn binary_names_match_the_cargo_bin_targets() {
     let stages = dockerfile();
-    let shipped: BTreeSet<String> = shipped_binaries(&stages)
-        .into_iter()
-        .map(|(_, b)| b)
-        .collect();
+    let shipped: BTreeSet<String> = shipped_binaries(&stages).into_iter().map(|(_, b)| b).collect();
 
     let server = members()
         .into_iter()
@@ -939,12 +893,7 @@ fn ports_agree_with_the_default_bind() {
 
     let exposed: Vec<u16> = rt
         .all("EXPOSE")
-        .flat_map(|i| {
-            i.args
-                .split_whitespace()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|i| i.args.split_whitespace().map(str::to_string).collect::<Vec<_>>())
         .map(|p| {
             p.trim_end_matches("/tcp")
                 .parse()
@@ -963,9 +912,7 @@ fn ports_agree_with_the_default_bind() {
         .rev()
         .find(|(k, _)| k == "PERCACHE_BIND")
         .map(|(_, v)| v)
-        .expect(
-            "the runtime stage should set ENV PERCACHE_BIND (the default listens on loopback only)",
-        );
+        .expect("the runtime stage should set ENV PERCACHE_BIND (the default listens on loopback only)");
     assert_eq!(
         port_of(&bind),
         port,
@@ -1010,10 +957,7 @@ fn the_healthcheck_probes_a_route_of_the_server() {
         default_bind_port(),
         "HEALTHCHECK {url} should probe the server's port"
     );
-    let path = format!(
-        "/{}",
-        url.split_once("://").unwrap().1.split_once('/').unwrap().1
-    );
+    let path = format!("/{}", url.split_once("://").unwrap().1.split_once('/').unwrap().1);
     let health = read("src/routes/health.rs");
     assert!(
         health.contains(&format!("#[get(\"{path}\")]")),
@@ -1063,19 +1007,14 @@ fn compose_wires_the_server_to_redis_and_the_mock() {
     let services = compose_services();
     let names: BTreeSet<String> = services.entries().into_iter().map(|(k, _, _)| k).collect();
     for s in ["redis", "mock", "percache"] {
-        assert!(
-            names.contains(s),
-            "compose.yaml has no `{s}` service: {names:?}"
-        );
+        assert!(names.contains(s), "compose.yaml has no `{s}` service: {names:?}");
     }
     let redis = service("redis");
     let mock = service("mock");
     let server = service("percache");
 
     assert!(
-        redis
-            .scalar("image")
-            .is_some_and(|i| i.starts_with("redis:")),
+        redis.scalar("image").is_some_and(|i| i.starts_with("redis:")),
         "compose `redis` should run a redis image"
     );
     assert!(
@@ -1090,8 +1029,7 @@ fn compose_wires_the_server_to_redis_and_the_mock() {
         "0.0.0.0",
         "the mock should listen on all interfaces to be reachable from `percache`: {bind}"
     );
-    let upstream =
-        env_value(&server, "UPSTREAM_URL").expect("compose `percache` sets no UPSTREAM_URL");
+    let upstream = env_value(&server, "UPSTREAM_URL").expect("compose `percache` sets no UPSTREAM_URL");
     assert_eq!(
         host_of(&upstream),
         "mock",
@@ -1105,9 +1043,10 @@ fn compose_wires_the_server_to_redis_and_the_mock() {
 
     // The image's HEALTHCHECK probes the server's port: the mock needs its own.
     let probe = mock.block("healthcheck").list("test");
-    let probe_url = probe.iter().find(|w| w.starts_with("http://")).expect(
-        "compose `mock` should override the image HEALTHCHECK (it probes the server's port)",
-    );
+    let probe_url = probe
+        .iter()
+        .find(|w| w.starts_with("http://"))
+        .expect("compose `mock` should override the image HEALTHCHECK (it probes the server's port)");
     assert_eq!(
         port_of(probe_url),
         port_of(&bind),
@@ -1120,8 +1059,7 @@ fn compose_wires_the_server_to_redis_and_the_mock() {
         .split_once('/')
         .map(|(_, p)| p);
     assert!(
-        mock_path
-            .is_some_and(|p| read("mock_upstream/src/server.rs").contains(&format!("\"/{p}\""))),
+        mock_path.is_some_and(|p| read("mock_upstream/src/server.rs").contains(&format!("\"/{p}\""))),
         "the mock's healthcheck {probe_url} is not a route of mock_upstream/src/server.rs"
     );
 

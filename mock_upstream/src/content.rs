@@ -34,9 +34,7 @@ const PROJECTS: [&str; 8] = [
     "acme/billing",
     "tools/cli",
 ];
-const PEOPLE: [&str; 8] = [
-    "Ana", "Bilal", "Chen", "Dara", "Emeka", "Freya", "Goran", "Hana",
-];
+const PEOPLE: [&str; 8] = ["Ana", "Bilal", "Chen", "Dara", "Emeka", "Freya", "Goran", "Hana"];
 const ACTIONS: [&str; 7] = [
     "commented",
     "pushed",
@@ -184,11 +182,7 @@ fn notifications(user: &str) -> Value {
                 rng.pick(&PROJECTS)
             ),
             2 => "Your weekly report is ready".to_string(),
-            3 => format!(
-                "{} invited you to {}",
-                rng.pick(&PEOPLE),
-                rng.pick(&PROJECTS)
-            ),
+            3 => format!("{} invited you to {}", rng.pick(&PEOPLE), rng.pick(&PROJECTS)),
             _ => format!("Invoice INV-{:04} was paid", rng.range(1000, 9999)),
         };
         items.push(json!({
@@ -208,10 +202,7 @@ fn analytics(user: &str) -> Value {
     let mut series = Vec::new();
     for i in 0..14u64 {
         let day = ANCHOR_DAY - Duration::days(13 - i as i64);
-        let weekend = matches!(
-            day.weekday(),
-            time::Weekday::Saturday | time::Weekday::Sunday
-        );
+        let weekend = matches!(day.weekday(), time::Weekday::Saturday | time::Weekday::Sunday);
         let mut v = base as i64 + trend * i as i64 + rng.below(base / 4 + 1) as i64;
         if weekend {
             v = v * 3 / 5;

@@ -41,11 +41,7 @@ impl FaultRequest {
                 }
                 Fault::Error(status)
             }
-            other => {
-                return Err(format!(
-                    "unknown mode {other:?} (expected ok, error or hang)"
-                ))
-            }
+            other => return Err(format!("unknown mode {other:?} (expected ok, error or hang)")),
         };
         Ok((self.widget, fault))
     }

@@ -35,10 +35,7 @@ struct Delays([u64; 5]);
 fn parse_delays(s: &str) -> Result<Delays, String> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
     if parts.len() != 5 {
-        return Err(format!(
-            "expected 5 comma-separated delays, got {}",
-            parts.len()
-        ));
+        return Err(format!("expected 5 comma-separated delays, got {}", parts.len()));
     }
     let mut out = [0u64; 5];
     for (slot, part) in out.iter_mut().zip(&parts) {
@@ -115,12 +112,7 @@ mod tests {
     #[test]
     fn args_defaults() {
         let a = Args::try_parse_from(["mock-upstream"]).map_err(|e| e.to_string());
-        let a = a
-            .as_ref()
-            .map(|a| (a.bind.as_str(), a.delays_ms.0, a.jitter_pct));
-        assert_eq!(
-            a,
-            Ok(("127.0.0.1:8787", [1000, 3000, 15000, 6000, 1000], 0))
-        );
+        let a = a.as_ref().map(|a| (a.bind.as_str(), a.delays_ms.0, a.jitter_pct));
+        assert_eq!(a, Ok(("127.0.0.1:8787", [1000, 3000, 15000, 6000, 1000], 0)));
     }
 }

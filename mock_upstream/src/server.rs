@@ -21,10 +21,7 @@ const HANG: Duration = Duration::from_secs(3600);
 type Data = web::Data<Shared>;
 
 /// Builds the (not yet running) server on `listener`.
-pub(crate) fn build(
-    listener: std::net::TcpListener,
-    shared: Arc<Shared>,
-) -> std::io::Result<Server> {
+pub(crate) fn build(listener: std::net::TcpListener, shared: Arc<Shared>) -> std::io::Result<Server> {
     let data: Data = web::Data::from(shared);
     let server = HttpServer::new(move || {
         App::new()
@@ -77,12 +74,7 @@ async fn widget(req: HttpRequest, path: web::Path<String>, data: Data) -> HttpRe
         let version = st.versions.entry((user.clone(), id)).or_insert(0);
         *version += 1;
         let version = *version;
-        (
-            version,
-            st.faults[idx].clone(),
-            st.delays[idx],
-            st.jitter_pct,
-        )
+        (version, st.faults[idx].clone(), st.delays[idx], st.jitter_pct)
     };
 
     match fault {

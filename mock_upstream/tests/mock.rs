@@ -27,14 +27,8 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) ->
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status");
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let body = if chunked { dechunk(rest) } else { rest.to_string() };
     (status, body)
 }
 
@@ -58,12 +52,9 @@ async fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
 }
 
 async fn start_fast() -> MockUpstream {
-    MockUpstream::start(
-        "127.0.0.1:0",
-        MockConfig::with_delays_ms([5, 10, 30, 20, 5]),
-    )
-    .await
-    .expect("start mock")
+    MockUpstream::start("127.0.0.1:0", MockConfig::with_delays_ms([5, 10, 30, 20, 5]))
+        .await
+        .expect("start mock")
 }
 
 #[test]

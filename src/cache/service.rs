@@ -168,12 +168,7 @@ impl WidgetCache {
     }
 
     /// Forced refresh: bypasses freshness, but joins a fetch already in flight.
-    pub async fn refresh(
-        self: &Arc<Self>,
-        user: &UserId,
-        widget: WidgetId,
-        up: &Upstream,
-    ) -> Lookup {
+    pub async fn refresh(self: &Arc<Self>, user: &UserId, widget: WidgetId, up: &Upstream) -> Lookup {
         let key = user.tag().key(widget);
         let (cached, store_unavailable) = self.read(&key).await;
         let (flight, leader) = self.join_or_start(&key, user, widget, up, false);
@@ -189,12 +184,7 @@ impl WidgetCache {
 
     /// What the dashboard can render inline: fresh and stale entries (stale
     /// ones start their background refresh). `None`: render a placeholder.
-    pub async fn peek(
-        self: &Arc<Self>,
-        user: &UserId,
-        widget: WidgetId,
-        up: &Upstream,
-    ) -> Option<Lookup> {
+    pub async fn peek(self: &Arc<Self>, user: &UserId, widget: WidgetId, up: &Upstream) -> Option<Lookup> {
         let key = user.tag().key(widget);
         let (cached, store_unavailable) = self.read(&key).await;
         let entry = cached.as_ref()?;
@@ -304,13 +294,8 @@ impl WidgetCache {
     ) -> FetchResult {
         let seen = match self.store.get(key).await {
             // A fetch may have landed between our caller's read and our start.
-            Ok(Some(entry))
-                if recheck && entry.freshness(self.clock.now_ms()) == Freshness::Fresh =>
-            {
-                return Ok(Fetched {
-                    entry,
-                    remote: true,
-                });
+            Ok(Some(entry)) if recheck && entry.freshness(self.clock.now_ms()) == Freshness::Fresh => {
+                return Ok(Fetched { entry, remote: true });
             }
             Ok(entry) => entry.map_or(i64::MIN, |e| e.fetched_at),
             Err(_) => return self.fetch_unlocked(key, user, widget, up, None).await,
@@ -318,15 +303,9 @@ impl WidgetCache {
         let token = lock_token();
         let deadline = tokio::time::Instant::now() + self.wait_deadline;
         loop {
-            match self
-                .store
-                .acquire(key, &token, self.lock_ttl, !recheck)
-                .await
-            {
+            match self.store.acquire(key, &token, self.lock_ttl, !recheck).await {
                 Ok(LockState::Acquired) | Ok(LockState::Free) => {
-                    return self
-                        .fetch_unlocked(key, user, widget, up, Some(&token))
-                        .await;
+                    return self.fetch_unlocked(key, user, widget, up, Some(&token)).await;
                 }
                 Err(_) => return self.fetch_unlocked(key, user, widget, up, None).await,
                 Ok(LockState::Failed(status)) => return Err(FetchError::RecentFailure(status)),
@@ -341,12 +320,7 @@ impl WidgetCache {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(100));
                 match self.store.get(key).await {
-                    Ok(Some(entry)) if entry.fetched_at > seen => {
-                        return Ok(Fetched {
-                            entry,
-                            remote: true,
-                        })
-                    }
+                    Ok(Some(entry)) if entry.fetched_at > seen => return Ok(Fetched { entry, remote: true }),
                     Ok(_) => {}
                     Err(_) => return self.fetch_unlocked(key, user, widget, up, None).await,
                 }
@@ -356,10 +330,7 @@ impl WidgetCache {
                     // Released: its entry may have landed just before; look once more, then try to lead.
                     Ok(_) => match self.store.get(key).await {
                         Ok(Some(entry)) if entry.fetched_at > seen => {
-                            return Ok(Fetched {
-                                entry,
-                                remote: true,
-                            })
+                            return Ok(Fetched { entry, remote: true })
                         }
                         _ => break,
                     },
@@ -392,24 +363,17 @@ impl WidgetCache {
             }
         }
         if let Some(token) = token {
-            let failed = result
-                .as_ref()
-                .err()
-                .map(|e| (e.status(), self.failure_backoff));
+            let failed = result.as_ref().err().map(|e| (e.status(), self.failure_backoff));
             if let Err(e) = self.store.release(key, token, failed).await {
                 tracing::warn!(error = %e, %widget, "could not release the fetch lock; it expires by itself");
             }
         }
-        result.map(|entry| Fetched {
-            entry,
-            remote: false,
-        })
+        result.map(|entry| Fetched { entry, remote: false })
     }
 
     /// Waits for a fetch's result, at most `wait_deadline`.
     async fn wait(&self, mut flight: Flight) -> FetchResult {
-        let waited =
-            tokio::time::timeout(self.wait_deadline, flight.wait_for(Option::is_some)).await;
+        let waited = tokio::time::timeout(self.wait_deadline, flight.wait_for(Option::is_some)).await;
         match waited {
             Ok(Ok(result)) => result.clone().unwrap_or(Err(FetchError::Abandoned)),
             Ok(Err(_closed)) => Err(FetchError::Abandoned),

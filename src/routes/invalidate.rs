@@ -73,10 +73,7 @@ pub async fn invalidate(
         .ok_or(WebhookError::Disabled)?;
     let timestamp = header(&req, "x-percache-timestamp").ok_or(WebhookError::Unsigned)?;
     let signature = header(&req, "x-percache-signature").ok_or(WebhookError::Unsigned)?;
-    let ts: i64 = timestamp
-        .trim()
-        .parse()
-        .map_err(|_| WebhookError::BadSignature)?;
+    let ts: i64 = timestamp.trim().parse().map_err(|_| WebhookError::BadSignature)?;
     if !verify(secret.as_bytes(), timestamp, &body, signature) {
         return Err(WebhookError::BadSignature);
     }
@@ -92,8 +89,7 @@ pub async fn invalidate(
         Some(ids) => ids
             .into_iter()
             .map(|id| {
-                WidgetId::from_u8(id)
-                    .ok_or_else(|| WebhookError::BadBody(format!("unknown widget {id}")))
+                WidgetId::from_u8(id).ok_or_else(|| WebhookError::BadBody(format!("unknown widget {id}")))
             })
             .collect::<Result<_, _>>()?,
     };

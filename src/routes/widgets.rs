@@ -16,10 +16,7 @@ use crate::widget::WidgetId;
 
 /// Resolves the widget id and the signed-in user, in that order (an unknown
 /// widget is 404 whoever asks).
-pub(crate) fn widget_and_user(
-    raw: &str,
-    session: &Session,
-) -> Result<(WidgetId, UserId), PageError> {
+pub(crate) fn widget_and_user(raw: &str, session: &Session) -> Result<(WidgetId, UserId), PageError> {
     let widget = WidgetId::parse(raw).ok_or(PageError::UnknownWidget)?;
     let user = session::current_user(session).ok_or(PageError::SignedOut)?;
     Ok((widget, user))

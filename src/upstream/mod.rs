@@ -82,11 +82,7 @@ impl Upstream {
 
     /// Fetches one widget of one user; the whole call, retries included, is
     /// bounded by the timeout.
-    pub async fn fetch(
-        &self,
-        user: &str,
-        widget: WidgetId,
-    ) -> Result<serde_json::Value, FetchError> {
+    pub async fn fetch(&self, user: &str, widget: WidgetId) -> Result<serde_json::Value, FetchError> {
         let url = format!(
             "{}/api/widgets/{}?userId={}",
             self.base,

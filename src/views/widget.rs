@@ -193,10 +193,7 @@ fn billing(d: &Value) -> Markup {
         .get("amountDueCents")
         .and_then(Value::as_i64)
         .map(|c| format!("{}.{:02} {}", c / 100, (c % 100).abs(), text(d, "currency")));
-    let invoices = d
-        .get("invoices")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
+    let invoices = d.get("invoices").and_then(Value::as_array).map_or(0, Vec::len);
     html! {
         p.big { (due.unwrap_or_else(|| "—".to_owned())) }
         dl {

@@ -17,10 +17,7 @@ async fn sign_in_sets_a_private_cookie_and_redirects(store: StoreKind) {
     assert!(cookie.starts_with("percache_session="), "{cookie}");
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
-    assert!(
-        !cookie.contains("alice"),
-        "the cookie is encrypted: {cookie}"
-    );
+    assert!(!cookie.contains("alice"), "the cookie is encrypted: {cookie}");
     let dashboard = app.get("/dashboard").await;
     assert_eq!(dashboard.status(), 200);
     assert!(dashboard.text().await.unwrap().contains("alice"));
@@ -53,11 +50,7 @@ async fn bad_usernames_get_422_with_the_form_and_a_message() {
         );
         assert!(body.contains(message), "{username:?}: {body}");
     }
-    assert_eq!(
-        app.mock.total_calls(),
-        0,
-        "refused sign-ins prewarm nothing"
-    );
+    assert_eq!(app.mock.total_calls(), 0, "refused sign-ins prewarm nothing");
 }
 
 #[tokio::test]
@@ -67,11 +60,7 @@ async fn usernames_are_trimmed_and_64_characters_are_fine() {
     let app = spawn_app(StoreKind::Memory).await;
     assert_eq!(app.login("  bob  ").await.status(), 303);
     app.wait_for_calls(5).await;
-    assert_eq!(
-        app.mock.calls_for("bob", 1),
-        1,
-        "the trimmed name is the user id"
-    );
+    assert_eq!(app.mock.calls_for("bob", 1), 1, "the trimmed name is the user id");
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use mock_upstream::Fault;
 
-use crate::both_stores;
+use crate::all_stores;
 use crate::helpers::{cache_status, spawn_app, spawn_app_with, version_of, StoreKind, TestConfig};
 
 async fn concurrent_requests_for_a_cold_key_make_one_upstream_call(store: StoreKind) {
@@ -138,7 +138,11 @@ async fn a_failure_with_nothing_cached_is_an_error_card_with_retry(store: StoreK
     assert!(body.contains(r#"data-state="error""#));
     assert!(body.contains(r#"data-action="retry""#));
     assert_eq!(json.status(), 502);
-    assert_eq!(app.mock.calls_for("alice", 2), 1, "a 404 is not retried, and the JSON request fell in the backoff");
+    assert_eq!(
+        app.mock.calls_for("alice", 2),
+        1,
+        "a 404 is not retried, and the JSON request fell in the backoff"
+    );
 
     // Recovered, but the key is in backoff: not retried at once...
     app.mock.set_fault(2, Fault::Ok);
@@ -169,7 +173,7 @@ async fn forced_refresh_bypasses_freshness(store: StoreKind) {
     assert_eq!(version_of(&body), 2, "the refreshed entry was stored");
 }
 
-both_stores!(
+all_stores!(
     concurrent_requests_for_a_cold_key_make_one_upstream_call,
     fresh_stale_and_expired_follow_the_policy,
     an_expired_entry_is_served_when_the_upstream_fails,
@@ -189,10 +193,7 @@ async fn a_forced_refresh_joins_a_fetch_in_flight() {
     });
 
     assert_eq!(get.0, "percache; fwd=miss; stored");
-    assert_eq!(
-        cache_status(&refresh),
-        "percache; fwd=request; stored; collapsed"
-    );
+    assert_eq!(cache_status(&refresh), "percache; fwd=request; stored; collapsed");
     assert_eq!(app.mock.calls_for("alice", 3), 1);
 }
 
@@ -222,11 +223,7 @@ async fn unknown_widget_ids_are_404() {
     // Signed out, an unknown widget is still 404 (not 401).
     let anon = crate::helpers::new_client();
     assert_eq!(
-        anon.get(app.url("/widgets/9"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        anon.get(app.url("/widgets/9")).send().await.unwrap().status(),
         404
     );
 }
@@ -251,8 +248,7 @@ async fn the_json_api_matches_the_spec() {
     for field in ["fetchedAt", "freshUntil", "expiresAt"] {
         let value = second[field].as_str().unwrap();
         assert!(
-            time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
-                .is_ok(),
+            time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339).is_ok(),
             "{field}: {value}"
         );
     }

@@ -17,10 +17,7 @@ async fn prewarm_makes_five_calls_and_the_page_then_makes_none(store: StoreKind)
     let page = app.get("/dashboard").await.text().await.unwrap();
     for id in 1..=5u8 {
         let (status, _) = app.widget(id).await;
-        assert!(
-            status.starts_with("percache; hit; ttl="),
-            "widget {id}: {status}"
-        );
+        assert!(status.starts_with("percache; hit; ttl="), "widget {id}: {status}");
     }
 
     // Assert
@@ -76,9 +73,6 @@ async fn the_page_has_the_user_a_logout_button_and_five_cards() {
     assert!(page.contains("alice"));
     assert!(page.contains(r#"<form method="post" action="/logout">"#));
     for id in 1..=5 {
-        assert!(
-            page.contains(&format!(r#"data-widget="{id}""#)),
-            "card {id}"
-        );
+        assert!(page.contains(&format!(r#"data-widget="{id}""#)), "card {id}");
     }
 }

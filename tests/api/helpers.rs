@@ -21,7 +21,12 @@ use percache::telemetry;
 pub enum StoreKind {
     Memory,
     Redis,
+    /// A three-master Redis Cluster on loopback ports.
+    Cluster,
 }
+
+/// The session key every test instance shares, so one cookie works on all of them.
+pub const SESSION_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
 /// Knobs of a test application; [`TestConfig::new`] gives fast defaults.
 pub struct TestConfig {
@@ -65,6 +70,10 @@ impl RedisServer {
     }
 
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    pub fn start_with(port: u16, extra: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -76,6 +85,7 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -92,7 +102,7 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        format!("redis://127.0.0.1:{}", self.port)
     }
 }
 
@@ -100,6 +110,81 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A three-master Redis Cluster on free loopback ports, stopped on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("percache-cluster-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let port = free_port();
+                RedisServer::start_with(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &format!("nodes-{port}.conf"),
+                        "--dir",
+                        dir.to_str().unwrap(),
+                    ],
+                )
+            })
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed (scripts/test.sh installs redis-tools)");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &nodes {
+            loop {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &node.port.to_string(), "cluster", "info"])
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "cluster never became ok");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Self { nodes, dir }
+    }
+
+    /// The node URLs, comma-separated, as `--redis-cluster` takes them.
+    pub fn nodes(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -121,7 +206,10 @@ pub struct TestApp {
     #[allow(dead_code)]
     pub cache: Arc<WidgetCache>,
     pub redis: Option<RedisServer>,
+    pub cluster: Option<RedisCluster>,
     pub config: TestConfig,
+    /// The settings the app was built with; further instances reuse them.
+    pub settings: Settings,
 }
 
 pub async fn spawn_app(store: StoreKind) -> TestApp {
@@ -136,21 +224,27 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         .await
         .expect("mock upstream starts");
     let redis = (config.store == StoreKind::Redis).then(RedisServer::start);
+    let cluster = (config.store == StoreKind::Cluster).then(RedisCluster::start);
 
     let mut settings = Settings::defaults();
     settings.bind = "127.0.0.1:0".into();
     settings.upstream_url = Some(mock.url());
     settings.redis_url = redis.as_ref().map(RedisServer::url);
+    settings.redis_cluster = cluster.as_ref().map(RedisCluster::nodes);
+    settings.session_key = Some(SESSION_KEY.into());
     settings.fresh = config.fresh;
     settings.ttl = config.ttl;
     settings.grace = config.grace;
     settings.failure_backoff = config.failure_backoff;
     settings.prewarm = config.prewarm;
     settings.upstream_timeout = Duration::from_secs(5);
+    // Tests run in parallel on a small machine: a lenient bound keeps a busy
+    // CPU from looking like a Redis outage (outages are tested by killing Redis).
+    settings.store_timeout = Duration::from_secs(1);
     settings.workers = 2;
 
     let clock = MockClock::new();
-    let app = Application::build_with_clock(settings, clock.clone())
+    let app = Application::build_with_clock(settings.clone(), clock.clone())
         .await
         .expect("app builds");
     let address = format!("http://{}", app.address());
@@ -164,7 +258,9 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         clock,
         cache,
         redis,
+        cluster,
         config,
+        settings,
     }
 }
 
@@ -178,6 +274,17 @@ pub fn new_client() -> reqwest::Client {
 }
 
 impl TestApp {
+    /// Starts another instance with the same settings (same store, upstream,
+    /// session key and clock), as a second server of a fleet. Returns its base URL.
+    pub async fn spawn_instance(&self) -> String {
+        let app = Application::build_with_clock(self.settings.clone(), self.clock.clone())
+            .await
+            .expect("second instance builds");
+        let address = format!("http://{}", app.address());
+        tokio::spawn(app.run_until_stopped());
+        address
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -240,6 +347,10 @@ impl TestApp {
 
     /// A Redis store handle on the test's Redis (panics for the memory flavour).
     pub fn redis_store(&self) -> RedisStore {
+        if let Some(cluster) = &self.cluster {
+            let urls = cluster.nodes.iter().map(RedisServer::url).collect();
+            return RedisStore::cluster(urls, Duration::from_secs(2)).unwrap();
+        }
         let redis = self.redis.as_ref().expect("a Redis test app");
         RedisStore::new(&redis.url(), Duration::from_secs(2)).unwrap()
     }
@@ -271,6 +382,36 @@ pub fn states(html: &str) -> Vec<String> {
         .skip(1)
         .map(|s| s.split('"').next().unwrap().to_owned())
         .collect()
+}
+
+/// Generates a `memory`, a `redis` and a `cluster` test for each async fn taking a [`StoreKind`].
+#[macro_export]
+macro_rules! all_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use $crate::helpers::StoreKind;
+            #[tokio::test]
+            async fn memory() { super::$name(StoreKind::Memory).await }
+            #[tokio::test]
+            async fn redis() { super::$name(StoreKind::Redis).await }
+            #[tokio::test]
+            async fn cluster() { super::$name(StoreKind::Cluster).await }
+        }
+    )*};
+}
+
+/// Generates a `redis` and a `cluster` test for each async fn taking a [`StoreKind`].
+#[macro_export]
+macro_rules! cluster_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use $crate::helpers::StoreKind;
+            #[tokio::test]
+            async fn redis() { super::$name(StoreKind::Redis).await }
+            #[tokio::test]
+            async fn cluster() { super::$name(StoreKind::Cluster).await }
+        }
+    )*};
 }
 
 /// Generates a `memory` and a `redis` test for each async fn taking a [`StoreKind`].

@@ -48,11 +48,7 @@ async fn a_second_user_never_sees_the_first_users_data(store: StoreKind) {
         assert!(!body.contains("alice"), "bob saw alice's data: {body}");
     }
     assert!(!page.contains("alice"));
-    assert_eq!(
-        app.mock.calls_for("bob", 1),
-        1,
-        "bob's data was fetched for bob"
-    );
+    assert_eq!(app.mock.calls_for("bob", 1), 1, "bob's data was fetched for bob");
     assert_eq!(
         app.mock.calls_for("alice", 1),
         1,
@@ -80,10 +76,7 @@ async fn usernames_are_escaped_on_the_page() {
     let app = spawn_app(StoreKind::Memory).await;
     app.login("<script>alert(1)</script>").await;
     let page = app.get("/dashboard").await.text().await.unwrap();
-    assert!(
-        !page.contains("<script>alert(1)"),
-        "username must be escaped"
-    );
+    assert!(!page.contains("<script>alert(1)"), "username must be escaped");
     assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     app.wait_for_calls(5).await;
     let (_, card) = app.wait_for_fresh_hit(1).await;

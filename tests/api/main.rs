@@ -6,5 +6,6 @@ mod helpers;
 mod auth;
 mod cache;
 mod dashboard;
+mod fleet;
 mod isolation;
 mod redis;

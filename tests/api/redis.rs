@@ -22,11 +22,7 @@ async fn entries_are_stored_under_hashed_keys_with_ttl_plus_grace() {
     let store = app.redis_store();
     let key = UserTag::of("alice").key(WidgetId::from_u8(3).unwrap());
     assert!(key.as_str().starts_with("percache:v1:{u:") && key.as_str().ends_with("}:w:3"));
-    let entry = store
-        .get(&key)
-        .await
-        .unwrap()
-        .expect("the entry is in Redis");
+    let entry = store.get(&key).await.unwrap().expect("the entry is in Redis");
     assert_eq!(entry.data["userId"], "alice");
     let pttl = Duration::from_millis(store.pttl(&key).await.unwrap() as u64);
     let expected = app.config.ttl + app.config.grace;

@@ -1,13 +1,13 @@
 //! A circuit breaker in front of a store.
 //!
 //! Each Redis command is already bounded by a short timeout, but a request
-//! makes several of them; once one fails, the breaker skips the store for a
-//! short cool-down so requests go straight to the upstream without paying the
+//! makes several of them; once a few fail in a row, the breaker skips the
+//! store for a short cool-down so requests go straight to the upstream without paying the
 //! timeout again and again. After the cool-down the next call tries the
 //! store again (half-open), so the server reconnects by itself when Redis
 //! returns. Every failure is counted in `percache_store_errors_total`.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +24,13 @@ pub struct Breaker {
     cool_down: Duration,
     /// Real time (ms) until which the store is skipped.
     open_until: AtomicI64,
+    /// Failures since the last success.
+    consecutive: AtomicU32,
 }
+
+/// Consecutive failures that open the breaker: one slow answer under a
+/// burst is not an outage.
+const THRESHOLD: u32 = 3;
 
 impl Breaker {
     /// Wraps `inner`; after a failure it is skipped for `cool_down`.
@@ -33,6 +39,7 @@ impl Breaker {
             inner,
             cool_down,
             open_until: AtomicI64::new(0),
+            consecutive: AtomicU32::new(0),
         }
     }
 
@@ -49,8 +56,14 @@ impl Breaker {
             return Err(StoreError::Open);
         }
         let result = f.await;
+        if result.is_ok() {
+            self.consecutive.store(0, Ordering::Relaxed);
+        }
         if let Err(e) = &result {
             metrics::counter!("percache_store_errors_total").increment(1);
+            if self.consecutive.fetch_add(1, Ordering::Relaxed) + 1 < THRESHOLD {
+                return result;
+            }
             let until = system_now_ms() + self.cool_down.as_millis() as i64;
             if self.open_until.swap(until, Ordering::Relaxed) < system_now_ms() {
                 tracing::warn!(error = %e, store = self.inner.kind(), "store failing; skipping it for a moment");
@@ -66,12 +79,7 @@ impl Store for Breaker {
         self.call(self.inner.get(key)).await
     }
 
-    async fn put(
-        &self,
-        key: &CacheKey,
-        entry: Arc<Entry>,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
         self.call(self.inner.put(key, entry, ttl)).await
     }
 

@@ -95,12 +95,7 @@ impl Store for MemoryStore {
         Ok(self.cache.get(key).await.map(|s| s.entry))
     }
 
-    async fn put(
-        &self,
-        key: &CacheKey,
-        entry: Arc<Entry>,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
         self.cache.insert(key.clone(), Stored { entry, ttl }).await;
         Ok(())
     }
@@ -132,11 +127,7 @@ impl Store for MemoryStore {
         failed: Option<(u16, Duration)>,
     ) -> Result<(), StoreError> {
         match failed {
-            Some((status, ttl)) => {
-                self.failures
-                    .insert(key.clone(), Failure { status, ttl })
-                    .await
-            }
+            Some((status, ttl)) => self.failures.insert(key.clone(), Failure { status, ttl }).await,
             None => self.failures.invalidate(key).await,
         }
         Ok(())
@@ -178,18 +169,12 @@ mod tests {
     async fn stores_and_bounds_entries() {
         let store = MemoryStore::new(10);
         let key = UserTag::of("a").key(WidgetId::ALL[0]);
-        store
-            .put(&key, entry(1), Duration::from_secs(60))
-            .await
-            .unwrap();
+        store.put(&key, entry(1), Duration::from_secs(60)).await.unwrap();
         assert_eq!(store.get(&key).await.unwrap().unwrap().fetched_at, 1);
 
         for i in 0..200 {
             let k = UserTag::of(&format!("user{i}")).key(WidgetId::ALL[0]);
-            store
-                .put(&k, entry(i), Duration::from_secs(60))
-                .await
-                .unwrap();
+            store.put(&k, entry(i), Duration::from_secs(60)).await.unwrap();
         }
         assert!(store.len().await <= 10, "capacity must bound the store");
     }

@@ -53,8 +53,7 @@ pub trait Store: Send + Sync + 'static {
     /// The entry under `key`, if any. Undecodable values are misses, not errors.
     async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError>;
     /// Stores `entry`, to be dropped by the backend after `ttl`.
-    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration)
-        -> Result<(), StoreError>;
+    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError>;
     /// Deletes keys.
     async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError>;
     /// Tries to take the fetch lock of `key` for `ttl` under `token`.
@@ -104,10 +103,7 @@ mod tests {
         assert_eq!(parse_lock_value(None, "t"), LockState::Free);
         assert_eq!(parse_lock_value(Some("t"), "t"), LockState::Acquired);
         assert_eq!(parse_lock_value(Some("other"), "t"), LockState::Busy);
-        assert_eq!(
-            parse_lock_value(Some("failed:503"), "t"),
-            LockState::Failed(503)
-        );
+        assert_eq!(parse_lock_value(Some("failed:503"), "t"), LockState::Failed(503));
         assert_eq!(parse_lock_value(Some("failed:x"), "t"), LockState::Busy);
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, FromRedisValue};
 use deadpool_redis::{cluster, Config, Pool, PoolConfig, Runtime, Timeouts};
+use futures_util::future::join_all;
 
 use super::{parse_lock_value, LockState, Store, StoreError};
 use crate::cache::entry::Entry;
@@ -53,10 +54,18 @@ enum Backend {
 pub struct RedisStore {
     backend: Backend,
     op_timeout: Duration,
+    /// How many connections [`RedisStore::warm_up`] opens by default.
+    warm: usize,
 }
 
-fn pool_config(op_timeout: Duration) -> PoolConfig {
-    let mut cfg = PoolConfig::new(64);
+/// Connections per pool (single server).
+const POOL_SIZE: usize = 64;
+/// Connections per pool for a cluster: each one holds a connection to every
+/// node and is multiplexed, so fewer are needed.
+const CLUSTER_POOL_SIZE: usize = 16;
+
+fn pool_config(size: usize, op_timeout: Duration) -> PoolConfig {
+    let mut cfg = PoolConfig::new(size);
     cfg.timeouts = Timeouts {
         wait: Some(op_timeout),
         create: Some(op_timeout),
@@ -70,26 +79,28 @@ impl RedisStore {
     /// server starts (degraded) even when Redis is down.
     pub fn new(url: &str, op_timeout: Duration) -> Result<Self, StoreError> {
         let mut cfg = Config::from_url(url);
-        cfg.pool = Some(pool_config(op_timeout));
+        cfg.pool = Some(pool_config(POOL_SIZE, op_timeout));
         let pool = cfg
             .create_pool(Some(Runtime::Tokio1))
             .map_err(|e| StoreError::Connection(e.to_string()))?;
         Ok(Self {
             backend: Backend::Single(pool),
             op_timeout,
+            warm: POOL_SIZE,
         })
     }
 
     /// A pool for a Redis Cluster, given some of its nodes' URLs.
     pub fn cluster(urls: Vec<String>, op_timeout: Duration) -> Result<Self, StoreError> {
         let mut cfg = cluster::Config::from_urls(urls);
-        cfg.pool = Some(pool_config(op_timeout));
+        cfg.pool = Some(pool_config(CLUSTER_POOL_SIZE, op_timeout));
         let pool = cfg
             .create_pool(Some(Runtime::Tokio1))
             .map_err(|e| StoreError::Connection(e.to_string()))?;
         Ok(Self {
             backend: Backend::Cluster(pool),
             op_timeout,
+            warm: CLUSTER_POOL_SIZE,
         })
     }
 
@@ -119,10 +130,39 @@ impl RedisStore {
             .map_err(|_| StoreError::Timeout)?
     }
 
+    /// Opens up to `n` pooled connections ahead of traffic, so the first
+    /// burst of requests does not pay for (and time out on) connection set-up.
+    /// Failures are only logged: a Redis that is down at start-up is handled
+    /// like one that goes down later (fail-open).
+    pub async fn warm_up(&self) {
+        let n = self.warm;
+        let patient = Timeouts {
+            wait: Some(Duration::from_secs(2)),
+            create: Some(Duration::from_secs(2)),
+            recycle: Some(Duration::from_secs(2)),
+        };
+        let opened = match &self.backend {
+            Backend::Single(pool) => {
+                let conns = join_all((0..n).map(|_| pool.timeout_get(&patient))).await;
+                conns.iter().filter(|c| c.is_ok()).count()
+            }
+            Backend::Cluster(pool) => {
+                let conns = join_all((0..n).map(|_| pool.timeout_get(&patient))).await;
+                conns.iter().filter(|c| c.is_ok()).count()
+            }
+        };
+        if opened < n {
+            tracing::warn!(
+                opened,
+                wanted = n,
+                "could not open all Redis connections at start-up"
+            );
+        }
+    }
+
     /// The remaining time to live of a key in milliseconds (for tests and ops).
     pub async fn pttl(&self, key: &CacheKey) -> Result<i64, StoreError> {
-        self.query(redis::cmd("PTTL").arg(key.as_str()).clone())
-            .await
+        self.query(redis::cmd("PTTL").arg(key.as_str()).clone()).await
     }
 }
 
@@ -137,9 +177,7 @@ fn millis(d: Duration) -> u64 {
 #[async_trait]
 impl Store for RedisStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError> {
-        let raw: Option<Vec<u8>> = self
-            .query(redis::cmd("GET").arg(key.as_str()).clone())
-            .await?;
+        let raw: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(key.as_str()).clone()).await?;
         Ok(raw.and_then(|bytes| match Entry::decode(&bytes) {
             Ok(entry) => Some(Arc::new(entry)),
             Err(e) => {
@@ -149,12 +187,7 @@ impl Store for RedisStore {
         }))
     }
 
-    async fn put(
-        &self,
-        key: &CacheKey,
-        entry: Arc<Entry>,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
         let cmd = redis::cmd("SET")
             .arg(key.as_str())
             .arg(entry.encode())
@@ -218,9 +251,7 @@ impl Store for RedisStore {
     }
 
     async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
-        let value: Option<String> = self
-            .query(redis::cmd("GET").arg(lock_key(key)).clone())
-            .await?;
+        let value: Option<String> = self.query(redis::cmd("GET").arg(lock_key(key)).clone()).await?;
         Ok(parse_lock_value(value.as_deref(), ""))
     }
 

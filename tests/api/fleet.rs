@@ -1,0 +1,124 @@
+//! Several instances sharing one Redis (or Redis Cluster): one upstream call
+//! per key in the whole fleet, and a shared view of invalidations.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use mock_upstream::Fault;
+
+use crate::helpers::{spawn_app_with, version_of, widget_with, StoreKind, TestApp, TestConfig};
+
+/// 200 requests for `/widgets/1`, alternating between the two instances.
+async fn burst(app: &TestApp, b: &str, n: usize) -> Vec<(String, String)> {
+    let urls = [app.url("/widgets/1"), format!("{b}/widgets/1")];
+    join_all((0..n).map(|i| widget_with(&app.client, &urls[i % 2]))).await
+}
+
+async fn two_instances_make_one_call_for_a_cold_key(store: StoreKind) {
+    // Arrange: instances A and B on one Redis; a slow widget.
+    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let b = app.spawn_instance().await;
+    app.login("alice").await;
+    app.mock.set_delay(1, Duration::from_millis(500));
+
+    // Act
+    let responses = burst(&app, &b, 200).await;
+
+    // Assert
+    assert_eq!(
+        app.mock.calls_for("alice", 1),
+        1,
+        "one upstream call in the whole fleet"
+    );
+    let leaders = responses
+        .iter()
+        .filter(|(s, _)| s == "percache; fwd=miss; stored")
+        .count();
+    assert_eq!(leaders, 1, "one request led");
+    let collapsed_on = |instance: usize| {
+        responses
+            .iter()
+            .skip(instance)
+            .step_by(2)
+            .filter(|(s, _)| s.ends_with("; collapsed"))
+            .count()
+    };
+    assert!(
+        collapsed_on(0) > 0 && collapsed_on(1) > 0,
+        "both instances' requests waited for the one fetch"
+    );
+    for (status, body) in &responses {
+        assert!(
+            status.starts_with("percache; fwd=miss; stored") || status.starts_with("percache; hit; ttl="),
+            "{status}"
+        );
+        assert_eq!(version_of(body), 1);
+    }
+}
+
+async fn a_stale_key_is_refreshed_once_in_the_fleet(store: StoreKind) {
+    // Arrange: the entry is cached, then goes stale (the clock is shared).
+    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let b = app.spawn_instance().await;
+    app.login("alice").await;
+    app.widget(1).await;
+    app.clock.advance(Duration::from_secs(61));
+    // Slow enough that the whole burst arrives while the refresh runs.
+    app.mock.set_delay(1, Duration::from_secs(3));
+
+    // Act
+    let responses = burst(&app, &b, 200).await;
+
+    // Assert: everyone got the stale entry at once; one refresh ran.
+    let mut odd: Vec<&String> = responses
+        .iter()
+        .map(|(s, _)| s)
+        .filter(|s| !s.ends_with("detail=revalidating"))
+        .collect();
+    odd.dedup();
+    assert!(odd.is_empty(), "{odd:?}");
+    assert!(responses.iter().all(|(_, body)| version_of(body) == 1));
+    let (_, body) = app.wait_for_fresh_hit(1).await;
+    assert_eq!(version_of(&body), 2);
+    let (status, body) = widget_with(&app.client, &format!("{b}/widgets/1")).await;
+    assert!(
+        status.starts_with("percache; hit; ttl="),
+        "B sees the refreshed entry: {status}"
+    );
+    assert_eq!(version_of(&body), 2);
+    assert_eq!(
+        app.mock.calls_for("alice", 1),
+        2,
+        "one background refresh for the fleet"
+    );
+}
+
+async fn a_failure_in_one_instance_backs_off_the_fleet(store: StoreKind) {
+    // Arrange
+    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let b = app.spawn_instance().await;
+    app.login("alice").await;
+    app.mock.set_fault(2, Fault::Error(503));
+
+    // Act: A fails (with its retries), then B asks during the backoff.
+    let (status_a, _) = app.widget(2).await;
+    let calls_after_a = app.mock.calls_for("alice", 2);
+    let (status_b, body_b) = widget_with(&app.client, &format!("{b}/widgets/2")).await;
+
+    // Assert
+    assert_eq!(status_a, "percache; fwd=miss; fwd-status=503");
+    assert_eq!(calls_after_a, 3, "503 is retried: three attempts");
+    assert_eq!(status_b, "percache; fwd=miss; fwd-status=503");
+    assert!(body_b.contains(r#"data-state="error""#));
+    assert_eq!(
+        app.mock.calls_for("alice", 2),
+        3,
+        "B did not call during the backoff"
+    );
+}
+
+crate::cluster_stores!(
+    two_instances_make_one_call_for_a_cold_key,
+    a_stale_key_is_refreshed_once_in_the_fleet,
+    a_failure_in_one_instance_backs_off_the_fleet,
+);
