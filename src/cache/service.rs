@@ -147,10 +147,7 @@ impl WidgetCache {
                     return self.lookup(widget, cached, outcome, None, store_unavailable, now);
                 }
                 Freshness::Stale => {
-                    self.join_or_start(&key, user, widget, up, true);
-                    let outcome = Outcome::Stale {
-                        ttl: entry.ttl_secs(now),
-                    };
+                    let outcome = self.serve_stale(&key, entry, now, user, widget, up).await;
                     return self.lookup(widget, cached, outcome, None, store_unavailable, now);
                 }
                 Freshness::Expired | Freshness::Dead => {}
@@ -193,12 +190,7 @@ impl WidgetCache {
             Freshness::Fresh => Outcome::Hit {
                 ttl: entry.ttl_secs(now),
             },
-            Freshness::Stale => {
-                self.join_or_start(&key, user, widget, up, true);
-                Outcome::Stale {
-                    ttl: entry.ttl_secs(now),
-                }
-            }
+            Freshness::Stale => self.serve_stale(&key, entry, now, user, widget, up).await,
             Freshness::Expired | Freshness::Dead => return None,
         };
         Some(self.lookup(widget, cached, outcome, None, store_unavailable, now))
@@ -230,6 +222,27 @@ impl WidgetCache {
     pub async fn invalidate(&self, user: &UserId, widgets: &[WidgetId]) -> Result<(), StoreError> {
         let keys: Vec<CacheKey> = widgets.iter().map(|w| user.tag().key(*w)).collect();
         self.store.delete(&keys).await
+    }
+
+    /// The outcome of serving a stale entry: normally "revalidating", with one
+    /// background refresh started (or joined); but if the last refresh failed
+    /// and the key is in backoff, "stale-if-error" and no new attempt.
+    async fn serve_stale(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        entry: &Entry,
+        now: i64,
+        user: &UserId,
+        widget: WidgetId,
+        up: &Upstream,
+    ) -> Outcome {
+        if let Ok(LockState::Failed(status)) = self.store.lock_state(key).await {
+            return Outcome::StaleIfError { status };
+        }
+        self.join_or_start(key, user, widget, up, true);
+        Outcome::Stale {
+            ttl: entry.ttl_secs(now),
+        }
     }
 
     /// Reads the store; a store error is logged and reported as a miss with

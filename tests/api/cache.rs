@@ -124,6 +124,68 @@ async fn an_expired_entry_is_served_when_the_upstream_fails(store: StoreKind) {
         other.contains(r#"data-state="ready""#),
         "other widgets are unaffected"
     );
+
+    // The upstream recovers: after the backoff the next request replaces the entry.
+    app.mock.set_fault(4, Fault::Ok);
+    tokio::time::sleep(app.config.failure_backoff).await;
+    let (status, body) = app.widget(4).await;
+    assert_eq!(status, "percache; fwd=miss; stored");
+    assert!(body.contains(r#"data-state="ready""#));
+    assert!(
+        version_of(&body) > version_of(&before),
+        "new data replaced the old"
+    );
+}
+
+async fn a_stale_entry_whose_refresh_failed_is_served_as_stale_if_error(store: StoreKind) {
+    // Arrange: widget 4 cached, then stale; the upstream starts failing.
+    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    app.login("alice").await;
+    app.widget(4).await;
+    app.widget(1).await;
+    app.clock.advance(Duration::from_secs(61));
+    app.mock.set_fault(4, Fault::Error(503));
+
+    // Act: the first request starts the refresh, which fails (503, retried).
+    let (status, _) = app.widget(4).await;
+    assert!(status.ends_with("detail=revalidating"), "{status}");
+    app.wait_for_calls(1 + 1 + 3).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (status, body) = app.widget(4).await;
+    let json = app.get("/api/widgets/4").await;
+
+    // Assert: the old data, marked stale-if-error, in the fragment and the JSON.
+    assert_eq!(
+        status,
+        "percache; fwd=miss; fwd-status=503; detail=stale-if-error"
+    );
+    assert!(body.contains(r#"data-state="stale-if-error""#));
+    assert!(body.contains("source unavailable"));
+    assert_eq!(version_of(&body), 1);
+    assert_eq!(cache_status(&json), status);
+    let json: serde_json::Value = json.json().await.unwrap();
+    assert_eq!(
+        (json["stale"].as_bool(), json["data"]["version"].as_u64()),
+        (Some(true), Some(1))
+    );
+    assert_eq!(
+        app.mock.calls_for("alice", 4),
+        4,
+        "no new attempt during the backoff"
+    );
+    let (other, _) = app.widget(1).await;
+    assert!(
+        other.contains("detail=revalidating"),
+        "widget 1 is just stale: {other}"
+    );
+
+    // Recovery: after the backoff the next request refreshes, and new data replaces the old.
+    app.mock.set_fault(4, Fault::Ok);
+    tokio::time::sleep(app.config.failure_backoff).await;
+    let (status, _) = app.widget(4).await;
+    assert!(status.ends_with("detail=revalidating"), "{status}");
+    let (_, body) = app.wait_for_fresh_hit(4).await;
+    assert_eq!(version_of(&body), 5);
 }
 
 async fn a_failure_with_nothing_cached_is_an_error_card_with_retry(store: StoreKind) {
@@ -175,6 +237,7 @@ async fn forced_refresh_bypasses_freshness(store: StoreKind) {
 
 all_stores!(
     concurrent_requests_for_a_cold_key_make_one_upstream_call,
+    a_stale_entry_whose_refresh_failed_is_served_as_stale_if_error,
     fresh_stale_and_expired_follow_the_policy,
     an_expired_entry_is_served_when_the_upstream_fails,
     a_failure_with_nothing_cached_is_an_error_card_with_retry,

@@ -37,6 +37,7 @@ pub struct TestConfig {
     pub ttl: Duration,
     pub grace: Duration,
     pub failure_backoff: Duration,
+    pub invalidation_secret: Option<String>,
 }
 
 impl TestConfig {
@@ -49,6 +50,7 @@ impl TestConfig {
             ttl: Duration::from_secs(600),
             grace: Duration::from_secs(3600),
             failure_backoff: Duration::from_millis(300),
+            invalidation_secret: Some("test-webhook-secret".into()),
         }
     }
 
@@ -236,6 +238,7 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
     settings.ttl = config.ttl;
     settings.grace = config.grace;
     settings.failure_backoff = config.failure_backoff;
+    settings.invalidation_secret = config.invalidation_secret.clone();
     settings.prewarm = config.prewarm;
     settings.upstream_timeout = Duration::from_secs(5);
     // Tests run in parallel on a small machine: a lenient bound keeps a busy

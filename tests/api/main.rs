@@ -9,3 +9,5 @@ mod dashboard;
 mod fleet;
 mod isolation;
 mod redis;
+mod resilience;
+mod webhook;

@@ -1,0 +1,92 @@
+//! Bad days: Redis going away and coming back, while requests keep flowing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use percache::cache::key::UserTag;
+use percache::cache::Store;
+use percache::widget::WidgetId;
+
+use crate::helpers::{cache_status, spawn_app, RedisServer, StoreKind};
+
+#[tokio::test]
+async fn requests_keep_being_answered_while_redis_is_down_and_it_reconnects() {
+    // Arrange: a warm cache in Redis, and a steady stream of requests.
+    let mut app = spawn_app(StoreKind::Redis).await;
+    app.login("alice").await;
+    app.wait_for_calls(5).await;
+    for id in 1..=5 {
+        app.wait_for_fresh_hit(id).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (client, base, stop) = (app.client.clone(), app.address.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let path = if i % 6 == 5 {
+                    "/api/widgets/2".to_owned()
+                } else {
+                    format!("/widgets/{}", i % 5 + 1)
+                };
+                let resp = client.get(format!("{base}{path}")).send().await.unwrap();
+                statuses.push((path, resp.status().as_u16()));
+                i += 1;
+            }
+            statuses
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Act 1: kill Redis.
+    let port = app.redis.as_ref().unwrap().port;
+    drop(app.redis.take());
+
+    // Assert 1: degraded, and said so.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let resp = app.get("/widgets/1").await;
+        assert_eq!(resp.status(), 200);
+        let status = cache_status(&resp);
+        if status.contains("detail=store-unavailable") || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.contains("detail=store-unavailable"), "{status}");
+    let ready = app.get("/readyz").await;
+    assert_eq!(
+        ready.status(),
+        200,
+        "a down store degrades readiness, it does not fail it"
+    );
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "degraded");
+    assert_eq!(ready["store"]["ok"], false);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Act 2: Redis comes back (empty) on the same port.
+    app.redis = Some(RedisServer::start_on(port));
+
+    // Assert 2: entries land in Redis again within seconds, no restart.
+    let store = app.redis_store();
+    let key = UserTag::of("alice").key(WidgetId::from_u8(1).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.get(&key).await.ok().flatten().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the cache never wrote to the restarted Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready: serde_json::Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["status"], "ok");
+
+    stop.store(true, Ordering::Relaxed);
+    let statuses = load.await.unwrap();
+    assert!(statuses.len() > 20, "the load ran ({} requests)", statuses.len());
+    let failed: Vec<_> = statuses.iter().filter(|(_, s)| !(200..300).contains(s)).collect();
+    assert!(failed.is_empty(), "every request got a 2xx: {failed:?}");
+}
