@@ -24,6 +24,34 @@ use crate::routes::{self, AppState};
 use crate::session;
 use crate::upstream::Upstream;
 
+/// How long in-flight requests get to finish after SIGTERM.
+pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// How long background refreshes get to land after SIGTERM.
+pub const REFRESH_DRAIN: Duration = Duration::from_secs(10);
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 /// How long a failing store is skipped before it is tried again.
 pub const STORE_COOL_DOWN: Duration = Duration::from_millis(500);
 /// Largest form body accepted (the sign-in form is one short field).
@@ -51,6 +79,7 @@ impl Application {
 
     /// Builds the server with the given clock (tests pass a mock clock).
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        crate::telemetry::prometheus();
         let policy = CachePolicy::from_settings(&settings)?;
         let key = session::session_key(settings.session_key.as_deref())?;
 
@@ -116,6 +145,7 @@ impl Application {
                 )
                 .wrap(session::middleware(key.clone(), secure))
                 .wrap(TracingLogger::default())
+                .wrap(actix_web::middleware::from_fn(routes::metrics::track))
                 .app_data(state.clone())
                 .app_data(upstream)
                 .app_data(web::FormConfig::default().limit(FORM_LIMIT))
@@ -123,6 +153,9 @@ impl Application {
                 .configure(routes::configure)
         })
         .listen(listener)?;
+        // Signals are handled in `run_until_stopped`, which lets background
+        // refreshes finish before the workers stop.
+        server = server.disable_signals().shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
         if settings.workers > 0 {
             server = server.workers(settings.workers);
         }
@@ -151,9 +184,27 @@ impl Application {
         &self.upstream_url
     }
 
-    /// Runs until the server stops (SIGINT/SIGTERM stop it gracefully).
+    /// Runs until the server stops. SIGTERM or SIGINT stop it gracefully:
+    /// no new connections are accepted, background refreshes get up to
+    /// [`REFRESH_DRAIN`] to land, then in-flight requests finish (up to
+    /// [`SHUTDOWN_TIMEOUT_SECS`]).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let cache = Arc::clone(&self.cache);
+        let on_signal = tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: draining background refreshes and in-flight requests");
+            handle.pause().await;
+            if !cache.wait_idle(REFRESH_DRAIN).await {
+                tracing::warn!(
+                    left = cache.fetches_in_flight(),
+                    "background refreshes still running; stopping anyway"
+                );
+            }
+            handle.stop(true).await;
+        });
         let result = self.server.await;
+        on_signal.abort();
         if let Some(mock) = self.mock {
             mock.stop().await;
         }

@@ -215,7 +215,25 @@ impl WidgetCache {
             self.join_or_start(&key, user, widget, up, true);
             started += 1;
         }
+        metrics::counter!("percache_prewarm_total").increment(started as u64);
         started
+    }
+
+    /// Number of fetches in flight in this process.
+    pub fn fetches_in_flight(&self) -> usize {
+        self.inflight.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Waits until no fetch is in flight, at most `bound` (graceful shutdown).
+    pub async fn wait_idle(&self, bound: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        while self.fetches_in_flight() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
     }
 
     /// Deletes a user's entries for `widgets` (the invalidation webhook).
@@ -286,6 +304,12 @@ impl WidgetCache {
                 .cache
                 .fetch_and_store(&guard.key, &user, widget, &up, recheck)
                 .await;
+            let outcome = match &result {
+                Ok(Fetched { remote: true, .. }) => "collapsed",
+                Ok(_) => "ok",
+                Err(_) => "error",
+            };
+            metrics::counter!("percache_refresh_total", "outcome" => outcome).increment(1);
             // Publish first, then leave the map (the guard's drop): a request
             // arriving in between joins a channel that already holds the result.
             let _ = tx.send(Some(result));
@@ -444,6 +468,12 @@ impl WidgetCache {
         store_unavailable: bool,
         now: i64,
     ) -> Lookup {
+        metrics::counter!(
+            "percache_cache_requests_total",
+            "widget" => widget.as_str(),
+            "outcome" => outcome.label(),
+        )
+        .increment(1);
         Lookup {
             widget,
             entry,

@@ -6,6 +6,7 @@ mod auth;
 mod dashboard;
 mod health;
 pub mod invalidate;
+pub mod metrics;
 mod widgets;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(widgets::refresh)
         .service(api::widget_json)
         .service(invalidate::invalidate)
+        .service(metrics::scrape)
         .service(health::healthz)
         .service(health::readyz)
         .service(assets::asset);

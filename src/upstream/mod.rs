@@ -93,7 +93,7 @@ impl Upstream {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                match self.fetch_once(&url).await {
+                match self.fetch_once(&url, widget).await {
                     Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
                         let delay = backoff(attempt);
                         tracing::debug!(%widget, attempt, error = %e, ?delay, "retrying upstream");
@@ -108,7 +108,25 @@ impl Upstream {
             .unwrap_or(Err(FetchError::Timeout))
     }
 
-    async fn fetch_once(&self, url: &str) -> Result<serde_json::Value, FetchError> {
+    /// One attempt, recorded in `percache_upstream_requests_total{widget,status}`
+    /// and `percache_upstream_duration_seconds`.
+    async fn fetch_once(&self, url: &str, widget: WidgetId) -> Result<serde_json::Value, FetchError> {
+        let start = std::time::Instant::now();
+        let result = self.attempt(url).await;
+        let status = match &result {
+            Ok(_) => "200".to_owned(),
+            Err(FetchError::Status(s)) => s.to_string(),
+            Err(FetchError::Timeout) => "timeout".to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        metrics::counter!("percache_upstream_requests_total", "widget" => widget.as_str(), "status" => status)
+            .increment(1);
+        metrics::histogram!("percache_upstream_duration_seconds", "widget" => widget.as_str())
+            .record(start.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn attempt(&self, url: &str) -> Result<serde_json::Value, FetchError> {
         let mut resp = self.client.get(url).send().await.map_err(|e| match e {
             awc::error::SendRequestError::Timeout => FetchError::Timeout,
             other => FetchError::Connect(other.to_string()),

@@ -8,6 +8,7 @@ mod cache;
 mod dashboard;
 mod fleet;
 mod isolation;
+mod ops;
 mod redis;
 mod resilience;
 mod webhook;
