@@ -140,7 +140,7 @@ fn bench_dashboard(c: &mut Criterion) {
     g.bench_function("five_prerendered_cards", |b| {
         b.iter_batched(
             || cards.clone(),
-            |cards| views::dashboard_page(black_box(&user), &cards).into_string(),
+            |cards| views::dashboard_page(black_box(&user), &cards, Some(0), false).into_string(),
             BatchSize::SmallInput,
         )
     });
@@ -148,7 +148,7 @@ fn bench_dashboard(c: &mut Criterion) {
     g.bench_function("five_cards_rendered_inline", |b| {
         b.iter(|| {
             let cards: Vec<Markup> = black_box(&lookups).iter().map(views::widget_card).collect();
-            views::dashboard_page(&user, &cards).into_string()
+            views::dashboard_page(&user, &cards, Some(0), false).into_string()
         })
     });
     g.finish();

@@ -52,6 +52,16 @@ pub struct Settings {
     #[arg(long, env = "UPSTREAM_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
 
+    /// Lifetime of the near-cache (L1) in front of Redis: the longest an
+    /// instance may serve an entry older than the fleet's newest if an
+    /// invalidation message is lost. 0 turns the near-cache off.
+    #[arg(long, env = "L1_TTL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub l1_ttl: Duration,
+
+    /// Maximum number of entries of the near-cache.
+    #[arg(long, env = "L1_CAPACITY", default_value_t = 10_000)]
+    pub l1_capacity: u64,
+
     /// Longest a store (Redis) command may take before the cache fails open
     /// and asks the upstream directly.
     #[arg(long, env = "STORE_TIMEOUT", default_value = "250ms", value_parser = humantime::parse_duration)]

@@ -16,6 +16,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::cache::store::breaker::Breaker;
 use crate::cache::store::memory::MemoryStore;
+use crate::cache::store::near::NearCache;
 use crate::cache::store::redis::RedisStore;
 use crate::cache::{CachePolicy, Store, WidgetCache};
 use crate::clock::{Clock, SystemClock};
@@ -94,23 +95,40 @@ impl Application {
             }
         };
 
-        let store: Arc<dyn Store> = if let Some(nodes) = &settings.redis_cluster {
+        let redis = if let Some(nodes) = &settings.redis_cluster {
             let urls: Vec<String> = nodes
                 .split(',')
                 .map(|u| u.trim().to_owned())
                 .filter(|u| !u.is_empty())
                 .collect();
             anyhow::ensure!(!urls.is_empty(), "--redis-cluster needs at least one node URL");
+            let first = urls[0].clone();
             let cluster =
                 RedisStore::cluster(urls, settings.store_timeout).context("configuring Redis Cluster")?;
-            cluster.warm_up().await;
-            Arc::new(Breaker::new(Arc::new(cluster), STORE_COOL_DOWN))
+            Some((cluster, first))
         } else if let Some(url) = &settings.redis_url {
             let redis = RedisStore::new(url, settings.store_timeout).context("configuring Redis")?;
-            redis.warm_up().await;
-            Arc::new(Breaker::new(Arc::new(redis), STORE_COOL_DOWN))
+            Some((redis, url.clone()))
         } else {
-            Arc::new(MemoryStore::new(settings.memory_capacity))
+            None
+        };
+        let store = match redis {
+            Some((redis, subscribe_url)) => {
+                redis.warm_up().await;
+                let guarded: Arc<dyn Store> =
+                    Arc::new(Breaker::new(Arc::new(redis.clone()), STORE_COOL_DOWN));
+                let near = NearCache::new(guarded, settings.l1_ttl, settings.l1_capacity, Some(redis));
+                near.spawn_subscriber(subscribe_url);
+                near
+            }
+            // One process: no L1 needed in front of an in-process store, but
+            // the change feed still drives live refresh.
+            None => NearCache::new(
+                Arc::new(MemoryStore::new(settings.memory_capacity)),
+                Duration::ZERO,
+                0,
+                None,
+            ),
         };
         let cache = Arc::new(WidgetCache::new(
             store,

@@ -46,6 +46,25 @@ impl UserTag {
 pub struct CacheKey(String);
 
 impl CacheKey {
+    /// A key as read back from Redis (pub/sub messages).
+    pub fn from_stored(key: &str) -> Self {
+        Self(key.to_owned())
+    }
+
+    /// Whether this key belongs to `user`.
+    pub fn belongs_to(&self, user: &UserTag) -> bool {
+        self.0
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.strip_prefix("{u:"))
+            .and_then(|rest| rest.strip_prefix(user.0.as_str()))
+            .is_some_and(|rest| rest.starts_with("}:w:"))
+    }
+
+    /// The widget of this key.
+    pub fn widget(&self) -> Option<WidgetId> {
+        self.0.rsplit_once(":w:").and_then(|(_, w)| WidgetId::parse(w))
+    }
+
     /// The key as stored in Redis.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -72,6 +91,16 @@ mod tests {
             let tag = &s["percache:v1:{u:".len()..s.len() - "}:w:1".len()];
             assert!(tag.chars().all(|c| c.is_ascii_hexdigit()), "{s}");
         }
+    }
+
+    #[test]
+    fn keys_know_their_user_and_widget() {
+        let alice = UserTag::of("alice");
+        let key = alice.key(WidgetId::ALL[3]);
+        assert!(key.belongs_to(&alice));
+        assert!(!key.belongs_to(&UserTag::of("bob")));
+        assert_eq!(key.widget(), Some(WidgetId::ALL[3]));
+        assert!(!CacheKey::from_stored("junk").belongs_to(&alice));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::cache::entry::{Entry, Freshness};
 use crate::cache::key::CacheKey;
 use crate::cache::policy::{store_ttl, CachePolicy};
+use crate::cache::store::near::NearCache;
 use crate::cache::store::{LockState, Store, StoreError};
 use crate::clock::Clock;
 use crate::upstream::{FetchError, Upstream};
@@ -88,7 +89,7 @@ pub struct Lookup {
 
 /// The per-user widget cache shared by all workers.
 pub struct WidgetCache {
-    store: Arc<dyn Store>,
+    store: Arc<NearCache>,
     policy: CachePolicy,
     clock: Arc<dyn Clock>,
     /// How long a request waits for a fetch in flight.
@@ -104,7 +105,7 @@ impl WidgetCache {
     /// A cache over `store`. A request waits for a fetch at most the
     /// upstream timeout plus a margin; the fleet-wide lock lives as long.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<NearCache>,
         policy: CachePolicy,
         clock: Arc<dyn Clock>,
         upstream_timeout: Duration,
@@ -123,8 +124,13 @@ impl WidgetCache {
     }
 
     /// The store behind the cache.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Arc<NearCache> {
         &self.store
+    }
+
+    /// Keys changed from now on, in this instance or (with Redis) any other.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<CacheKey> {
+        self.store.subscribe()
     }
 
     /// The clock the cache decides with.
@@ -153,8 +159,16 @@ impl WidgetCache {
                 Freshness::Expired | Freshness::Dead => {}
             }
         }
-        let (flight, leader) = self.join_or_start(&key, user, widget, up, true);
-        let result = self.wait(flight).await;
+        let (flight, mut leader) = self.join_or_start(&key, user, widget, up, true);
+        let mut result = self.wait(flight).await;
+        // A joined flight may have been a recheck that found an entry fresh
+        // under an older reading of the clock; then fetch for real, once.
+        let now = self.clock.now_ms();
+        if matches!(&result, Ok(f) if f.entry.freshness(now) != Freshness::Fresh) {
+            let (flight, led) = self.join_or_start(&key, user, widget, up, true);
+            leader = led;
+            result = self.wait(flight).await;
+        }
         self.settle(
             widget,
             cached,
@@ -194,6 +208,37 @@ impl WidgetCache {
             Freshness::Expired | Freshness::Dead => return None,
         };
         Some(self.lookup(widget, cached, outcome, None, store_unavailable, now))
+    }
+
+    /// The user's entries fetched after `since`, as lookups ready to render
+    /// (for live refresh). Not counted as cache requests.
+    pub async fn changed_since(&self, user: &UserId, since: i64) -> Vec<Lookup> {
+        let reads = WidgetId::ALL.map(|w| async move { (w, self.read(&user.tag().key(w)).await) });
+        let now = self.clock.now_ms();
+        join_all(reads)
+            .await
+            .into_iter()
+            .filter_map(|(widget, (entry, store_unavailable))| {
+                let entry = entry.filter(|e| e.fetched_at > since)?;
+                let outcome = match entry.freshness(now) {
+                    Freshness::Fresh => Outcome::Hit {
+                        ttl: entry.ttl_secs(now),
+                    },
+                    Freshness::Stale => Outcome::Stale {
+                        ttl: entry.ttl_secs(now),
+                    },
+                    Freshness::Expired | Freshness::Dead => return None,
+                };
+                Some(Lookup {
+                    widget,
+                    entry: Some(entry),
+                    outcome,
+                    error: None,
+                    store_unavailable,
+                    now,
+                })
+            })
+            .collect()
     }
 
     /// Starts fetches of every widget of `user` that is not fresh, without
@@ -286,7 +331,9 @@ impl WidgetCache {
         recheck: bool,
     ) -> (Flight, bool) {
         let mut map = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(flight) = map.get(key) {
+        // A flight that already has its result is leaving the map: its data
+        // may be older than what the caller needs, so start a new one.
+        if let Some(flight) = map.get(key).filter(|f| f.borrow().is_none()) {
             return (flight.clone(), false);
         }
         let (tx, rx) = watch::channel(None);
@@ -296,6 +343,7 @@ impl WidgetCache {
         let guard = InflightGuard {
             cache: Arc::clone(self),
             key: key.clone(),
+            flight: rx.clone(),
         };
         let user = user.clone();
         let up = up.clone();
@@ -490,15 +538,16 @@ impl WidgetCache {
 struct InflightGuard {
     cache: Arc<WidgetCache>,
     key: CacheKey,
+    /// Our own flight: the map entry is removed only if it is still ours.
+    flight: Flight,
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.cache
-            .inflight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.key);
+        let mut map = self.cache.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.get(&self.key).is_some_and(|f| f.same_channel(&self.flight)) {
+            map.remove(&self.key);
+        }
     }
 }
 

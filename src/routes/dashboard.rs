@@ -12,10 +12,18 @@ use crate::upstream::Upstream;
 use crate::views;
 use crate::widget::WidgetId;
 
+/// `?wait=1`: the no-JavaScript variant.
+#[derive(serde::Deserialize)]
+pub struct DashboardQuery {
+    wait: Option<String>,
+}
+
 /// `GET /dashboard`: every widget with a fresh or stale entry is rendered
 /// inline (no extra round trip); the others are placeholders htmx loads.
+/// With `?wait=1` (no JavaScript) the server waits for every widget.
 #[get("/dashboard")]
 pub async fn dashboard(
+    query: web::Query<DashboardQuery>,
     session: Session,
     state: web::Data<AppState>,
     upstream: web::Data<Upstream>,
@@ -23,15 +31,26 @@ pub async fn dashboard(
     let Some(user) = session::current_user(&session) else {
         return see_other("/login");
     };
+    let since = state.cache.now();
+    if query.wait.is_some() {
+        let lookups = join_all(WidgetId::ALL.map(|w| state.cache.get(&user, w, &upstream))).await;
+        let cards: Vec<_> = lookups.iter().map(views::widget_card).collect();
+        return html(StatusCode::OK, views::dashboard_page(&user, &cards, None, false));
+    }
     let peeks = WidgetId::ALL.map(|w| state.cache.peek(&user, w, &upstream));
     let cards: Vec<_> = join_all(peeks)
         .await
         .into_iter()
         .zip(WidgetId::ALL)
         .map(|(lookup, w)| match lookup {
-            Some(lookup) => views::widget_card(&lookup),
-            None => views::loading_card(w),
+            Some(lookup) => (views::widget_card(&lookup), false),
+            None => (views::loading_card(w), true),
         })
         .collect();
-    html(StatusCode::OK, views::dashboard_page(&user, &cards))
+    let waiting = cards.iter().any(|(_, placeholder)| *placeholder);
+    let cards: Vec<_> = cards.into_iter().map(|(card, _)| card).collect();
+    html(
+        StatusCode::OK,
+        views::dashboard_page(&user, &cards, Some(since), waiting),
+    )
 }

@@ -18,7 +18,7 @@ use crate::widget::WidgetId;
 /// Largest accepted body.
 pub const MAX_BODY: usize = 16 * 1024;
 /// Allowed distance between the timestamp and now, in seconds.
-const MAX_SKEW_SECS: i64 = 300;
+const MAX_SKEW_SECS: u64 = 300;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -78,7 +78,7 @@ pub async fn invalidate(
         return Err(WebhookError::BadSignature);
     }
     let now_secs = state.cache.now().div_euclid(1000);
-    if (now_secs - ts).abs() > MAX_SKEW_SECS {
+    if now_secs.abs_diff(ts) > MAX_SKEW_SECS {
         return Err(WebhookError::Expired);
     }
     let request: Invalidation =

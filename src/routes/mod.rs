@@ -7,6 +7,7 @@ mod dashboard;
 mod health;
 pub mod invalidate;
 pub mod metrics;
+mod updates;
 mod widgets;
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(dashboard::dashboard)
         .service(widgets::widget_fragment)
         .service(widgets::refresh)
+        .service(updates::updates)
         .service(api::widget_json)
         .service(invalidate::invalidate)
         .service(metrics::scrape)

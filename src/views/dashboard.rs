@@ -2,13 +2,22 @@
 
 use maud::{html, Markup};
 
-use super::page;
+use super::page_with_head;
 use crate::user::UserId;
 
 /// The page around already-rendered cards (inline data or placeholders).
-pub fn dashboard_page(user: &UserId, cards: &[Markup]) -> Markup {
-    page(
+///
+/// `live_since`: the clock reading the cards were rendered at; the page then
+/// long-polls `/updates` and swaps in widgets refreshed after it. `None` for
+/// the no-JavaScript variant. `waiting`: some cards are placeholders, so a
+/// browser without JavaScript is sent to the variant that waits on the server.
+pub fn dashboard_page(user: &UserId, cards: &[Markup], live_since: Option<i64>, waiting: bool) -> Markup {
+    let head = waiting.then(|| {
+        html! { noscript { meta http-equiv="refresh" content="0; url=/dashboard?wait=1"; } }
+    });
+    page_with_head(
         "Dashboard",
+        head,
         html! {
             header.top {
                 h1 { "percache" }
@@ -19,9 +28,25 @@ pub fn dashboard_page(user: &UserId, cards: &[Markup]) -> Markup {
                     }
                 }
             }
+            noscript {
+                p.notice { "JavaScript is off: "
+                    a href="/dashboard?wait=1" { "load every widget on the server" }
+                    " (the page waits for the slowest one)." }
+            }
             main.grid {
                 @for card in cards { (card) }
             }
+            @if let Some(since) = live_since { (live_poller(since)) }
         },
     )
+}
+
+/// The long-poll element: asks `/updates` for widgets refreshed after
+/// `since` and is replaced by the answer (which holds the next poller and
+/// the changed cards as out-of-band swaps). `every 30s` restarts the chain
+/// if a poll ever fails.
+pub fn live_poller(since: i64) -> Markup {
+    html! {
+        div #live hidden hx-get={ "/updates?since=" (since) } hx-trigger="load, every 30s" hx-swap="outerHTML" {}
+    }
 }

@@ -8,6 +8,11 @@ pub const HTMX_VERSION: &str = "2.0.4";
 /// A full page. htmx is configured through a meta tag (no inline script) so
 /// the Content-Security-Policy can forbid inline scripts and styles.
 pub fn page(title: &str, body: Markup) -> Markup {
+    page_with_head(title, None, body)
+}
+
+/// A full page with extra elements in `<head>`.
+pub fn page_with_head(title: &str, head_extra: Option<Markup>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -18,6 +23,7 @@ pub fn page(title: &str, body: Markup) -> Markup {
                 title { (title) " · percache" }
                 link rel="stylesheet" href=(concat!("/assets/app.css?v=", env!("CARGO_PKG_VERSION")));
                 script src={ "/assets/htmx.min.js?v=" (HTMX_VERSION) } defer {}
+                @if let Some(extra) = head_extra { (extra) }
             }
             body { (body) }
         }

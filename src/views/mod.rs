@@ -7,7 +7,7 @@ mod layout;
 mod login;
 mod widget;
 
-pub use dashboard::dashboard_page;
-pub use layout::page;
+pub use dashboard::{dashboard_page, live_poller};
+pub use layout::{page, page_with_head};
 pub use login::login_page;
-pub use widget::{error_fragment, loading_card, widget_card};
+pub use widget::{error_fragment, live_card, loading_card, widget_card};

@@ -28,6 +28,16 @@ pub fn loading_card(widget: WidgetId) -> Markup {
 
 /// The card for a lookup: data (fresh, stale or stale-if-error) or an error.
 pub fn widget_card(lookup: &Lookup) -> Markup {
+    card(lookup, false)
+}
+
+/// The same card marked for an htmx out-of-band swap: sent by `/updates`,
+/// it replaces the card with the same id wherever it is on the page.
+pub fn live_card(lookup: &Lookup) -> Markup {
+    card(lookup, true)
+}
+
+fn card(lookup: &Lookup, oob: bool) -> Markup {
     let widget = lookup.widget;
     let Some(entry) = lookup.entry.as_deref() else {
         let message = match &lookup.error {
@@ -51,7 +61,8 @@ pub fn widget_card(lookup: &Lookup) -> Markup {
     html! {
         article.card.{ "state-" (state) } id={ "widget-" (widget) } data-widget=(widget)
             data-state=(state) data-fetched-at=(rfc3339(entry.fetched_at))
-            data-version=[entry.data.get("version").and_then(Value::as_u64)] aria-live="polite" {
+            data-version=[entry.data.get("version").and_then(Value::as_u64)] aria-live="polite"
+            hx-swap-oob=[oob.then_some("true")] {
             header {
                 h2 { (widget.title()) }
                 @if let Some(badge) = &badge { span.badge role="status" { (badge) } }

@@ -38,6 +38,10 @@ pub struct TestConfig {
     pub grace: Duration,
     pub failure_backoff: Duration,
     pub invalidation_secret: Option<String>,
+    /// The `--session-key`; [`SESSION_KEY`] unless a test needs an instance
+    /// whose cookies the others refuse.
+    pub session_key: String,
+    pub l1_ttl: Duration,
 }
 
 impl TestConfig {
@@ -51,6 +55,8 @@ impl TestConfig {
             grace: Duration::from_secs(3600),
             failure_backoff: Duration::from_millis(300),
             invalidation_secret: Some("test-webhook-secret".into()),
+            l1_ttl: Duration::from_secs(1),
+            session_key: SESSION_KEY.into(),
         }
     }
 
@@ -233,12 +239,13 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
     settings.upstream_url = Some(mock.url());
     settings.redis_url = redis.as_ref().map(RedisServer::url);
     settings.redis_cluster = cluster.as_ref().map(RedisCluster::nodes);
-    settings.session_key = Some(SESSION_KEY.into());
+    settings.session_key = Some(config.session_key.clone());
     settings.fresh = config.fresh;
     settings.ttl = config.ttl;
     settings.grace = config.grace;
     settings.failure_backoff = config.failure_backoff;
     settings.invalidation_secret = config.invalidation_secret.clone();
+    settings.l1_ttl = config.l1_ttl;
     settings.prewarm = config.prewarm;
     settings.upstream_timeout = Duration::from_secs(5);
     // Tests run in parallel on a small machine: a lenient bound keeps a busy

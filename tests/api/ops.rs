@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use mock_upstream::{MockConfig, MockUpstream};
 
-use crate::helpers::{free_port, new_client, spawn_app, StoreKind, SESSION_KEY};
+use crate::helpers::{free_port, new_client, spawn_app, spawn_app_with, StoreKind, TestConfig, SESSION_KEY};
 
 /// The value of the sample of `name` whose labels include every `labels` pair (0 if absent).
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -63,7 +63,7 @@ async fn metrics_count_hits_misses_and_upstream_calls() {
 
 #[tokio::test]
 async fn metrics_count_misses_and_upstream_errors() {
-    let app = spawn_app(StoreKind::Memory).await;
+    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).without_prewarm()).await;
     let client = new_client();
     app.login_with(&client, "metrics-errors").await;
     app.mock.set_fault(4, mock_upstream::Fault::Error(404));

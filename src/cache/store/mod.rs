@@ -5,6 +5,7 @@
 
 pub mod breaker;
 pub mod memory;
+pub mod near;
 pub mod redis;
 
 use std::sync::Arc;

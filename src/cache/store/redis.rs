@@ -160,6 +160,13 @@ impl RedisStore {
         }
     }
 
+    /// Publishes `message` on `channel` (cluster: reaches every node).
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
+        self.query::<i64>(redis::cmd("PUBLISH").arg(channel).arg(message).clone())
+            .await
+            .map(drop)
+    }
+
     /// The remaining time to live of a key in milliseconds (for tests and ops).
     pub async fn pttl(&self, key: &CacheKey) -> Result<i64, StoreError> {
         self.query(redis::cmd("PTTL").arg(key.as_str()).clone()).await

@@ -1,0 +1,209 @@
+//! The outermost store layer: a near-cache (L1) in front of Redis, and the
+//! change feed that keeps it coherent and drives live refresh.
+//!
+//! * L1: a small, short-lived moka cache in each instance, so a hot hit does
+//!   not pay a Redis round trip. Bounded by `--l1-capacity`, entries live at
+//!   most `--l1-ttl` (0 turns it off).
+//! * Coherence: every write or delete through this layer is announced on the
+//!   Redis channel [`CHANNEL`]; every instance subscribes and evicts the key
+//!   from its L1. So an instance serves data older than the fleet's newest for
+//!   the pub/sub latency (milliseconds) normally, and never longer than
+//!   `--l1-ttl` (if a message is lost or the subscription is down; the L1 is
+//!   also cleared when the subscription comes back).
+//! * Change feed: the same announcements (local and remote) are broadcast in
+//!   the process, so `/updates` long-polls wake up when a widget changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_redis::redis;
+use futures_util::StreamExt;
+use moka::future::Cache;
+use tokio::sync::broadcast;
+
+use super::redis::RedisStore;
+use super::{LockState, Store, StoreError};
+use crate::cache::entry::Entry;
+use crate::cache::key::CacheKey;
+
+/// The pub/sub channel of entry changes.
+pub const CHANNEL: &str = "percache:v1:changes";
+
+/// L1 + change feed over another store.
+pub struct NearCache {
+    inner: Arc<dyn Store>,
+    l1: Option<Cache<CacheKey, Arc<Entry>>>,
+    changes: broadcast::Sender<CacheKey>,
+    /// Where to announce changes to other instances (Redis backends only).
+    publisher: Option<RedisStore>,
+    /// Tells our own announcements apart from other instances'.
+    instance: String,
+}
+
+impl NearCache {
+    /// Wraps `inner`. `l1_ttl` zero: no L1. `publisher`: announce changes on Redis.
+    pub fn new(
+        inner: Arc<dyn Store>,
+        l1_ttl: Duration,
+        l1_capacity: u64,
+        publisher: Option<RedisStore>,
+    ) -> Arc<Self> {
+        let l1 = (!l1_ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(l1_capacity)
+                .time_to_live(l1_ttl)
+                .build()
+        });
+        let (changes, _) = broadcast::channel(1024);
+        let instance = format!("{}-{}", std::process::id(), crate::clock::system_now_ms());
+        Arc::new(Self {
+            inner,
+            l1,
+            changes,
+            publisher,
+            instance,
+        })
+    }
+
+    /// A receiver of changed keys (local writes and other instances').
+    pub fn subscribe(&self) -> broadcast::Receiver<CacheKey> {
+        self.changes.subscribe()
+    }
+
+    /// Applies a change announced by another instance: evict, then notify.
+    async fn remote_change(&self, key: CacheKey) {
+        if let Some(l1) = &self.l1 {
+            l1.invalidate(&key).await;
+        }
+        let _ = self.changes.send(key);
+    }
+
+    async fn announce(&self, key: &CacheKey, fleet: bool) {
+        let _ = self.changes.send(key.clone());
+        if let Some(redis) = self.publisher.as_ref().filter(|_| fleet) {
+            let message = format!("{} {}", self.instance, key.as_str());
+            if let Err(e) = redis.publish(CHANNEL, &message).await {
+                tracing::debug!(error = %e, "could not announce a change; other L1s expire it by ttl");
+            }
+        }
+    }
+
+    /// Listens on [`CHANNEL`] at `url` (a Redis server, or any node of a
+    /// cluster: cluster pub/sub reaches every node) for the life of the
+    /// process, reconnecting after failures.
+    pub fn spawn_subscriber(self: &Arc<Self>, url: String) {
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(near) = this.upgrade() else { return };
+                match subscribe(&url).await {
+                    Ok(pubsub) => {
+                        // Messages may have been missed while disconnected.
+                        if let Some(l1) = &near.l1 {
+                            l1.invalidate_all();
+                        }
+                        drop(near);
+                        let mut stream = pubsub.into_on_message();
+                        while let Some(msg) = stream.next().await {
+                            let Some(near) = this.upgrade() else { return };
+                            let Ok(payload) = msg.get_payload::<String>() else {
+                                continue;
+                            };
+                            if let Some((from, key)) = payload.split_once(' ') {
+                                if from != near.instance {
+                                    near.remote_change(CacheKey::from_stored(key)).await;
+                                }
+                            }
+                        }
+                        tracing::warn!("change subscription lost; reconnecting");
+                    }
+                    Err(e) => {
+                        drop(near);
+                        tracing::debug!(error = %e, "cannot subscribe to changes yet");
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
+
+async fn subscribe(url: &str) -> redis::RedisResult<redis::aio::PubSub> {
+    let client = redis::Client::open(url)?;
+    let mut pubsub = tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub())
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connect timed out")))??;
+    pubsub.subscribe(CHANNEL).await?;
+    Ok(pubsub)
+}
+
+#[async_trait]
+impl Store for NearCache {
+    async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError> {
+        if let Some(l1) = &self.l1 {
+            if let Some(entry) = l1.get(key).await {
+                return Ok(Some(entry));
+            }
+        }
+        let entry = self.inner.get(key).await?;
+        if let (Some(l1), Some(entry)) = (&self.l1, &entry) {
+            l1.insert(key.clone(), Arc::clone(entry)).await;
+        }
+        Ok(entry)
+    }
+
+    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
+        if let Some(l1) = &self.l1 {
+            l1.insert(key.clone(), Arc::clone(&entry)).await;
+        }
+        let result = self.inner.put(key, entry, ttl).await;
+        // Other instances can only have seen the new value if it reached Redis.
+        self.announce(key, result.is_ok()).await;
+        result
+    }
+
+    async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError> {
+        if let Some(l1) = &self.l1 {
+            for key in keys {
+                l1.invalidate(key).await;
+            }
+        }
+        let result = self.inner.delete(keys).await;
+        for key in keys {
+            self.announce(key, result.is_ok()).await;
+        }
+        result
+    }
+
+    async fn acquire(
+        &self,
+        key: &CacheKey,
+        token: &str,
+        ttl: Duration,
+        force: bool,
+    ) -> Result<LockState, StoreError> {
+        self.inner.acquire(key, token, ttl, force).await
+    }
+
+    async fn release(
+        &self,
+        key: &CacheKey,
+        token: &str,
+        failed: Option<(u16, Duration)>,
+    ) -> Result<(), StoreError> {
+        self.inner.release(key, token, failed).await
+    }
+
+    async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
+        self.inner.lock_state(key).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+}

@@ -1,0 +1,75 @@
+//! `GET /updates`: live refresh by long-poll.
+//!
+//! The dashboard keeps one request open here. It returns as soon as one of
+//! the user's widgets has data newer than `since` (a background refresh, a
+//! forced refresh in another tab, another instance's fetch), or after
+//! [`LONG_POLL`] with nothing. The answer is a new poller plus the changed
+//! cards marked `hx-swap-oob`, so htmx swaps them in place: no polling of
+//! every widget, no extension, no build step.
+
+use std::time::Duration;
+
+use actix_session::Session;
+use actix_web::http::StatusCode;
+use actix_web::{get, web, HttpResponse};
+use maud::html;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::auth::html;
+use super::AppState;
+use crate::error::PageError;
+use crate::session;
+use crate::views;
+
+/// How long one poll is held open when nothing changes.
+pub const LONG_POLL: Duration = Duration::from_secs(25);
+
+/// `?since=<ms>`: the clock reading of the data the page already shows.
+#[derive(serde::Deserialize)]
+pub struct UpdatesQuery {
+    since: Option<i64>,
+}
+
+/// `GET /updates?since=<ms>`.
+#[get("/updates")]
+pub async fn updates(
+    query: web::Query<UpdatesQuery>,
+    session: Session,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let user = session::current_user(&session).ok_or(PageError::SignedOut)?;
+    // Subscribe before looking, so a change between the two is not missed.
+    let mut changes = state.cache.changes();
+    let since = query.since.unwrap_or_else(|| state.cache.now());
+    let deadline = tokio::time::Instant::now() + LONG_POLL;
+    let changed = loop {
+        let changed = state.cache.changed_since(&user, since).await;
+        if !changed.is_empty() {
+            break changed;
+        }
+        // Wait for a change to one of this user's keys (or the deadline).
+        let woke = loop {
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Ok(Ok(key)) if key.belongs_to(user.tag()) => break true,
+                Ok(Ok(_)) => continue,
+                Ok(Err(RecvError::Lagged(_))) => break true,
+                Ok(Err(RecvError::Closed)) | Err(_) => break false,
+            }
+        };
+        if !woke {
+            break Vec::new();
+        }
+    };
+    let next = changed
+        .iter()
+        .filter_map(|l| l.entry.as_ref())
+        .map(|e| e.fetched_at)
+        .fold(since, i64::max);
+    Ok(html(
+        StatusCode::OK,
+        html! {
+            (views::live_poller(next))
+            @for lookup in &changed { (views::live_card(lookup)) }
+        },
+    ))
+}

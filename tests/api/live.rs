@@ -1,0 +1,218 @@
+//! Live refresh (the `/updates` long-poll), the near-cache's coherence
+//! across instances, and the warm dashboard.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+
+use crate::helpers::{
+    new_client, spawn_app, spawn_app_with, states, version_of, widget_with, StoreKind, TestConfig,
+};
+
+/// The `since` of the poller in a page or an `/updates` answer.
+fn poller_since(html: &str) -> i64 {
+    let start = html.find("/updates?since=").expect("a poller") + "/updates?since=".len();
+    html[start..].split('"').next().unwrap().parse().unwrap()
+}
+
+async fn a_refresh_elsewhere_reaches_an_open_page(store: StoreKind) {
+    // Arrange: a warm page, and "another tab" (a second client of the same user).
+    let app = spawn_app(store).await;
+    app.login("alice").await;
+    app.wait_for_calls(5).await;
+    for id in 1..=5 {
+        app.wait_for_fresh_hit(id).await;
+    }
+    let page = app.get("/dashboard").await.text().await.unwrap();
+    let since = poller_since(&page);
+    let poll = tokio::spawn({
+        let (client, url) = (app.client.clone(), app.url(&format!("/updates?since={since}")));
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Act
+    let other_tab = new_client();
+    app.login_with(&other_tab, "alice").await;
+    let refreshed = other_tab
+        .post(app.url("/widgets/2/refresh"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), 200);
+
+    // Assert: the open page's poll answers with the new card, out of band.
+    let answer = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .expect("the poll answered")
+        .unwrap();
+    assert!(answer.contains(r#"hx-swap-oob="true""#), "{answer}");
+    assert!(answer.contains(r#"data-widget="2""#));
+    assert_eq!(version_of(&answer), 2);
+    assert!(poller_since(&answer) > since, "the next poll asks for newer data");
+    assert!(!answer.contains(r#"data-widget="1""#), "only what changed");
+}
+
+crate::both_stores!(a_refresh_elsewhere_reaches_an_open_page);
+
+#[tokio::test]
+async fn a_poll_never_carries_another_users_data() {
+    let app = spawn_app(StoreKind::Memory).await;
+    app.login("alice").await;
+    let bob = new_client();
+    app.login_with(&bob, "bob").await;
+    app.wait_for_calls(10).await;
+    for id in 1..=5 {
+        app.wait_for_fresh_hit(id).await;
+    }
+    let since = app.cache.now();
+    let poll = tokio::spawn({
+        let (client, url) = (app.client.clone(), app.url(&format!("/updates?since={since}")));
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    bob.post(app.url("/widgets/1/refresh")).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.post("/widgets/3/refresh").await;
+
+    let answer = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.contains(r#"data-widget="3""#), "{answer}");
+    assert!(
+        !answer.contains("bob"),
+        "bob's refresh must not reach alice: {answer}"
+    );
+    assert!(!answer.contains(r#"data-widget="1""#));
+}
+
+#[tokio::test]
+async fn a_signed_out_poll_is_sent_to_sign_in() {
+    let app = spawn_app(StoreKind::Memory).await;
+    let resp = app.get("/updates?since=0").await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["hx-redirect"], "/login");
+}
+
+#[tokio::test]
+async fn a_refresh_through_one_instance_reaches_a_poll_on_another() {
+    let app = spawn_app(StoreKind::Redis).await;
+    let b = app.spawn_instance().await;
+    app.login("alice").await;
+    app.wait_for_calls(5).await;
+    for id in 1..=5 {
+        app.wait_for_fresh_hit(id).await;
+    }
+    let since = app.cache.now();
+    let poll = tokio::spawn({
+        let (client, url) = (app.client.clone(), format!("{b}/updates?since={since}"));
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    app.post("/widgets/4/refresh").await;
+
+    let answer = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .expect("B's poll answered")
+        .unwrap();
+    assert!(answer.contains(r#"data-widget="4""#), "{answer}");
+}
+
+#[tokio::test]
+async fn the_near_cache_is_coherent_across_instances() {
+    // Arrange: a long L1 ttl, so only the invalidation messages can explain coherence.
+    let config = TestConfig {
+        l1_ttl: Duration::from_secs(60),
+        ..TestConfig::new(StoreKind::Redis).without_prewarm()
+    };
+    let app = spawn_app_with(config).await;
+    let b = app.spawn_instance().await;
+    app.login("alice").await;
+    let b_widget = format!("{b}/widgets/1");
+    app.widget(1).await;
+    let (status, body) = widget_with(&app.client, &b_widget).await;
+    assert!(status.starts_with("percache; hit"), "{status}");
+    assert_eq!(version_of(&body), 1, "B now holds version 1 in its L1");
+
+    // Act 1: a refresh through A.
+    app.post("/widgets/1/refresh").await;
+
+    // Assert 1: B serves the new version within the bound (1 s here; the
+    // message normally arrives in milliseconds).
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let (_, body) = widget_with(&app.client, &b_widget).await;
+        if version_of(&body) == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B kept serving version 1 from its L1");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Act 2 + Assert 2: an invalidation through A is a miss on B.
+    app.cache
+        .invalidate(
+            &percache::user::UserId::parse("alice").unwrap(),
+            &[percache::widget::WidgetId::ALL[0]],
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let (status, _) = widget_with(&app.client, &b_widget).await;
+        if status.starts_with("percache; fwd=miss") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B kept serving an invalidated entry: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn rendering_stale_entries_starts_their_refresh(store: StoreKind) {
+    // Arrange: a warm dashboard, then every entry goes stale.
+    let app = spawn_app(store).await;
+    app.login("alice").await;
+    app.wait_for_calls(5).await;
+    for id in 1..=5 {
+        app.wait_for_fresh_hit(id).await;
+    }
+    app.clock.advance(Duration::from_secs(61));
+
+    // Act
+    let page = app.get("/dashboard").await.text().await.unwrap();
+
+    // Assert: all five inline (stale), and five background refreshes, no more.
+    assert_eq!(states(&page), vec!["stale"; 5]);
+    app.wait_for_calls(10).await;
+    join_all((1..=5).map(|id| app.wait_for_fresh_hit(id))).await;
+    assert_eq!(app.mock.total_calls(), 10);
+}
+
+crate::both_stores!(rendering_stale_entries_starts_their_refresh);
+
+#[tokio::test]
+async fn without_javascript_the_page_waits_for_every_widget() {
+    let app = spawn_app(StoreKind::Memory).await;
+    app.login("alice").await;
+
+    let page = app.get("/dashboard").await.text().await.unwrap();
+    let full = app.get("/dashboard?wait=1").await.text().await.unwrap();
+
+    assert!(page.contains(r#"<noscript><meta http-equiv="refresh" content="0; url=/dashboard?wait=1">"#));
+    assert_eq!(
+        states(&full),
+        vec!["ready"; 5],
+        "every widget's data, no placeholder"
+    );
+    assert!(
+        !full.contains("/updates?since="),
+        "no live refresh without JavaScript"
+    );
+    assert_eq!(app.mock.total_calls(), 5, "it joined the prewarm fetches");
+}
