@@ -94,6 +94,11 @@ pub struct Settings {
     #[arg(long, env = "INVALIDATION_SECRET", hide_env_values = true)]
     pub invalidation_secret: Option<String>,
 
+    /// Fetches in flight beyond which background refreshes and prewarm are
+    /// skipped (stale data keeps being served; requests that must wait still fetch).
+    #[arg(long, env = "MAX_BACKGROUND_FETCHES", default_value_t = 512)]
+    pub max_background_fetches: usize,
+
     /// Maximum number of entries of the in-process store.
     #[arg(long, env = "MEMORY_CAPACITY", default_value_t = 100_000)]
     pub memory_capacity: u64,

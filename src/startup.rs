@@ -130,13 +130,16 @@ impl Application {
                 None,
             ),
         };
-        let cache = Arc::new(WidgetCache::new(
-            store,
-            policy,
-            clock,
-            settings.upstream_timeout,
-            settings.failure_backoff,
-        ));
+        let cache = Arc::new(
+            WidgetCache::new(
+                store,
+                policy,
+                clock,
+                settings.upstream_timeout,
+                settings.failure_backoff,
+            )
+            .with_max_background(settings.max_background_fetches),
+        );
 
         let listener =
             TcpListener::bind(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;

@@ -98,10 +98,22 @@ pub struct WidgetCache {
     lock_ttl: Duration,
     /// How long a key is not fetched again after a failed fetch.
     failure_backoff: Duration,
+    /// Most fetches in flight at which background ones still start.
+    max_background: usize,
     inflight: Mutex<HashMap<CacheKey, Flight>>,
 }
 
+/// Default cap on fetches in flight for background work.
+pub const DEFAULT_MAX_BACKGROUND: usize = 512;
+
 impl WidgetCache {
+    /// Caps the fetches in flight at which background refreshes and prewarm
+    /// still start (`--max-background-fetches`).
+    pub fn with_max_background(mut self, max: usize) -> Self {
+        self.max_background = max;
+        self
+    }
+
     /// A cache over `store`. A request waits for a fetch at most the
     /// upstream timeout plus a margin; the fleet-wide lock lives as long.
     pub fn new(
@@ -119,6 +131,7 @@ impl WidgetCache {
             wait_deadline,
             lock_ttl: wait_deadline,
             failure_backoff,
+            max_background: DEFAULT_MAX_BACKGROUND,
             inflight: Mutex::new(HashMap::new()),
         }
     }
@@ -257,8 +270,9 @@ impl WidgetCache {
             if cached.is_some_and(|e| e.freshness(now) == Freshness::Fresh) {
                 continue;
             }
-            self.join_or_start(&key, user, widget, up, true);
-            started += 1;
+            if self.start_background(&key, user, widget, up) {
+                started += 1;
+            }
         }
         metrics::counter!("percache_prewarm_total").increment(started as u64);
         started
@@ -302,7 +316,7 @@ impl WidgetCache {
         if let Ok(LockState::Failed(status)) = self.store.lock_state(key).await {
             return Outcome::StaleIfError { status };
         }
-        self.join_or_start(key, user, widget, up, true);
+        self.start_background(key, user, widget, up);
         Outcome::Stale {
             ttl: entry.ttl_secs(now),
         }
@@ -318,6 +332,25 @@ impl WidgetCache {
                 (None, true)
             }
         }
+    }
+
+    /// Starts (or joins) a fetch nobody waits for: a stale entry's refresh or
+    /// prewarm. Skipped when [`WidgetCache::max_background`] fetches are
+    /// already in flight, so a burst of stale reads cannot pile up unbounded
+    /// upstream calls; the stale entry is served and refreshed on a later read.
+    fn start_background(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        user: &UserId,
+        widget: WidgetId,
+        up: &Upstream,
+    ) -> bool {
+        if self.fetches_in_flight() >= self.max_background {
+            metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
+            return false;
+        }
+        self.join_or_start(key, user, widget, up, true);
+        true
     }
 
     /// Joins the fetch in flight for `key`, or starts one. Returns the

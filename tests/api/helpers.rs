@@ -42,6 +42,7 @@ pub struct TestConfig {
     /// whose cookies the others refuse.
     pub session_key: String,
     pub l1_ttl: Duration,
+    pub max_background: usize,
 }
 
 impl TestConfig {
@@ -56,6 +57,7 @@ impl TestConfig {
             failure_backoff: Duration::from_millis(300),
             invalidation_secret: Some("test-webhook-secret".into()),
             l1_ttl: Duration::from_secs(1),
+            max_background: 512,
             session_key: SESSION_KEY.into(),
         }
     }
@@ -246,6 +248,7 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
     settings.failure_backoff = config.failure_backoff;
     settings.invalidation_secret = config.invalidation_secret.clone();
     settings.l1_ttl = config.l1_ttl;
+    settings.max_background_fetches = config.max_background;
     settings.prewarm = config.prewarm;
     settings.upstream_timeout = Duration::from_secs(5);
     // Tests run in parallel on a small machine: a lenient bound keeps a busy

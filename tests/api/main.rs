@@ -11,6 +11,7 @@ mod fleet;
 mod fuzz;
 mod hostile;
 mod isolation;
+mod limits;
 mod live;
 mod ops;
 mod properties;
