@@ -10,9 +10,11 @@ use actix_web::{get, HttpResponse};
 
 use crate::telemetry;
 
-/// `GET /metrics`.
+/// `GET /metrics`. Also sets `percache_fetches_in_flight` (this process's
+/// upstream fetches right now) at scrape time.
 #[get("/metrics")]
-pub async fn scrape() -> HttpResponse {
+pub async fn scrape(state: actix_web::web::Data<super::AppState>) -> HttpResponse {
+    ::metrics::gauge!("percache_fetches_in_flight").set(state.cache.fetches_in_flight() as f64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(telemetry::prometheus().render())
