@@ -21,6 +21,8 @@ pub fn page_with_head(title: &str, head_extra: Option<Markup>, body: Markup) -> 
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false}"#;
                 title { (title) " · percache" }
+                // No favicon request (and no 404 in the console).
+                link rel="icon" href="data:,";
                 link rel="stylesheet" href=(concat!("/assets/app.css?v=", env!("CARGO_PKG_VERSION")));
                 script src={ "/assets/htmx.min.js?v=" (HTMX_VERSION) } defer {}
                 @if let Some(extra) = head_extra { (extra) }
