@@ -17,3 +17,4 @@ mod page;
 
 mod dashboard;
 mod errors;
+mod live;
