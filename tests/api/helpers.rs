@@ -440,3 +440,139 @@ macro_rules! both_stores {
         }
     )*};
 }
+
+/// Serialises the heavy tests (soak, chaos) so they never run at the same
+/// time as each other on a small machine.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The real `percache` binary as a child process on a free loopback port,
+/// its stderr captured to a file; killed on drop.
+pub struct BinaryServer {
+    child: Child,
+    pub base: String,
+    pub stderr_path: std::path::PathBuf,
+}
+
+impl BinaryServer {
+    /// Starts the binary with `--bind 127.0.0.1:<free port>` and `args`
+    /// (env: [`SESSION_KEY`], `RUST_LOG=warn`), and waits for `/healthz`.
+    pub async fn start(name: &str, args: &[&str]) -> Self {
+        let port = free_port();
+        let stderr_path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("percache-{name}-{}-{port}.stderr", std::process::id()));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_percache"))
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env("SESSION_KEY", SESSION_KEY)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            stderr_path,
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(resp) = client.get(server.url("/healthz")).send().await {
+                if resp.status() == 200 {
+                    break;
+                }
+            }
+            assert!(server.is_alive(), "the server exited: {}", server.stderr());
+            assert!(Instant::now() < deadline, "the server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr_path);
+    }
+}
+
+/// Signs in `user` with a cookie-less client and returns the session cookie
+/// (`name=value`) to send back in a `Cookie` header.
+pub async fn login_cookie(client: &reqwest::Client, base: &str, user: &str) -> Result<String, String> {
+    let resp = client
+        .post(format!("{base}/login"))
+        .form(&[("username", user)])
+        .send()
+        .await
+        .map_err(|e| format!("POST /login: {e}"))?;
+    if resp.status() != 303 {
+        return Err(format!("POST /login: {}", resp.status()));
+    }
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .ok_or("POST /login: no set-cookie")?;
+    Ok(cookie.to_owned())
+}
+
+/// One process's figures from `/proc/<pid>`: (VmRSS kB, VmHWM kB, threads, open fds).
+#[derive(Debug, Clone, Copy)]
+pub struct ProcStats {
+    pub rss_kb: u64,
+    pub hwm_kb: u64,
+    pub threads: u64,
+    pub fds: usize,
+}
+
+impl ProcStats {
+    pub fn of(pid: u32) -> Self {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+        };
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+        Self {
+            rss_kb: field("VmRSS:"),
+            hwm_kb: field("VmHWM:"),
+            threads: field("Threads:"),
+            fds,
+        }
+    }
+}
+
+/// The value of the sample of `name` whose labels include every `labels` pair
+/// in a Prometheus text page (summed; 0 if absent).
+pub fn metric_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod cache;
+mod chaos;
 mod dashboard;
 mod escaping;
 mod fleet;
@@ -18,4 +19,5 @@ mod properties;
 mod redis;
 mod resilience;
 mod session;
+mod soak;
 mod webhook;
