@@ -127,10 +127,21 @@ impl Upstream {
     }
 
     async fn attempt(&self, url: &str) -> Result<serde_json::Value, FetchError> {
-        let mut resp = self.client.get(url).send().await.map_err(|e| match e {
-            awc::error::SendRequestError::Timeout => FetchError::Timeout,
-            other => FetchError::Connect(other.to_string()),
-        })?;
+        // `Connection: close`: awc only drops idle pooled connections when it
+        // next connects to the same host, so after a burst the sockets the
+        // upstream closed would sit in CLOSE-WAIT until then (the soak test
+        // found 126). Upstream calls take seconds; a new connection per call
+        // costs nothing next to that.
+        let mut resp = self
+            .client
+            .get(url)
+            .force_close()
+            .send()
+            .await
+            .map_err(|e| match e {
+                awc::error::SendRequestError::Timeout => FetchError::Timeout,
+                other => FetchError::Connect(other.to_string()),
+            })?;
         if !resp.status().is_success() {
             return Err(FetchError::Status(resp.status().as_u16()));
         }
