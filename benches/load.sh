@@ -1,0 +1,293 @@
+#!/usr/bin/env bash
+# Load test of the warm-cache hot path (issue 4, item 2).
+#
+# Starts, on 127.0.0.1 only: a throwaway redis-server, the mock upstream with
+# short delays, and release percache servers (in-process store, Redis store,
+# and, when the server has `--l1-ttl`, Redis with the near-cache off). Signs
+# one user in on each, warms its widgets until `Cache-Status` says hit, then
+# runs oha against:
+#   (a) GET /healthz        memory server (baseline: HTTP stack only)
+#   (b) GET /widgets/1      memory server (session + cache hit + HTML render)
+#   (c) GET /widgets/1      Redis server
+#   (d) GET /api/widgets/1  Redis server (JSON)
+#   (e) GET /widgets/1      Redis server with --l1-ttl 0 (a Redis read per request)
+# and prints one table: requests/s, p50, p99, ratio to (a), non-2xx count,
+# Redis commands per request, plus the mock's call count during the runs (a
+# warm cache makes none), each server's peak RSS and the log volume it wrote.
+# Everything it starts is stopped on exit.
+#
+# Environment:
+#   DURATION     per-scenario duration for `oha -z` (default 10s)
+#   CONNECTIONS  concurrent connections (default 64)
+#   DELAYS_MS    mock delays (default 50,50,50,50,50)
+#   RUST_LOG     passed to the servers (default: their own, info)
+#   KEEP_LOGS=1  keep the temporary directory with the server logs
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+DELAYS_MS=${DELAYS_MS:-50,50,50,50,50}
+HOST=127.0.0.1
+USERNAME=loadtest
+# A fixed 64-byte key (128 hex chars): both servers and every run agree.
+SESSION_KEY=$(printf '5e55'%.0s {1..32})
+export SESSION_KEY
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+log() { printf '[load] %s\n' "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+for tool in curl python3 redis-server; do
+    command -v "$tool" >/dev/null || die "$tool is required (Debian: apt-get install $tool)"
+done
+if ! command -v oha >/dev/null; then
+    if [[ -x "$HOME/.cargo/bin/oha" ]]; then
+        PATH="$HOME/.cargo/bin:$PATH"
+    else
+        log "oha not found: cargo install oha --locked"
+        cargo install oha --locked
+        PATH="$HOME/.cargo/bin:$PATH"
+    fi
+fi
+
+# oha's JSON switch changed name across versions.
+if oha --help 2>&1 | grep -q -- '--output-format'; then
+    OHA_JSON=(--output-format json)
+else
+    OHA_JSON=(-j)
+fi
+# Let requests in flight at the deadline finish instead of counting them as errors.
+OHA_WAIT=()
+if oha --help 2>&1 | grep -q -- '--wait-ongoing-requests-after-deadline'; then
+    OHA_WAIT=(--wait-ongoing-requests-after-deadline)
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/percache-load.XXXXXX")
+PIDS=()
+cleanup() {
+    local status=$?
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        kill "${PIDS[i]}" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        # Give each process 5 s, then force it.
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ "${KEEP_LOGS:-0}" == 1 || $status -ne 0 ]]; then
+        log "logs kept in $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_for NAME PID CMD...: retries CMD for 30 s while PID lives.
+wait_for() {
+    local name=$1 pid=$2
+    shift 2
+    for _ in $(seq 300); do
+        "$@" >/dev/null 2>&1 && return 0
+        kill -0 "$pid" 2>/dev/null || die "$name exited during start-up (see $WORK)"
+        sleep 0.1
+    done
+    die "$name did not become ready in 30 s (see $WORK)"
+}
+
+log "building release binaries"
+cargo build --release -p percache -p mock_upstream >&2
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+PERCACHE_BIN="$TARGET_DIR/release/percache"
+MOCK_BIN="$TARGET_DIR/release/mock-upstream"
+REDIS_PORT=$(free_port)
+redis-server --bind "$HOST" --port "$REDIS_PORT" --save "" --appendonly no \
+    --protected-mode yes --dir "$WORK" >"$WORK/redis-server.log" 2>&1 &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_for redis-server "$REDIS_PID" redis-cli -h "$HOST" -p "$REDIS_PORT" ping
+REDIS_URL="redis://$HOST:$REDIS_PORT/0"
+redis_cmds() {
+    redis-cli -h "$HOST" -p "$REDIS_PORT" info stats |
+        tr -d '\r' | awk -F: '$1 == "total_commands_processed" { print $2 }'
+}
+
+MOCK_PORT=$(free_port)
+MOCK_URL="http://$HOST:$MOCK_PORT"
+"$MOCK_BIN" --bind "$HOST:$MOCK_PORT" --delays-ms "$DELAYS_MS" >"$WORK/mock.log" 2>&1 &
+MOCK_PID=$!
+PIDS+=("$MOCK_PID")
+wait_for mock-upstream "$MOCK_PID" curl -sf "$MOCK_URL/stats"
+
+declare -A URL PID COOKIE
+SERVERS=()
+# start_server NAME [EXTRA FLAGS...]: a percache on a free port, logging to $WORK/NAME.log.
+start_server() {
+    local name=$1 port
+    shift
+    port=$(free_port)
+    # A long freshness window keeps every measured request a fresh hit however
+    # long DURATION is (with the default 60 s, runs past it would refresh).
+    "$PERCACHE_BIN" --bind "$HOST:$port" --upstream-url "$MOCK_URL" \
+        --fresh 1h --ttl 2h "$@" >"$WORK/$name.log" 2>&1 &
+    PID[$name]=$!
+    PIDS+=("$!")
+    URL[$name]="http://$HOST:$port"
+    SERVERS+=("$name")
+    wait_for "percache ($name)" "${PID[$name]}" curl -sf "${URL[$name]}/healthz"
+}
+
+start_server memory
+start_server redis --redis-url "$REDIS_URL"
+if "$PERCACHE_BIN" --help 2>/dev/null | grep -q -- '--l1-ttl'; then
+    start_server redis-nol1 --redis-url "$REDIS_URL" --l1-ttl 0
+fi
+
+# sign_in NAME: signs USERNAME in on server NAME, prints the Cookie header value.
+sign_in() {
+    local name=$1 jar="$WORK/$1.jar" cookie
+    curl -s -o /dev/null -c "$jar" -d "username=$USERNAME" "${URL[$name]}/login"
+    # Netscape jar: HttpOnly cookies are prefixed "#HttpOnly_"; name and value are fields 6, 7.
+    cookie=$(awk -F'\t' 'NF >= 7 { printf "%s%s=%s", sep, $6, $7; sep = "; " }' "$jar")
+    [[ -n "$cookie" ]] || die "sign-in on $name set no cookie"
+    printf '%s' "$cookie"
+}
+
+# warm NAME PATH: requests PATH until Cache-Status says hit (15 s max).
+warm() {
+    local name=$1 path=$2 status=""
+    for _ in $(seq 150); do
+        status=$(curl -s -o /dev/null -D - -H "Cookie: ${COOKIE[$name]}" "${URL[$name]}$path" |
+            tr -d '\r' | awk -F': ' 'tolower($1) == "cache-status" { print $2 }')
+        if [[ "$status" == *"; hit"* ]]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$name: $path never became a hit (last Cache-Status: ${status:-none})"
+}
+
+for name in "${SERVERS[@]}"; do
+    COOKIE[$name]=$(sign_in "$name")
+    for w in 1 2 3 4 5; do warm "$name" "/widgets/$w"; done
+    warm "$name" /api/widgets/1
+done
+log "caches warm; resetting the mock's stats"
+curl -sf -X POST "$MOCK_URL/stats/reset" >/dev/null
+
+# run LABEL SERVER PATH DESCRIPTION: one oha run; one row of $WORK/rows.tsv.
+: >"$WORK/rows.tsv"
+run() {
+    local label=$1 name=$2 path=$3 what=$4 headers=() cmds0 log0
+    [[ "$path" != /healthz ]] && headers=(-H "Cookie: ${COOKIE[$name]}")
+    log "($label) $name ${URL[$name]}$path for $DURATION with $CONNECTIONS connections"
+    cmds0=$(redis_cmds)
+    log0=$(stat -c %s "$WORK/$name.log")
+    oha -z "$DURATION" -c "$CONNECTIONS" --no-tui "${OHA_JSON[@]}" "${OHA_WAIT[@]}" \
+        "${headers[@]}" "${URL[$name]}$path" >"$WORK/$label.json" 2>"$WORK/$label.oha.err" ||
+        die "oha failed for ($label): $(cat "$WORK/$label.oha.err")"
+    # The INFO call that takes the second reading counts itself: minus one.
+    printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$name" "$what" \
+        $(($(redis_cmds) - cmds0 - 1)) $(($(stat -c %s "$WORK/$name.log") - log0)) \
+        >>"$WORK/rows.tsv"
+}
+
+run a memory /healthz "GET /healthz (baseline)"
+run b memory /widgets/1 "GET /widgets/1"
+run c redis /widgets/1 "GET /widgets/1"
+run d redis /api/widgets/1 "GET /api/widgets/1"
+if [[ -n "${URL[redis-nol1]:-}" ]]; then
+    run e redis-nol1 /widgets/1 "GET /widgets/1 (L1 off)"
+fi
+
+curl -sf "$MOCK_URL/stats" >"$WORK/mock-stats.json"
+: >"$WORK/servers.tsv"
+for name in "${SERVERS[@]}"; do
+    printf '%s\t%s\n' "$name" \
+        "$(awk '/^VmHWM/ { print $2 }' "/proc/${PID[$name]}/status" 2>/dev/null || echo 0)" \
+        >>"$WORK/servers.tsv"
+done
+
+WORK="$WORK" DURATION="$DURATION" CONNECTIONS="$CONNECTIONS" \
+    OHA_VERSION="$(oha --version 2>/dev/null | head -1)" \
+    RUST_LOG_SHOWN="${RUST_LOG:-unset (info)}" python3 - <<'PY'
+import json
+import os
+
+work = os.environ["WORK"]
+
+
+def load(label):
+    with open(os.path.join(work, label + ".json")) as f:
+        j = json.load(f)
+    codes = {int(k): int(v) for k, v in (j.get("statusCodeDistribution") or {}).items()}
+    pct = j.get("latencyPercentiles") or {}
+    return {
+        "rps": float(j["summary"]["requestsPerSec"]),
+        "p50": float(pct.get("p50") or 0.0) * 1000.0,
+        "p99": float(pct.get("p99") or 0.0) * 1000.0,
+        "ok": sum(n for c, n in codes.items() if 200 <= c < 300),
+        "non2xx": sum(n for c, n in codes.items() if not 200 <= c < 300),
+        "errors": j.get("errorDistribution") or {},
+    }
+
+
+rows = []
+with open(os.path.join(work, "rows.tsv")) as f:
+    for line in f:
+        label, server, what, cmds, log_bytes = line.rstrip("\n").split("\t")
+        r = load(label)
+        r.update(label=label, server=server, what=what, cmds=int(cmds), log=int(log_bytes))
+        r["n"] = r["ok"] + r["non2xx"]
+        rows.append(r)
+base = rows[0]["rps"] or 1.0
+
+print()
+print(
+    f"percache load test: oha -z {os.environ['DURATION']} -c {os.environ['CONNECTIONS']}, "
+    f"127.0.0.1, warm cache, RUST_LOG={os.environ['RUST_LOG_SHOWN']} "
+    f"({os.environ['OHA_VERSION']}, {os.cpu_count()} CPUs)"
+)
+head = (
+    f"{'':4}{'server':12}{'request':26}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'vs (a)':>8}"
+    f"{'2xx':>9}{'non-2xx':>8}{'errors':>7}{'redis/req':>10}{'log B/req':>10}"
+)
+print(head)
+print("-" * len(head))
+for r in rows:
+    n = max(r["n"], 1)
+    print(
+        f"({r['label']}) {r['server']:12}{r['what']:26}{r['rps']:>9.0f}{r['p50']:>8.2f}"
+        f"{r['p99']:>8.2f}{r['rps'] / base:>8.2f}{r['ok']:>9}{r['non2xx']:>8}"
+        f"{sum(r['errors'].values()):>7}{r['cmds'] / n:>10.2f}{r['log'] / n:>10.0f}"
+    )
+print("-" * len(head))
+for r in rows:
+    for kind, count in r["errors"].items():
+        print(f"({r['label']}) client-side error: {kind}: {count}")
+
+with open(os.path.join(work, "mock-stats.json")) as f:
+    mock = json.load(f)
+total = mock.get("total")
+by_key = mock.get("byKey") or {}
+print(
+    f"mock upstream calls during the runs: {total}"
+    + (f" {json.dumps(by_key)}" if by_key else "")
+    + ("  (expected 0 with a warm cache)" if total else "  (none, as a warm cache should)")
+)
+with open(os.path.join(work, "servers.tsv")) as f:
+    rss = [line.rstrip("\n").split("\t") for line in f]
+print("peak RSS (VmHWM): " + ", ".join(f"{name} {int(kb) / 1024:.1f} MiB" for name, kb in rss))
+PY
