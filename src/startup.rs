@@ -165,7 +165,7 @@ impl Application {
                         .add(("Referrer-Policy", "same-origin")),
                 )
                 .wrap(session::middleware(key.clone(), secure))
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
                 .wrap(actix_web::middleware::from_fn(routes::metrics::track))
                 .app_data(state.clone())
                 .app_data(upstream)
