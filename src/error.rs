@@ -49,9 +49,6 @@ pub enum ApiError {
     /// No session.
     #[error("not signed in")]
     SignedOut,
-    /// The upstream failed and nothing was cached.
-    #[error("upstream unavailable: {0}")]
-    Upstream(String),
 }
 
 impl ResponseError for ApiError {
@@ -59,7 +56,6 @@ impl ResponseError for ApiError {
         match self {
             ApiError::UnknownWidget => StatusCode::NOT_FOUND,
             ApiError::SignedOut => StatusCode::UNAUTHORIZED,
-            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
 

@@ -1,17 +1,22 @@
 //! The `percache` binary: parse flags, set up logging, run the server.
 
 use clap::Parser;
-use percache::{config::Settings, startup::Application, telemetry};
+use percache::config::{LogFormat, Settings};
+use percache::{startup::Application, telemetry};
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::parse();
     telemetry::init(settings.log_format);
+    let json = settings.log_format == LogFormat::Json;
     let app = Application::build(settings).await?;
-    println!(
-        "percache listening on http://{addr} (open http://{addr}/login)",
-        addr = app.address()
-    );
+    let url = format!("http://{}", app.address());
+    if json {
+        // Machines read JSON logs: keep every line JSON.
+        tracing::info!(%url, "percache listening");
+    } else {
+        println!("percache listening on {url} (open {url}/login)");
+    }
     app.run_until_stopped().await?;
     Ok(())
 }

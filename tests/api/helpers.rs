@@ -397,48 +397,38 @@ pub fn states(html: &str) -> Vec<String> {
         .collect()
 }
 
-/// Generates a `memory`, a `redis` and a `cluster` test for each async fn taking a [`StoreKind`].
+/// One test module per async fn taking a [`StoreKind`], with one test per
+/// listed store, e.g. `store_tests!(name: memory => Memory, redis => Redis)`.
+#[macro_export]
+macro_rules! store_tests {
+    ($name:ident: $($test:ident => $kind:ident),+) => {
+        mod $name {
+            $(
+                #[tokio::test]
+                async fn $test() { super::$name($crate::helpers::StoreKind::$kind).await }
+            )+
+        }
+    };
+}
+
+/// A `memory`, a `redis` and a `cluster` test for each fn.
 #[macro_export]
 macro_rules! all_stores {
     ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use $crate::helpers::StoreKind;
-            #[tokio::test]
-            async fn memory() { super::$name(StoreKind::Memory).await }
-            #[tokio::test]
-            async fn redis() { super::$name(StoreKind::Redis).await }
-            #[tokio::test]
-            async fn cluster() { super::$name(StoreKind::Cluster).await }
-        }
+        $crate::store_tests!($name: memory => Memory, redis => Redis, cluster => Cluster);
     )*};
 }
 
-/// Generates a `redis` and a `cluster` test for each async fn taking a [`StoreKind`].
+/// A `redis` and a `cluster` test for each fn.
 #[macro_export]
 macro_rules! cluster_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use $crate::helpers::StoreKind;
-            #[tokio::test]
-            async fn redis() { super::$name(StoreKind::Redis).await }
-            #[tokio::test]
-            async fn cluster() { super::$name(StoreKind::Cluster).await }
-        }
-    )*};
+    ($($name:ident),* $(,)?) => {$( $crate::store_tests!($name: redis => Redis, cluster => Cluster); )*};
 }
 
-/// Generates a `memory` and a `redis` test for each async fn taking a [`StoreKind`].
+/// A `memory` and a `redis` test for each fn.
 #[macro_export]
 macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use $crate::helpers::StoreKind;
-            #[tokio::test]
-            async fn memory() { super::$name(StoreKind::Memory).await }
-            #[tokio::test]
-            async fn redis() { super::$name(StoreKind::Redis).await }
-        }
-    )*};
+    ($($name:ident),* $(,)?) => {$( $crate::store_tests!($name: memory => Memory, redis => Redis); )*};
 }
 
 /// Serialises the heavy tests (soak, chaos) so they never run at the same

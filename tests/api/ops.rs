@@ -153,3 +153,75 @@ async fn sigterm_lets_a_slow_request_finish() {
     };
     assert!(status.success(), "clean exit: {status}");
 }
+
+/// `LOG_FORMAT=json`: one JSON object per line, with the request id and the
+/// cache outcome of each widget request.
+#[tokio::test]
+async fn json_logs_carry_the_request_id_and_the_cache_outcome() {
+    // Arrange: the real binary, logging JSON to a file.
+    let mock = MockUpstream::start("127.0.0.1:0", MockConfig::with_delays_ms([10, 10, 10, 10, 10]))
+        .await
+        .unwrap();
+    let port = free_port();
+    let log_path = std::env::temp_dir().join(format!("percache-json-log-{port}.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_percache"))
+        .args([
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--upstream-url",
+            &mock.url(),
+            "--no-prewarm",
+        ])
+        .env("SESSION_KEY", SESSION_KEY)
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(log)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = new_client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Act: a miss, then a hit.
+    client
+        .post(format!("{base}/login"))
+        .form(&[("username", "alice")])
+        .send()
+        .await
+        .unwrap();
+    client.get(format!("{base}/widgets/2")).send().await.unwrap();
+    client.get(format!("{base}/widgets/2")).send().await.unwrap();
+
+    // Assert: both lines are there (written by a background thread: poll).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let served = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        let served: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON"))
+            .filter(|v| v["fields"]["message"] == "widget served")
+            .collect();
+        if served.len() >= 2 || Instant::now() > deadline {
+            break served;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&log_path);
+    assert_eq!(served.len(), 2, "{served:?}");
+    assert_eq!(served[0]["fields"]["outcome"], "miss");
+    assert_eq!(served[1]["fields"]["outcome"], "hit");
+    for line in &served {
+        let id = line["span"]["request_id"].as_str().unwrap_or_default();
+        assert_eq!(id.len(), 36, "a request id (UUID) on every line: {line}");
+        assert_eq!(line["span"]["route"], "/widgets/{id}");
+    }
+    assert_ne!(served[0]["span"]["request_id"], served[1]["span"]["request_id"]);
+}
