@@ -436,10 +436,11 @@ macro_rules! both_stores {
 pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The real `percache` binary as a child process on a free loopback port,
-/// its stderr captured to a file; killed on drop.
+/// its stdout (the logs) and stderr captured to files; killed on drop.
 pub struct BinaryServer {
     child: Child,
     pub base: String,
+    pub stdout_path: std::path::PathBuf,
     pub stderr_path: std::path::PathBuf,
 }
 
@@ -447,22 +448,39 @@ impl BinaryServer {
     /// Starts the binary with `--bind 127.0.0.1:<free port>` and `args`
     /// (env: [`SESSION_KEY`], `RUST_LOG=warn`), and waits for `/healthz`.
     pub async fn start(name: &str, args: &[&str]) -> Self {
+        Self::start_with_env(
+            name,
+            args,
+            &[("SESSION_KEY", Some(SESSION_KEY)), ("RUST_LOG", Some("warn"))],
+        )
+        .await
+    }
+
+    /// As [`BinaryServer::start`], with these environment variables set
+    /// (`Some`) or removed (`None`).
+    pub async fn start_with_env(name: &str, args: &[&str], env: &[(&str, Option<&str>)]) -> Self {
         let port = free_port();
-        let stderr_path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("percache-{name}-{}-{port}.stderr", std::process::id()));
-        let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_percache"))
+        let file = |ext: &str| {
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("percache-{name}-{}-{port}.{ext}", std::process::id()))
+        };
+        let (stdout_path, stderr_path) = (file("stdout"), file("stderr"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_percache"));
+        command
             .args(["--bind", &format!("127.0.0.1:{port}")])
             .args(args)
-            .env("SESSION_KEY", SESSION_KEY)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
+            .stderr(std::fs::File::create(&stderr_path).unwrap());
+        for (key, value) in env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
         let mut server = Self {
-            child,
+            child: command.spawn().unwrap(),
             base: format!("http://127.0.0.1:{port}"),
+            stdout_path,
             stderr_path,
         };
         let client = reqwest::Client::new();
@@ -492,6 +510,28 @@ impl BinaryServer {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Sends SIGTERM and waits (at most `bound`) for the process to exit.
+    pub async fn terminate(&mut self, bound: Duration) -> std::process::ExitStatus {
+        let kill = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the process wrote to stdout (its logs) so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
     /// What the process wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
@@ -502,6 +542,7 @@ impl Drop for BinaryServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stdout_path);
         let _ = std::fs::remove_file(&self.stderr_path);
     }
 }

@@ -1,11 +1,12 @@
 //! What an operator relies on: metrics that move, graceful shutdown.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mock_upstream::{MockConfig, MockUpstream};
 
-use crate::helpers::{free_port, new_client, spawn_app, spawn_app_with, StoreKind, TestConfig, SESSION_KEY};
+use crate::helpers::{
+    new_client, spawn_app, spawn_app_with, BinaryServer, StoreKind, TestConfig, SESSION_KEY,
+};
 
 /// The value of the sample of `name` whose labels include every `labels` pair (0 if absent).
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -96,30 +97,10 @@ async fn sigterm_lets_a_slow_request_finish() {
     let mock = MockUpstream::start("127.0.0.1:0", MockConfig::with_delays_ms([10, 10, 1500, 10, 10]))
         .await
         .unwrap();
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_percache"))
-        .args([
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--upstream-url",
-            &mock.url(),
-            "--no-prewarm",
-        ])
-        .env("SESSION_KEY", SESSION_KEY)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let mut server = BinaryServer::start("sigterm", &["--upstream-url", &mock.url(), "--no-prewarm"]).await;
     let client = new_client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     client
-        .post(format!("{base}/login"))
+        .post(server.url("/login"))
         .form(&[("username", "alice")])
         .send()
         .await
@@ -127,30 +108,19 @@ async fn sigterm_lets_a_slow_request_finish() {
 
     // Act: a slow request, and SIGTERM while it runs.
     let slow = tokio::spawn({
-        let (client, base) = (client.clone(), base.clone());
-        async move { client.get(format!("{base}/widgets/3")).send().await }
+        let (client, url) = (client.clone(), server.url("/widgets/3"));
+        async move { client.get(url).send().await }
     });
     while mock.calls_for("alice", 3) == 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    let exit = tokio::spawn(async move { (server.terminate(Duration::from_secs(15)).await, server) });
 
     // Assert: the request completed with its data, then the process exited cleanly.
     let resp = slow.await.unwrap().expect("the in-flight request was answered");
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.unwrap().contains(r#"data-state="ready""#));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the server did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (status, _server) = exit.await.unwrap();
     assert!(status.success(), "clean exit: {status}");
 }
 
@@ -158,51 +128,38 @@ async fn sigterm_lets_a_slow_request_finish() {
 /// cache outcome of each widget request.
 #[tokio::test]
 async fn json_logs_carry_the_request_id_and_the_cache_outcome() {
-    // Arrange: the real binary, logging JSON to a file.
+    // Arrange: the real binary, logging JSON.
     let mock = MockUpstream::start("127.0.0.1:0", MockConfig::with_delays_ms([10, 10, 10, 10, 10]))
         .await
         .unwrap();
-    let port = free_port();
-    let log_path = std::env::temp_dir().join(format!("percache-json-log-{port}.log"));
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_percache"))
-        .args([
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--upstream-url",
-            &mock.url(),
-            "--no-prewarm",
-        ])
-        .env("SESSION_KEY", SESSION_KEY)
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdout(log)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("SESSION_KEY", Some(SESSION_KEY)),
+        ("LOG_FORMAT", Some("json")),
+        ("RUST_LOG", Some("info")),
+    ];
+    let server = BinaryServer::start_with_env(
+        "json-logs",
+        &["--upstream-url", &mock.url(), "--no-prewarm"],
+        &env,
+    )
+    .await;
     let client = new_client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     // Act: a miss, then a hit.
     client
-        .post(format!("{base}/login"))
+        .post(server.url("/login"))
         .form(&[("username", "alice")])
         .send()
         .await
         .unwrap();
-    client.get(format!("{base}/widgets/2")).send().await.unwrap();
-    client.get(format!("{base}/widgets/2")).send().await.unwrap();
+    client.get(server.url("/widgets/2")).send().await.unwrap();
+    client.get(server.url("/widgets/2")).send().await.unwrap();
 
     // Assert: both lines are there (written by a background thread: poll).
     let deadline = Instant::now() + Duration::from_secs(10);
     let served = loop {
-        let text = std::fs::read_to_string(&log_path).unwrap();
-        let served: Vec<serde_json::Value> = text
+        let served: Vec<serde_json::Value> = server
+            .stdout()
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON"))
             .filter(|v| v["fields"]["message"] == "widget served")
@@ -212,9 +169,6 @@ async fn json_logs_carry_the_request_id_and_the_cache_outcome() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_file(&log_path);
     assert_eq!(served.len(), 2, "{served:?}");
     assert_eq!(served[0]["fields"]["outcome"], "miss");
     assert_eq!(served[1]["fields"]["outcome"], "hit");
@@ -224,4 +178,38 @@ async fn json_logs_carry_the_request_id_and_the_cache_outcome() {
         assert_eq!(line["span"]["route"], "/widgets/{id}");
     }
     assert_ne!(served[0]["span"]["request_id"], served[1]["span"]["request_id"]);
+}
+
+/// Without `SESSION_KEY` the server starts with a random key, and says so.
+#[tokio::test]
+async fn the_random_session_key_fallback_logs_a_warning() {
+    let mock = MockUpstream::start("127.0.0.1:0", MockConfig::with_delays_ms([10, 10, 10, 10, 10]))
+        .await
+        .unwrap();
+    let env = [
+        ("SESSION_KEY", None),
+        ("RUST_LOG", Some("warn")),
+        ("LOG_FORMAT", Some("json")),
+    ];
+    let server = BinaryServer::start_with_env("random-key", &["--upstream-url", &mock.url()], &env).await;
+
+    let logs = server.stdout();
+    let warning = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| {
+            v["level"] == "WARN"
+                && v["fields"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("SESSION_KEY")
+        });
+    assert!(warning.is_some(), "a warning about the random key: {logs}");
+    let resp = new_client()
+        .post(server.url("/login"))
+        .form(&[("username", "alice")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303, "and it works");
 }
