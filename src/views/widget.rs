@@ -5,6 +5,9 @@
 //! `data-widget`, `data-state`, `data-fetched-at` once it has data, and
 //! `aria-busy` while loading.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
 use maud::{html, Markup};
 use serde_json::Value;
 
@@ -116,12 +119,13 @@ fn widget_body(widget: WidgetId, entry: &Entry) -> Markup {
 }
 
 /// A field as text, or an em dash when missing.
-fn text(v: &Value, field: &str) -> String {
+/// Borrowed when the field is a string (the common case): no copy per render.
+fn text<'a>(v: &'a Value, field: &str) -> Cow<'a, str> {
     match v.get(field) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::Bool(b)) => b.to_string(),
-        _ => "—".to_owned(),
+        Some(Value::String(s)) => Cow::Borrowed(s),
+        Some(Value::Number(n)) => Cow::Owned(n.to_string()),
+        Some(Value::Bool(b)) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        _ => Cow::Borrowed("—"),
     }
 }
 
@@ -178,18 +182,12 @@ fn sparkline(values: &[f64]) -> Markup {
     let min = values.iter().cloned().fold(f64::MAX, f64::min);
     let span = if max > min { max - min } else { 1.0 };
     let step = W / (values.len() - 1) as f64;
-    let points: Vec<String> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            format!(
-                "{:.1},{:.1}",
-                i as f64 * step,
-                H - 4.0 - (v - min) / span * (H - 8.0)
-            )
-        })
-        .collect();
-    let points = points.join(" ");
+    // One buffer for all the points (no string per point).
+    let mut points = String::with_capacity(values.len() * 12);
+    for (i, v) in values.iter().enumerate() {
+        let sep = if i == 0 { "" } else { " " };
+        let _ = write!(points, "{sep}{:.1},{:.1}", i as f64 * step, H - 4.0 - (v - min) / span * (H - 8.0));
+    }
     html! {
         svg.chart viewBox="0 0 280 60" role="img" aria-label="Daily values, last 14 days"
             preserveAspectRatio="none" {
