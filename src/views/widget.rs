@@ -142,7 +142,7 @@ fn profile(d: &Value) -> Markup {
             dt { "Name" } dd { (text(d, "name")) }
             dt { "Email" } dd { (text(d, "email")) }
             dt { "Plan" } dd { (text(d, "plan")) }
-            dt { "Member since" } dd { (text(d, "memberSince")) }
+            dt { "Joined" } dd { (text(d, "memberSince")) }
             dt { "Location" } dd { (text(d, "location")) }
         }
     }
