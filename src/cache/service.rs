@@ -176,8 +176,10 @@ impl WidgetCache {
         let mut result = self.wait(flight).await;
         // A joined flight may have been a recheck that found an entry fresh
         // under an older reading of the clock; then fetch for real, once.
+        // (Only for data that did not come from an upstream call of that
+        // flight: with `--fresh 0` a just-fetched entry is never fresh.)
         let now = self.clock.now_ms();
-        if matches!(&result, Ok(f) if f.entry.freshness(now) != Freshness::Fresh) {
+        if matches!(&result, Ok(f) if f.remote && f.entry.freshness(now) != Freshness::Fresh) {
             let (flight, led) = self.join_or_start(&key, user, widget, up, true);
             leader = led;
             result = self.wait(flight).await;

@@ -186,7 +186,12 @@ fn sparkline(values: &[f64]) -> Markup {
     let mut points = String::with_capacity(values.len() * 12);
     for (i, v) in values.iter().enumerate() {
         let sep = if i == 0 { "" } else { " " };
-        let _ = write!(points, "{sep}{:.1},{:.1}", i as f64 * step, H - 4.0 - (v - min) / span * (H - 8.0));
+        let _ = write!(
+            points,
+            "{sep}{:.1},{:.1}",
+            i as f64 * step,
+            H - 4.0 - (v - min) / span * (H - 8.0)
+        );
     }
     html! {
         svg.chart viewBox="0 0 280 60" role="img" aria-label="Daily values, last 14 days"

@@ -316,3 +316,26 @@ async fn the_json_api_matches_the_spec() {
         );
     }
 }
+
+#[tokio::test]
+async fn with_no_fresh_window_every_request_fetches_exactly_once() {
+    let config = TestConfig {
+        fresh: Duration::ZERO,
+        ..TestConfig::new(StoreKind::Memory).without_prewarm()
+    };
+    let app = spawn_app_with(config).await;
+    app.login("alice").await;
+
+    let (first, _) = app.widget(1).await;
+    let (second, _) = app.widget(1).await;
+
+    assert_eq!(first, "percache; fwd=miss; stored");
+    assert!(second.ends_with("detail=revalidating"), "{second}");
+    app.wait_for_calls(2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        app.mock.calls_for("alice", 1),
+        2,
+        "one call per request, never two"
+    );
+}
