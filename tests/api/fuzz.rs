@@ -11,7 +11,7 @@ use reqwest::header::{HeaderValue, COOKIE};
 
 use percache::cache::Entry;
 
-use crate::helpers::{spawn_app_with, StoreKind, TestApp, TestConfig};
+use crate::helpers::{app_on_runtime, StoreKind, TestApp};
 use crate::hostile::session_cookie;
 use crate::properties::cases_or;
 
@@ -249,15 +249,7 @@ async fn cookie_is_harmless(app: &TestApp, cookie: &[u8]) -> Result<(), TestCase
 
 #[test]
 fn arbitrary_cookie_headers_never_cause_a_5xx() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let app = rt.block_on(spawn_app_with(TestConfig {
-        delays_ms: [5; 5],
-        ..TestConfig::new(StoreKind::Memory)
-    }));
+    let (rt, app) = app_on_runtime(StoreKind::Memory);
     let valid = rt.block_on(session_cookie(&app, "alice"));
     let mut runner = TestRunner::new(cases_or(64));
     let result = runner.run(&cookie_headers(valid), |cookie| {

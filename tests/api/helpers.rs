@@ -277,6 +277,21 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
     }
 }
 
+/// A multi-threaded runtime and an app with 5 ms mock delays on it, for
+/// property tests (proptest runners are synchronous).
+pub fn app_on_runtime(store: StoreKind) -> (tokio::runtime::Runtime, TestApp) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let app = rt.block_on(spawn_app_with(TestConfig {
+        delays_ms: [5; 5],
+        ..TestConfig::new(store)
+    }));
+    (rt, app)
+}
+
 /// A client with its own cookie jar that never follows redirects.
 pub fn new_client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -8,6 +8,11 @@ use crate::helpers::{
     new_client, spawn_app, spawn_app_with, BinaryServer, StoreKind, TestConfig, SESSION_KEY,
 };
 
+/// How much the sample grew between two scrapes.
+fn delta(before: &str, after: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    sample(after, name, labels) - sample(before, name, labels)
+}
+
 /// The value of the sample of `name` whose labels include every `labels` pair (0 if absent).
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
@@ -33,8 +38,7 @@ async fn metrics_count_hits_misses_and_upstream_calls() {
     let after = app.get("/metrics").await.text().await.unwrap();
 
     // Assert (other tests share the process-wide recorder: counters only grow)
-    let delta =
-        |name: &str, labels: &[(&str, &str)]| sample(&after, name, labels) - sample(&before, name, labels);
+    let delta = |name: &str, labels: &[(&str, &str)]| delta(&before, &after, name, labels);
     assert!(
         delta(
             "percache_cache_requests_total",
@@ -74,8 +78,7 @@ async fn metrics_count_misses_and_upstream_errors() {
     app.mock.set_fault(4, mock_upstream::Fault::Ok);
 
     let after = app.get("/metrics").await.text().await.unwrap();
-    let delta =
-        |name: &str, labels: &[(&str, &str)]| sample(&after, name, labels) - sample(&before, name, labels);
+    let delta = |name: &str, labels: &[(&str, &str)]| delta(&before, &after, name, labels);
     assert!(
         delta(
             "percache_upstream_requests_total",

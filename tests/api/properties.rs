@@ -14,7 +14,7 @@ use percache::cache::key::UserTag;
 use percache::user::UserId;
 use percache::widget::WidgetId;
 
-use crate::helpers::{new_client, spawn_app_with, StoreKind, TestApp, TestConfig};
+use crate::helpers::{app_on_runtime, new_client, StoreKind, TestApp};
 
 /// A proptest configuration of `default` cases, or `PROPTEST_CASES` when set.
 pub fn cases_or(default: u32) -> ProptestConfig {
@@ -154,15 +154,7 @@ async fn each_user_gets_their_own_data(app: &TestApp, a: &str, b: &str) -> Resul
 
 /// Runs the HTTP property against one app of the given store.
 fn users_get_their_own_data_over_http(store: StoreKind) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let app = rt.block_on(spawn_app_with(TestConfig {
-        delays_ms: [5; 5],
-        ..TestConfig::new(store)
-    }));
+    let (rt, app) = app_on_runtime(store);
     let mut runner = TestRunner::new(cases_or(8));
     let result = runner.run(&valid_pairs(), |(a, b)| {
         rt.block_on(each_user_gets_their_own_data(&app, &a, &b))
