@@ -87,3 +87,74 @@ async fn the_dashboard_fits_a_phone_width_screen() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn every_action_is_reachable_with_the_keyboard() {
+    run("every_action_is_reachable_with_the_keyboard", |tab| async move {
+        let app = spawn_app_with(config()).await;
+        tab.sign_in(&app, "alice").await?;
+        tab.wait_until_loaded().await?;
+
+        // Press Tab from the top of the page and note what gets focus.
+        let mut reached = Vec::new();
+        for _ in 0..20 {
+            tab.client.active_element().await?.send_keys("\u{E004}").await?;
+            let focused = tab
+                .client
+                .execute(
+                    "const e = document.activeElement; const card = e.closest('[data-widget]'); \
+                     return (e.dataset.action || e.textContent.trim()) + (card ? ':' + card.dataset.widget : '');",
+                    vec![],
+                )
+                .await?;
+            reached.push(focused.as_str().unwrap_or_default().to_owned());
+        }
+        for id in 1..=5 {
+            ensure!(reached.contains(&format!("refresh:{id}")), "refresh of widget {id} not reachable: {reached:?}");
+        }
+        ensure!(reached.iter().any(|r| r == "Sign out"), "sign-out not reachable: {reached:?}");
+        Ok(())
+    })
+    .await;
+}
+
+/// WCAG contrast ratio (AA: 4.5) of the text of every visible element that
+/// holds text, against its effective background, computed in the page.
+const CONTRAST_JS: &str = r#"
+const lum = c => { const [r, g, b] = c.map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+const rgb = s => (s.match(/[\d.]+/g) || []).map(Number);
+const bg = e => { for (; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor);
+  if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c.slice(0, 3); } return [255, 255, 255]; };
+const worst = [];
+for (const e of document.querySelectorAll('body *')) {
+  if (!e.offsetParent || ![...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim())) continue;
+  const [a, b] = [lum(rgb(getComputedStyle(e).color).slice(0, 3)), lum(bg(e))];
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  if (ratio < 4.5) worst.push(e.tagName + '.' + e.className + ' ' + ratio.toFixed(2) + ' "' + e.textContent.trim().slice(0, 30) + '"');
+}
+return worst;
+"#;
+
+#[tokio::test]
+async fn text_has_enough_contrast_in_every_state() {
+    run("text_has_enough_contrast_in_every_state", |tab| async move {
+        // Ready cards, an error card, and loading cards on one page.
+        let app = spawn_app_with(config()).await;
+        app.mock.set_fault(2, mock_upstream::Fault::Error(503));
+        app.mock.set_delay(3, Duration::from_secs(30));
+        tab.sign_in(&app, "alice").await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tab.card(2).await?.state != "error" {
+            ensure!(Instant::now() < deadline, "card 2 never showed its error");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let low = tab.client.execute(CONTRAST_JS, vec![]).await?;
+        ensure!(
+            low.as_array().is_some_and(Vec::is_empty),
+            "text below 4.5:1 contrast: {low}"
+        );
+        Ok(())
+    })
+    .await;
+}
