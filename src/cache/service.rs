@@ -174,12 +174,13 @@ impl WidgetCache {
         }
         let (flight, mut leader) = self.join_or_start(&key, user, widget, up, true);
         let mut result = self.wait(flight).await;
-        // A joined flight may have been a recheck that found an entry fresh
-        // under an older reading of the clock; then fetch for real, once.
-        // (Only for data that did not come from an upstream call of that
-        // flight: with `--fresh 0` a just-fetched entry is never fresh.)
+        // The flight we joined may have started before our read, or been a
+        // recheck that found an entry fresh under an older reading of the
+        // clock: if its entry is already past ttl for us, fetch for real, once.
+        // (Past ttl, not merely stale: with `--fresh 0` every entry is stale.)
         let now = self.clock.now_ms();
-        if matches!(&result, Ok(f) if f.remote && f.entry.freshness(now) != Freshness::Fresh) {
+        if matches!(&result, Ok(f) if matches!(f.entry.freshness(now), Freshness::Expired | Freshness::Dead))
+        {
             let (flight, led) = self.join_or_start(&key, user, widget, up, true);
             leader = led;
             result = self.wait(flight).await;

@@ -87,10 +87,11 @@ async fn fresh_stale_and_expired_follow_the_policy(store: StoreKind) {
         "one refresh for 20 stale requests"
     );
 
-    // Past ttl: a miss again.
+    // Past ttl: a miss again. (It may join a background refresh that a
+    // late stale read started just before the jump, hence `starts_with`.)
     app.clock.advance(Duration::from_secs(11 * 60));
     let (status, body) = app.widget(1).await;
-    assert_eq!(status, "percache; fwd=miss; stored");
+    assert!(status.starts_with("percache; fwd=miss; stored"), "{status}");
     assert_eq!(version_of(&body), 3);
     assert_eq!(app.mock.calls_for("alice", 1), 3);
 }

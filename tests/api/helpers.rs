@@ -76,15 +76,28 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
-        Self::start_on(free_port())
+        Self::start_on_any_port(|_| Vec::new())
     }
 
+    /// Tries free ports until a server comes up: another test may take a
+    /// port between `free_port()` and redis-server binding it.
+    pub fn start_on_any_port(extra: impl Fn(u16) -> Vec<String>) -> Self {
+        for _ in 0..5 {
+            let port = free_port();
+            if let Some(server) = Self::try_start(port, &extra(port)) {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// On this exact port (a restart after a kill).
     pub fn start_on(port: u16) -> Self {
-        Self::start_with(port, &[])
+        Self::try_start(port, &[]).unwrap_or_else(|| panic!("redis-server did not start on port {port}"))
     }
 
-    pub fn start_with(port: u16, extra: &[&str]) -> Self {
-        let child = Command::new("redis-server")
+    fn try_start(port: u16, extra: &[String]) -> Option<Self> {
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -101,14 +114,21 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be installed (scripts/test.sh installs it)");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on port {port}"
-            );
+        loop {
+            // Exited (e.g. the port was taken): not ours to use.
+            if !matches!(child.try_wait(), Ok(None)) {
+                return None;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Self { child, port });
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { child, port }
     }
 
     pub fn url(&self) -> String {
@@ -136,18 +156,18 @@ impl RedisCluster {
         std::fs::create_dir_all(&dir).unwrap();
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
-                let port = free_port();
-                RedisServer::start_with(
-                    port,
-                    &[
+                RedisServer::start_on_any_port(|port| {
+                    [
                         "--cluster-enabled",
                         "yes",
                         "--cluster-config-file",
                         &format!("nodes-{port}.conf"),
                         "--dir",
                         dir.to_str().unwrap(),
-                    ],
-                )
+                    ]
+                    .map(String::from)
+                    .to_vec()
+                })
             })
             .collect();
         let mut create = Command::new("redis-cli");

@@ -13,6 +13,7 @@
 //! * Change feed: the same announcements (local and remote) are broadcast in
 //!   the process, so `/updates` long-polls wake up when a widget changes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,11 @@ pub struct NearCache {
     publisher: Option<RedisStore>,
     /// Tells our own announcements apart from other instances'.
     instance: String,
+    /// Bumped by every change another instance announces. A read from Redis
+    /// is only kept in the L1 if no change arrived while it was in flight:
+    /// otherwise an old value read just before the eviction could be put
+    /// back right after it.
+    generation: AtomicU64,
 }
 
 impl NearCache {
@@ -63,6 +69,7 @@ impl NearCache {
             changes,
             publisher,
             instance,
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -73,6 +80,7 @@ impl NearCache {
 
     /// Applies a change announced by another instance: evict, then notify.
     async fn remote_change(&self, key: CacheKey) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if let Some(l1) = &self.l1 {
             l1.invalidate(&key).await;
         }
@@ -146,18 +154,23 @@ impl Store for NearCache {
                 return Ok(Some(entry));
             }
         }
+        let generation = self.generation.load(Ordering::SeqCst);
         let entry = self.inner.get(key).await?;
         if let (Some(l1), Some(entry)) = (&self.l1, &entry) {
-            l1.insert(key.clone(), Arc::clone(entry)).await;
+            if self.generation.load(Ordering::SeqCst) == generation {
+                l1.insert(key.clone(), Arc::clone(entry)).await;
+            }
         }
         Ok(entry)
     }
 
     async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
+        // Redis first: a hit in this instance's L1 then implies every other
+        // instance can read the same entry.
+        let result = self.inner.put(key, Arc::clone(&entry), ttl).await;
         if let Some(l1) = &self.l1 {
-            l1.insert(key.clone(), Arc::clone(&entry)).await;
+            l1.insert(key.clone(), entry).await;
         }
-        let result = self.inner.put(key, entry, ttl).await;
         // Other instances can only have seen the new value if it reached Redis.
         self.announce(key, result.is_ok()).await;
         result
