@@ -17,14 +17,30 @@ use percache::cache::{Entry, Lookup, Outcome, Store};
 use percache::clock::system_now_ms;
 use percache::user::UserId;
 use percache::views;
-use percache::widget::WidgetId;
+use percache::widget::{Instance, Registry};
 
 const USER: &str = "loadtest";
 
+/// The default instance of a built-in widget.
+fn instance(id: &str) -> Instance {
+    Registry::builtin()
+        .default_instance(id)
+        .expect("a built-in widget")
+}
+
+/// The five built-in widgets' default instances.
+fn instances() -> Vec<Instance> {
+    Registry::builtin()
+        .all()
+        .iter()
+        .map(|w| w.default_instance())
+        .collect()
+}
+
 /// Payloads shaped like the mock upstream's (SPEC §6), one per widget.
-fn payload(widget: WidgetId) -> Value {
-    match widget.get() {
-        1 => json!({
+fn payload(widget: &Instance) -> Value {
+    match widget.id().as_str() {
+        "1" => json!({
             "name": USER,
             "email": "loadtest@example.com",
             "plan": "Team",
@@ -33,7 +49,7 @@ fn payload(widget: WidgetId) -> Value {
             "generatedAt": "2025-06-30T17:45:00Z",
             "version": 7,
         }),
-        2 => json!({
+        "2" => json!({
             "unread": 3,
             "items": [
                 {"id": "n-1a2b3c4d-1", "title": "Chen commented on acme/api#412", "at": "2025-06-30T16:02:00Z"},
@@ -45,7 +61,7 @@ fn payload(widget: WidgetId) -> Value {
             "generatedAt": "2025-06-30T17:45:00Z",
             "version": 7,
         }),
-        3 => {
+        "3" => {
             let mut total = 0u64;
             let series: Vec<Value> = (0..14u64)
                 .map(|i| {
@@ -66,7 +82,7 @@ fn payload(widget: WidgetId) -> Value {
                 "version": 7,
             })
         }
-        4 => json!({
+        "4" => json!({
             "plan": "Team",
             "amountDueCents": 29400,
             "currency": "USD",
@@ -94,20 +110,21 @@ fn payload(widget: WidgetId) -> Value {
     }
 }
 
-fn entry(widget: WidgetId, now: i64) -> Arc<Entry> {
+fn entry(widget: &Instance, now: i64) -> Arc<Entry> {
     Arc::new(Entry {
         data: payload(widget),
         fetched_at: now - 5_000,
         fresh_until: now + 55_000,
         stale_until: now + 595_000,
         grace_until: now + 86_395_000,
+        fingerprint: widget.widget.fingerprint,
     })
 }
 
 /// A fresh-hit lookup, as the widget route renders it.
-fn ready_lookup(widget: WidgetId, now: i64) -> Lookup {
+fn ready_lookup(widget: &Instance, now: i64) -> Lookup {
     Lookup {
-        widget,
+        instance: widget.clone(),
         entry: Some(entry(widget, now)),
         outcome: Outcome::Hit { ttl: 55 },
         error: None,
@@ -122,8 +139,8 @@ fn render(lookup: &Lookup) -> String {
 
 fn bench_widget_card(c: &mut Criterion) {
     let now = system_now_ms();
-    let analytics = ready_lookup(WidgetId::ALL[2], now);
-    let profile = ready_lookup(WidgetId::ALL[0], now);
+    let analytics = ready_lookup(&instance("3"), now);
+    let profile = ready_lookup(&instance("1"), now);
     let mut g = c.benchmark_group("widget_card");
     g.bench_function("analytics_ready", |b| b.iter(|| render(black_box(&analytics))));
     g.bench_function("profile_ready", |b| b.iter(|| render(black_box(&profile))));
@@ -133,7 +150,7 @@ fn bench_widget_card(c: &mut Criterion) {
 fn bench_dashboard(c: &mut Criterion) {
     let now = system_now_ms();
     let user = UserId::parse(USER).expect("valid username");
-    let lookups: Vec<Lookup> = WidgetId::ALL.iter().map(|&w| ready_lookup(w, now)).collect();
+    let lookups: Vec<Lookup> = instances().iter().map(|w| ready_lookup(w, now)).collect();
     let cards: Vec<Markup> = lookups.iter().map(views::widget_card).collect();
     let mut g = c.benchmark_group("dashboard_page");
     // The page around five already-rendered cards (clones the cards, as the route owns them).
@@ -157,8 +174,8 @@ fn bench_dashboard(c: &mut Criterion) {
 fn bench_entry_codec(c: &mut Criterion) {
     let now = system_now_ms();
     let mut g = c.benchmark_group("entry");
-    for (name, widget) in [("analytics", WidgetId::ALL[2]), ("profile", WidgetId::ALL[0])] {
-        let e = entry(widget, now);
+    for (name, widget) in [("analytics", instance("3")), ("profile", instance("1"))] {
+        let e = entry(&widget, now);
         let bytes = e.encode();
         g.throughput(Throughput::Bytes(bytes.len() as u64));
         g.bench_function(format!("encode_{name}"), |b| b.iter(|| black_box(&e).encode()));
@@ -177,23 +194,23 @@ fn bench_memory_store(c: &mut Criterion) {
         .expect("tokio runtime");
     let now = system_now_ms();
     let store = MemoryStore::new(100_000);
-    let key = UserTag::of(USER).key(WidgetId::ALL[2]);
+    let key = UserTag::of(USER).key(&instance("3"));
     let ttl = Duration::from_secs(600 + 86_400);
-    rt.block_on(store.put(&key, entry(WidgetId::ALL[2], now), ttl))
+    rt.block_on(store.put(&key, entry(&instance("3"), now), ttl))
         .expect("put");
     // A second store holding 10k users x 5 widgets, to see the hit path at size.
     let big = MemoryStore::new(100_000);
     rt.block_on(async {
-        let e = entry(WidgetId::ALL[2], now);
+        let e = entry(&instance("3"), now);
         for i in 0..10_000 {
             let tag = UserTag::of(&format!("user{i}"));
-            for w in WidgetId::ALL {
-                big.put(&tag.key(w), e.clone(), ttl).await.expect("put");
+            for w in instances() {
+                big.put(&tag.key(&w), e.clone(), ttl).await.expect("put");
             }
         }
         big.put(&key, e, ttl).await.expect("put");
     });
-    let miss = UserTag::of("nobody").key(WidgetId::ALL[2]);
+    let miss = UserTag::of("nobody").key(&instance("3"));
 
     let mut g = c.benchmark_group("memory_store");
     g.bench_function("get_hit", |b| {
@@ -214,10 +231,11 @@ fn bench_memory_store(c: &mut Criterion) {
 
 fn bench_keys(c: &mut Criterion) {
     let tag = UserTag::of(USER);
+    let analytics = instance("3");
     let mut g = c.benchmark_group("key");
     g.bench_function("user_tag_of", |b| b.iter(|| UserTag::of(black_box(USER))));
     g.bench_function("tag_key", |b| {
-        b.iter(|| black_box(&tag).key(black_box(WidgetId::ALL[2])))
+        b.iter(|| black_box(&tag).key(black_box(&analytics)))
     });
     g.finish();
 }

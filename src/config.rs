@@ -5,6 +5,8 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
 
+use std::path::PathBuf;
+
 use crate::widget::WidgetId;
 
 /// Every setting of the server. `percache --help` lists them all.
@@ -20,7 +22,22 @@ pub struct Settings {
     #[arg(long, env = "UPSTREAM_URL")]
     pub upstream_url: Option<String>,
 
-    /// Redis URL (`redis://host:port/db`). Unset: the in-process store.
+    /// A widgets file (TOML, SPEC §10): the upstream, its headers, and each
+    /// widget. Unset: the built-in five widgets of the mock.
+    #[arg(long, env = "PERCACHE_WIDGETS")]
+    pub widgets: Option<PathBuf>,
+
+    /// Extra PEM CA bundle trusted for an `https://` upstream, besides the
+    /// system's roots.
+    #[arg(long, env = "UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
+
+    /// Extra PEM CA bundle trusted for a `rediss://` Redis, besides the
+    /// system's roots.
+    #[arg(long, env = "REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+
+    /// Redis URL (`redis://host:port/db`, or `rediss://` for TLS). Unset: the in-process store.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
@@ -121,20 +138,29 @@ pub enum LogFormat {
     Json,
 }
 
-/// Per-widget duration overrides, indexed by widget.
+/// Per-widget duration overrides by widget id. Whether the ids exist is
+/// checked against the widgets file at start-up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WidgetDurations(pub [Option<Duration>; 5]);
+pub struct WidgetDurations(pub Vec<(WidgetId, Duration)>);
 
-/// Parses `3=30m,1=2m`.
+impl WidgetDurations {
+    /// The override of one widget, if any (the last one given wins).
+    pub fn get(&self, id: &WidgetId) -> Option<Duration> {
+        self.0.iter().rev().find(|(w, _)| w == id).map(|(_, d)| *d)
+    }
+}
+
+/// Parses `3=30m,1=2m` (`billing=5m` for a widget of the file).
 pub fn parse_widget_durations(raw: &str) -> Result<WidgetDurations, String> {
     let mut out = WidgetDurations::default();
     for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (id, dur) = part
             .split_once('=')
             .ok_or_else(|| format!("`{part}`: expected <widget>=<duration>, e.g. 3=30m"))?;
-        let widget = WidgetId::parse(id.trim()).ok_or_else(|| format!("`{id}`: widget ids are 1 to 5"))?;
+        let widget = WidgetId::parse(id.trim())
+            .ok_or_else(|| format!("`{id}`: not a widget id ([a-z0-9][a-z0-9-]{{0,31}})"))?;
         let dur = humantime::parse_duration(dur.trim()).map_err(|e| format!("`{dur}`: {e}"))?;
-        out.0[widget.index()] = Some(dur);
+        out.0.push((widget, dur));
     }
     Ok(out)
 }
@@ -186,11 +212,13 @@ mod tests {
 
     #[test]
     fn parses_widget_overrides() {
-        let d = parse_widget_durations("3=30m, 1=2m").unwrap();
-        assert_eq!(d.0[2], Some(Duration::from_secs(1800)));
-        assert_eq!(d.0[0], Some(Duration::from_secs(120)));
-        assert_eq!(d.0[1], None);
-        assert!(parse_widget_durations("6=1m").is_err());
+        let d = parse_widget_durations("3=30m, 1=2m, billing=5s").unwrap();
+        let id = |s: &str| WidgetId::parse(s).unwrap();
+        assert_eq!(d.get(&id("3")), Some(Duration::from_secs(1800)));
+        assert_eq!(d.get(&id("1")), Some(Duration::from_secs(120)));
+        assert_eq!(d.get(&id("billing")), Some(Duration::from_secs(5)));
+        assert_eq!(d.get(&id("2")), None);
+        assert!(parse_widget_durations("Bad=1m").is_err());
         assert!(parse_widget_durations("3").is_err());
         assert!(parse_widget_durations("3=soon").is_err());
     }

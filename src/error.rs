@@ -4,14 +4,19 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 
+use crate::routes::Unresolved;
 use crate::views;
+use crate::widget::params::ParamError;
 
 /// Errors of the HTML routes (pages and widget fragments).
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
-    /// Widget id outside 1 to 5.
+    /// No widget with that id.
     #[error("There is no such widget.")]
     UnknownWidget,
+    /// Parameters the widget does not take.
+    #[error("Bad widget parameters: {0}.")]
+    BadParams(ParamError),
     /// A fragment was asked for without a session: htmx follows `HX-Redirect`.
     #[error("Please sign in.")]
     SignedOut,
@@ -24,6 +29,7 @@ impl ResponseError for PageError {
     fn status_code(&self) -> StatusCode {
         match self {
             PageError::UnknownWidget => StatusCode::NOT_FOUND,
+            PageError::BadParams(_) => StatusCode::BAD_REQUEST,
             PageError::SignedOut => StatusCode::UNAUTHORIZED,
             PageError::Session => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -40,12 +46,33 @@ impl ResponseError for PageError {
     }
 }
 
+impl From<Unresolved> for PageError {
+    fn from(e: Unresolved) -> Self {
+        match e {
+            Unresolved::UnknownWidget => PageError::UnknownWidget,
+            Unresolved::Params(p) => PageError::BadParams(p),
+        }
+    }
+}
+
+impl From<Unresolved> for ApiError {
+    fn from(e: Unresolved) -> Self {
+        match e {
+            Unresolved::UnknownWidget => ApiError::UnknownWidget,
+            Unresolved::Params(p) => ApiError::BadParams(p),
+        }
+    }
+}
+
 /// Errors of the JSON routes.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// Widget id outside 1 to 5.
-    #[error("unknown widget: ids are 1 to 5")]
+    /// No widget with that id.
+    #[error("unknown widget")]
     UnknownWidget,
+    /// Parameters the widget does not take.
+    #[error("bad parameters: {0}")]
+    BadParams(ParamError),
     /// No session.
     #[error("not signed in")]
     SignedOut,
@@ -55,6 +82,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::UnknownWidget => StatusCode::NOT_FOUND,
+            ApiError::BadParams(_) => StatusCode::BAD_REQUEST,
             ApiError::SignedOut => StatusCode::UNAUTHORIZED,
         }
     }

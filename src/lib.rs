@@ -12,6 +12,7 @@ pub mod routes;
 pub mod session;
 pub mod startup;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 pub mod user;
 pub mod views;

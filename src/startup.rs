@@ -14,16 +14,18 @@ use anyhow::Context as _;
 use mock_upstream::{MockConfig, MockUpstream};
 use tracing_actix_web::TracingLogger;
 
+use crate::cache::policy::Lifetimes;
 use crate::cache::store::breaker::Breaker;
 use crate::cache::store::memory::MemoryStore;
 use crate::cache::store::near::NearCache;
-use crate::cache::store::redis::RedisStore;
+use crate::cache::store::redis::{self, RedisStore};
 use crate::cache::{CachePolicy, Store, WidgetCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::routes::{self, AppState};
 use crate::session;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamSettings};
+use crate::widget::Registry;
 
 /// How long in-flight requests get to finish after SIGTERM.
 pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
@@ -81,10 +83,25 @@ impl Application {
     /// Builds the server with the given clock (tests pass a mock clock).
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         crate::telemetry::prometheus();
-        let policy = CachePolicy::from_settings(&settings)?;
+        crate::tls::install_provider();
+        let registry = Arc::new(match &settings.widgets {
+            Some(path) => crate::widget::file::load(path)?,
+            None => Registry::builtin(),
+        });
+        let policy = CachePolicy::new(
+            &registry,
+            Lifetimes {
+                fresh: settings.fresh,
+                ttl: settings.ttl,
+                grace: settings.grace,
+            },
+            settings.widget_fresh.as_ref(),
+            settings.widget_ttl.as_ref(),
+        )?;
         let key = session::session_key(settings.session_key.as_deref())?;
 
-        let (upstream_url, mock) = match settings.upstream_url() {
+        let from_file = registry.upstream().base_url.clone();
+        let (upstream_url, mock) = match settings.upstream_url().or(from_file) {
             Some(url) => (url, None),
             None => {
                 let mock = MockUpstream::start("127.0.0.1:0", MockConfig::default())
@@ -95,6 +112,10 @@ impl Application {
             }
         };
 
+        let redis_ca = match &settings.redis_ca {
+            Some(path) => Some(crate::tls::pem_bundle(path).context("--redis-ca")?),
+            None => None,
+        };
         let redis = if let Some(nodes) = &settings.redis_cluster {
             let urls: Vec<String> = nodes
                 .split(',')
@@ -102,23 +123,25 @@ impl Application {
                 .filter(|u| !u.is_empty())
                 .collect();
             anyhow::ensure!(!urls.is_empty(), "--redis-cluster needs at least one node URL");
-            let first = urls[0].clone();
-            let cluster =
-                RedisStore::cluster(urls, settings.store_timeout).context("configuring Redis Cluster")?;
+            let first = redis::client(&urls[0], redis_ca.as_deref()).context("configuring Redis")?;
+            let cluster = RedisStore::cluster_with_ca(urls, redis_ca.as_deref(), settings.store_timeout)
+                .context("configuring Redis Cluster")?;
             Some((cluster, first))
         } else if let Some(url) = &settings.redis_url {
-            let redis = RedisStore::new(url, settings.store_timeout).context("configuring Redis")?;
-            Some((redis, url.clone()))
+            let redis = RedisStore::with_ca(url, redis_ca.as_deref(), settings.store_timeout)
+                .context("configuring Redis")?;
+            let subscriber = redis::client(url, redis_ca.as_deref()).context("configuring Redis")?;
+            Some((redis, subscriber))
         } else {
             None
         };
         let store = match redis {
-            Some((redis, subscribe_url)) => {
+            Some((redis, subscriber)) => {
                 redis.warm_up().await;
                 let guarded: Arc<dyn Store> =
                     Arc::new(Breaker::new(Arc::new(redis.clone()), STORE_COOL_DOWN));
                 let near = NearCache::new(guarded, settings.l1_ttl, settings.l1_capacity, Some(redis));
-                near.spawn_subscriber(subscribe_url);
+                near.spawn_subscriber(subscriber);
                 near
             }
             // One process: no L1 needed in front of an in-process store, but
@@ -133,6 +156,7 @@ impl Application {
         let cache = Arc::new(
             WidgetCache::new(
                 store,
+                Arc::clone(&registry),
                 policy,
                 clock,
                 settings.upstream_timeout,
@@ -150,12 +174,20 @@ impl Application {
             prewarm: settings.prewarm_enabled(),
             invalidation_secret: settings.invalidation_secret.clone().filter(|s| !s.is_empty()),
         });
-        let timeout = settings.upstream_timeout;
+        let tls = crate::tls::client_config(settings.upstream_ca.as_deref()).context("--upstream-ca")?;
+        let upstream_settings = Arc::new(
+            UpstreamSettings::new(
+                &upstream_url,
+                &registry.upstream().headers,
+                settings.upstream_timeout,
+                tls,
+            )
+            .context("upstream headers")?,
+        );
         let secure = settings.secure_cookies;
-        let url = upstream_url.clone();
         let mut server = HttpServer::new(move || {
             // awc's client is per thread: each worker gets its own.
-            let upstream = web::Data::new(Upstream::new(&url, timeout));
+            let upstream = web::Data::new(Upstream::new(Arc::clone(&upstream_settings)));
             App::new()
                 .wrap(
                     DefaultHeaders::new()

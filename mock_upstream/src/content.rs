@@ -1,12 +1,14 @@
 //! Deterministic, per-user widget content.
 //!
-//! Everything here depends only on the user id and the widget id, so the same user always sees
-//! the same data (apart from `version` and `generatedAt`, added by the handler) and different
+//! Everything here depends only on the user id and the widget id (and, for the analytics widget,
+//! the number of days asked for), so the same user always sees the same data (apart from `version` and `generatedAt`, added by the handler) and different
 //! users see visibly different data. Dates are anchored to a fixed day, not to "now".
 
 use serde_json::{json, Map, Value};
 use time::macros::{date, datetime, format_description};
 use time::{format_description::well_known::Rfc3339, Date, Duration, OffsetDateTime};
+
+use crate::{MAX_DAYS, MIN_DAYS};
 
 /// The day content dates are anchored to (last day of the analytics series).
 const ANCHOR_DAY: Date = date!(2025 - 06 - 30);
@@ -134,12 +136,14 @@ fn slug(user: &str) -> String {
 
 /// The content fields of widget `widget` (1..=5) for `user`, as a JSON object.
 ///
-/// Unknown widgets give an empty object (the handler rejects them before this).
-pub(crate) fn widget_content(user: &str, widget: u8) -> Map<String, Value> {
+/// `days` is the length of the analytics series (widget 3; clamped to `1..=MAX_DAYS`, the
+/// handler validates it before this); other widgets ignore it. Unknown widgets give an empty
+/// object (the handler rejects them before this).
+pub(crate) fn widget_content(user: &str, widget: u8, days: u32) -> Map<String, Value> {
     let value = match widget {
         1 => profile(user),
         2 => notifications(user),
-        3 => analytics(user),
+        3 => analytics(user, days),
         4 => billing(user),
         5 => activity(user),
         _ => json!({}),
@@ -194,14 +198,17 @@ fn notifications(user: &str) -> Value {
     json!({ "unread": rng.below(count + 1), "items": items })
 }
 
-fn analytics(user: &str) -> Value {
+/// `days` daily points ending on [`ANCHOR_DAY`]; with `days` = 14 (the default) this is exactly
+/// the historical 14-point series.
+fn analytics(user: &str, days: u32) -> Value {
+    let days = u64::from(days.clamp(MIN_DAYS, MAX_DAYS));
     let mut rng = widget_rng(user, 3);
     let base = rng.range(200, 2400);
     let trend = rng.range(0, 40) as i64 - 15;
     let mut total: u64 = 0;
     let mut series = Vec::new();
-    for i in 0..14u64 {
-        let day = ANCHOR_DAY - Duration::days(13 - i as i64);
+    for i in 0..days {
+        let day = ANCHOR_DAY - Duration::days((days - 1 - i) as i64);
         let weekend = matches!(day.weekday(), time::Weekday::Saturday | time::Weekday::Sunday);
         let mut v = base as i64 + trend * i as i64 + rng.below(base / 4 + 1) as i64;
         if weekend {
@@ -266,34 +273,111 @@ fn activity(user: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DEFAULT_DAYS;
 
     #[test]
     fn deterministic_per_user() {
         for w in 1..=5 {
-            assert_eq!(widget_content("alice", w), widget_content("alice", w));
-            assert_ne!(widget_content("alice", w), widget_content("bob", w));
+            let d = DEFAULT_DAYS;
+            assert_eq!(widget_content("alice", w, d), widget_content("alice", w, d));
+            assert_ne!(widget_content("alice", w, d), widget_content("bob", w, d));
         }
     }
 
     #[test]
     fn shapes() {
-        let p = widget_content("Alice Smith", 1);
+        let p = widget_content("Alice Smith", 1, DEFAULT_DAYS);
         assert_eq!(p["name"], "Alice Smith");
         assert_eq!(p["email"], "alice.smith@example.com");
-        let n = widget_content("alice", 2);
+        let n = widget_content("alice", 2, DEFAULT_DAYS);
         let items = n["items"].as_array().map(Vec::len).unwrap_or(0);
         assert!((3..=5).contains(&items));
-        let a = widget_content("alice", 3);
+        let a = widget_content("alice", 3, DEFAULT_DAYS);
         let series = a["series"].as_array().cloned().unwrap_or_default();
         assert_eq!(series.len(), 14);
         let sum: u64 = series.iter().filter_map(|p| p["value"].as_u64()).sum();
         assert_eq!(a["total"].as_u64(), Some(sum));
         assert_eq!(series[13]["day"], "2025-06-30");
-        let b = widget_content("alice", 4);
+        let b = widget_content("alice", 4, DEFAULT_DAYS);
         assert_eq!(b["currency"], "USD");
-        let act = widget_content("alice", 5);
+        let act = widget_content("alice", 5, DEFAULT_DAYS);
         let items = act["items"].as_array().map(Vec::len).unwrap_or(0);
         assert!((4..=6).contains(&items));
         assert_eq!(slug("--"), "user");
+    }
+
+    /// The `(day, value)` points of an analytics series, checking `total` is their sum.
+    fn points(a: &Map<String, Value>) -> Vec<(String, u64)> {
+        let series = a["series"].as_array().cloned().unwrap_or_default();
+        let pts: Vec<(String, u64)> = series
+            .iter()
+            .map(|p| {
+                let day = p["day"].as_str().unwrap_or_default().to_string();
+                (day, p["value"].as_u64().unwrap_or(u64::MAX))
+            })
+            .collect();
+        let sum: u64 = pts.iter().map(|p| p.1).sum();
+        assert_eq!(a["total"].as_u64(), Some(sum));
+        pts
+    }
+
+    #[test]
+    fn analytics_days() {
+        for days in [1, 2, 7, 14, 30, 89, 90] {
+            let a = widget_content("alice", 3, days);
+            assert_eq!(a, widget_content("alice", 3, days), "deterministic, days={days}");
+            let pts = points(&a);
+            assert_eq!(pts.len(), days as usize);
+            // Consecutive days ending on the anchor day.
+            for (k, (day, _)) in pts.iter().enumerate() {
+                let want = ANCHOR_DAY - Duration::days((days as usize - 1 - k) as i64);
+                assert_eq!(day, &fmt_day(want), "days={days}, point {k}");
+            }
+            assert_eq!(a["metric"], "Page views");
+        }
+        let a30 = points(&widget_content("alice", 3, 30));
+        assert_eq!(a30[0].0, "2025-06-01");
+        assert_eq!(a30[29].0, "2025-06-30");
+        // Out-of-range values are clamped rather than panicking.
+        assert_eq!(points(&widget_content("alice", 3, 0)).len(), 1);
+        assert_eq!(points(&widget_content("alice", 3, 1000)).len(), 90);
+        // Other widgets ignore `days`.
+        for w in [1, 2, 4, 5] {
+            assert_eq!(widget_content("alice", w, 30), widget_content("alice", w, 14));
+        }
+    }
+
+    /// The default series is byte for byte what the mock always served (a pinned copy of the
+    /// original 14-day algorithm).
+    #[test]
+    fn analytics_default_unchanged() {
+        fn original(user: &str) -> Value {
+            let mut rng = widget_rng(user, 3);
+            let base = rng.range(200, 2400);
+            let trend = rng.range(0, 40) as i64 - 15;
+            let mut total: u64 = 0;
+            let mut series = Vec::new();
+            for i in 0..14u64 {
+                let day = ANCHOR_DAY - Duration::days(13 - i as i64);
+                let weekend = matches!(day.weekday(), time::Weekday::Saturday | time::Weekday::Sunday);
+                let mut v = base as i64 + trend * i as i64 + rng.below(base / 4 + 1) as i64;
+                if weekend {
+                    v = v * 3 / 5;
+                }
+                let v = v.max(0) as u64;
+                total += v;
+                series.push(json!({ "day": fmt_day(day), "value": v }));
+            }
+            json!({ "metric": "Page views", "total": total, "series": series })
+        }
+        for user in ["alice", "bob", "carol@example.org", "Alice Smith", ""] {
+            let now = Value::Object(widget_content(user, 3, DEFAULT_DAYS));
+            let want = original(user);
+            assert_eq!(now, want, "{user}");
+            assert_eq!(
+                serde_json::to_string(&now).ok(),
+                serde_json::to_string(&want).ok()
+            );
+        }
     }
 }

@@ -5,6 +5,12 @@
 //! `version` that grows with every call and a `generatedAt` timestamp. It counts the calls it
 //! receives (`GET /stats`, `POST /stats/reset`) and lets tests inject faults (`POST /faults`).
 //!
+//! Widget 3 (analytics) also takes `days=N` ([`MIN_DAYS`] to [`MAX_DAYS`], default
+//! [`DEFAULT_DAYS`]): its series then has N daily points ending on the same anchor day, and
+//! `total` is their sum. Any other `days` value is a 400. Other widgets ignore `days`, and all
+//! widgets ignore other unknown query parameters. Call counts stay per (user, widget), whatever
+//! `days` is.
+//!
 //! Use it in-process with [`MockUpstream::start`] (bind `127.0.0.1:0` for a free port), or run
 //! the `mock-upstream` binary.
 
@@ -24,6 +30,13 @@ pub use fault::Fault;
 
 /// Number of widgets; ids are `1..=WIDGETS`.
 pub const WIDGETS: u8 = 5;
+
+/// Fewest points the analytics widget (3) serves, via `days=`.
+pub const MIN_DAYS: u32 = 1;
+/// Most points the analytics widget (3) serves, via `days=`.
+pub const MAX_DAYS: u32 = 90;
+/// Points in the analytics series (widget 3) when the request has no `days=`.
+pub const DEFAULT_DAYS: u32 = 14;
 
 /// Whether `widget` is a known widget id (1 to 5).
 pub fn valid_widget(widget: u8) -> bool {

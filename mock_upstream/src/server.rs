@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use crate::content::{fmt_rfc3339, widget_content, Rng};
 use crate::fault::FaultRequest;
-use crate::{stats_key, valid_widget, Fault, Shared};
+use crate::{stats_key, valid_widget, Fault, Shared, DEFAULT_DAYS, MAX_DAYS, MIN_DAYS};
 
 /// How long a hanging widget call sleeps before giving up.
 const HANG: Duration = Duration::from_secs(3600);
@@ -53,17 +53,41 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// `GET /api/widgets/{id}?userId=U`.
+/// The widget that takes `days=`.
+const ANALYTICS: u8 = 3;
+
+/// The `days` query value of the analytics widget: absent means [`DEFAULT_DAYS`]; otherwise an
+/// integer in `MIN_DAYS..=MAX_DAYS`, or the error message for a 400.
+fn parse_days(raw: Option<&str>) -> Result<u32, &'static str> {
+    match raw {
+        None => Ok(DEFAULT_DAYS),
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|d| (MIN_DAYS..=MAX_DAYS).contains(d))
+            .ok_or("days must be an integer from 1 to 90"),
+    }
+}
+
+/// `GET /api/widgets/{id}?userId=U` (widget 3 also `&days=N`).
 async fn widget(req: HttpRequest, path: web::Path<String>, data: Data) -> HttpResponse {
     let Some(id) = path.parse::<u8>().ok().filter(|w| valid_widget(*w)) else {
         return error(StatusCode::NOT_FOUND, "unknown widget");
     };
-    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string()).ok();
-    let Some(user) = query
-        .and_then(|q| q.into_inner().remove("userId"))
-        .filter(|u| !u.is_empty())
-    else {
+    let mut query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
+    let Some(user) = query.remove("userId").filter(|u| !u.is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "missing userId");
+    };
+    // Only the analytics widget reads `days`; elsewhere it is ignored like any unknown parameter.
+    let days = if id == ANALYTICS {
+        match parse_days(query.get("days").map(String::as_str)) {
+            Ok(days) => days,
+            Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+        }
+    } else {
+        DEFAULT_DAYS
     };
 
     let idx = usize::from(id - 1);
@@ -91,7 +115,7 @@ async fn widget(req: HttpRequest, path: web::Path<String>, data: Data) -> HttpRe
 
     tokio::time::sleep(jittered(delay, jitter_pct)).await;
 
-    let mut body = widget_content(&user, id);
+    let mut body = widget_content(&user, id, days);
     body.insert("userId".into(), Value::String(user));
     body.insert("widget".into(), json!(id));
     body.insert("version".into(), json!(version));
@@ -158,6 +182,27 @@ async fn set_fault(body: web::Bytes, data: Data) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_parse() {
+        assert_eq!(parse_days(None), Ok(14));
+        assert_eq!(parse_days(Some("1")), Ok(1));
+        assert_eq!(parse_days(Some("30")), Ok(30));
+        assert_eq!(parse_days(Some("90")), Ok(90));
+        for bad in [
+            "0",
+            "91",
+            "-1",
+            "abc",
+            "",
+            "14.0",
+            " 14",
+            "1e2",
+            "99999999999999999999",
+        ] {
+            assert!(parse_days(Some(bad)).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn jitter_stays_in_range() {

@@ -173,6 +173,110 @@ async fn bad_requests() {
     mock.stop().await;
 }
 
+/// The analytics series of a widget-3 body as `(day, value)` points, checking `total` is their
+/// sum.
+fn series(v: &Value) -> Vec<(String, u64)> {
+    let pts: Vec<(String, u64)> = v["series"]
+        .as_array()
+        .expect("series array")
+        .iter()
+        .map(|p| {
+            let day = p["day"].as_str().expect("day").to_string();
+            (day, p["value"].as_u64().expect("value"))
+        })
+        .collect();
+    let sum: u64 = pts.iter().map(|p| p.1).sum();
+    assert_eq!(v["total"].as_u64(), Some(sum), "total is the sum of the series");
+    pts
+}
+
+/// A body without the fields that change on every call.
+fn stable(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("version");
+        o.remove("generatedAt");
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_days() {
+    let mock = start_fast().await;
+    let addr = mock.addr();
+
+    // Default is 14 points ending on the anchor day; days=14 is the same content.
+    let (s, d) = get_json(addr, "/api/widgets/3?userId=alice").await;
+    assert_eq!(s, 200);
+    let pts = series(&d);
+    assert_eq!(pts.len(), 14);
+    assert_eq!(pts[0].0, "2025-06-17");
+    assert_eq!(pts[13].0, "2025-06-30");
+    let (s, d14) = get_json(addr, "/api/widgets/3?userId=alice&days=14").await;
+    assert_eq!(s, 200);
+    assert_eq!(d14["version"], 2);
+    assert_eq!(stable(d.clone()), stable(d14));
+
+    // days=30: 30 consecutive days ending on the anchor day; deterministic.
+    let (s, d30) = get_json(addr, "/api/widgets/3?days=30&userId=alice").await;
+    assert_eq!(s, 200);
+    assert_eq!(d30["userId"], "alice");
+    assert_eq!(d30["widget"], 3);
+    assert_eq!(d30["metric"], "Page views");
+    let pts30 = series(&d30);
+    assert_eq!(pts30.len(), 30);
+    assert_eq!(pts30[0].0, "2025-06-01");
+    assert_eq!(pts30[29].0, "2025-06-30");
+    let (_, again) = get_json(addr, "/api/widgets/3?userId=alice&days=30&x=1").await;
+    assert_eq!(stable(d30.clone()), stable(again));
+    // Different users still differ.
+    let (_, bob30) = get_json(addr, "/api/widgets/3?userId=bob&days=30").await;
+    assert_ne!(series(&bob30), pts30);
+
+    for (q, n, first) in [("days=1", 1, "2025-06-30"), ("days=90", 90, "2025-04-02")] {
+        let (s, v) = get_json(addr, &format!("/api/widgets/3?userId=alice&{q}")).await;
+        assert_eq!(s, 200, "{q}");
+        let pts = series(&v);
+        assert_eq!(pts.len(), n, "{q}");
+        assert_eq!(pts[0].0, first, "{q}");
+        assert_eq!(pts[n - 1].0, "2025-06-30", "{q}");
+    }
+
+    // Counts stay per (user, widget), whatever `days` is; versions too.
+    assert_eq!(mock.calls_for("alice", 3), 6);
+    assert_eq!(mock.calls_for("bob", 3), 1);
+    assert_eq!(mock.total_calls(), 7);
+    let keys: Vec<String> = mock.calls_by_key().into_keys().collect();
+    assert_eq!(keys, ["alice/3", "bob/3"]);
+    let (_, st) = get_json(addr, "/stats").await;
+    assert_eq!(st["byKey"]["alice/3"], 6);
+
+    // Bad `days` is a 400, not counted.
+    for q in ["days=0", "days=91", "days=abc", "days=", "days=-3", "days=7.5"] {
+        let (s, v) = get_json(addr, &format!("/api/widgets/3?userId=alice&{q}")).await;
+        assert_eq!(s, 400, "{q}");
+        assert!(v["error"].as_str().is_some_and(|e| e.contains("days")), "{q}");
+    }
+    assert_eq!(mock.total_calls(), 7);
+    // Missing userId is still reported as such.
+    let (s, v) = get_json(addr, "/api/widgets/3?days=30").await;
+    assert_eq!(s, 400);
+    assert_eq!(v["error"], "missing userId");
+
+    // Other widgets ignore `days` (valid or not) and other unknown parameters.
+    for w in [1, 2, 4, 5] {
+        let (s, plain) = get_json(addr, &format!("/api/widgets/{w}?userId=alice")).await;
+        assert_eq!(s, 200, "widget {w}");
+        for q in ["days=30", "days=0", "days=abc", "foo=bar&days=91"] {
+            let (s, v) = get_json(addr, &format!("/api/widgets/{w}?userId=alice&{q}")).await;
+            assert_eq!(s, 200, "widget {w}, {q}");
+            assert_eq!(stable(v), stable(plain.clone()), "widget {w}, {q}");
+        }
+        assert_eq!(mock.calls_for("alice", w), 5, "widget {w}");
+    }
+
+    mock.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_over_http_and_api() {
     let mock = start_fast().await;

@@ -17,6 +17,10 @@ pub struct Entry {
     pub stale_until: Millis,
     /// Until then it may still be served when the upstream fails.
     pub grace_until: Millis,
+    /// The fingerprint of the widget definition the data was fetched for;
+    /// an entry of another definition is a miss.
+    #[serde(default)]
+    pub fingerprint: u64,
 }
 
 /// Where an entry stands at a given moment.
@@ -79,6 +83,7 @@ mod tests {
             fresh_until: 61_000,
             stale_until: 601_000,
             grace_until: 86_401_000,
+            fingerprint: 7,
         }
     }
 

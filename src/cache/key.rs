@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
-use crate::widget::WidgetId;
+use crate::widget::{Instance, WidgetId};
 
 /// The namespace and schema version of every key.
 pub const PREFIX: &str = "percache:v1:";
@@ -29,14 +29,21 @@ impl UserTag {
         Self(s)
     }
 
-    /// The key of one widget of this user.
-    pub fn key(&self, widget: WidgetId) -> CacheKey {
-        let mut s = String::with_capacity(PREFIX.len() + 4 + self.0.len() + 5);
+    /// The key of one widget instance of this user: `…}:w:<id>`, plus
+    /// `:p:<hash of the canonical parameters>` for a widget with parameters.
+    pub fn key(&self, instance: &Instance) -> CacheKey {
+        let id = instance.id().as_str();
+        let hash = instance.hash.as_deref();
+        let mut s = String::with_capacity(PREFIX.len() + 8 + self.0.len() + id.len() + 20);
         s.push_str(PREFIX);
         s.push_str("{u:");
         s.push_str(&self.0);
         s.push_str("}:w:");
-        s.push_str(widget.as_str());
+        s.push_str(id);
+        if let Some(hash) = hash {
+            s.push_str(":p:");
+            s.push_str(hash);
+        }
         CacheKey(s)
     }
 }
@@ -60,9 +67,10 @@ impl CacheKey {
             .is_some_and(|rest| rest.starts_with("}:w:"))
     }
 
-    /// The widget of this key.
+    /// The widget id of this key.
     pub fn widget(&self) -> Option<WidgetId> {
-        self.0.rsplit_once(":w:").and_then(|(_, w)| WidgetId::parse(w))
+        let (_, rest) = self.0.rsplit_once(":w:")?;
+        WidgetId::parse(rest.split_once(":p:").map_or(rest, |(id, _)| id))
     }
 
     /// The key as stored in Redis.
@@ -74,20 +82,27 @@ impl CacheKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::widget::Registry;
+
+    fn instance(id: &str) -> Instance {
+        Registry::builtin().get(id).unwrap().default_instance()
+    }
 
     #[test]
     fn keys_have_the_spec_shape() {
-        let key = UserTag::of("alice").key(WidgetId::ALL[2]);
+        let key = UserTag::of("alice").key(&instance("2"));
         let s = key.as_str();
         assert!(s.starts_with("percache:v1:{u:"), "{s}");
-        assert!(s.ends_with("}:w:3"), "{s}");
-        assert_eq!(s.len(), "percache:v1:{u:}:w:3".len() + 32);
+        assert!(s.ends_with("}:w:2"), "{s}");
+        assert_eq!(s.len(), "percache:v1:{u:}:w:2".len() + 32);
+        let days = UserTag::of("alice").key(&instance("3"));
+        assert!(days.as_str().contains("}:w:3:p:"), "{days:?}");
     }
 
     #[test]
     fn key_syntax_in_usernames_cannot_leak_into_keys() {
         for user in ["a}:w:1", "*", "{u:x}", "alice:w:2", "ali\u{202e}ce"] {
-            let s = UserTag::of(user).key(WidgetId::ALL[0]).as_str().to_string();
+            let s = UserTag::of(user).key(&instance("1")).as_str().to_string();
             let tag = &s["percache:v1:{u:".len()..s.len() - "}:w:1".len()];
             assert!(tag.chars().all(|c| c.is_ascii_hexdigit()), "{s}");
         }
@@ -96,17 +111,18 @@ mod tests {
     #[test]
     fn keys_know_their_user_and_widget() {
         let alice = UserTag::of("alice");
-        let key = alice.key(WidgetId::ALL[3]);
+        let key = alice.key(&instance("4"));
         assert!(key.belongs_to(&alice));
         assert!(!key.belongs_to(&UserTag::of("bob")));
-        assert_eq!(key.widget(), Some(WidgetId::ALL[3]));
+        assert_eq!(key.widget(), WidgetId::parse("4"));
+        assert_eq!(alice.key(&instance("3")).widget(), WidgetId::parse("3"));
         assert!(!CacheKey::from_stored("junk").belongs_to(&alice));
     }
 
     #[test]
     fn distinct_users_get_distinct_keys() {
-        let a = UserTag::of("Alice").key(WidgetId::ALL[0]);
-        let b = UserTag::of("alice").key(WidgetId::ALL[0]);
+        let a = UserTag::of("Alice").key(&instance("1"));
+        let b = UserTag::of("alice").key(&instance("1"));
         assert_ne!(a, b);
     }
 }

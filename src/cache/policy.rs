@@ -4,73 +4,124 @@ use std::time::Duration;
 
 use crate::cache::entry::Entry;
 use crate::clock::Millis;
-use crate::config::Settings;
-use crate::widget::WidgetId;
+use crate::config::WidgetDurations;
+use crate::widget::{Registry, WidgetId};
 
-/// Lifetimes of entries. Built once from [`Settings`].
-#[derive(Debug, Clone)]
-pub struct CachePolicy {
-    fresh: [Duration; 5],
-    ttl: [Duration; 5],
-    grace: Duration,
+/// The lifetimes one widget's entries get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Served with no upstream call.
+    pub fresh: Duration,
+    /// Then served at once and refreshed in the background, until ttl.
+    pub ttl: Duration,
+    /// Then still served if the upstream fails.
+    pub grace: Duration,
 }
 
-/// A policy that cannot work (fresh longer than ttl).
+/// Lifetimes of entries, per widget (indexed like the registry).
+#[derive(Debug, Clone)]
+pub struct CachePolicy {
+    widgets: Vec<Lifetimes>,
+}
+
+/// A policy that cannot work.
 #[derive(Debug, thiserror::Error)]
-#[error("widget {widget}: fresh ({fresh:?}) must not be longer than ttl ({ttl:?})")]
-pub struct PolicyError {
-    widget: WidgetId,
-    fresh: Duration,
-    ttl: Duration,
+pub enum PolicyError {
+    /// Fresh longer than ttl.
+    #[error("widget {widget}: fresh ({fresh:?}) must not be longer than ttl ({ttl:?})")]
+    FreshPastTtl {
+        /// Which widget.
+        widget: WidgetId,
+        /// Its fresh window.
+        fresh: Duration,
+        /// Its ttl.
+        ttl: Duration,
+    },
+    /// `--widget-ttl 9=1m` for a widget the file does not define.
+    #[error("{flag}: there is no widget `{widget}` (the widgets are {known})")]
+    UnknownWidget {
+        /// The flag.
+        flag: &'static str,
+        /// The id given.
+        widget: WidgetId,
+        /// The ids of the registry.
+        known: String,
+    },
 }
 
 impl CachePolicy {
-    /// From the flags, applying the per-widget overrides.
-    pub fn from_settings(s: &Settings) -> Result<Self, PolicyError> {
-        let mut fresh = [s.fresh; 5];
-        let mut ttl = [s.ttl; 5];
-        for w in WidgetId::ALL {
-            if let Some(d) = s.widget_fresh.as_ref().and_then(|o| o.0[w.index()]) {
-                fresh[w.index()] = d;
-            }
-            if let Some(d) = s.widget_ttl.as_ref().and_then(|o| o.0[w.index()]) {
-                ttl[w.index()] = d;
-            }
-            if fresh[w.index()] > ttl[w.index()] {
-                return Err(PolicyError {
-                    widget: w,
-                    fresh: fresh[w.index()],
-                    ttl: ttl[w.index()],
-                });
+    /// Every widget's lifetimes. Precedence, most specific first:
+    /// `--widget-fresh`/`--widget-ttl`, then the widgets file, then `defaults`.
+    pub fn new(
+        registry: &Registry,
+        defaults: Lifetimes,
+        widget_fresh: Option<&WidgetDurations>,
+        widget_ttl: Option<&WidgetDurations>,
+    ) -> Result<Self, PolicyError> {
+        for (flag, overrides) in [("--widget-fresh", widget_fresh), ("--widget-ttl", widget_ttl)] {
+            for (id, _) in overrides.map_or(&[][..], |o| &o.0) {
+                if registry.get(id.as_str()).is_none() {
+                    let known = registry
+                        .all()
+                        .iter()
+                        .map(|w| w.id.to_string())
+                        .collect::<Vec<_>>();
+                    return Err(PolicyError::UnknownWidget {
+                        flag,
+                        widget: id.clone(),
+                        known: known.join(", "),
+                    });
+                }
             }
         }
-        Ok(Self {
-            fresh,
-            ttl,
-            grace: s.grace,
+        let mut widgets = Vec::with_capacity(registry.all().len());
+        for w in registry.all() {
+            let fresh = widget_fresh
+                .and_then(|o| o.get(&w.id))
+                .or(w.fresh)
+                .unwrap_or(defaults.fresh);
+            let ttl = widget_ttl
+                .and_then(|o| o.get(&w.id))
+                .or(w.ttl)
+                .unwrap_or(defaults.ttl);
+            if fresh > ttl {
+                return Err(PolicyError::FreshPastTtl {
+                    widget: w.id.clone(),
+                    fresh,
+                    ttl,
+                });
+            }
+            widgets.push(Lifetimes {
+                fresh,
+                ttl,
+                grace: w.grace.unwrap_or(defaults.grace),
+            });
+        }
+        Ok(Self { widgets })
+    }
+
+    /// The lifetimes of the widget at `index` in the registry.
+    pub fn lifetimes(&self, index: usize) -> Lifetimes {
+        self.widgets.get(index).copied().unwrap_or(Lifetimes {
+            fresh: Duration::ZERO,
+            ttl: Duration::ZERO,
+            grace: Duration::ZERO,
         })
     }
 
-    /// A new entry for data fetched at `now`.
-    pub fn entry(&self, widget: WidgetId, data: serde_json::Value, now: Millis) -> Entry {
-        let stale_until = now + ms(self.ttl[widget.index()]);
+    /// A new entry for data fetched at `now`, for the widget at `index`
+    /// whose definition has `fingerprint`.
+    pub fn entry(&self, index: usize, fingerprint: u64, data: serde_json::Value, now: Millis) -> Entry {
+        let l = self.lifetimes(index);
+        let stale_until = now + ms(l.ttl);
         Entry {
             data,
             fetched_at: now,
-            fresh_until: now + ms(self.fresh[widget.index()]),
+            fresh_until: now + ms(l.fresh),
             stale_until,
-            grace_until: stale_until + ms(self.grace),
+            grace_until: stale_until + ms(l.grace),
+            fingerprint,
         }
-    }
-
-    /// The ttl of a widget (end of stale).
-    pub fn ttl(&self, widget: WidgetId) -> Duration {
-        self.ttl[widget.index()]
-    }
-
-    /// The grace period after ttl.
-    pub fn grace(&self) -> Duration {
-        self.grace
     }
 }
 
@@ -81,4 +132,47 @@ fn ms(d: Duration) -> Millis {
 /// How long the store should keep an entry from `now`: until its grace ends.
 pub fn store_ttl(entry: &Entry, now: Millis) -> Duration {
     Duration::from_millis((entry.grace_until - now).max(1) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_widget_durations;
+    use crate::widget::file::parse;
+
+    const FILE: &str = "[[widget]]\nid = \"a\"\ntitle = \"A\"\npath = \"/a\"\nttl = \"1h\"\n\n\
+                        [[widget]]\nid = \"b\"\ntitle = \"B\"\npath = \"/b\"\n";
+
+    fn defaults() -> Lifetimes {
+        Lifetimes {
+            fresh: Duration::from_secs(60),
+            ttl: Duration::from_secs(600),
+            grace: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_the_defaults() {
+        let reg = parse("w", FILE, &|_| None).unwrap();
+        let p = CachePolicy::new(&reg, defaults(), None, None).unwrap();
+        assert_eq!(p.lifetimes(0).ttl, Duration::from_secs(3600));
+        assert_eq!(p.lifetimes(1).ttl, Duration::from_secs(600));
+        let ttl = parse_widget_durations("a=2h").unwrap();
+        let p = CachePolicy::new(&reg, defaults(), None, Some(&ttl)).unwrap();
+        assert_eq!(p.lifetimes(0).ttl, Duration::from_secs(7200));
+        let e = p.entry(0, 9, serde_json::json!({}), 1_000);
+        assert_eq!(e.stale_until, 1_000 + 7_200_000);
+        assert_eq!(e.grace_until, e.stale_until + 3_600_000);
+        assert_eq!(e.fingerprint, 9);
+    }
+
+    #[test]
+    fn refuses_unknown_widgets_and_fresh_past_ttl() {
+        let reg = parse("w", FILE, &|_| None).unwrap();
+        let unknown = parse_widget_durations("zz=1m").unwrap();
+        let e = CachePolicy::new(&reg, defaults(), Some(&unknown), None).unwrap_err();
+        assert!(e.to_string().contains("no widget `zz`"), "{e}");
+        let long = parse_widget_durations("b=1h").unwrap();
+        assert!(CachePolicy::new(&reg, defaults(), Some(&long), None).is_err());
+    }
 }

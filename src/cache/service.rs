@@ -25,7 +25,7 @@ use crate::cache::store::{LockState, Store, StoreError};
 use crate::clock::Clock;
 use crate::upstream::{FetchError, Upstream};
 use crate::user::UserId;
-use crate::widget::WidgetId;
+use crate::widget::{Instance, Registry, Widget};
 
 /// A fetch's result as handed to every waiter.
 #[derive(Debug, Clone)]
@@ -73,8 +73,8 @@ impl Outcome {
 /// The answer to one widget request.
 #[derive(Debug, Clone)]
 pub struct Lookup {
-    /// Which widget.
-    pub widget: WidgetId,
+    /// Which widget, with which parameters.
+    pub instance: Instance,
     /// The data served, if any.
     pub entry: Option<Arc<Entry>>,
     /// How it was obtained.
@@ -90,6 +90,7 @@ pub struct Lookup {
 /// The per-user widget cache shared by all workers.
 pub struct WidgetCache {
     store: Arc<NearCache>,
+    registry: Arc<Registry>,
     policy: CachePolicy,
     clock: Arc<dyn Clock>,
     /// How long a request waits for a fetch in flight.
@@ -102,6 +103,11 @@ pub struct WidgetCache {
     max_background: usize,
     inflight: Mutex<HashMap<CacheKey, Flight>>,
 }
+
+/// Most parameter combinations of one widget that an invalidation deletes.
+/// Parameters are enumerations, so this covers every real widget; a file
+/// with more combinations than this has its rarest ones expire by ttl.
+pub const MAX_INSTANCES_INVALIDATED: usize = 256;
 
 /// Default cap on fetches in flight for background work.
 pub const DEFAULT_MAX_BACKGROUND: usize = 512;
@@ -118,6 +124,7 @@ impl WidgetCache {
     /// upstream timeout plus a margin; the fleet-wide lock lives as long.
     pub fn new(
         store: Arc<NearCache>,
+        registry: Arc<Registry>,
         policy: CachePolicy,
         clock: Arc<dyn Clock>,
         upstream_timeout: Duration,
@@ -126,6 +133,7 @@ impl WidgetCache {
         let wait_deadline = upstream_timeout + Duration::from_secs(1);
         Self {
             store,
+            registry,
             policy,
             clock,
             wait_deadline,
@@ -141,6 +149,11 @@ impl WidgetCache {
         &self.store
     }
 
+    /// The widgets this cache serves.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
     /// Keys changed from now on, in this instance or (with Redis) any other.
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<CacheKey> {
         self.store.subscribe()
@@ -153,9 +166,9 @@ impl WidgetCache {
 
     /// Serves one widget: fresh → hit; stale → served at once plus one
     /// background refresh; otherwise wait for the (single) fetch.
-    pub async fn get(self: &Arc<Self>, user: &UserId, widget: WidgetId, up: &Upstream) -> Lookup {
-        let key = user.tag().key(widget);
-        let (cached, store_unavailable) = self.read(&key).await;
+    pub async fn get(self: &Arc<Self>, user: &UserId, instance: &Instance, up: &Upstream) -> Lookup {
+        let key = user.tag().key(instance);
+        let (cached, store_unavailable) = self.read(&key, instance).await;
         let now = self.clock.now_ms();
         if let Some(entry) = &cached {
             match entry.freshness(now) {
@@ -163,16 +176,16 @@ impl WidgetCache {
                     let outcome = Outcome::Hit {
                         ttl: entry.ttl_secs(now),
                     };
-                    return self.lookup(widget, cached, outcome, None, store_unavailable, now);
+                    return self.lookup(instance, cached, outcome, None, store_unavailable, now);
                 }
                 Freshness::Stale => {
-                    let outcome = self.serve_stale(&key, entry, now, user, widget, up).await;
-                    return self.lookup(widget, cached, outcome, None, store_unavailable, now);
+                    let outcome = self.serve_stale(&key, entry, now, user, instance, up).await;
+                    return self.lookup(instance, cached, outcome, None, store_unavailable, now);
                 }
                 Freshness::Expired | Freshness::Dead => {}
             }
         }
-        let (flight, mut leader) = self.join_or_start(&key, user, widget, up, true);
+        let (flight, mut leader) = self.join_or_start(&key, user, instance, up, true);
         let mut result = self.wait(flight).await;
         // The flight we joined may have started before our read, or been a
         // recheck that found an entry fresh under an older reading of the
@@ -181,12 +194,12 @@ impl WidgetCache {
         let now = self.clock.now_ms();
         if matches!(&result, Ok(f) if matches!(f.entry.freshness(now), Freshness::Expired | Freshness::Dead))
         {
-            let (flight, led) = self.join_or_start(&key, user, widget, up, true);
+            let (flight, led) = self.join_or_start(&key, user, instance, up, true);
             leader = led;
             result = self.wait(flight).await;
         }
         self.settle(
-            widget,
+            instance,
             cached,
             result,
             Outcome::Miss { collapsed: !leader },
@@ -195,13 +208,13 @@ impl WidgetCache {
     }
 
     /// Forced refresh: bypasses freshness, but joins a fetch already in flight.
-    pub async fn refresh(self: &Arc<Self>, user: &UserId, widget: WidgetId, up: &Upstream) -> Lookup {
-        let key = user.tag().key(widget);
-        let (cached, store_unavailable) = self.read(&key).await;
-        let (flight, leader) = self.join_or_start(&key, user, widget, up, false);
+    pub async fn refresh(self: &Arc<Self>, user: &UserId, instance: &Instance, up: &Upstream) -> Lookup {
+        let key = user.tag().key(instance);
+        let (cached, store_unavailable) = self.read(&key, instance).await;
+        let (flight, leader) = self.join_or_start(&key, user, instance, up, false);
         let result = self.wait(flight).await;
         self.settle(
-            widget,
+            instance,
             cached,
             result,
             Outcome::Forced { collapsed: !leader },
@@ -211,30 +224,34 @@ impl WidgetCache {
 
     /// What the dashboard can render inline: fresh and stale entries (stale
     /// ones start their background refresh). `None`: render a placeholder.
-    pub async fn peek(self: &Arc<Self>, user: &UserId, widget: WidgetId, up: &Upstream) -> Option<Lookup> {
-        let key = user.tag().key(widget);
-        let (cached, store_unavailable) = self.read(&key).await;
+    pub async fn peek(self: &Arc<Self>, user: &UserId, instance: &Instance, up: &Upstream) -> Option<Lookup> {
+        let key = user.tag().key(instance);
+        let (cached, store_unavailable) = self.read(&key, instance).await;
         let entry = cached.as_ref()?;
         let now = self.clock.now_ms();
         let outcome = match entry.freshness(now) {
             Freshness::Fresh => Outcome::Hit {
                 ttl: entry.ttl_secs(now),
             },
-            Freshness::Stale => self.serve_stale(&key, entry, now, user, widget, up).await,
+            Freshness::Stale => self.serve_stale(&key, entry, now, user, instance, up).await,
             Freshness::Expired | Freshness::Dead => return None,
         };
-        Some(self.lookup(widget, cached, outcome, None, store_unavailable, now))
+        Some(self.lookup(instance, cached, outcome, None, store_unavailable, now))
     }
 
     /// The user's entries fetched after `since`, as lookups ready to render
     /// (for live refresh). Not counted as cache requests.
     pub async fn changed_since(&self, user: &UserId, since: i64) -> Vec<Lookup> {
-        let reads = WidgetId::ALL.map(|w| async move { (w, self.read(&user.tag().key(w)).await) });
+        let reads = self.registry.all().iter().map(|w| async move {
+            let instance = w.default_instance();
+            let read = self.read(&user.tag().key(&instance), &instance).await;
+            (instance, read)
+        });
         let now = self.clock.now_ms();
         join_all(reads)
             .await
             .into_iter()
-            .filter_map(|(widget, (entry, store_unavailable))| {
+            .filter_map(|(instance, (entry, store_unavailable))| {
                 let entry = entry.filter(|e| e.fetched_at > since)?;
                 let outcome = match entry.freshness(now) {
                     Freshness::Fresh => Outcome::Hit {
@@ -246,7 +263,7 @@ impl WidgetCache {
                     Freshness::Expired | Freshness::Dead => return None,
                 };
                 Some(Lookup {
-                    widget,
+                    instance,
                     entry: Some(entry),
                     outcome,
                     error: None,
@@ -260,20 +277,21 @@ impl WidgetCache {
     /// Starts fetches of every widget of `user` that is not fresh, without
     /// waiting for them. Returns how many were started or joined.
     pub async fn prewarm(self: &Arc<Self>, user: &UserId, up: &Upstream) -> usize {
-        let reads = WidgetId::ALL.map(|w| {
-            let key = user.tag().key(w);
+        let reads = self.registry.all().iter().map(|w| {
+            let instance = w.default_instance();
+            let key = user.tag().key(&instance);
             async move {
-                let (cached, _) = self.read(&key).await;
-                (w, key, cached)
+                let (cached, _) = self.read(&key, &instance).await;
+                (instance, key, cached)
             }
         });
         let now = self.clock.now_ms();
         let mut started = 0;
-        for (widget, key, cached) in join_all(reads).await {
+        for (instance, key, cached) in join_all(reads).await {
             if cached.is_some_and(|e| e.freshness(now) == Freshness::Fresh) {
                 continue;
             }
-            if self.start_background(&key, user, widget, up) {
+            if self.start_background(&key, user, &instance, up) {
                 started += 1;
             }
         }
@@ -298,9 +316,14 @@ impl WidgetCache {
         true
     }
 
-    /// Deletes a user's entries for `widgets` (the invalidation webhook).
-    pub async fn invalidate(&self, user: &UserId, widgets: &[WidgetId]) -> Result<(), StoreError> {
-        let keys: Vec<CacheKey> = widgets.iter().map(|w| user.tag().key(*w)).collect();
+    /// Deletes a user's entries for `widgets`, every parameter combination
+    /// of each (the invalidation webhook).
+    pub async fn invalidate(&self, user: &UserId, widgets: &[Arc<Widget>]) -> Result<(), StoreError> {
+        let keys: Vec<CacheKey> = widgets
+            .iter()
+            .flat_map(|w| w.instances(MAX_INSTANCES_INVALIDATED))
+            .map(|i| user.tag().key(&i))
+            .collect();
         self.store.delete(&keys).await
     }
 
@@ -313,23 +336,27 @@ impl WidgetCache {
         entry: &Entry,
         now: i64,
         user: &UserId,
-        widget: WidgetId,
+        instance: &Instance,
         up: &Upstream,
     ) -> Outcome {
         if let Ok(LockState::Failed(status)) = self.store.lock_state(key).await {
             return Outcome::StaleIfError { status };
         }
-        self.start_background(key, user, widget, up);
+        self.start_background(key, user, instance, up);
         Outcome::Stale {
             ttl: entry.ttl_secs(now),
         }
     }
 
     /// Reads the store; a store error is logged and reported as a miss with
-    /// `store_unavailable` set (fail-open).
-    async fn read(&self, key: &CacheKey) -> (Option<Arc<Entry>>, bool) {
+    /// `store_unavailable` set (fail-open). An entry stored for another
+    /// definition of the widget (another fingerprint) is a miss.
+    async fn read(&self, key: &CacheKey, instance: &Instance) -> (Option<Arc<Entry>>, bool) {
         match self.store.get(key).await {
-            Ok(entry) => (entry, false),
+            Ok(entry) => (
+                entry.filter(|e| e.fingerprint == instance.widget.fingerprint),
+                false,
+            ),
             Err(e) => {
                 tracing::warn!(error = %e, "store read failed; serving from the upstream");
                 (None, true)
@@ -345,14 +372,14 @@ impl WidgetCache {
         self: &Arc<Self>,
         key: &CacheKey,
         user: &UserId,
-        widget: WidgetId,
+        instance: &Instance,
         up: &Upstream,
     ) -> bool {
         if self.fetches_in_flight() >= self.max_background {
             metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
             return false;
         }
-        self.join_or_start(key, user, widget, up, true);
+        self.join_or_start(key, user, instance, up, true);
         true
     }
 
@@ -362,7 +389,7 @@ impl WidgetCache {
         self: &Arc<Self>,
         key: &CacheKey,
         user: &UserId,
-        widget: WidgetId,
+        instance: &Instance,
         up: &Upstream,
         recheck: bool,
     ) -> (Flight, bool) {
@@ -382,11 +409,12 @@ impl WidgetCache {
             flight: rx.clone(),
         };
         let user = user.clone();
+        let instance = instance.clone();
         let up = up.clone();
         actix_web::rt::spawn(async move {
             let result = guard
                 .cache
-                .fetch_and_store(&guard.key, &user, widget, &up, recheck)
+                .fetch_and_store(&guard.key, &user, &instance, &up, recheck)
                 .await;
             let outcome = match &result {
                 Ok(Fetched { remote: true, .. }) => "collapsed",
@@ -409,26 +437,28 @@ impl WidgetCache {
         &self,
         key: &CacheKey,
         user: &UserId,
-        widget: WidgetId,
+        instance: &Instance,
         up: &Upstream,
         recheck: bool,
     ) -> FetchResult {
-        let seen = match self.store.get(key).await {
+        // An entry of another definition of the widget is not data for us.
+        let current = |e: &Arc<Entry>| e.fingerprint == instance.widget.fingerprint;
+        let seen = match self.store.get(key).await.map(|e| e.filter(current)) {
             // A fetch may have landed between our caller's read and our start.
             Ok(Some(entry)) if recheck && entry.freshness(self.clock.now_ms()) == Freshness::Fresh => {
                 return Ok(Fetched { entry, remote: true });
             }
             Ok(entry) => entry.map_or(i64::MIN, |e| e.fetched_at),
-            Err(_) => return self.fetch_unlocked(key, user, widget, up, None).await,
+            Err(_) => return self.fetch_unlocked(key, user, instance, up, None).await,
         };
         let token = lock_token();
         let deadline = tokio::time::Instant::now() + self.wait_deadline;
         loop {
             match self.store.acquire(key, &token, self.lock_ttl, !recheck).await {
                 Ok(LockState::Acquired) | Ok(LockState::Free) => {
-                    return self.fetch_unlocked(key, user, widget, up, Some(&token)).await;
+                    return self.fetch_unlocked(key, user, instance, up, Some(&token)).await;
                 }
-                Err(_) => return self.fetch_unlocked(key, user, widget, up, None).await,
+                Err(_) => return self.fetch_unlocked(key, user, instance, up, None).await,
                 Ok(LockState::Failed(status)) => return Err(FetchError::RecentFailure(status)),
                 Ok(LockState::Busy) => {}
             }
@@ -441,21 +471,23 @@ impl WidgetCache {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(100));
                 match self.store.get(key).await {
-                    Ok(Some(entry)) if entry.fetched_at > seen => return Ok(Fetched { entry, remote: true }),
+                    Ok(Some(entry)) if entry.fetched_at > seen && current(&entry) => {
+                        return Ok(Fetched { entry, remote: true })
+                    }
                     Ok(_) => {}
-                    Err(_) => return self.fetch_unlocked(key, user, widget, up, None).await,
+                    Err(_) => return self.fetch_unlocked(key, user, instance, up, None).await,
                 }
                 match self.store.lock_state(key).await {
                     Ok(LockState::Busy) => continue,
                     Ok(LockState::Failed(status)) => return Err(FetchError::RecentFailure(status)),
                     // Released: its entry may have landed just before; look once more, then try to lead.
                     Ok(_) => match self.store.get(key).await {
-                        Ok(Some(entry)) if entry.fetched_at > seen => {
+                        Ok(Some(entry)) if entry.fetched_at > seen && current(&entry) => {
                             return Ok(Fetched { entry, remote: true })
                         }
                         _ => break,
                     },
-                    Err(_) => return self.fetch_unlocked(key, user, widget, up, None).await,
+                    Err(_) => return self.fetch_unlocked(key, user, instance, up, None).await,
                 }
             }
         }
@@ -467,26 +499,28 @@ impl WidgetCache {
         &self,
         key: &CacheKey,
         user: &UserId,
-        widget: WidgetId,
+        instance: &Instance,
         up: &Upstream,
         token: Option<&str>,
     ) -> FetchResult {
-        let result = up.fetch(user.as_str(), widget).await;
+        let result = up.fetch(user.as_str(), instance).await;
         let now = self.clock.now_ms();
-        let result = result.map(|data| Arc::new(self.policy.entry(widget, data, now)));
+        let widget = &instance.widget;
+        let result =
+            result.map(|data| Arc::new(self.policy.entry(widget.index, widget.fingerprint, data, now)));
         if let Ok(entry) = &result {
             if let Err(e) = self
                 .store
                 .put(key, Arc::clone(entry), store_ttl(entry, now))
                 .await
             {
-                tracing::warn!(error = %e, %widget, "store write failed; entry served but not cached");
+                tracing::warn!(error = %e, widget = %widget.id, "store write failed; entry served but not cached");
             }
         }
         if let Some(token) = token {
             let failed = result.as_ref().err().map(|e| (e.status(), self.failure_backoff));
             if let Err(e) = self.store.release(key, token, failed).await {
-                tracing::warn!(error = %e, %widget, "could not release the fetch lock; it expires by itself");
+                tracing::warn!(error = %e, widget = %widget.id, "could not release the fetch lock; it expires by itself");
             }
         }
         result.map(|entry| Fetched { entry, remote: false })
@@ -506,7 +540,7 @@ impl WidgetCache {
     /// grace when the fetch failed (stale-if-error).
     fn settle(
         &self,
-        widget: WidgetId,
+        instance: &Instance,
         cached: Option<Arc<Entry>>,
         result: FetchResult,
         success: Outcome,
@@ -525,7 +559,7 @@ impl WidgetCache {
                     },
                     other => other,
                 };
-                self.lookup(widget, Some(entry), outcome, None, store_unavailable, now)
+                self.lookup(instance, Some(entry), outcome, None, store_unavailable, now)
             }
             Err(error) => {
                 let usable = cached.filter(|e| e.freshness(now) != Freshness::Dead);
@@ -537,15 +571,15 @@ impl WidgetCache {
                         status: error.status(),
                     },
                 };
-                tracing::warn!(%widget, %error, outcome = outcome.label(), "upstream fetch failed");
-                self.lookup(widget, usable, outcome, Some(error), store_unavailable, now)
+                tracing::warn!(widget = %instance.id(), %error, outcome = outcome.label(), "upstream fetch failed");
+                self.lookup(instance, usable, outcome, Some(error), store_unavailable, now)
             }
         }
     }
 
     fn lookup(
         &self,
-        widget: WidgetId,
+        instance: &Instance,
         entry: Option<Arc<Entry>>,
         outcome: Outcome,
         error: Option<FetchError>,
@@ -554,12 +588,12 @@ impl WidgetCache {
     ) -> Lookup {
         metrics::counter!(
             "percache_cache_requests_total",
-            "widget" => widget.as_str(),
+            "widget" => instance.id().label(),
             "outcome" => outcome.label(),
         )
         .increment(1);
         Lookup {
-            widget,
+            instance: instance.clone(),
             entry,
             outcome,
             error,

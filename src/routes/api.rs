@@ -2,9 +2,10 @@
 
 use actix_session::Session;
 use actix_web::http::header;
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
+use super::widgets::resolve;
 use super::AppState;
 use crate::cache::status::{cache_status, HEADER};
 use crate::cache::Outcome;
@@ -18,7 +19,7 @@ use crate::widget::WidgetId;
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct WidgetJson<'a> {
-    id: u8,
+    id: &'a WidgetId,
     data: &'a serde_json::Value,
     /// Served from the cache (not fetched for this request).
     cached: bool,
@@ -33,14 +34,16 @@ struct WidgetJson<'a> {
 /// `GET /api/widgets/{id}`: the signed-in user's widget as JSON.
 #[get("/api/widgets/{id}")]
 pub async fn widget_json(
+    req: HttpRequest,
     id: web::Path<String>,
     session: Session,
     state: web::Data<AppState>,
     upstream: web::Data<Upstream>,
 ) -> Result<HttpResponse, ApiError> {
-    let widget = WidgetId::parse(&id).ok_or(ApiError::UnknownWidget)?;
+    let instance = resolve(state.cache.registry(), &id, req.query_string())?;
     let user = session::current_user(&session).ok_or(ApiError::SignedOut)?;
-    let lookup = state.cache.get(&user, widget, &upstream).await;
+    let lookup = state.cache.get(&user, &instance, &upstream).await;
+    let widget = instance.id();
     tracing::info!(%widget, outcome = lookup.outcome.label(), "widget served");
     let status = cache_status(&lookup);
     let Some(entry) = lookup.entry.as_deref() else {
@@ -48,10 +51,10 @@ pub async fn widget_json(
         return Ok(HttpResponse::BadGateway()
             .insert_header((HEADER, status))
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(serde_json::json!({ "id": widget.get(), "error": message })));
+            .json(serde_json::json!({ "id": widget, "error": message })));
     };
     let body = WidgetJson {
-        id: widget.get(),
+        id: widget,
         data: &entry.data,
         cached: matches!(
             lookup.outcome,

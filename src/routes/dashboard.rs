@@ -10,7 +10,6 @@ use super::AppState;
 use crate::session;
 use crate::upstream::Upstream;
 use crate::views;
-use crate::widget::WidgetId;
 
 /// `?wait=1`: the no-JavaScript variant.
 #[derive(serde::Deserialize)]
@@ -32,19 +31,26 @@ pub async fn dashboard(
         return see_other("/login");
     };
     let since = state.cache.now();
+    let instances: Vec<_> = state
+        .cache
+        .registry()
+        .all()
+        .iter()
+        .map(|w| w.default_instance())
+        .collect();
     if query.wait.is_some() {
-        let lookups = join_all(WidgetId::ALL.map(|w| state.cache.get(&user, w, &upstream))).await;
+        let lookups = join_all(instances.iter().map(|i| state.cache.get(&user, i, &upstream))).await;
         let cards: Vec<_> = lookups.iter().map(views::widget_card).collect();
         return html(StatusCode::OK, views::dashboard_page(&user, &cards, None, false));
     }
-    let peeks = WidgetId::ALL.map(|w| state.cache.peek(&user, w, &upstream));
+    let peeks = instances.iter().map(|i| state.cache.peek(&user, i, &upstream));
     let cards: Vec<_> = join_all(peeks)
         .await
         .into_iter()
-        .zip(WidgetId::ALL)
-        .map(|(lookup, w)| match lookup {
+        .zip(&instances)
+        .map(|(lookup, i)| match lookup {
             Some(lookup) => (views::widget_card(&lookup), false),
-            None => (views::loading_card(w), true),
+            None => (views::loading_card(i), true),
         })
         .collect();
     let waiting = cards.iter().any(|(_, placeholder)| *placeholder);

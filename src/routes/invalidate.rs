@@ -13,7 +13,6 @@ use sha2::Sha256;
 use super::AppState;
 use crate::error::WebhookError;
 use crate::user::UserId;
-use crate::widget::WidgetId;
 
 /// Largest accepted body.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -25,7 +24,24 @@ const MAX_SKEW_SECS: u64 = 300;
 struct Invalidation {
     user_id: String,
     #[serde(default)]
-    widgets: Option<Vec<u8>>,
+    widgets: Option<Vec<IdInBody>>,
+}
+
+/// A widget id in the body: `3` or `"3"` or `"billing"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IdInBody {
+    Number(u64),
+    Text(String),
+}
+
+impl IdInBody {
+    fn text(&self) -> String {
+        match self {
+            IdInBody::Number(n) => n.to_string(),
+            IdInBody::Text(s) => s.clone(),
+        }
+    }
 }
 
 /// Checks `sha256=<hex>` against the HMAC of `"<timestamp>.<body>"`, in constant time.
@@ -84,12 +100,17 @@ pub async fn invalidate(
     let request: Invalidation =
         serde_json::from_slice(&body).map_err(|e| WebhookError::BadBody(e.to_string()))?;
     let user = UserId::parse(&request.user_id).map_err(|e| WebhookError::BadBody(e.to_string()))?;
-    let widgets: Vec<WidgetId> = match request.widgets {
-        None => WidgetId::ALL.to_vec(),
+    let registry = state.cache.registry();
+    let widgets: Vec<_> = match request.widgets {
+        None => registry.all().to_vec(),
         Some(ids) => ids
-            .into_iter()
+            .iter()
             .map(|id| {
-                WidgetId::from_u8(id).ok_or_else(|| WebhookError::BadBody(format!("unknown widget {id}")))
+                let id = id.text();
+                registry
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| WebhookError::BadBody(format!("unknown widget {id}")))
             })
             .collect::<Result<_, _>>()?,
     };
@@ -100,7 +121,7 @@ pub async fn invalidate(
         .map_err(|e| WebhookError::Store(e.to_string()))?;
     tracing::info!(widgets = widgets.len(), "entries invalidated");
     Ok(HttpResponse::Ok().json(serde_json::json!({
-        "invalidated": widgets.iter().map(|w| w.get()).collect::<Vec<_>>(),
+        "invalidated": widgets.iter().map(|w| &w.id).collect::<Vec<_>>(),
     })))
 }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use actix_web::web;
 
 use crate::cache::WidgetCache;
+pub(crate) use widgets::Unresolved;
 
 /// State shared by every worker.
 pub struct AppState {

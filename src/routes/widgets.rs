@@ -2,7 +2,7 @@
 
 use actix_session::Session;
 use actix_web::http::header;
-use actix_web::{get, post, web, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 
 use super::AppState;
 use crate::cache::status::{cache_status, HEADER};
@@ -12,46 +12,77 @@ use crate::session;
 use crate::upstream::Upstream;
 use crate::user::UserId;
 use crate::views;
-use crate::widget::WidgetId;
+use crate::widget::params::ParamError;
+use crate::widget::{Instance, Registry};
 
-/// Resolves the widget id and the signed-in user, in that order (an unknown
-/// widget is 404 whoever asks).
-pub(crate) fn widget_and_user(raw: &str, session: &Session) -> Result<(WidgetId, UserId), PageError> {
-    let widget = WidgetId::parse(raw).ok_or(PageError::UnknownWidget)?;
+/// Why a widget request names no instance.
+#[derive(Debug)]
+pub(crate) enum Unresolved {
+    /// No widget with that id in the registry.
+    UnknownWidget,
+    /// A parameter undeclared, repeated or outside its values.
+    Params(ParamError),
+}
+
+/// The widget instance a request names: the id from the path, the
+/// parameters from the query string (canonical, validated). Nothing is
+/// read or fetched for a request refused here.
+pub(crate) fn resolve(registry: &Registry, raw_id: &str, query: &str) -> Result<Instance, Unresolved> {
+    let widget = registry.get(raw_id).ok_or(Unresolved::UnknownWidget)?;
+    let pairs: Vec<(String, String)> = if query.is_empty() {
+        Vec::new()
+    } else {
+        serde_urlencoded::from_str(query)
+            .map_err(|e| Unresolved::Params(ParamError::Malformed(e.to_string())))?
+    };
+    widget.instance(&pairs).map_err(Unresolved::Params)
+}
+
+/// Resolves the widget instance and the signed-in user, in that order (an
+/// unknown widget is 404 whoever asks).
+fn instance_and_user(
+    req: &HttpRequest,
+    raw: &str,
+    session: &Session,
+    state: &AppState,
+) -> Result<(Instance, UserId), PageError> {
+    let instance = resolve(state.cache.registry(), raw, req.query_string())?;
     let user = session::current_user(session).ok_or(PageError::SignedOut)?;
-    Ok((widget, user))
+    Ok((instance, user))
 }
 
 /// `GET /widgets/{id}`: the card, from the cache or the upstream.
 #[get("/widgets/{id}")]
 pub async fn widget_fragment(
+    req: HttpRequest,
     id: web::Path<String>,
     session: Session,
     state: web::Data<AppState>,
     upstream: web::Data<Upstream>,
 ) -> Result<HttpResponse, PageError> {
-    let (widget, user) = widget_and_user(&id, &session)?;
-    let lookup = state.cache.get(&user, widget, &upstream).await;
+    let (instance, user) = instance_and_user(&req, &id, &session, &state)?;
+    let lookup = state.cache.get(&user, &instance, &upstream).await;
     Ok(fragment(&lookup))
 }
 
 /// `POST /widgets/{id}/refresh`: force a refresh and return the new card.
 #[post("/widgets/{id}/refresh")]
 pub async fn refresh(
+    req: HttpRequest,
     id: web::Path<String>,
     session: Session,
     state: web::Data<AppState>,
     upstream: web::Data<Upstream>,
 ) -> Result<HttpResponse, PageError> {
-    let (widget, user) = widget_and_user(&id, &session)?;
-    let lookup = state.cache.refresh(&user, widget, &upstream).await;
+    let (instance, user) = instance_and_user(&req, &id, &session, &state)?;
+    let lookup = state.cache.refresh(&user, &instance, &upstream).await;
     Ok(fragment(&lookup))
 }
 
 /// A card response. Errors are 200 too: htmx only swaps 2xx responses, and
 /// the error card (with its retry button) is what should be shown.
 fn fragment(lookup: &Lookup) -> HttpResponse {
-    tracing::info!(widget = %lookup.widget, outcome = lookup.outcome.label(), "widget served");
+    tracing::info!(widget = %lookup.instance.id(), outcome = lookup.outcome.label(), "widget served");
     HttpResponse::Ok()
         .insert_header((HEADER, cache_status(lookup)))
         .insert_header((header::CACHE_CONTROL, "private, no-store"))

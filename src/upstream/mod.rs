@@ -1,15 +1,27 @@
-//! The client of the slow widgets API (awc), with a per-call timeout and
-//! retries of transient failures.
+//! The client of the slow widgets API (awc over rustls), with a per-call
+//! timeout, retries of transient failures, the widgets file's headers on
+//! every call, and pooled keep-alive connections.
 //!
 //! awc's client is not `Send`: one [`Upstream`] is built per worker thread and
 //! fetches run as local tasks on that worker.
+//!
+//! Connections are reused (over TLS a new one costs a handshake), but awc
+//! only drops an idle pooled connection when it next connects to the same
+//! host: after a burst, the sockets an upstream closed would sit in
+//! CLOSE-WAIT. So idle connections are closed by us first: a connection idle
+//! for [`IDLE_LIMIT`] is not reused, and a worker whose client has been idle
+//! that long swaps it for a new one, which closes every pooled connection.
+//! [`IDLE_LIMIT`] is below the 5 s keep-alive of most servers, so percache
+//! normally closes before the upstream does.
 
-use std::rc::Rc;
-use std::time::Duration;
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use actix_web::http::header::{HeaderName, HeaderValue};
 
-use crate::widget::WidgetId;
+use crate::widget::Instance;
 
 /// Largest upstream body accepted.
 const MAX_BODY: usize = 1 << 20;
@@ -17,6 +29,12 @@ const MAX_BODY: usize = 1 << 20;
 const MAX_ATTEMPTS: u32 = 3;
 /// First retry delay; doubled each time, plus up to 100% jitter.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// A pooled connection idle this long is closed, not reused.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(3);
+/// No connection is reused past this age.
+const CONN_LIFETIME: Duration = Duration::from_secs(300);
+/// Connections per worker.
+const CONN_LIMIT: usize = 256;
 
 /// Why a fetch failed. `Clone` because one result is handed to every waiter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +48,10 @@ pub enum FetchError {
     /// Could not connect or the connection broke.
     #[error("upstream unreachable: {0}")]
     Connect(String),
+    /// The TLS handshake failed (an untrusted or wrong certificate): not
+    /// retried, it will fail the same way.
+    #[error("upstream TLS failed: {0}")]
+    Tls(String),
     /// The body was not a JSON object or was too large.
     #[error("upstream sent an invalid body: {0}")]
     Body(String),
@@ -58,59 +80,149 @@ impl FetchError {
     }
 }
 
+/// A header that the widgets file gives but HTTP refuses (checked when the
+/// file is read, so this only guards the conversion).
+#[derive(Debug, thiserror::Error)]
+#[error("header `{0}` cannot be sent")]
+pub struct HeaderError(String);
+
+/// What every worker's client is built from; built once at start-up.
+#[derive(Debug)]
+pub struct UpstreamSettings {
+    base: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    timeout: Duration,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl UpstreamSettings {
+    /// The API at `base` (no trailing slash), with `headers` on every call.
+    pub fn new(
+        base: &str,
+        headers: &[(String, String)],
+        timeout: Duration,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, HeaderError> {
+        let headers = headers
+            .iter()
+            .map(|(name, value)| {
+                let n = HeaderName::try_from(name.as_str()).map_err(|_| HeaderError(name.clone()))?;
+                let mut v = HeaderValue::try_from(value.as_str()).map_err(|_| HeaderError(name.clone()))?;
+                // Credentials stay out of logs and debug output.
+                v.set_sensitive(true);
+                Ok((n, v))
+            })
+            .collect::<Result<_, HeaderError>>()?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            headers,
+            timeout,
+            tls,
+        })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+/// This worker's awc client and when it was last used.
+struct Slot {
+    client: awc::Client,
+    last_used: Instant,
+    /// Whether the client may hold pooled connections.
+    used: bool,
+    /// Whether the pruning task runs (started by the first call, which
+    /// runs on the worker's local task set).
+    pruning: bool,
+}
+
 /// A per-worker handle on the widgets API.
 #[derive(Clone)]
 pub struct Upstream {
-    client: awc::Client,
-    base: Rc<str>,
-    timeout: Duration,
+    settings: Arc<UpstreamSettings>,
+    slot: Rc<RefCell<Slot>>,
 }
 
 impl Upstream {
-    /// A client for the API at `base` (no trailing slash).
-    pub fn new(base: &str, timeout: Duration) -> Self {
-        let client = awc::Client::builder()
-            .timeout(timeout)
-            .connector(awc::Connector::new().limit(256))
-            .finish();
+    /// This worker's client, from the shared settings.
+    pub fn new(settings: Arc<UpstreamSettings>) -> Self {
+        let slot = Slot {
+            client: new_client(&settings),
+            last_used: Instant::now(),
+            used: false,
+            pruning: false,
+        };
         Self {
-            client,
-            base: Rc::from(base.trim_end_matches('/')),
-            timeout,
+            settings,
+            slot: Rc::new(RefCell::new(slot)),
         }
     }
 
-    /// Fetches one widget of one user; the whole call, retries included, is
-    /// bounded by the timeout.
-    pub async fn fetch(&self, user: &str, widget: WidgetId) -> Result<serde_json::Value, FetchError> {
-        let url = format!(
-            "{}/api/widgets/{}?userId={}",
-            self.base,
-            widget,
-            utf8_percent_encode(user, NON_ALPHANUMERIC)
-        );
+    /// Closes this worker's pooled connections once they have all been idle
+    /// for [`IDLE_LIMIT`], by dropping the client that owns them. Runs on the
+    /// worker for as long as the handle lives.
+    fn spawn_pruner(&self) {
+        let slot: Weak<RefCell<Slot>> = Rc::downgrade(&self.slot);
+        let settings = Arc::clone(&self.settings);
+        actix_web::rt::spawn(async move {
+            let mut tick = tokio::time::interval(IDLE_LIMIT / 3);
+            loop {
+                tick.tick().await;
+                let Some(slot) = slot.upgrade() else { return };
+                let mut slot = slot.borrow_mut();
+                if slot.used && slot.last_used.elapsed() >= IDLE_LIMIT {
+                    slot.client = new_client(&settings);
+                    slot.used = false;
+                }
+            }
+        });
+    }
+
+    /// The client to send with, marked as used now.
+    fn client(&self) -> awc::Client {
+        let mut slot = self.slot.borrow_mut();
+        slot.last_used = Instant::now();
+        slot.used = true;
+        if !slot.pruning {
+            slot.pruning = true;
+            drop(slot);
+            self.spawn_pruner();
+            return self.slot.borrow().client.clone();
+        }
+        slot.client.clone()
+    }
+
+    /// Fetches one widget instance of one user; the whole call, retries
+    /// included, is bounded by the timeout.
+    pub async fn fetch(&self, user: &str, instance: &Instance) -> Result<serde_json::Value, FetchError> {
+        let mut url = String::with_capacity(self.settings.base.len() + 64);
+        url.push_str(&self.settings.base);
+        url.push_str(&instance.widget.path.render(user, &instance.params));
+        let label = instance.id().label();
         let attempts = async {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                match self.fetch_once(&url, widget).await {
+                match self.fetch_once(&url, &label).await {
                     Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
                         let delay = backoff(attempt);
-                        tracing::debug!(%widget, attempt, error = %e, ?delay, "retrying upstream");
+                        tracing::debug!(widget = %label, attempt, error = %e, ?delay, "retrying upstream");
                         tokio::time::sleep(delay).await;
                     }
                     other => return other,
                 }
             }
         };
-        tokio::time::timeout(self.timeout, attempts)
+        tokio::time::timeout(self.settings.timeout, attempts)
             .await
             .unwrap_or(Err(FetchError::Timeout))
     }
 
     /// One attempt, recorded in `percache_upstream_requests_total{widget,status}`
     /// and `percache_upstream_duration_seconds`.
-    async fn fetch_once(&self, url: &str, widget: WidgetId) -> Result<serde_json::Value, FetchError> {
+    async fn fetch_once(&self, url: &str, widget: &Arc<str>) -> Result<serde_json::Value, FetchError> {
         let start = std::time::Instant::now();
         let result = self.attempt(url).await;
         let status = match &result {
@@ -119,29 +231,19 @@ impl Upstream {
             Err(FetchError::Timeout) => "timeout".to_owned(),
             Err(_) => "error".to_owned(),
         };
-        metrics::counter!("percache_upstream_requests_total", "widget" => widget.as_str(), "status" => status)
+        metrics::counter!("percache_upstream_requests_total", "widget" => Arc::clone(widget), "status" => status)
             .increment(1);
-        metrics::histogram!("percache_upstream_duration_seconds", "widget" => widget.as_str())
+        metrics::histogram!("percache_upstream_duration_seconds", "widget" => Arc::clone(widget))
             .record(start.elapsed().as_secs_f64());
         result
     }
 
     async fn attempt(&self, url: &str) -> Result<serde_json::Value, FetchError> {
-        // `Connection: close`: awc only drops idle pooled connections when it
-        // next connects to the same host, so after a burst the sockets the
-        // upstream closed would sit in CLOSE-WAIT until then (the soak test
-        // found 126). Upstream calls take seconds; a new connection per call
-        // costs nothing next to that.
-        let mut resp = self
-            .client
-            .get(url)
-            .force_close()
-            .send()
-            .await
-            .map_err(|e| match e {
-                awc::error::SendRequestError::Timeout => FetchError::Timeout,
-                other => FetchError::Connect(other.to_string()),
-            })?;
+        let mut request = self.client().get(url);
+        for (name, value) in &self.settings.headers {
+            request = request.insert_header((name.clone(), value.clone()));
+        }
+        let mut resp = request.send().await.map_err(send_error)?;
         if !resp.status().is_success() {
             return Err(FetchError::Status(resp.status().as_u16()));
         }
@@ -156,6 +258,36 @@ impl Upstream {
             return Err(FetchError::Body("not a JSON object".into()));
         }
         Ok(value)
+    }
+}
+
+/// A client over rustls with bounded keep-alive.
+fn new_client(settings: &UpstreamSettings) -> awc::Client {
+    let connector = awc::Connector::new()
+        .rustls_0_23(Arc::clone(&settings.tls))
+        .limit(CONN_LIMIT)
+        .conn_keep_alive(IDLE_LIMIT)
+        .conn_lifetime(CONN_LIFETIME);
+    awc::Client::builder()
+        .timeout(settings.timeout)
+        .connector(connector)
+        .finish()
+}
+
+/// A send error as a fetch error; certificate trouble is told apart, since
+/// retrying cannot help it and the operator needs to see it.
+fn send_error(e: awc::error::SendRequestError) -> FetchError {
+    match e {
+        awc::error::SendRequestError::Timeout => FetchError::Timeout,
+        other => {
+            let message = other.to_string();
+            let lower = message.to_ascii_lowercase();
+            if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+                FetchError::Tls(message)
+            } else {
+                FetchError::Connect(message)
+            }
+        }
     }
 }
 
@@ -182,6 +314,7 @@ mod tests {
         assert!(!FetchError::Status(404).is_transient());
         assert!(!FetchError::Status(500).is_transient());
         assert!(!FetchError::Timeout.is_transient());
+        assert!(!FetchError::Tls("invalid peer certificate".into()).is_transient());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! string, so usernames and upstream data are always shown as text.
 
 mod dashboard;
+mod kinds;
 mod layout;
 mod login;
 mod widget;

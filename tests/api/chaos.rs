@@ -11,9 +11,8 @@ use mock_upstream::{Fault, MockConfig, MockUpstream};
 use percache::cache::key::UserTag;
 use percache::cache::store::redis::RedisStore;
 use percache::cache::Store;
-use percache::widget::WidgetId;
 
-use crate::helpers::{login_cookie, BinaryServer, RedisServer, HEAVY};
+use crate::helpers::{all_instances, login_cookie, BinaryServer, RedisServer, HEAVY};
 
 /// Warm users the load cycles through.
 const USERS: usize = 20;
@@ -57,8 +56,8 @@ fn class_of(cache_status: Option<&str>) -> &'static str {
 async fn all_in_redis(store: &RedisStore, users: &[String]) -> bool {
     for user in users {
         let tag = UserTag::of(user);
-        for widget in WidgetId::ALL {
-            if !matches!(store.get(&tag.key(widget)).await, Ok(Some(_))) {
+        for widget in all_instances() {
+            if !matches!(store.get(&tag.key(&widget)).await, Ok(Some(_))) {
                 return false;
             }
         }

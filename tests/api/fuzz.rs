@@ -38,13 +38,14 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
 }
 
 fn entry() -> impl Strategy<Value = Entry> {
-    (json_value(), any::<[i64; 4]>()).prop_map(
-        |(data, [fetched_at, fresh_until, stale_until, grace_until])| Entry {
+    (json_value(), any::<[i64; 4]>(), any::<u64>()).prop_map(
+        |(data, [fetched_at, fresh_until, stale_until, grace_until], fingerprint)| Entry {
             data,
             fetched_at,
             fresh_until,
             stale_until,
             grace_until,
+            fingerprint,
         },
     )
 }
@@ -275,6 +276,7 @@ fn every_f64_round_trips() {
         fresh_until: 0,
         stale_until: 0,
         grace_until: 0,
+        fingerprint: 0,
     };
     assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
 }

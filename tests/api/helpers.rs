@@ -642,3 +642,19 @@ pub fn metric_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// The default instance of a built-in widget (`"1"` to `"5"`).
+pub fn instance(id: &str) -> percache::widget::Instance {
+    percache::widget::Registry::builtin()
+        .default_instance(id)
+        .unwrap_or_else(|| panic!("no built-in widget {id}"))
+}
+
+/// The default instances of the five built-in widgets, in page order.
+pub fn all_instances() -> Vec<percache::widget::Instance> {
+    percache::widget::Registry::builtin()
+        .all()
+        .iter()
+        .map(|w| w.default_instance())
+        .collect()
+}

@@ -323,12 +323,15 @@ fn no_injected_header(resp: &RawResponse) -> Result<(), String> {
     Ok(())
 }
 
-fn alices_fragment(resp: &RawResponse) -> Result<(), String> {
+/// A 400 that explains the parameter and carries nobody's data.
+fn refused_parameter(resp: &RawResponse) -> Result<(), String> {
     let body = resp.text();
-    if body.contains("<dd>alice</dd>") && !body.contains("bob") {
+    let explains = body.contains("parameter");
+    let no_data = !body.contains("bob") && !body.contains("alice") && !body.contains("\"data\"");
+    if explains && no_data {
         Ok(())
     } else {
-        Err(format!("expected alice's profile card, got {body}"))
+        Err(format!("expected a refusal that names the parameter, got {body}"))
     }
 }
 
@@ -568,21 +571,44 @@ fn catalog(now_secs: i64, valid: &str, foreign: &str) -> Vec<Row> {
             .header("x-percache-timestamp", &now)
             .header("x-percache-signature", "sha256=zz<script>")
             .body(r#"{"userId":"alice"}"#),
-        // The user comes from the session, never from the query string.
-        row("?userId=bob on a fragment", "GET", "/widgets/1?userId=bob", 200)
+        // The user comes from the session, never from the query string: a
+        // `userId` is an undeclared parameter, refused with no data at all.
+        row("?userId=bob on a fragment", "GET", "/widgets/1?userId=bob", 400)
             .signed_in()
-            .check(alices_fragment),
-        row("?userId=bob on the JSON", "GET", "/api/widgets/1?userId=bob", 200)
+            .check(refused_parameter),
+        row("?userId=bob on the JSON", "GET", "/api/widgets/1?userId=bob", 400)
             .signed_in()
-            .check(alices_json),
+            .check(refused_parameter),
         row(
             "?user=bob&userId[]=bob&%00",
             "GET",
             "/api/widgets/1?user=bob&userId[]=bob&%00=1",
-            200,
+            400,
         )
         .signed_in()
-        .check(alices_json),
+        .check(refused_parameter),
+        row(
+            "?days=30 on a widget without parameters",
+            "GET",
+            "/widgets/1?days=30",
+            400,
+        )
+        .signed_in()
+        .check(refused_parameter),
+        row(
+            "?days=31 on the analytics widget",
+            "GET",
+            "/api/widgets/3?days=31",
+            400,
+        )
+        .signed_in()
+        .check(refused_parameter),
+        row("?days=7&days=7", "GET", "/widgets/3?days=7&days=7", 400)
+            .signed_in()
+            .check(refused_parameter),
+        row("?days=%FF", "GET", "/widgets/3?days=%FF", 400)
+            .signed_in()
+            .check(refused_parameter),
         // Query strings that do not parse.
         row("/updates with since=abc", "GET", "/updates?since=abc", 400).signed_in(),
         row(

@@ -16,21 +16,31 @@ async fn a_second_user_never_sees_the_first_users_data(store: StoreKind) {
     let bob = new_client();
     app.login_with(&bob, "bob").await;
     let mut bodies = Vec::new();
+    let mut refusals = Vec::new();
     for id in 1..=5u8 {
-        bodies.push(
-            widget_with(&bob, &app.url(&format!("/widgets/{id}?userId=alice")))
-                .await
-                .1,
-        );
+        bodies.push(widget_with(&bob, &app.url(&format!("/widgets/{id}"))).await.1);
+        // Naming alice in the query is an undeclared parameter: refused.
+        let resp = bob
+            .get(app.url(&format!("/widgets/{id}?userId=alice")))
+            .send()
+            .await
+            .unwrap();
+        refusals.push((resp.status().as_u16(), resp.text().await.unwrap()));
     }
     let json: serde_json::Value = bob
-        .get(app.url("/api/widgets/1?userId=alice"))
+        .get(app.url("/api/widgets/1"))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
+    let json_refusal = bob
+        .get(app.url("/api/widgets/1?userId=alice"))
+        .send()
+        .await
+        .unwrap();
+    let json_refusal = (json_refusal.status().as_u16(), json_refusal.text().await.unwrap());
     let page = bob
         .get(app.url("/dashboard"))
         .send()
@@ -45,6 +55,11 @@ async fn a_second_user_never_sees_the_first_users_data(store: StoreKind) {
     assert_eq!(json["data"]["name"], "bob");
     assert!(bodies[0].contains("<dd>bob</dd>"), "{}", bodies[0]);
     for body in &bodies {
+        assert!(!body.contains("alice"), "bob saw alice's data: {body}");
+    }
+    for (status, body) in refusals.iter().chain([&json_refusal]) {
+        assert_eq!(*status, 400, "?userId= is refused: {body}");
+        assert!(body.contains("userId"), "the message names the parameter: {body}");
         assert!(!body.contains("alice"), "bob saw alice's data: {body}");
     }
     assert!(!page.contains("alice"));

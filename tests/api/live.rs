@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 
 use crate::helpers::{
-    new_client, spawn_app, spawn_app_with, states, version_of, widget_with, StoreKind, TestConfig,
+    instance, new_client, spawn_app, spawn_app_with, states, version_of, widget_with, StoreKind, TestConfig,
 };
 
 /// The `since` of the poller in a page or an `/updates` answer.
@@ -156,7 +156,7 @@ async fn the_near_cache_is_coherent_across_instances() {
     app.cache
         .invalidate(
             &percache::user::UserId::parse("alice").unwrap(),
-            &[percache::widget::WidgetId::ALL[0]],
+            &[std::sync::Arc::clone(&instance("1").widget)],
         )
         .await
         .unwrap();

@@ -12,9 +12,8 @@ use proptest::test_runner::{TestCaseError, TestRunner};
 
 use percache::cache::key::UserTag;
 use percache::user::UserId;
-use percache::widget::WidgetId;
 
-use crate::helpers::{app_on_runtime, new_client, StoreKind, TestApp};
+use crate::helpers::{all_instances, app_on_runtime, new_client, StoreKind, TestApp};
 
 /// A proptest configuration of `default` cases, or `PROPTEST_CASES` when set.
 pub fn cases_or(default: u32) -> ProptestConfig {
@@ -110,13 +109,18 @@ proptest! {
     fn distinct_users_never_share_a_key((a, b) in colliding_pairs()) {
         let (ta, tb) = (UserTag::of(&a), UserTag::of(&b));
         prop_assert_ne!(&ta, &tb);
-        for w in WidgetId::ALL {
-            let (ka, kb) = (ta.key(w), tb.key(w));
+        for i in all_instances() {
+            let w = i.id();
+            let (ka, kb) = (ta.key(&i), tb.key(&i));
             prop_assert_ne!(ka.as_str(), kb.as_str(), "{:?} and {:?} share widget {}'s key", a, b, w);
             for key in [ka.as_str(), kb.as_str()] {
                 let tag = tag_of(key);
                 prop_assert!(tag.len() == 32 && tag.chars().all(|c| c.is_ascii_hexdigit()), "{}", key);
-                prop_assert!(key.ends_with(&format!("}}:w:{w}")), "{}", key);
+                let suffix = match &i.hash {
+                    Some(h) => format!("}}:w:{w}:p:{h}"),
+                    None => format!("}}:w:{w}"),
+                };
+                prop_assert!(key.ends_with(&suffix), "{}", key);
             }
         }
         // The tag the server really uses is the one of the trimmed, validated name.

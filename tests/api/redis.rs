@@ -4,9 +4,8 @@ use std::time::Duration;
 
 use percache::cache::key::UserTag;
 use percache::cache::Store;
-use percache::widget::WidgetId;
 
-use crate::helpers::{spawn_app, StoreKind};
+use crate::helpers::{instance, spawn_app, StoreKind};
 
 #[tokio::test]
 async fn entries_are_stored_under_hashed_keys_with_ttl_plus_grace() {
@@ -20,8 +19,16 @@ async fn entries_are_stored_under_hashed_keys_with_ttl_plus_grace() {
 
     // Assert
     let store = app.redis_store();
-    let key = UserTag::of("alice").key(WidgetId::from_u8(3).unwrap());
-    assert!(key.as_str().starts_with("percache:v1:{u:") && key.as_str().ends_with("}:w:3"));
+    let analytics = instance("3");
+    let key = UserTag::of("alice").key(&analytics);
+    let hash = analytics
+        .hash
+        .as_deref()
+        .expect("the analytics widget has parameters");
+    assert!(
+        key.as_str().starts_with("percache:v1:{u:") && key.as_str().ends_with(&format!("}}:w:3:p:{hash}")),
+        "{key:?}"
+    );
     let entry = store.get(&key).await.unwrap().expect("the entry is in Redis");
     assert_eq!(entry.data["userId"], "alice");
     let pttl = Duration::from_millis(store.pttl(&key).await.unwrap() as u64);

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 
 use percache::cache::key::UserTag;
 use percache::cache::Store;
-use percache::widget::WidgetId;
 
-use crate::helpers::{cache_status, spawn_app, RedisServer, StoreKind};
+use crate::helpers::{cache_status, instance, spawn_app, RedisServer, StoreKind};
 
 #[tokio::test]
 async fn requests_keep_being_answered_while_redis_is_down_and_it_reconnects() {
@@ -72,7 +71,7 @@ async fn requests_keep_being_answered_while_redis_is_down_and_it_reconnects() {
 
     // Assert 2: entries land in Redis again within seconds, no restart.
     let store = app.redis_store();
-    let key = UserTag::of("alice").key(WidgetId::from_u8(1).unwrap());
+    let key = UserTag::of("alice").key(&instance("1"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while store.get(&key).await.ok().flatten().is_none() {
         assert!(

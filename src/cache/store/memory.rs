@@ -153,7 +153,11 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
     use crate::cache::key::UserTag;
-    use crate::widget::WidgetId;
+    use crate::widget::Registry;
+
+    fn first() -> crate::widget::Instance {
+        Registry::builtin().default_instance("1").unwrap()
+    }
 
     fn entry(v: i64) -> Arc<Entry> {
         Arc::new(Entry {
@@ -162,18 +166,19 @@ mod tests {
             fresh_until: v,
             stale_until: v,
             grace_until: v,
+            fingerprint: 0,
         })
     }
 
     #[tokio::test]
     async fn stores_and_bounds_entries() {
         let store = MemoryStore::new(10);
-        let key = UserTag::of("a").key(WidgetId::ALL[0]);
+        let key = UserTag::of("a").key(&first());
         store.put(&key, entry(1), Duration::from_secs(60)).await.unwrap();
         assert_eq!(store.get(&key).await.unwrap().unwrap().fetched_at, 1);
 
         for i in 0..200 {
-            let k = UserTag::of(&format!("user{i}")).key(WidgetId::ALL[0]);
+            let k = UserTag::of(&format!("user{i}")).key(&first());
             store.put(&k, entry(i), Duration::from_secs(60)).await.unwrap();
         }
         assert!(store.len().await <= 10, "capacity must bound the store");
@@ -182,7 +187,7 @@ mod tests {
     #[tokio::test]
     async fn drops_entries_after_their_ttl() {
         let store = MemoryStore::new(10);
-        let key = UserTag::of("a").key(WidgetId::ALL[0]);
+        let key = UserTag::of("a").key(&first());
         store
             .put(&key, entry(1), Duration::from_millis(20))
             .await

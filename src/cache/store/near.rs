@@ -97,15 +97,15 @@ impl NearCache {
         }
     }
 
-    /// Listens on [`CHANNEL`] at `url` (a Redis server, or any node of a
+    /// Listens on [`CHANNEL`] through `client` (a Redis server, or any node of a
     /// cluster: cluster pub/sub reaches every node) for the life of the
     /// process, reconnecting after failures.
-    pub fn spawn_subscriber(self: &Arc<Self>, url: String) {
+    pub fn spawn_subscriber(self: &Arc<Self>, client: redis::Client) {
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
                 let Some(near) = this.upgrade() else { return };
-                match subscribe(&url).await {
+                match subscribe(&client).await {
                     Ok(pubsub) => {
                         // Messages may have been missed while disconnected.
                         if let Some(l1) = &near.l1 {
@@ -137,8 +137,7 @@ impl NearCache {
     }
 }
 
-async fn subscribe(url: &str) -> redis::RedisResult<redis::aio::PubSub> {
-    let client = redis::Client::open(url)?;
+async fn subscribe(client: &redis::Client) -> redis::RedisResult<redis::aio::PubSub> {
     let mut pubsub = tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub())
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connect timed out")))??;

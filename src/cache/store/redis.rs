@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool::managed::{self, Metrics, Object, RecycleResult};
 use deadpool_redis::redis::{self, FromRedisValue};
-use deadpool_redis::{cluster, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::{PoolConfig, Runtime, Timeouts};
 use futures_util::future::join_all;
 
 use super::{parse_lock_value, LockState, Store, StoreError};
@@ -43,20 +43,21 @@ end
 return 0
 "#;
 
-/// deadpool-redis's managers, minus the `PING` they send on every checkout.
+/// Opens multiplexed connections to one Redis server, from a client that
+/// carries the TLS trust (`rediss://`, `--redis-ca`).
 ///
-/// Connections are multiplexed; a broken one fails (or times out on) its next
-/// command, and [`run_on`] then drops it instead of returning it to the pool.
-/// That saves a Redis round trip per command (the load test saw three
-/// commands per cache read: `UNWATCH`, `PING`, `GET`).
-struct QuietRecycle<M>(M);
+/// Recycling is free: no `PING` on checkout. A broken connection fails (or
+/// times out on) its next command, and [`run_on`] then drops it instead of
+/// returning it to the pool. That saves a Redis round trip per command (the
+/// load test saw three commands per cache read: `UNWATCH`, `PING`, `GET`).
+pub struct SingleManager(redis::Client);
 
-impl<M: managed::Manager> managed::Manager for QuietRecycle<M> {
-    type Type = M::Type;
-    type Error = M::Error;
+impl managed::Manager for SingleManager {
+    type Type = redis::aio::MultiplexedConnection;
+    type Error = redis::RedisError;
 
     async fn create(&self) -> Result<Self::Type, Self::Error> {
-        self.0.create().await
+        self.0.get_multiplexed_async_connection().await
     }
 
     async fn recycle(&self, _: &mut Self::Type, _: &Metrics) -> RecycleResult<Self::Error> {
@@ -64,8 +65,39 @@ impl<M: managed::Manager> managed::Manager for QuietRecycle<M> {
     }
 }
 
-type SinglePool = managed::Pool<QuietRecycle<deadpool_redis::Manager>>;
-type ClusterPool = managed::Pool<QuietRecycle<cluster::Manager>>;
+/// The same for a Redis Cluster: each connection reaches every node.
+pub struct ClusterManager(redis::cluster::ClusterClient);
+
+impl managed::Manager for ClusterManager {
+    type Type = redis::cluster_async::ClusterConnection;
+    type Error = redis::RedisError;
+
+    async fn create(&self) -> Result<Self::Type, Self::Error> {
+        self.0.get_async_connection().await
+    }
+
+    async fn recycle(&self, _: &mut Self::Type, _: &Metrics) -> RecycleResult<Self::Error> {
+        Ok(())
+    }
+}
+
+/// A client for `url`; with `ca` (a PEM bundle, the system's roots
+/// included), a `rediss://` URL trusts it.
+pub fn client(url: &str, ca: Option<&[u8]>) -> Result<redis::Client, redis::RedisError> {
+    match ca {
+        Some(pem) if url.starts_with("rediss://") => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        ),
+        _ => redis::Client::open(url),
+    }
+}
+
+type SinglePool = managed::Pool<SingleManager>;
+type ClusterPool = managed::Pool<ClusterManager>;
 
 #[derive(Clone)]
 enum Backend {
@@ -76,11 +108,7 @@ enum Backend {
 /// Runs `cmd` on a connection from `pool`, all within `bound`. A connection
 /// whose command failed or timed out is dropped, not returned: it may be
 /// broken (a restarted Redis leaves multiplexed connections that never answer).
-async fn run_on<M, T>(
-    pool: &managed::Pool<QuietRecycle<M>>,
-    cmd: &redis::Cmd,
-    bound: Duration,
-) -> Result<T, StoreError>
+async fn run_on<M, T>(pool: &managed::Pool<M>, cmd: &redis::Cmd, bound: Duration) -> Result<T, StoreError>
 where
     M: managed::Manager<Error = redis::RedisError>,
     M::Type: redis::aio::ConnectionLike + Send,
@@ -133,17 +161,23 @@ fn pool_config(size: usize, op_timeout: Duration) -> PoolConfig {
 /// Drops a connection that failed, and every idle one with it: when one
 /// connection breaks (Redis restarted), its siblings are almost surely broken
 /// too, and the pool should not hand them out one failed request at a time.
-fn discard<M: managed::Manager>(pool: &managed::Pool<QuietRecycle<M>>, conn: Object<QuietRecycle<M>>) {
+fn discard<M: managed::Manager>(pool: &managed::Pool<M>, conn: Object<M>) {
     drop(Object::take(conn));
     pool.retain(|_, _| false);
 }
 
 impl RedisStore {
-    /// A pool for `url` (`redis://host:port/db`). Does not connect yet, so the
-    /// server starts (degraded) even when Redis is down.
+    /// A pool for `url` (`redis://host:port/db`, `rediss://` for TLS). Does
+    /// not connect yet, so the server starts (degraded) even when Redis is down.
     pub fn new(url: &str, op_timeout: Duration) -> Result<Self, StoreError> {
-        let manager = deadpool_redis::Manager::new(url).map_err(|e| StoreError::Connection(e.to_string()))?;
-        let pool = managed::Pool::builder(QuietRecycle(manager))
+        Self::with_ca(url, None, op_timeout)
+    }
+
+    /// As [`RedisStore::new`], trusting the PEM bundle `ca` (the system's
+    /// roots included) for `rediss://`.
+    pub fn with_ca(url: &str, ca: Option<&[u8]>, op_timeout: Duration) -> Result<Self, StoreError> {
+        let client = client(url, ca).map_err(|e| StoreError::Connection(e.to_string()))?;
+        let pool = managed::Pool::builder(SingleManager(client))
             .config(pool_config(POOL_SIZE, op_timeout))
             .runtime(Runtime::Tokio1)
             .build()
@@ -157,9 +191,26 @@ impl RedisStore {
 
     /// A pool for a Redis Cluster, given some of its nodes' URLs.
     pub fn cluster(urls: Vec<String>, op_timeout: Duration) -> Result<Self, StoreError> {
-        let manager =
-            cluster::Manager::new(urls, false).map_err(|e| StoreError::Connection(e.to_string()))?;
-        let pool = managed::Pool::builder(QuietRecycle(manager))
+        Self::cluster_with_ca(urls, None, op_timeout)
+    }
+
+    /// As [`RedisStore::cluster`], trusting the PEM bundle `ca` for `rediss://` nodes.
+    pub fn cluster_with_ca(
+        urls: Vec<String>,
+        ca: Option<&[u8]>,
+        op_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let mut builder = redis::cluster::ClusterClientBuilder::new(urls);
+        if let Some(pem) = ca {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            });
+        }
+        let client = builder
+            .build()
+            .map_err(|e| StoreError::Connection(e.to_string()))?;
+        let pool = managed::Pool::builder(ClusterManager(client))
             .config(pool_config(CLUSTER_POOL_SIZE, op_timeout))
             .runtime(Runtime::Tokio1)
             .build()
