@@ -69,12 +69,12 @@ fn card(lookup: &Lookup, oob: bool) -> Markup {
             hx-swap-oob=[oob.then_some("true")] {
             header {
                 h2 { (instance.widget.title) }
+                (param_controls(instance))
                 @if let Some(badge) = &badge { span.badge role="status" { (badge) } }
             }
             div.body { (kinds::body(instance.widget.view.as_ref(), &entry.data, &instance.params)) }
             footer {
                 span.age { "updated " (age) " s ago" }
-                (param_controls(instance))
                 (refresh_button(instance, "refresh", "Refresh"))
             }
         }
@@ -87,12 +87,11 @@ fn error_card(instance: &Instance, message: &str) -> Markup {
     html! {
         article.card.state-error id={ "widget-" (widget) } data-widget=(widget) data-state="error"
             aria-live="polite" {
-            header { h2 { (instance.widget.title) } }
+            header { h2 { (instance.widget.title) } (param_controls(instance)) }
             div.body { p.error role="alert" { (message) } }
             footer {
                 button data-action="retry" hx-post=(instance.url("/refresh"))
                     hx-target="closest .card" hx-swap="outerHTML" { "Retry" }
-                (param_controls(instance))
                 (refresh_button(instance, "refresh", "Refresh"))
             }
         }

@@ -214,3 +214,66 @@ async fn signing_out_returns_to_the_sign_in_page() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_parameter_control_reloads_just_its_card() {
+    run("a_parameter_control_reloads_just_its_card", |tab| async move {
+        let app = spawn_app_with(config()).await;
+        tab.sign_in(&app, "alice").await?;
+        let before = tab.wait_until_loaded().await?;
+        let points = || async {
+            let n = tab
+                .client
+                .execute(
+                    r#"const p = document.querySelector('[data-widget="3"] svg polyline');
+                       return p ? p.getAttribute('points').split(' ').length : 0;"#,
+                    vec![],
+                )
+                .await?;
+            anyhow::Ok(n.as_u64().unwrap_or(0))
+        };
+        ensure!(points().await? == 14, "the analytics card opens on 14 days");
+        let calls = app.mock.total_calls();
+
+        // Act: choose 30 days in the analytics card's control.
+        tab.client
+            .find(fantoccini::Locator::Css(r#"[data-widget="3"] select[name="days"]"#))
+            .await
+            .context("the analytics card's days control")?
+            .select_by_value("30")
+            .await?;
+
+        // Assert: that card shows 30 days; no other card was touched.
+        let cards = tab
+            .wait_for_cards("card 3 to show 30 days", |cards| {
+                cards.iter().any(|c| c.id == 3 && c.state == "ready" && c.text.contains("30 days"))
+            })
+            .await?;
+        ensure!(points().await? == 30, "the chart has 30 points");
+        ensure!(
+            app.mock.total_calls() == calls + 1,
+            "one upstream call, for the new parameters ({calls} -> {})",
+            app.mock.total_calls()
+        );
+        for (old, new) in before.iter().zip(&cards).filter(|(c, _)| c.id != 3) {
+            ensure!(
+                old.version == new.version && new.state == "ready",
+                "card {} untouched: {old:?} -> {new:?}",
+                old.id
+            );
+        }
+        let refresh = tab
+            .client
+            .find(fantoccini::Locator::Css(r#"[data-widget="3"] [data-action="refresh"]"#))
+            .await?
+            .attr("hx-post")
+            .await?;
+        ensure!(
+            refresh.as_deref() == Some("/widgets/3/refresh?days=30"),
+            "the refresh button keeps the parameters: {refresh:?}"
+        );
+        tab.screenshot("dashboard-days-30").await?;
+        Ok(())
+    })
+    .await;
+}

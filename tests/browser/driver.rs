@@ -185,6 +185,9 @@ impl Browser {
             profile,
         };
         browser.wait_for_driver().await?;
+        // The test build links two rustls providers (ring for the server,
+        // aws-lc-rs for fantoccini's client): pick one for the process.
+        percache::tls::install_provider();
         let client = ClientBuilder::rustls()
             .context("TLS roots")?
             .capabilities(browser.capabilities())
