@@ -102,6 +102,10 @@ pub struct WidgetCache {
     /// Most fetches in flight at which background ones still start.
     max_background: usize,
     inflight: Mutex<HashMap<CacheKey, Flight>>,
+    /// The last fetch error of each key, for as long as its backoff lasts,
+    /// so an error card says why ("TLS failed: unknown issuer"), not only
+    /// that the key is in backoff.
+    last_errors: moka::sync::Cache<CacheKey, Arc<str>>,
 }
 
 /// Most parameter combinations of one widget that an invalidation deletes.
@@ -141,6 +145,10 @@ impl WidgetCache {
             failure_backoff,
             max_background: DEFAULT_MAX_BACKGROUND,
             inflight: Mutex::new(HashMap::new()),
+            last_errors: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(failure_backoff.max(Duration::from_millis(1)))
+                .build(),
         }
     }
 
@@ -459,7 +467,7 @@ impl WidgetCache {
                     return self.fetch_unlocked(key, user, instance, up, Some(&token)).await;
                 }
                 Err(_) => return self.fetch_unlocked(key, user, instance, up, None).await,
-                Ok(LockState::Failed(status)) => return Err(FetchError::RecentFailure(status)),
+                Ok(LockState::Failed(status)) => return Err(self.recent_failure(key, status)),
                 Ok(LockState::Busy) => {}
             }
             // Another instance is fetching: poll for its entry (or its failure).
@@ -479,7 +487,7 @@ impl WidgetCache {
                 }
                 match self.store.lock_state(key).await {
                     Ok(LockState::Busy) => continue,
-                    Ok(LockState::Failed(status)) => return Err(FetchError::RecentFailure(status)),
+                    Ok(LockState::Failed(status)) => return Err(self.recent_failure(key, status)),
                     // Released: its entry may have landed just before; look once more, then try to lead.
                     Ok(_) => match self.store.get(key).await {
                         Ok(Some(entry)) if entry.fetched_at > seen && current(&entry) => {
@@ -517,6 +525,9 @@ impl WidgetCache {
                 tracing::warn!(error = %e, widget = %widget.id, "store write failed; entry served but not cached");
             }
         }
+        if let Err(e) = &result {
+            self.last_errors.insert(key.clone(), Arc::from(e.to_string()));
+        }
         if let Some(token) = token {
             let failed = result.as_ref().err().map(|e| (e.status(), self.failure_backoff));
             if let Err(e) = self.store.release(key, token, failed).await {
@@ -524,6 +535,12 @@ impl WidgetCache {
             }
         }
         result.map(|entry| Fetched { entry, remote: false })
+    }
+
+    /// The error of a key in failure backoff, with the cause this instance
+    /// saw (another instance's failure has only its status).
+    fn recent_failure(&self, key: &CacheKey, status: u16) -> FetchError {
+        FetchError::RecentFailure(status, self.last_errors.get(key))
     }
 
     /// Waits for a fetch's result, at most `wait_deadline`.

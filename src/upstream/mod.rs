@@ -55,9 +55,13 @@ pub enum FetchError {
     /// The body was not a JSON object or was too large.
     #[error("upstream sent an invalid body: {0}")]
     Body(String),
-    /// The key failed recently (with this status) and is in backoff.
-    #[error("upstream failed recently ({0}); retrying shortly")]
-    RecentFailure(u16),
+    /// The key failed recently (with this status) and is in backoff; the
+    /// cause, when this instance saw it.
+    #[error(
+        "upstream failed recently ({0}{cause}); retrying shortly",
+        cause = .1.as_deref().map(|c| format!(": {c}")).unwrap_or_default()
+    )]
+    RecentFailure(u16, Option<Arc<str>>),
     /// The fetch was abandoned (its task ended without a result).
     #[error("fetch abandoned")]
     Abandoned,
@@ -68,7 +72,7 @@ impl FetchError {
     /// 504 for a timeout and 502 for everything else.
     pub fn status(&self) -> u16 {
         match self {
-            FetchError::Status(s) | FetchError::RecentFailure(s) => *s,
+            FetchError::Status(s) | FetchError::RecentFailure(s, _) => *s,
             FetchError::Timeout => 504,
             _ => 502,
         }

@@ -228,6 +228,72 @@ mod tests {
         assert_eq!(money(&json!("x"), 2), None);
     }
 
+    /// Every kind, fed hostile strings in every slot it reads.
+    #[test]
+    fn every_kind_escapes_upstream_data() {
+        const EVIL: &str = "<script>alert(1)</script>";
+        let data = json!({
+            "name": EVIL, "cents": 1234, "cur": EVIL,
+            "items": [{"a": EVIL, "b": EVIL}],
+            "series": [{"v": 1}, {"v": 3}],
+        });
+        let file = format!(
+            r#"[[widget]]
+id = "f"
+title = "F"
+path = "/f"
+view = {{ kind = "fields", headline = {{ value = "/cents", format = "money", currency = "/cur", scale = 2, caption = "{{/name}}" }}, fields = [ {{ label = "N", value = "/name" }} ] }}
+[[widget]]
+id = "s"
+title = "S"
+path = "/s"
+view = {{ kind = "stat", value = "/name", suffix = "{EVIL}", caption = "{{/name}}" }}
+[[widget]]
+id = "l"
+title = "L"
+path = "/l"
+view = {{ kind = "list", items = "/items", primary = "/a", secondary = "/b" }}
+[[widget]]
+id = "c"
+title = "C"
+path = "/c"
+view = {{ kind = "chart", series = "/series", point = "/v", label = "{{/name}}", headline = {{ value = "/name" }} }}
+[[widget]]
+id = "g"
+title = "G"
+path = "/g"
+"#
+        );
+        let registry = crate::widget::file::parse("t", &file, &|_| None).unwrap();
+        for widget in registry.all() {
+            let html = body(widget.view.as_ref(), &data, &Canonical::default()).into_string();
+            assert!(!html.contains("<script"), "{}: {html}", widget.id);
+            assert!(html.contains("&lt;script&gt;"), "{}: {html}", widget.id);
+        }
+    }
+
+    #[test]
+    fn the_builtin_views_show_what_the_cards_showed() {
+        let registry = crate::widget::Registry::builtin();
+        let billing = registry.get("4").unwrap();
+        let data = json!({"amountDueCents": 24500, "currency": "USD", "plan": "Team",
+                          "dueDate": "2025-07-28", "invoices": [1, 2, 3]});
+        let html = body(billing.view.as_ref(), &data, &Canonical::default()).into_string();
+        assert!(html.contains(r#"<p class="big">245.00 USD</p>"#), "{html}");
+        assert!(html.contains("<dt>Invoices</dt><dd>3</dd>"), "{html}");
+        let analytics = registry.get("3").unwrap().default_instance();
+        let data = json!({"metric": "Page views", "total": 7, "series": [{"value": 1}, {"value": 2}]});
+        let html = body(analytics.widget.view.as_ref(), &data, &analytics.params).into_string();
+        assert!(
+            html.contains(r#"7 <span class="muted">Page views, 14 days</span>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"aria-label="Daily values, last 14 days""#),
+            "{html}"
+        );
+    }
+
     #[test]
     fn text_of_every_json_type() {
         assert_eq!(text(Some(&json!("a"))), "a");

@@ -315,6 +315,11 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_a_copy_of_the_builtin_one() {
+        assert_eq!(include_str!("../../widgets.example.toml"), BUILTIN);
+    }
+
+    #[test]
     fn a_minimal_file_parses() {
         let reg = parse("w.toml", ONE, &no_env).unwrap();
         assert_eq!(reg.all().len(), 1);

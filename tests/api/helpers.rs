@@ -28,6 +28,9 @@ pub enum StoreKind {
 /// The session key every test instance shares, so one cookie works on all of them.
 pub const SESSION_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
+/// A last change to the settings of a test application.
+pub type Tweak = Arc<dyn Fn(&mut Settings) + Send + Sync>;
+
 /// Knobs of a test application; [`TestConfig::new`] gives fast defaults.
 pub struct TestConfig {
     pub store: StoreKind,
@@ -43,6 +46,8 @@ pub struct TestConfig {
     pub session_key: String,
     pub l1_ttl: Duration,
     pub max_background: usize,
+    /// Last changes to the settings (a widgets file, TLS flags...).
+    pub tweak: Option<Tweak>,
 }
 
 impl TestConfig {
@@ -59,7 +64,14 @@ impl TestConfig {
             l1_ttl: Duration::from_secs(1),
             max_background: 512,
             session_key: SESSION_KEY.into(),
+            tweak: None,
         }
+    }
+
+    /// With a last change to the settings.
+    pub fn tweak(mut self, f: impl Fn(&mut Settings) + Send + Sync + 'static) -> Self {
+        self.tweak = Some(Arc::new(f));
+        self
     }
 
     pub fn without_prewarm(mut self) -> Self {
@@ -275,6 +287,9 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
     // CPU from looking like a Redis outage (outages are tested by killing Redis).
     settings.store_timeout = Duration::from_secs(1);
     settings.workers = 2;
+    if let Some(tweak) = &config.tweak {
+        tweak(&mut settings);
+    }
 
     let clock = MockClock::new();
     let app = Application::build_with_clock(settings.clone(), clock.clone())

@@ -20,4 +20,6 @@ mod redis;
 mod resilience;
 mod session;
 mod soak;
+mod tls;
 mod webhook;
+mod widgets;

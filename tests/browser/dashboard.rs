@@ -237,7 +237,9 @@ async fn a_parameter_control_reloads_just_its_card() {
 
         // Act: choose 30 days in the analytics card's control.
         tab.client
-            .find(fantoccini::Locator::Css(r#"[data-widget="3"] select[name="days"]"#))
+            .find(fantoccini::Locator::Css(
+                r#"[data-widget="3"] select[name="days"]"#,
+            ))
             .await
             .context("the analytics card's days control")?
             .select_by_value("30")
@@ -246,7 +248,9 @@ async fn a_parameter_control_reloads_just_its_card() {
         // Assert: that card shows 30 days; no other card was touched.
         let cards = tab
             .wait_for_cards("card 3 to show 30 days", |cards| {
-                cards.iter().any(|c| c.id == 3 && c.state == "ready" && c.text.contains("30 days"))
+                cards
+                    .iter()
+                    .any(|c| c.id == 3 && c.state == "ready" && c.text.contains("30 days"))
             })
             .await?;
         ensure!(points().await? == 30, "the chart has 30 points");
@@ -264,7 +268,9 @@ async fn a_parameter_control_reloads_just_its_card() {
         }
         let refresh = tab
             .client
-            .find(fantoccini::Locator::Css(r#"[data-widget="3"] [data-action="refresh"]"#))
+            .find(fantoccini::Locator::Css(
+                r#"[data-widget="3"] [data-action="refresh"]"#,
+            ))
             .await?
             .attr("hx-post")
             .await?;

@@ -1,0 +1,372 @@
+//! In front of a real API: an HTTPS upstream that wants a bearer token, with
+//! a certificate from a CA made at test time, and a Redis that speaks only
+//! TLS (`redis-server --tls-port`), for the cache and the change feed.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use percache::cache::key::UserTag;
+use percache::cache::store::redis::RedisStore;
+use percache::cache::Store;
+use percache::widget::Registry;
+
+use crate::helpers::{
+    cache_status, spawn_app_with, version_of, widget_with, RedisServer, StoreKind, TestConfig,
+};
+
+/// The token the test API wants, given to percache through `${VAR}`.
+const TOKEN: &str = "t0k3n-for-tests";
+const TOKEN_VAR: &str = "PERCACHE_TLS_TEST_TOKEN";
+
+/// A CA and a certificate for 127.0.0.1 signed by it, as PEM files.
+struct TestPki {
+    dir: PathBuf,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl TestPki {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("percache-pki-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "percache test CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        leaf_params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, "127.0.0.1");
+        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+
+        let (ca_path, cert, key) = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        std::fs::write(&cert, leaf.pem()).unwrap();
+        std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(leaf.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+            )
+            .unwrap();
+        Self {
+            dir,
+            ca: ca_path,
+            cert,
+            key,
+            server: Arc::new(server),
+        }
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the HTTPS API saw.
+#[derive(Default)]
+struct Seen {
+    connections: AtomicUsize,
+    authorized: AtomicUsize,
+    refused: AtomicUsize,
+}
+
+/// An HTTPS JSON API on a free port that answers only requests with the
+/// bearer token: `GET /v1/users/{user}/stats?range=` and `/account`.
+struct HttpsApi {
+    port: u16,
+    seen: Arc<Seen>,
+}
+
+async fn api_handler(req: HttpRequest, seen: web::Data<Seen>) -> HttpResponse {
+    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+    if auth != Some(&format!("Bearer {TOKEN}")) {
+        seen.refused.fetch_add(1, Ordering::SeqCst);
+        return HttpResponse::Unauthorized().json(serde_json::json!({"error": "token"}));
+    }
+    let n = seen.authorized.fetch_add(1, Ordering::SeqCst) + 1;
+    let user = req.match_info().get("user").unwrap_or("").to_owned();
+    let range = req
+        .query_string()
+        .strip_prefix("range=")
+        .unwrap_or("none")
+        .to_owned();
+    HttpResponse::Ok().json(serde_json::json!({
+        "user": user,
+        "visits": n,
+        "range": range,
+        "plan": "<b>pro</b>",
+        "version": n,
+    }))
+}
+
+impl HttpsApi {
+    fn start(pki: &TestPki) -> Self {
+        let seen = Arc::new(Seen::default());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let data = web::Data::from(Arc::clone(&seen));
+        let counter = Arc::clone(&seen);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/v1/users/{user}/{what}", web::get().to(api_handler))
+        })
+        .on_connect(move |_, _| {
+            counter.connections.fetch_add(1, Ordering::SeqCst);
+        })
+        .workers(1)
+        .listen_rustls_0_23(listener, (*pki.server).clone())
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        Self { port, seen }
+    }
+
+    fn widgets_file(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("widgets.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"[upstream]
+base_url = "https://127.0.0.1:{port}"
+headers = {{ Authorization = "Bearer ${{{TOKEN_VAR}}}" }}
+
+[[widget]]
+id = "stats"
+title = "Stats"
+path = "/v1/users/{{user}}/stats"
+params = {{ range = {{ values = ["day", "week"], default = "day" }} }}
+view = {{ kind = "stat", value = "/visits", caption = "visits this {{range}}" }}
+
+[[widget]]
+id = "account"
+title = "Account"
+path = "/v1/users/{{user}}/account"
+view = {{ kind = "fields", fields = [ {{ label = "Plan", value = "/plan" }} ] }}
+"#,
+                port = self.port
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+/// An app in front of `api`, trusting `ca` when given.
+async fn app_in_front_of(api: &HttpsApi, pki: &TestPki, ca: Option<PathBuf>) -> crate::helpers::TestApp {
+    // Every test sets the same value: no race between tests.
+    std::env::set_var(TOKEN_VAR, TOKEN);
+    let file = api.widgets_file(&pki.dir);
+    spawn_app_with(TestConfig::new(StoreKind::Memory).tweak(move |s| {
+        s.widgets = Some(file.clone());
+        s.upstream_url = None;
+        s.upstream_ca = ca.clone();
+    }))
+    .await
+}
+
+/// The client side's open TCP connections to `port` (established or
+/// waiting to close), from `ss`.
+fn open_connections_to(port: u16) -> usize {
+    let out = std::process::Command::new("ss")
+        .args(["-Htn", "state", "established", "state", "close-wait"])
+        .arg(format!("( dport = :{port} )"))
+        .output()
+        .expect("ss (iproute2) is installed");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[tokio::test]
+async fn an_https_upstream_with_a_bearer_token_is_served_and_its_connections_reused() {
+    // Arrange
+    let pki = TestPki::new("https-ok");
+    let api = HttpsApi::start(&pki);
+    let app = app_in_front_of(&api, &pki, Some(pki.ca.clone())).await;
+
+    // Act: sign in (prewarm: both widgets), read them, then 20 forced refreshes.
+    app.login("alice").await;
+    let json: serde_json::Value = app.get("/api/widgets/account").await.json().await.unwrap();
+    let (_, card) = widget_with(&app.client, &app.url("/widgets/account")).await;
+    let week: serde_json::Value = app
+        .get("/api/widgets/stats?range=week")
+        .await
+        .json()
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        let resp = app.post("/widgets/stats/refresh").await;
+        assert_eq!(cache_status(&resp), "percache; fwd=request; stored");
+    }
+    let calls = api.seen.authorized.load(Ordering::SeqCst);
+    let connections = api.seen.connections.load(Ordering::SeqCst);
+
+    // Assert: the data is alice's, escaped, and every call carried the token.
+    assert_eq!(json["id"], "account");
+    assert_eq!(json["data"]["user"], "alice");
+    assert!(card.contains("&lt;b&gt;pro&lt;/b&gt;"), "escaped: {card}");
+    assert_eq!(week["data"]["range"], "week", "the parameter reached the API");
+    assert_eq!(
+        api.seen.refused.load(Ordering::SeqCst),
+        0,
+        "every call had the token"
+    );
+    assert_eq!(calls, 2 + 1 + 20, "prewarm (2), ?range=week (1), 20 refreshes");
+    eprintln!(
+        "https upstream: {calls} calls over {connections} connections \
+         ({:.1} calls per connection)",
+        calls as f64 / connections.max(1) as f64
+    );
+    // Prewarm's two concurrent calls may open one connection each on each
+    // of the two workers; everything after reuses them.
+    assert!(
+        connections <= 4,
+        "keep-alive: {calls} calls need at most 4 connections, made {connections}"
+    );
+
+    // And once idle, the connections are closed by percache itself.
+    let deadline = Instant::now() + percache::upstream::IDLE_LIMIT + Duration::from_secs(4);
+    while open_connections_to(api.port) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "idle upstream connections still open: {}",
+            open_connections_to(api.port)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_gives_an_error_card_and_a_502_not_a_hang() {
+    // Arrange: no --upstream-ca, so the test CA is not trusted.
+    let pki = TestPki::new("https-untrusted");
+    let api = HttpsApi::start(&pki);
+    let app = app_in_front_of(&api, &pki, None).await;
+    app.login("alice").await;
+
+    // Act
+    let start = Instant::now();
+    let resp = app.get("/api/widgets/account").await;
+    let status = resp.status();
+    let json: serde_json::Value = resp.json().await.unwrap();
+    let (_, card) = widget_with(&app.client, &app.url("/widgets/stats")).await;
+    let elapsed = start.elapsed();
+
+    // Assert
+    assert_eq!(status, 502);
+    let error = json["error"].as_str().unwrap_or_default();
+    assert!(error.contains("TLS") && error.contains("certificate"), "{json}");
+    assert!(card.contains(r#"data-state="error""#), "{card}");
+    assert!(card.contains("TLS"), "the card says why: {card}");
+    assert_eq!(
+        api.seen.authorized.load(Ordering::SeqCst),
+        0,
+        "no request got through"
+    );
+    assert!(
+        elapsed < app.settings.upstream_timeout,
+        "a certificate error is not retried until the timeout ({elapsed:?})"
+    );
+}
+
+/// A `redis-server` that speaks only TLS, with the test PKI.
+fn tls_redis(pki: &TestPki) -> RedisServer {
+    let (cert, key, ca) = (
+        pki.cert.display().to_string(),
+        pki.key.display().to_string(),
+        pki.ca.display().to_string(),
+    );
+    RedisServer::start_on_any_port(move |port| {
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec()
+    })
+}
+
+#[tokio::test]
+async fn a_tls_redis_holds_the_cache_and_carries_the_change_feed() {
+    // Arrange: two instances on a TLS-only Redis, each with a long-lived L1,
+    // so only the change feed can tell B that A refreshed a widget.
+    let pki = TestPki::new("rediss");
+    let redis = tls_redis(&pki);
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let (u, ca) = (url.clone(), pki.ca.clone());
+    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).tweak(move |s| {
+        s.redis_url = Some(u.clone());
+        s.redis_ca = Some(ca.clone());
+        s.l1_ttl = Duration::from_secs(60);
+    }))
+    .await;
+    let b = app.spawn_instance().await;
+    app.login("alice").await;
+    app.wait_for_calls(5).await;
+    let (_, first) = app.wait_for_fresh_hit(1).await;
+
+    // Act 1: B reads widget 1 (from Redis, now in its L1).
+    let (status, on_b) = widget_with(&app.client, &format!("{b}/widgets/1")).await;
+
+    // Assert 1: the entry is in the TLS Redis, and B served it as a hit.
+    let bundle = percache::tls::pem_bundle(&pki.ca).unwrap();
+    let store = RedisStore::with_ca(&url, Some(&bundle), Duration::from_secs(2)).unwrap();
+    let key = UserTag::of("alice").key(&Registry::builtin().default_instance("1").unwrap());
+    let entry = store.get(&key).await.unwrap().expect("the entry is in Redis");
+    assert_eq!(entry.data["userId"], "alice");
+    assert!(status.starts_with("percache; hit"), "{status}");
+    assert_eq!(version_of(&on_b), version_of(&first));
+
+    // Act 2: A refreshes widget 1.
+    let resp = app.post("/widgets/1/refresh").await;
+    let fresh = version_of(&resp.text().await.unwrap());
+    assert!(fresh > version_of(&first));
+
+    // Assert 2: B serves the new version well before its L1 would expire.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, card) = widget_with(&app.client, &format!("{b}/widgets/1")).await;
+        if version_of(&card) == fresh {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never heard of A's refresh over the TLS change feed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

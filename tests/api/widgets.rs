@@ -1,0 +1,266 @@
+//! The widgets file and widget parameters, end to end: bad files stop the
+//! real binary with the file, line and reason; parameters make one entry per
+//! canonical set, and bad ones are refused before any cache or upstream work;
+//! a changed definition makes its old entries misses.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{cache_status, spawn_app, spawn_app_with, StoreKind, TestConfig};
+
+/// A scratch folder for this test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("widgets-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the binary with `--widgets <file>` and returns (exit code, stderr);
+/// fails the test if it is still running after 10 s.
+fn start_with_widgets(file: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_percache"))
+        .args(["--bind", "127.0.0.1:0", "--widgets"])
+        .arg(file)
+        .env_remove("PERCACHE_TEST_UNSET_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            return (status.code(), stderr);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("percache kept running with the bad file {}", file.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const WIDGET: &str = "[[widget]]\nid = \"a\"\ntitle = \"A\"\npath = \"/a/{user}\"\n";
+
+#[test]
+fn a_bad_widgets_file_stops_start_up_with_the_file_line_and_reason() {
+    let dir = scratch("bad");
+    let cases = [
+        ("duplicate.toml", format!("{WIDGET}\n{WIDGET}"), 7, "duplicate widget id `a`"),
+        ("unknown-key.toml", format!("{WIDGET}colour = \"red\"\n"), 5, "unknown field `colour`"),
+        ("bad-duration.toml", format!("{WIDGET}ttl = \"soon\"\n"), 5, "bad duration `soon`"),
+        (
+            "unset-var.toml",
+            format!(
+                "[upstream]\nheaders = {{ Authorization = \"Bearer ${{PERCACHE_TEST_UNSET_TOKEN}}\" }}\n{WIDGET}"
+            ),
+            2,
+            "`PERCACHE_TEST_UNSET_TOKEN` is not set",
+        ),
+        (
+            "undeclared-param.toml",
+            "[[widget]]\nid = \"a\"\ntitle = \"A\"\npath = \"/a/{user}?r={region}\"\n".to_owned(),
+            4,
+            "`{region}`",
+        ),
+    ];
+    for (name, text, line, reason) in cases {
+        // Arrange
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+
+        // Act
+        let (code, stderr) = start_with_widgets(&file);
+
+        // Assert
+        assert_eq!(code, Some(1), "{name}: exit code; stderr: {stderr}");
+        let expected = format!("widgets file {}, line {line}: ", file.display());
+        assert!(stderr.contains(&expected), "{name}: {expected:?} in {stderr}");
+        assert!(stderr.contains(reason), "{name}: {reason:?} in {stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: no panic: {stderr}");
+    }
+    let (code, stderr) = start_with_widgets(&dir.join("missing.toml"));
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("missing.toml") && stderr.contains("cannot be read"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn two_values_are_two_entries_and_the_same_values_one(store: StoreKind) {
+    // Arrange: the built-in analytics widget takes `days` (7, 14, 30).
+    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    app.login("alice").await;
+
+    // Act
+    let d7 = app.get("/api/widgets/3?days=7").await;
+    let d30 = app.get("/api/widgets/3?days=30").await;
+    let (s7, s30) = (cache_status(&d7), cache_status(&d30));
+    let (j7, j30): (serde_json::Value, serde_json::Value) =
+        (d7.json().await.unwrap(), d30.json().await.unwrap());
+    let again = cache_status(&app.get("/api/widgets/3?days=30").await);
+    let default = cache_status(&app.get("/api/widgets/3").await);
+    let explicit_default = cache_status(&app.get("/api/widgets/3?days=14").await);
+
+    // Assert
+    assert_eq!(s7, "percache; fwd=miss; stored");
+    assert_eq!(s30, "percache; fwd=miss; stored");
+    assert_eq!(j7["data"]["series"].as_array().map(Vec::len), Some(7));
+    assert_eq!(j30["data"]["series"].as_array().map(Vec::len), Some(30));
+    assert!(again.starts_with("percache; hit"), "{again}");
+    assert_eq!(default, "percache; fwd=miss; stored");
+    assert!(
+        explicit_default.starts_with("percache; hit"),
+        "days=14 is the default's entry: {explicit_default}"
+    );
+    assert_eq!(
+        app.mock.calls_for("alice", 3),
+        3,
+        "7, 30 and the default: three calls"
+    );
+}
+
+async fn parameters_in_another_order_share_one_entry(store: StoreKind) {
+    // Arrange: a widget with two parameters over the mock (which ignores `zone`).
+    let dir = scratch(&format!("order-{store:?}"));
+    let file = dir.join("widgets.toml");
+    std::fs::write(
+        &file,
+        r#"[[widget]]
+id = "stats"
+title = "Stats"
+path = "/api/widgets/3?userId={user}"
+params = { days = { values = [7, 30], default = 7 }, zone = { values = ["eu", "us"], default = "eu" } }
+"#,
+    )
+    .unwrap();
+    let f = file.clone();
+    let app = spawn_app_with(
+        TestConfig::new(store)
+            .without_prewarm()
+            .tweak(move |s| s.widgets = Some(f.clone())),
+    )
+    .await;
+    app.login("alice").await;
+
+    // Act
+    let first = cache_status(&app.get("/widgets/stats?days=30&zone=us").await);
+    let second = cache_status(&app.get("/widgets/stats?zone=us&days=30").await);
+    let json: serde_json::Value = app
+        .get("/api/widgets/stats?zone=us&days=30")
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(first, "percache; fwd=miss; stored");
+    assert!(second.starts_with("percache; hit"), "{second}");
+    assert_eq!(app.mock.calls_for("alice", 3), 1, "one entry, one upstream call");
+    assert_eq!(
+        json["data"]["series"].as_array().map(Vec::len),
+        Some(30),
+        "days reached the upstream (appended to the query)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn bad_parameters_are_refused_with_no_upstream_call(store: StoreKind) {
+    // Arrange
+    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    app.login("alice").await;
+
+    // Act
+    let mut answers = Vec::new();
+    for path in [
+        "/widgets/3?days=31",
+        "/api/widgets/3?days=abc",
+        "/widgets/3?weeks=2",
+        "/api/widgets/1?days=7",
+        "/widgets/3?days=7&days=30",
+        "/widgets/3/refresh?days=0",
+    ] {
+        let resp = if path.ends_with("?days=0") {
+            app.post(path).await
+        } else {
+            app.get(path).await
+        };
+        answers.push((path, resp.status().as_u16(), resp.text().await.unwrap()));
+    }
+
+    // Assert
+    for (path, status, body) in &answers {
+        assert_eq!(*status, 400, "{path}: {body}");
+        assert!(body.contains("parameter"), "{path}: the message says why: {body}");
+    }
+    assert!(
+        answers[0].2.contains("7, 14, 30"),
+        "the allowed values are named: {}",
+        answers[0].2
+    );
+    assert_eq!(app.mock.total_calls(), 0, "no upstream call");
+    let after = cache_status(&app.get("/api/widgets/3?days=30").await);
+    assert_eq!(after, "percache; fwd=miss; stored", "and no entry was made");
+}
+
+crate::both_stores!(
+    two_values_are_two_entries_and_the_same_values_one,
+    parameters_in_another_order_share_one_entry,
+    bad_parameters_are_refused_with_no_upstream_call,
+);
+
+#[tokio::test]
+async fn a_changed_definition_makes_its_old_entries_misses() {
+    // Arrange: alice's widgets are in Redis, stored under the built-in file.
+    let app = spawn_app(StoreKind::Redis).await;
+    app.login("alice").await;
+    app.wait_for_calls(5).await;
+    app.wait_for_fresh_hit(1).await;
+    app.wait_for_fresh_hit(2).await;
+    // A second instance on the same Redis whose file changes widget 1's view.
+    let dir = scratch("fingerprint");
+    let file = dir.join("widgets.toml");
+    let changed = percache::widget::file::BUILTIN.replacen(
+        "{ label = \"Name\", value = \"/name\" },",
+        "{ label = \"Full name\", value = \"/name\" },",
+        1,
+    );
+    assert_ne!(changed, percache::widget::file::BUILTIN);
+    std::fs::write(&file, changed).unwrap();
+    let (redis, upstream, f) = (app.settings.redis_url.clone(), app.mock.url(), file.clone());
+    let other = spawn_app_with(
+        TestConfig::new(StoreKind::Memory)
+            .without_prewarm()
+            .tweak(move |s| {
+                s.widgets = Some(f.clone());
+                s.redis_url = redis.clone();
+                s.upstream_url = Some(upstream.clone());
+            }),
+    )
+    .await;
+    other.login("alice").await;
+
+    // Act
+    let changed_widget = other.get("/widgets/1").await;
+    let (status1, card) = (
+        cache_status(&changed_widget),
+        changed_widget.text().await.unwrap(),
+    );
+    let same_widget = cache_status(&other.get("/widgets/2").await);
+
+    // Assert
+    assert_eq!(status1, "percache; fwd=miss; stored", "the old entry is a miss");
+    assert!(
+        card.contains("<dt>Full name</dt>"),
+        "rendered with the new view: {card}"
+    );
+    assert!(
+        same_widget.starts_with("percache; hit"),
+        "an unchanged widget keeps its entry: {same_widget}"
+    );
+    assert_eq!(app.mock.calls_for("alice", 1), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
