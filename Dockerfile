@@ -17,7 +17,7 @@ WORKDIR /src
 
 # What cargo needs to build the two binaries: the workspace manifest and lock
 # file, every member (the root package and mock_upstream/), assets/ (which
-# src/routes/assets.rs embeds with include_bytes!), and benches/, because
+# src/routes/assets.rs embeds with include_bytes!), widgets.example.toml, and benches/, because
 # Cargo.toml declares a [[bench]] target and cargo refuses a manifest whose
 # declared targets are missing. tests/ holds only auto-discovered targets, which
 # cargo does not need to see; a [[test]] declared in Cargo.toml would need it.
@@ -26,6 +26,9 @@ COPY src/ src/
 COPY mock_upstream/ mock_upstream/
 COPY assets/ assets/
 COPY benches/ benches/
+# The built-in widgets file is src/widget/builtin.toml; this copy of it is read
+# by a unit test (which checks the two are identical).
+COPY widgets.example.toml ./
 
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
@@ -47,8 +50,10 @@ RUN apt-get update \
 COPY --from=builder /usr/local/bin/percache /usr/local/bin/mock-upstream /usr/local/bin/
 
 WORKDIR /app
-# The binary embeds these; they are shipped beside it for reference.
+# The binary embeds these; they are shipped beside it for reference, with the
+# example widgets file to start a --widgets file from.
 COPY assets/ /app/assets/
+COPY widgets.example.toml /app/
 
 ENV PERCACHE_BIND=0.0.0.0:8080 \
     LOG_FORMAT=json

@@ -159,17 +159,64 @@ impl Drop for RedisServer {
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
     dir: std::path::PathBuf,
+    /// `redis` or `rediss` (TLS).
+    scheme: &'static str,
+}
+
+/// The TLS files of a TLS-only Redis: server certificate, key, and the CA
+/// that clients trust.
+#[derive(Debug, Clone)]
+pub struct RedisTls {
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
+}
+
+impl RedisTls {
+    /// `redis-server` arguments: TLS only on `port`, no client certificates.
+    pub fn server_args(&self, port: u16) -> Vec<String> {
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &self.cert,
+            "--tls-key-file",
+            &self.key,
+            "--tls-ca-cert-file",
+            &self.ca,
+            "--tls-auth-clients",
+            "no",
+            "--tls-cluster",
+            "yes",
+            "--tls-replication",
+            "yes",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// `redis-cli` arguments to talk TLS.
+    pub fn cli_args(&self) -> Vec<String> {
+        vec!["--tls".into(), "--cacert".into(), self.ca.clone()]
+    }
 }
 
 impl RedisCluster {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A cluster whose nodes speak only TLS, with these files.
+    pub fn start_with(tls: Option<&RedisTls>) -> Self {
         let dir =
             std::env::temp_dir().join(format!("percache-cluster-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
                 RedisServer::start_on_any_port(|port| {
-                    [
+                    let mut args: Vec<String> = [
                         "--cluster-enabled",
                         "yes",
                         "--cluster-config-file",
@@ -178,12 +225,15 @@ impl RedisCluster {
                         dir.to_str().unwrap(),
                     ]
                     .map(String::from)
-                    .to_vec()
+                    .to_vec();
+                    args.extend(tls.map(|t| t.server_args(port)).unwrap_or_default());
+                    args
                 })
             })
             .collect();
+        let cli_tls = tls.map(RedisTls::cli_args).unwrap_or_default();
         let mut create = Command::new("redis-cli");
-        create.arg("--cluster").arg("create");
+        create.args(&cli_tls).arg("--cluster").arg("create");
         for node in &nodes {
             create.arg(format!("127.0.0.1:{}", node.port));
         }
@@ -193,13 +243,15 @@ impl RedisCluster {
             .expect("redis-cli must be installed (scripts/test.sh installs redis-tools)");
         assert!(
             out.status.success(),
-            "cluster create failed: {}",
-            String::from_utf8_lossy(&out.stdout)
+            "cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
         let deadline = Instant::now() + Duration::from_secs(20);
         for node in &nodes {
             loop {
                 let info = Command::new("redis-cli")
+                    .args(&cli_tls)
                     .args(["-p", &node.port.to_string(), "cluster", "info"])
                     .output()
                     .unwrap();
@@ -210,14 +262,18 @@ impl RedisCluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        Self { nodes, dir }
+        Self {
+            nodes,
+            dir,
+            scheme: if tls.is_some() { "rediss" } else { "redis" },
+        }
     }
 
     /// The node URLs, comma-separated, as `--redis-cluster` takes them.
     pub fn nodes(&self) -> String {
         self.nodes
             .iter()
-            .map(RedisServer::url)
+            .map(|n| format!("{}://127.0.0.1:{}", self.scheme, n.port))
             .collect::<Vec<_>>()
             .join(",")
     }

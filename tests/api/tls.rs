@@ -18,7 +18,8 @@ use percache::cache::Store;
 use percache::widget::Registry;
 
 use crate::helpers::{
-    cache_status, spawn_app_with, version_of, widget_with, RedisServer, StoreKind, TestConfig,
+    cache_status, spawn_app_with, version_of, widget_with, RedisCluster, RedisServer, RedisTls, StoreKind,
+    TestConfig,
 };
 
 /// The token the test API wants, given to percache through `${VAR}`.
@@ -293,43 +294,47 @@ async fn an_untrusted_certificate_gives_an_error_card_and_a_502_not_a_hang() {
     );
 }
 
-/// A `redis-server` that speaks only TLS, with the test PKI.
-fn tls_redis(pki: &TestPki) -> RedisServer {
-    let (cert, key, ca) = (
-        pki.cert.display().to_string(),
-        pki.key.display().to_string(),
-        pki.ca.display().to_string(),
-    );
-    RedisServer::start_on_any_port(move |port| {
-        [
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            &cert,
-            "--tls-key-file",
-            &key,
-            "--tls-ca-cert-file",
-            &ca,
-            "--tls-auth-clients",
-            "no",
-        ]
-        .map(String::from)
-        .to_vec()
-    })
+impl TestPki {
+    fn redis(&self) -> RedisTls {
+        RedisTls {
+            cert: self.cert.display().to_string(),
+            key: self.key.display().to_string(),
+            ca: self.ca.display().to_string(),
+        }
+    }
 }
 
-#[tokio::test]
-async fn a_tls_redis_holds_the_cache_and_carries_the_change_feed() {
+/// A `redis-server` that speaks only TLS, with the test PKI.
+fn tls_redis(pki: &TestPki) -> RedisServer {
+    let tls = pki.redis();
+    RedisServer::start_on_any_port(move |port| tls.server_args(port))
+}
+
+/// Where the TLS Redis is: one server or a cluster (kept alive by the test).
+enum TlsStore {
+    Single(#[allow(dead_code)] RedisServer, String),
+    Cluster(RedisCluster),
+}
+
+async fn tls_redis_holds_the_cache_and_carries_the_change_feed(cluster: bool) {
     // Arrange: two instances on a TLS-only Redis, each with a long-lived L1,
     // so only the change feed can tell B that A refreshed a widget.
-    let pki = TestPki::new("rediss");
-    let redis = tls_redis(&pki);
-    let url = format!("rediss://127.0.0.1:{}", redis.port);
-    let (u, ca) = (url.clone(), pki.ca.clone());
+    let pki = TestPki::new(if cluster { "rediss-cluster" } else { "rediss" });
+    let redis = if cluster {
+        TlsStore::Cluster(RedisCluster::start_with(Some(&pki.redis())))
+    } else {
+        let server = tls_redis(&pki);
+        let url = format!("rediss://127.0.0.1:{}", server.port);
+        TlsStore::Single(server, url)
+    };
+    let (single, nodes) = match &redis {
+        TlsStore::Single(_, url) => (Some(url.clone()), None),
+        TlsStore::Cluster(c) => (None, Some(c.nodes())),
+    };
+    let (s1, n1, ca) = (single.clone(), nodes.clone(), pki.ca.clone());
     let app = spawn_app_with(TestConfig::new(StoreKind::Memory).tweak(move |s| {
-        s.redis_url = Some(u.clone());
+        s.redis_url = s1.clone();
+        s.redis_cluster = n1.clone();
         s.redis_ca = Some(ca.clone());
         s.l1_ttl = Duration::from_secs(60);
     }))
@@ -344,7 +349,14 @@ async fn a_tls_redis_holds_the_cache_and_carries_the_change_feed() {
 
     // Assert 1: the entry is in the TLS Redis, and B served it as a hit.
     let bundle = percache::tls::pem_bundle(&pki.ca).unwrap();
-    let store = RedisStore::with_ca(&url, Some(&bundle), Duration::from_secs(2)).unwrap();
+    let store = match (&single, &nodes) {
+        (Some(url), _) => RedisStore::with_ca(url, Some(&bundle), Duration::from_secs(2)).unwrap(),
+        (_, Some(nodes)) => {
+            let urls = nodes.split(',').map(str::to_owned).collect();
+            RedisStore::cluster_with_ca(urls, Some(&bundle), Duration::from_secs(2)).unwrap()
+        }
+        _ => unreachable!(),
+    };
     let key = UserTag::of("alice").key(&Registry::builtin().default_instance("1").unwrap());
     let entry = store.get(&key).await.unwrap().expect("the entry is in Redis");
     assert_eq!(entry.data["userId"], "alice");
@@ -369,4 +381,15 @@ async fn a_tls_redis_holds_the_cache_and_carries_the_change_feed() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    drop(redis);
+}
+
+#[tokio::test]
+async fn a_tls_redis_holds_the_cache_and_carries_the_change_feed() {
+    tls_redis_holds_the_cache_and_carries_the_change_feed(false).await;
+}
+
+#[tokio::test]
+async fn a_tls_redis_cluster_holds_the_cache_and_carries_the_change_feed() {
+    tls_redis_holds_the_cache_and_carries_the_change_feed(true).await;
 }

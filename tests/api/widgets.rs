@@ -264,3 +264,38 @@ async fn a_changed_definition_makes_its_old_entries_misses() {
     assert_eq!(app.mock.calls_for("alice", 1), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_readme_example_file_is_a_working_widgets_file() {
+    // Arrange: the README's "Put it in front of your API" file.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("```toml\n# widgets.toml\n")
+        .expect("the example in the README")
+        + "```toml\n".len();
+    let text = &readme[start..start + readme[start..].find("```").unwrap()];
+
+    // Act
+    let registry = percache::widget::file::parse("README.md", text, &|var| {
+        (var == "API_TOKEN").then(|| "secret".to_owned())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // Assert
+    let ids: Vec<_> = registry.all().iter().map(|w| w.id.to_string()).collect();
+    assert_eq!(ids, ["billing", "usage", "tickets", "status"]);
+    assert_eq!(
+        registry.upstream().base_url.as_deref(),
+        Some("https://api.example.com")
+    );
+    assert!(registry
+        .upstream()
+        .headers
+        .contains(&("Authorization".to_owned(), "Bearer secret".to_owned())));
+    let usage = registry.get("usage").unwrap();
+    let week = usage.instance(&[("days".to_owned(), "90".to_owned())]).unwrap();
+    assert_eq!(
+        usage.path.render("a b", &week.params),
+        "/v2/users/a%20b/usage?days=90"
+    );
+}
