@@ -14,6 +14,35 @@ pub type Millis = i64;
 pub trait Clock: Send + Sync + 'static {
     /// The current time in milliseconds since the Unix epoch.
     fn now_ms(&self) -> Millis;
+
+    /// Notified when the clock jumps (a mock clock in tests), so that
+    /// [`sleep_until`] wakes at once instead of at the real-time deadline.
+    fn jumps(&self) -> Option<&tokio::sync::Notify> {
+        None
+    }
+}
+
+/// Sleeps until `clock` reads at least `at`: real time, cut short when a
+/// mock clock jumps past it.
+pub async fn sleep_until(clock: &dyn Clock, at: Millis) {
+    loop {
+        // Registered before reading the clock: a jump in between is not missed.
+        let jumped = clock.jumps().map(|n| n.notified());
+        let now = clock.now_ms();
+        if now >= at {
+            return;
+        }
+        let wait = tokio::time::sleep(Duration::from_millis((at - now) as u64));
+        match jumped {
+            Some(jumped) => {
+                tokio::select! {
+                    _ = wait => {}
+                    _ = jumped => {}
+                }
+            }
+            None => wait.await,
+        }
+    }
 }
 
 /// The real clock.
@@ -41,6 +70,7 @@ pub fn system_now_ms() -> Millis {
 #[derive(Debug, Default)]
 pub struct MockClock {
     offset_ms: AtomicI64,
+    jumped: tokio::sync::Notify,
 }
 
 impl MockClock {
@@ -52,12 +82,17 @@ impl MockClock {
     /// Jump forward by `by`.
     pub fn advance(&self, by: Duration) {
         self.offset_ms.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+        self.jumped.notify_waiters();
     }
 }
 
 impl Clock for MockClock {
     fn now_ms(&self) -> Millis {
         system_now_ms() + self.offset_ms.load(Ordering::SeqCst)
+    }
+
+    fn jumps(&self) -> Option<&tokio::sync::Notify> {
+        Some(&self.jumped)
     }
 }
 
@@ -88,6 +123,20 @@ mod tests {
         let before = clock.now_ms();
         clock.advance(Duration::from_secs(600));
         assert!(clock.now_ms() - before >= 600_000);
+    }
+
+    #[tokio::test]
+    async fn sleep_until_wakes_when_the_mock_clock_jumps() {
+        let clock = MockClock::new();
+        let at = clock.now_ms() + 3_600_000;
+        let c = Arc::clone(&clock);
+        let sleeper = tokio::spawn(async move { sleep_until(&*c, at).await });
+        tokio::task::yield_now().await;
+        clock.advance(Duration::from_secs(3_600));
+        tokio::time::timeout(Duration::from_secs(5), sleeper)
+            .await
+            .expect("woke on the jump")
+            .unwrap();
     }
 
     #[test]

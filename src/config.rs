@@ -89,6 +89,21 @@ pub struct Settings {
     #[arg(long, env = "FAILURE_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
     pub failure_backoff: Duration,
 
+    /// Past ttl (within grace), the longest a widget request waits for the
+    /// upstream before the old entry is served as outdated.
+    #[arg(long, env = "SOFT_TIMEOUT", default_value = "300ms", value_parser = humantime::parse_duration)]
+    pub soft_timeout: Duration,
+
+    /// A read after this fraction of an entry's fresh window starts one
+    /// background refresh (0 turns eager refresh off).
+    #[arg(long, env = "EAGER_REFRESH", default_value_t = 0.8, value_parser = parse_fraction)]
+    pub eager_refresh: f64,
+
+    /// Keep the cache in an embedded SQLite database in this folder, so it
+    /// survives restarts (one instance, no Redis).
+    #[arg(long, env = "PERCACHE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
     /// Fetch all widgets on sign-in (`--prewarm false` or `--no-prewarm` turns it off).
     #[arg(long, env = "PREWARM", default_value = "true", num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
@@ -127,6 +142,22 @@ pub struct Settings {
     /// Number of HTTP worker threads (0: one per core).
     #[arg(long, env = "PERCACHE_WORKERS", default_value_t = 0)]
     pub workers: usize,
+
+    /// Bearer token of the operator page (`/admin`) and its JSON. Unset: `/admin` is off (404).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Sign-ins per client address: `N/sec`, `N/min` or `N/hour`, after a
+    /// burst of 10; beyond it, 429 with `Retry-After`. `0` turns it off.
+    #[arg(long, env = "LOGIN_RATE", default_value = "20/min",
+          value_parser = crate::defence::login_rate::parse_login_rate)]
+    pub login_rate: crate::defence::login_rate::LoginRate,
+
+    /// Take the client address from the first `X-Forwarded-For` entry (only
+    /// behind a proxy that sets that header itself).
+    #[arg(long, env = "TRUST_FORWARDED", default_value = "false", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub trust_forwarded: bool,
 }
 
 /// How logs are written.
@@ -147,6 +178,19 @@ impl WidgetDurations {
     /// The override of one widget, if any (the last one given wins).
     pub fn get(&self, id: &WidgetId) -> Option<Duration> {
         self.0.iter().rev().find(|(w, _)| w == id).map(|(_, d)| *d)
+    }
+}
+
+/// A fraction in [0, 1].
+pub fn parse_fraction(raw: &str) -> Result<f64, String> {
+    let f: f64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{raw}`: expected a number from 0 to 1, e.g. 0.8"))?;
+    if (0.0..=1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(format!("`{raw}`: expected a number from 0 to 1, e.g. 0.8"))
     }
 }
 
@@ -201,6 +245,9 @@ mod tests {
         assert_eq!(s.upstream_timeout, Duration::from_secs(20));
         assert!(s.prewarm_enabled());
         assert_eq!(s.memory_capacity, 100_000);
+        assert_eq!(s.soft_timeout, Duration::from_millis(300));
+        assert!((s.eager_refresh - 0.8).abs() < f64::EPSILON);
+        assert!(s.data_dir.is_none());
     }
 
     #[test]
@@ -221,6 +268,15 @@ mod tests {
         assert!(parse_widget_durations("Bad=1m").is_err());
         assert!(parse_widget_durations("3").is_err());
         assert!(parse_widget_durations("3=soon").is_err());
+    }
+
+    #[test]
+    fn eager_refresh_is_a_fraction() {
+        assert_eq!(parse_fraction("0"), Ok(0.0));
+        assert_eq!(parse_fraction("1"), Ok(1.0));
+        assert!(parse_fraction("1.5").is_err());
+        assert!(parse_fraction("-0.1").is_err());
+        assert!(parse_fraction("soon").is_err());
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! application on a random port; `main.rs` only parses the configuration and
 //! calls [`startup::Application::build`].
 
+pub mod admin;
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod defence;
 pub mod error;
 pub mod routes;
 pub mod session;

@@ -19,9 +19,13 @@ use crate::cache::store::breaker::Breaker;
 use crate::cache::store::memory::MemoryStore;
 use crate::cache::store::near::NearCache;
 use crate::cache::store::redis::{self, RedisStore};
+use crate::cache::store::sqlite::SqliteStore;
 use crate::cache::{CachePolicy, Store, WidgetCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::defence::cross_site::refuse_cross_site;
+use crate::defence::login_rate::LoginLimiter;
+use crate::defence::replay::{self, ReplayGuard};
 use crate::routes::{self, AppState};
 use crate::session;
 use crate::upstream::{Upstream, UpstreamSettings};
@@ -112,6 +116,10 @@ impl Application {
             }
         };
 
+        anyhow::ensure!(
+            settings.data_dir.is_none() || (settings.redis_url.is_none() && settings.redis_cluster.is_none()),
+            "--data-dir keeps one instance's cache on disk; with Redis, Redis is the store: use one or the other"
+        );
         let redis_ca = match &settings.redis_ca {
             Some(path) => Some(crate::tls::pem_bundle(path).context("--redis-ca")?),
             None => None,
@@ -135,6 +143,11 @@ impl Application {
         } else {
             None
         };
+        // The webhook's "seen once" record: in the shared Redis when there is one.
+        let replay_guard = web::Data::new(match &redis {
+            Some((redis, _)) => ReplayGuard::redis(redis.clone(), routes::invalidate::REPLAY_WINDOW),
+            None => ReplayGuard::in_memory(replay::MEMORY_CAPACITY, routes::invalidate::REPLAY_WINDOW),
+        });
         let store = match redis {
             Some((redis, subscriber)) => {
                 redis.warm_up().await;
@@ -144,14 +157,26 @@ impl Application {
                 near.spawn_subscriber(subscriber);
                 near
             }
-            // One process: no L1 needed in front of an in-process store, but
-            // the change feed still drives live refresh.
-            None => NearCache::new(
-                Arc::new(MemoryStore::new(settings.memory_capacity)),
-                Duration::ZERO,
-                0,
-                None,
-            ),
+            // One process on disk: SQLite, behind the breaker like Redis (a
+            // failing disk fails open). No L1: the change feed drives live refresh.
+            None => match settings.data_dir.as_deref() {
+                Some(dir) => {
+                    let sqlite = SqliteStore::open(dir, settings.memory_capacity)
+                        .with_context(|| format!("--data-dir {}", dir.display()))?;
+                    sqlite.spawn_purger();
+                    tracing::info!(path = %sqlite.path().display(), "cache kept on disk");
+                    let guarded: Arc<dyn Store> = Arc::new(Breaker::new(Arc::new(sqlite), STORE_COOL_DOWN));
+                    NearCache::new(guarded, Duration::ZERO, 0, None)
+                }
+                // One process in memory: no L1 needed in front of it, but
+                // the change feed still drives live refresh.
+                None => NearCache::new(
+                    Arc::new(MemoryStore::new(settings.memory_capacity)),
+                    Duration::ZERO,
+                    0,
+                    None,
+                ),
+            },
         };
         let cache = Arc::new(
             WidgetCache::new(
@@ -162,7 +187,9 @@ impl Application {
                 settings.upstream_timeout,
                 settings.failure_backoff,
             )
-            .with_max_background(settings.max_background_fetches),
+            .with_max_background(settings.max_background_fetches)
+            .with_soft_timeout(settings.soft_timeout)
+            .with_eager_refresh(settings.eager_refresh),
         );
 
         let listener =
@@ -185,10 +212,19 @@ impl Application {
             .context("upstream headers")?,
         );
         let secure = settings.secure_cookies;
+        // The operator page; with --admin-token its sampler starts here.
+        let admin = web::Data::from(crate::admin::Admin::start(
+            settings.admin_token.as_deref(),
+            secure,
+            Arc::clone(&cache),
+        ));
+        let login_limiter = web::Data::new(LoginLimiter::new(settings.login_rate, settings.trust_forwarded));
         let mut server = HttpServer::new(move || {
             // awc's client is per thread: each worker gets its own.
             let upstream = web::Data::new(Upstream::new(Arc::clone(&upstream_settings)));
             App::new()
+                // Innermost: its 403 still gets the security headers, the session, logs and metrics.
+                .wrap(actix_web::middleware::from_fn(refuse_cross_site))
                 .wrap(
                     DefaultHeaders::new()
                         .add(("Content-Security-Policy", CSP))
@@ -200,6 +236,9 @@ impl Application {
                 .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
                 .wrap(actix_web::middleware::from_fn(routes::metrics::track))
                 .app_data(state.clone())
+                .app_data(admin.clone())
+                .app_data(replay_guard.clone())
+                .app_data(login_limiter.clone())
                 .app_data(upstream)
                 .app_data(web::FormConfig::default().limit(FORM_LIMIT))
                 .app_data(web::PathConfig::default())

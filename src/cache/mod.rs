@@ -1,15 +1,19 @@
 //! The per-user widget cache: entries and their policy, keys, the store
 //! backends and the single-flight service that ties them to the upstream.
 
+pub mod directives;
 pub mod entry;
 pub mod key;
+pub mod live;
 pub mod policy;
 pub mod service;
 pub mod status;
 pub mod store;
 
+pub use directives::Directives;
 pub use entry::{Entry, Freshness};
 pub use key::CacheKey;
+pub use live::{OpenPage, RefreshedAhead};
 pub use policy::CachePolicy;
 pub use service::{Lookup, Outcome, WidgetCache};
 pub use store::{Store, StoreError};

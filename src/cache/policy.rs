@@ -110,20 +110,39 @@ impl CachePolicy {
     }
 
     /// A new entry for data fetched at `now`, for the widget at `index`
-    /// whose definition has `fingerprint`.
+    /// whose definition has `fingerprint`. Its fresh window is shortened by
+    /// a random jitter of up to [`FRESH_JITTER`], so that entries written
+    /// together (a sign-in's prewarm) do not all turn stale together.
     pub fn entry(&self, index: usize, fingerprint: u64, data: serde_json::Value, now: Millis) -> Entry {
+        self.entry_with_jitter(index, fingerprint, data, now, fastrand::f64())
+    }
+
+    /// [`CachePolicy::entry`] with the jitter drawn: `u` in [0, 1) takes
+    /// `u × FRESH_JITTER` off the fresh window.
+    pub fn entry_with_jitter(
+        &self,
+        index: usize,
+        fingerprint: u64,
+        data: serde_json::Value,
+        now: Millis,
+        u: f64,
+    ) -> Entry {
         let l = self.lifetimes(index);
         let stale_until = now + ms(l.ttl);
+        let fresh = l.fresh.mul_f64(1.0 - FRESH_JITTER * u.clamp(0.0, 1.0));
         Entry {
             data,
             fetched_at: now,
-            fresh_until: now + ms(l.fresh),
+            fresh_until: now + ms(fresh),
             stale_until,
             grace_until: stale_until + ms(l.grace),
             fingerprint,
         }
     }
 }
+
+/// The largest share of a fresh window that jitter takes off (SPEC §7: up to 10%).
+pub const FRESH_JITTER: f64 = 0.1;
 
 fn ms(d: Duration) -> Millis {
     d.as_millis().min(i64::MAX as u128) as Millis
@@ -160,10 +179,38 @@ mod tests {
         let ttl = parse_widget_durations("a=2h").unwrap();
         let p = CachePolicy::new(&reg, defaults(), None, Some(&ttl)).unwrap();
         assert_eq!(p.lifetimes(0).ttl, Duration::from_secs(7200));
-        let e = p.entry(0, 9, serde_json::json!({}), 1_000);
+        let e = p.entry_with_jitter(0, 9, serde_json::json!({}), 1_000, 0.0);
         assert_eq!(e.stale_until, 1_000 + 7_200_000);
         assert_eq!(e.grace_until, e.stale_until + 3_600_000);
         assert_eq!(e.fingerprint, 9);
+    }
+
+    #[test]
+    fn fresh_windows_get_up_to_ten_percent_of_jitter() {
+        let reg = parse("w", FILE, &|_| None).unwrap();
+        let p = CachePolicy::new(&reg, defaults(), None, None).unwrap();
+        let window = |e: &Entry| e.fresh_until - e.fetched_at;
+        let none = p.entry_with_jitter(1, 0, serde_json::json!({}), 0, 0.0);
+        let most = p.entry_with_jitter(1, 0, serde_json::json!({}), 0, 1.0);
+        assert_eq!(window(&none), 60_000);
+        assert_eq!(window(&most), 54_000);
+        let windows: Vec<i64> = (0..500)
+            .map(|_| window(&p.entry(1, 0, serde_json::json!({}), 0)))
+            .collect();
+        assert!(
+            windows.iter().all(|w| (54_000..=60_000).contains(w)),
+            "{windows:?}"
+        );
+        let distinct: std::collections::HashSet<_> = windows.iter().collect();
+        assert!(
+            distinct.len() > 100,
+            "the jitter spreads windows: {} distinct",
+            distinct.len()
+        );
+        assert!(
+            windows.iter().all(|_| none.stale_until == 600_000),
+            "ttl has no jitter"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::sync::watch;
 
+use crate::cache::directives::Directives;
 use crate::cache::entry::{Entry, Freshness};
 use crate::cache::key::CacheKey;
 use crate::cache::policy::{store_ttl, CachePolicy};
@@ -44,6 +45,9 @@ type Flight = watch::Receiver<Option<FetchResult>>;
 pub enum Outcome {
     /// Fresh entry, no upstream call. `ttl`: seconds of freshness left.
     Hit { ttl: i64 },
+    /// Fresh entry late in its fresh window: served, and one background
+    /// refresh started (eager refresh).
+    Eager { ttl: i64 },
     /// Stale entry served at once while a background refresh runs. `ttl` < 0.
     Stale { ttl: i64 },
     /// Fetched from the upstream; `collapsed` if it joined a fetch in flight.
@@ -54,6 +58,11 @@ pub enum Outcome {
     StaleIfError { status: u16 },
     /// The fetch failed and there was nothing to serve.
     Error { status: u16 },
+    /// Past ttl (within grace): served at once, or after `--soft-timeout`
+    /// of waiting, while the fetch goes on. `ttl` < 0.
+    Outdated { ttl: i64 },
+    /// `only-if-cached` and nothing usable: no upstream call.
+    OnlyIfCached,
 }
 
 impl Outcome {
@@ -61,6 +70,9 @@ impl Outcome {
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Hit { .. } => "hit",
+            Outcome::Eager { .. } => "eager",
+            Outcome::Outdated { .. } => "outdated",
+            Outcome::OnlyIfCached => "only_if_cached",
             Outcome::Stale { .. } => "stale",
             Outcome::Miss { collapsed: true } | Outcome::Forced { collapsed: true } => "collapsed",
             Outcome::Miss { .. } | Outcome::Forced { .. } => "miss",
@@ -101,17 +113,28 @@ pub struct WidgetCache {
     failure_backoff: Duration,
     /// Most fetches in flight at which background ones still start.
     max_background: usize,
+    /// Past ttl, how long a request waits before the old entry is served.
+    soft_timeout: Duration,
+    /// Fraction of the fresh window after which a read refreshes eagerly (0: off).
+    eager: f64,
     inflight: Mutex<HashMap<CacheKey, Flight>>,
     /// The last fetch error of each key, for as long as its backoff lasts,
     /// so an error card says why ("TLS failed: unknown issuer"), not only
     /// that the key is in backoff.
     last_errors: moka::sync::Cache<CacheKey, Arc<str>>,
+    /// Pages with a live connection on this instance (see `cache::live`).
+    pub(crate) open_pages: std::sync::atomic::AtomicUsize,
 }
 
 /// Most parameter combinations of one widget that an invalidation deletes.
 /// Parameters are enumerations, so this covers every real widget; a file
 /// with more combinations than this has its rarest ones expire by ttl.
 pub const MAX_INSTANCES_INVALIDATED: usize = 256;
+
+/// Default `--soft-timeout`.
+pub const DEFAULT_SOFT_TIMEOUT: Duration = Duration::from_millis(300);
+/// Default `--eager-refresh`.
+pub const DEFAULT_EAGER: f64 = 0.8;
 
 /// Default cap on fetches in flight for background work.
 pub const DEFAULT_MAX_BACKGROUND: usize = 512;
@@ -121,6 +144,20 @@ impl WidgetCache {
     /// still start (`--max-background-fetches`).
     pub fn with_max_background(mut self, max: usize) -> Self {
         self.max_background = max;
+        self
+    }
+
+    /// Past ttl, how long a request waits for the upstream before the old
+    /// entry is served as outdated (`--soft-timeout`).
+    pub fn with_soft_timeout(mut self, soft_timeout: Duration) -> Self {
+        self.soft_timeout = soft_timeout;
+        self
+    }
+
+    /// The fraction of a fresh window after which a read starts a
+    /// background refresh (`--eager-refresh`; 0 turns it off).
+    pub fn with_eager_refresh(mut self, fraction: f64) -> Self {
+        self.eager = fraction;
         self
     }
 
@@ -144,11 +181,14 @@ impl WidgetCache {
             lock_ttl: wait_deadline,
             failure_backoff,
             max_background: DEFAULT_MAX_BACKGROUND,
+            soft_timeout: DEFAULT_SOFT_TIMEOUT,
+            eager: DEFAULT_EAGER,
             inflight: Mutex::new(HashMap::new()),
             last_errors: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(failure_backoff.max(Duration::from_millis(1)))
                 .build(),
+            open_pages: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -172,29 +212,71 @@ impl WidgetCache {
         self.clock.now_ms()
     }
 
-    /// Serves one widget: fresh → hit; stale → served at once plus one
-    /// background refresh; otherwise wait for the (single) fetch.
+    /// The clock itself (to sleep by it).
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    /// Serves one widget by the server's policy: fresh → hit; stale →
+    /// served at once plus one background refresh; past ttl → the fetch,
+    /// waited for at most `--soft-timeout` before the old entry is served.
     pub async fn get(self: &Arc<Self>, user: &UserId, instance: &Instance, up: &Upstream) -> Lookup {
+        self.get_with(user, instance, up, Directives::default()).await
+    }
+
+    /// Serves one widget, honouring the request's own directives (RFC 9111).
+    pub async fn get_with(
+        self: &Arc<Self>,
+        user: &UserId,
+        instance: &Instance,
+        up: &Upstream,
+        directives: Directives,
+    ) -> Lookup {
+        if directives.no_cache && !directives.only_if_cached {
+            return self.refresh(user, instance, up).await;
+        }
         let key = user.tag().key(instance);
         let (cached, store_unavailable) = self.read(&key, instance).await;
         let now = self.clock.now_ms();
         if let Some(entry) = &cached {
-            match entry.freshness(now) {
-                Freshness::Fresh => {
-                    let outcome = Outcome::Hit {
-                        ttl: entry.ttl_secs(now),
-                    };
-                    return self.lookup(instance, cached, outcome, None, store_unavailable, now);
-                }
-                Freshness::Stale => {
-                    let outcome = self.serve_stale(&key, entry, now, user, instance, up).await;
-                    return self.lookup(instance, cached, outcome, None, store_unavailable, now);
-                }
-                Freshness::Expired | Freshness::Dead => {}
+            let served = self
+                .serve_cached(&key, entry, now, user, instance, up, directives)
+                .await;
+            if let Some(outcome) = served {
+                return self.lookup(instance, cached, outcome, None, store_unavailable, now);
             }
         }
+        if directives.only_if_cached {
+            return self.lookup(
+                instance,
+                None,
+                Outcome::OnlyIfCached,
+                None,
+                store_unavailable,
+                now,
+            );
+        }
+        // Past ttl but within grace, and the request asks nothing fresher:
+        // nobody waits longer than the soft timeout for data the cache holds.
+        let fallback = cached
+            .as_ref()
+            .filter(|e| e.freshness(now) == Freshness::Expired && !directives.demands_fresher());
         let (flight, mut leader) = self.join_or_start(&key, user, instance, up, true);
-        let mut result = self.wait(flight).await;
+        let mut result = match fallback {
+            Some(old) => match tokio::time::timeout(self.soft_timeout, self.wait(flight)).await {
+                Ok(result) => result,
+                Err(_slow) => {
+                    // The fetch goes on (its task owns it) and lands in the
+                    // cache and, through the change feed, on the page.
+                    let now = self.clock.now_ms();
+                    let outcome = Outcome::Outdated {
+                        ttl: old.ttl_secs(now),
+                    };
+                    return self.lookup(instance, cached.clone(), outcome, None, store_unavailable, now);
+                }
+            },
+            None => self.wait(flight).await,
+        };
         // The flight we joined may have started before our read, or been a
         // recheck that found an entry fresh under an older reading of the
         // clock: if its entry is already past ttl for us, fetch for real, once.
@@ -215,6 +297,64 @@ impl WidgetCache {
         )
     }
 
+    /// The outcome of serving a cached entry at once, if `directives` let
+    /// it be served; starts the refresh it calls for (eager, stale or
+    /// outdated) unless the request forbids upstream calls.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_cached(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        entry: &Entry,
+        now: i64,
+        user: &UserId,
+        instance: &Instance,
+        up: &Upstream,
+        directives: Directives,
+    ) -> Option<Outcome> {
+        let ttl = entry.ttl_secs(now);
+        let refresh = !directives.only_if_cached;
+        match entry.freshness(now) {
+            Freshness::Fresh if directives.accepts(entry, now) => {
+                if refresh && self.eager_due(entry, now) {
+                    self.start_background(key, user, instance, up);
+                    Some(Outcome::Eager { ttl })
+                } else {
+                    Some(Outcome::Hit { ttl })
+                }
+            }
+            Freshness::Stale if directives.accepts(entry, now) && directives.min_fresh.is_none() => {
+                if refresh {
+                    Some(
+                        self.serve_and_refresh(key, user, instance, up, Outcome::Stale { ttl })
+                            .await,
+                    )
+                } else {
+                    Some(Outcome::Stale { ttl })
+                }
+            }
+            Freshness::Expired if directives.allows_past_ttl(entry, now) => {
+                if refresh {
+                    Some(
+                        self.serve_and_refresh(key, user, instance, up, Outcome::Outdated { ttl })
+                            .await,
+                    )
+                } else {
+                    Some(Outcome::Outdated { ttl })
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a fresh entry is late enough in its window to refresh eagerly.
+    fn eager_due(&self, entry: &Entry, now: i64) -> bool {
+        if self.eager <= 0.0 {
+            return false;
+        }
+        let window = (entry.fresh_until - entry.fetched_at).max(0) as f64;
+        now >= entry.fetched_at + (window * self.eager) as i64
+    }
+
     /// Forced refresh: bypasses freshness, but joins a fetch already in flight.
     pub async fn refresh(self: &Arc<Self>, user: &UserId, instance: &Instance, up: &Upstream) -> Lookup {
         let key = user.tag().key(instance);
@@ -230,20 +370,17 @@ impl WidgetCache {
         )
     }
 
-    /// What the dashboard can render inline: fresh and stale entries (stale
-    /// ones start their background refresh). `None`: render a placeholder.
+    /// What the dashboard can render inline: every entry within grace.
+    /// Stale and outdated ones start their refresh, which the open page
+    /// swaps in when it lands. `None`: render a placeholder.
     pub async fn peek(self: &Arc<Self>, user: &UserId, instance: &Instance, up: &Upstream) -> Option<Lookup> {
         let key = user.tag().key(instance);
         let (cached, store_unavailable) = self.read(&key, instance).await;
         let entry = cached.as_ref()?;
         let now = self.clock.now_ms();
-        let outcome = match entry.freshness(now) {
-            Freshness::Fresh => Outcome::Hit {
-                ttl: entry.ttl_secs(now),
-            },
-            Freshness::Stale => self.serve_stale(&key, entry, now, user, instance, up).await,
-            Freshness::Expired | Freshness::Dead => return None,
-        };
+        let outcome = self
+            .serve_cached(&key, entry, now, user, instance, up, Directives::inline())
+            .await?;
         Some(self.lookup(instance, cached, outcome, None, store_unavailable, now))
     }
 
@@ -335,25 +472,23 @@ impl WidgetCache {
         self.store.delete(&keys).await
     }
 
-    /// The outcome of serving a stale entry: normally "revalidating", with one
-    /// background refresh started (or joined); but if the last refresh failed
-    /// and the key is in backoff, "stale-if-error" and no new attempt.
-    async fn serve_stale(
+    /// The outcome of serving an entry that needs a refresh (stale or
+    /// outdated): normally `served`, with one background refresh started (or
+    /// joined); but if the last refresh failed and the key is in backoff,
+    /// "stale-if-error" and no new attempt.
+    async fn serve_and_refresh(
         self: &Arc<Self>,
         key: &CacheKey,
-        entry: &Entry,
-        now: i64,
         user: &UserId,
         instance: &Instance,
         up: &Upstream,
+        served: Outcome,
     ) -> Outcome {
         if let Ok(LockState::Failed(status)) = self.store.lock_state(key).await {
             return Outcome::StaleIfError { status };
         }
         self.start_background(key, user, instance, up);
-        Outcome::Stale {
-            ttl: entry.ttl_secs(now),
-        }
+        served
     }
 
     /// Reads the store; a store error is logged and reported as a miss with
@@ -372,11 +507,16 @@ impl WidgetCache {
         }
     }
 
+    /// The current entry of an instance (none on a store error).
+    pub(crate) async fn read_current(&self, key: &CacheKey, instance: &Instance) -> Option<Arc<Entry>> {
+        self.read(key, instance).await.0
+    }
+
     /// Starts (or joins) a fetch nobody waits for: a stale entry's refresh or
     /// prewarm. Skipped when [`WidgetCache::max_background`] fetches are
     /// already in flight, so a burst of stale reads cannot pile up unbounded
     /// upstream calls; the stale entry is served and refreshed on a later read.
-    fn start_background(
+    pub(crate) fn start_background(
         self: &Arc<Self>,
         key: &CacheKey,
         user: &UserId,

@@ -11,9 +11,13 @@ pub const HEADER: &str = "cache-status";
 pub fn cache_status(lookup: &Lookup) -> String {
     let mut s = String::from("percache; ");
     match &lookup.outcome {
-        Outcome::Hit { ttl } => {
+        Outcome::Hit { ttl } | Outcome::Eager { ttl } => {
             let _ = write!(s, "hit; ttl={ttl}");
         }
+        Outcome::Outdated { ttl } => {
+            let _ = write!(s, "hit; ttl={ttl}; detail=outdated");
+        }
+        Outcome::OnlyIfCached => s.push_str("fwd=miss; detail=only-if-cached"),
         Outcome::Stale { ttl } => {
             let _ = write!(s, "hit; ttl={ttl}; detail=revalidating");
         }

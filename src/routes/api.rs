@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::widgets::resolve;
 use super::AppState;
 use crate::cache::status::{cache_status, HEADER};
-use crate::cache::Outcome;
+use crate::cache::{Directives, Outcome};
 use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::session;
@@ -42,10 +42,24 @@ pub async fn widget_json(
 ) -> Result<HttpResponse, ApiError> {
     let instance = resolve(state.cache.registry(), &id, req.query_string())?;
     let user = session::current_user(&session).ok_or(ApiError::SignedOut)?;
-    let lookup = state.cache.get(&user, &instance, &upstream).await;
+    let directives = Directives::parse(
+        req.headers()
+            .get_all(header::CACHE_CONTROL)
+            .filter_map(|v| v.to_str().ok()),
+    )?;
+    let lookup = state
+        .cache
+        .get_with(&user, &instance, &upstream, directives)
+        .await;
     let widget = instance.id();
     tracing::info!(%widget, outcome = lookup.outcome.label(), "widget served");
     let status = cache_status(&lookup);
+    if lookup.outcome == Outcome::OnlyIfCached {
+        return Ok(HttpResponse::GatewayTimeout()
+            .insert_header((HEADER, status))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(serde_json::json!({ "id": widget, "error": "only-if-cached: no usable entry" })));
+    }
     let Some(entry) = lookup.entry.as_deref() else {
         let message = lookup.error.map(|e| e.to_string()).unwrap_or_default();
         return Ok(HttpResponse::BadGateway()
@@ -58,11 +72,15 @@ pub async fn widget_json(
         data: &entry.data,
         cached: matches!(
             lookup.outcome,
-            Outcome::Hit { .. } | Outcome::Stale { .. } | Outcome::StaleIfError { .. }
+            Outcome::Hit { .. }
+                | Outcome::Eager { .. }
+                | Outcome::Stale { .. }
+                | Outcome::Outdated { .. }
+                | Outcome::StaleIfError { .. }
         ),
         stale: matches!(
             lookup.outcome,
-            Outcome::Stale { .. } | Outcome::StaleIfError { .. }
+            Outcome::Stale { .. } | Outcome::Outdated { .. } | Outcome::StaleIfError { .. }
         ),
         fetched_at: rfc3339(entry.fetched_at),
         fresh_until: rfc3339(entry.fresh_until),

@@ -12,6 +12,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../assets/htmx.min.js"),
     ),
     (
+        "ages.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/ages.js"),
+    ),
+    (
         "app.css",
         "text/css; charset=utf-8",
         include_bytes!("../../assets/app.css"),

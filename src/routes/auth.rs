@@ -1,12 +1,20 @@
 //! Sign-in and sign-out.
+//!
+//! `POST /login` reads its form itself rather than through `web::Form`: the
+//! usual decoder turns bytes that are not UTF-8 into U+FFFD, which would sign
+//! in another user than the one typed, while here such a form gets 422. Each
+//! attempt first counts against the client address's `--login-rate`.
+
+use std::time::Duration;
 
 use actix_session::Session;
 use actix_web::http::{header, StatusCode};
-use actix_web::{get, post, web, HttpResponse};
+use actix_web::{get, post, web, HttpMessage as _, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::AppState;
-use crate::error::PageError;
+use crate::defence::login_rate::LoginLimiter;
+use crate::error::{PageError, SignInError};
 use crate::session;
 use crate::upstream::Upstream;
 use crate::user::UserId;
@@ -46,14 +54,74 @@ pub struct LoginForm {
     username: String,
 }
 
-/// `POST /login`: validate, start the session, prewarm, redirect at once.
+/// Largest sign-in form body (one short field).
+const LOGIN_FORM_LIMIT: usize = 4 * 1024;
+
+/// Reads the sign-in form's body: `application/x-www-form-urlencoded` in
+/// UTF-8 (415 otherwise), at most [`LOGIN_FORM_LIMIT`] bytes (413).
+async fn read_form(req: &HttpRequest, payload: web::Payload) -> Result<web::Bytes, SignInError> {
+    let url_encoded = req
+        .content_type()
+        .eq_ignore_ascii_case("application/x-www-form-urlencoded");
+    let utf8 = req.encoding().is_ok_and(|enc| enc.name() == "UTF-8");
+    if !url_encoded || !utf8 {
+        return Err(SignInError::ContentType);
+    }
+    match payload.to_bytes_limited(LOGIN_FORM_LIMIT).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(e)) => Err(SignInError::Malformed(e.to_string())),
+        Err(_) => Err(SignInError::TooLarge),
+    }
+}
+
+/// Parses the form strictly: every name and value must decode to UTF-8
+/// (422), and `username` may appear at most once (400).
+fn parse_form(body: &[u8]) -> Result<LoginForm, SignInError> {
+    let utf8 = body
+        .split(|b| *b == b'&')
+        .flat_map(|pair| pair.splitn(2, |b| *b == b'='))
+        .all(|part| percent_encoding::percent_decode(part).decode_utf8().is_ok());
+    if !utf8 {
+        return Err(SignInError::NotUtf8);
+    }
+    serde_urlencoded::from_bytes(body).map_err(|e| SignInError::Malformed(e.to_string()))
+}
+
+/// Whole seconds to wait, rounded up, at least 1 (for `Retry-After`).
+fn whole_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// `POST /login`: count the attempt, validate, start the session, prewarm,
+/// redirect at once.
 #[post("/login")]
 pub async fn login(
-    form: web::Form<LoginForm>,
+    req: HttpRequest,
+    payload: web::Payload,
     session: Session,
     state: web::Data<AppState>,
     upstream: web::Data<Upstream>,
-) -> Result<HttpResponse, PageError> {
+    limiter: web::Data<LoginLimiter>,
+) -> Result<HttpResponse, actix_web::Error> {
+    // Every attempt counts, whatever its body.
+    let allowed = limiter.check(&req);
+    let body = read_form(&req, payload).await;
+    if let Err(wait) = allowed {
+        ::metrics::counter!("percache_refused_total", "reason" => "login_rate").increment(1);
+        tracing::debug!(client = ?limiter.client_address(&req), "sign-in rate limit reached");
+        // Only to fill the form in again: a lossy parse is fine here.
+        let username = body
+            .ok()
+            .and_then(|b| serde_urlencoded::from_bytes::<LoginForm>(&b).ok())
+            .map(|f| f.username.chars().take(200).collect())
+            .unwrap_or_default();
+        return Err(SignInError::TooMany {
+            retry_after_secs: whole_seconds(wait),
+            username,
+        }
+        .into());
+    }
+    let form = parse_form(&body?)?;
     let user = match UserId::parse(&form.username) {
         Ok(user) => user,
         Err(e) => {
@@ -86,4 +154,40 @@ pub(crate) fn html(status: StatusCode, body: maud::Markup) -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .content_type("text/html; charset=utf-8")
         .body(body.into_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_must_be_utf8_once_decoded() {
+        assert_eq!(
+            parse_form(b"username=al%C3%A9+x").map(|f| f.username).ok(),
+            Some("alé x".into())
+        );
+        assert_eq!(
+            parse_form(b"name=x").map(|f| f.username).ok(),
+            Some(String::new())
+        );
+        for bad in [
+            &b"username=%FF%FE"[..],
+            b"username=ok&%FF=1",
+            b"\xff\x00=\x01",
+            b"username=\xc3(",
+        ] {
+            assert!(matches!(parse_form(bad), Err(SignInError::NotUtf8)), "{bad:?}");
+        }
+        assert!(matches!(
+            parse_form(b"username=a&username=b"),
+            Err(SignInError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn waits_round_up_to_whole_seconds() {
+        assert_eq!(whole_seconds(Duration::ZERO), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(2_001)), 3);
+        assert_eq!(whole_seconds(Duration::from_secs(180)), 180);
+    }
 }

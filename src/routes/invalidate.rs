@@ -3,7 +3,13 @@
 //! The signature is `sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>">`
 //! under `--invalidation-secret`, with the timestamp (unix seconds) in
 //! `X-Percache-Timestamp`; a timestamp more than 300 s from now is refused,
-//! so a captured request cannot be replayed later.
+//! so a captured request cannot be replayed later. Within that window, a
+//! signature is accepted once ([`ReplayGuard`], fleet-wide with Redis): the
+//! same signed request again gets 409. A request that fails after its
+//! signature was recorded (a bad body, a store error) is forgotten again, so
+//! 409 always means "this exact request was already carried out".
+
+use std::time::Duration;
 
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use hmac::{Hmac, Mac};
@@ -11,6 +17,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::AppState;
+use crate::defence::replay::ReplayGuard;
 use crate::error::WebhookError;
 use crate::user::UserId;
 
@@ -18,6 +25,9 @@ use crate::user::UserId;
 pub const MAX_BODY: usize = 16 * 1024;
 /// Allowed distance between the timestamp and now, in seconds.
 const MAX_SKEW_SECS: u64 = 300;
+/// How long a signature is remembered: a timestamp up to 300 s ahead stays
+/// acceptable for up to 600 s from now.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(2 * MAX_SKEW_SECS);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -44,12 +54,14 @@ impl IdInBody {
     }
 }
 
+/// The HMAC bytes of a `sha256=<hex>` header value (hex in either case).
+fn signature_bytes(signature: &str) -> Option<Vec<u8>> {
+    hex::decode(signature.trim().strip_prefix("sha256=")?).ok()
+}
+
 /// Checks `sha256=<hex>` against the HMAC of `"<timestamp>.<body>"`, in constant time.
 pub fn verify(secret: &[u8], timestamp: &str, body: &[u8], signature: &str) -> bool {
-    let Some(hex_sig) = signature.trim().strip_prefix("sha256=") else {
-        return false;
-    };
-    let Ok(sig) = hex::decode(hex_sig) else {
+    let Some(sig) = signature_bytes(signature) else {
         return false;
     };
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
@@ -76,12 +88,13 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 }
 
 /// Deletes one user's entries (the listed widgets, or all) from the store
-/// every instance shares.
+/// every instance shares, once per signed request.
 #[post("/api/invalidate")]
 pub async fn invalidate(
     req: HttpRequest,
     body: web::Bytes,
     state: web::Data<AppState>,
+    replay: web::Data<ReplayGuard>,
 ) -> Result<HttpResponse, WebhookError> {
     let secret = state
         .invalidation_secret
@@ -97,8 +110,31 @@ pub async fn invalidate(
     if now_secs.abs_diff(ts) > MAX_SKEW_SECS {
         return Err(WebhookError::Expired);
     }
+    // Keyed on the HMAC bytes, not the header text: `sha256=AB..` and
+    // `sha256=ab..` are the same signature.
+    let mac = signature_bytes(signature).ok_or(WebhookError::BadSignature)?;
+    match replay.first_use(&mac).await {
+        Ok(true) => {}
+        Ok(false) => {
+            ::metrics::counter!("percache_refused_total", "reason" => "webhook_replay").increment(1);
+            tracing::warn!("replayed webhook request refused");
+            return Err(WebhookError::Replayed);
+        }
+        Err(e) => return Err(WebhookError::Store(e.to_string())),
+    }
+    let outcome = carry_out(&body, &state).await;
+    if outcome.is_err() {
+        if let Err(e) = replay.forget(&mac).await {
+            tracing::warn!(error = %e, "could not forget a failed webhook request's signature");
+        }
+    }
+    outcome
+}
+
+/// Parses a verified body and invalidates what it names.
+async fn carry_out(body: &[u8], state: &AppState) -> Result<HttpResponse, WebhookError> {
     let request: Invalidation =
-        serde_json::from_slice(&body).map_err(|e| WebhookError::BadBody(e.to_string()))?;
+        serde_json::from_slice(body).map_err(|e| WebhookError::BadBody(e.to_string()))?;
     let user = UserId::parse(&request.user_id).map_err(|e| WebhookError::BadBody(e.to_string()))?;
     let registry = state.cache.registry();
     let widgets: Vec<_> = match request.widgets {

@@ -1,9 +1,11 @@
 //! HTTP routes, one file per area, and the shared state they read.
 
+mod admin;
 mod api;
 mod assets;
 mod auth;
 mod dashboard;
+pub mod fallback;
 mod health;
 pub mod invalidate;
 pub mod metrics;
@@ -44,4 +46,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(health::healthz)
         .service(health::readyz)
         .service(assets::asset);
+    // The operator page (404 unless --admin-token is set).
+    cfg.service(admin::page)
+        .service(admin::figures_json)
+        .service(admin::login)
+        .service(admin::logout);
+    // Unknown path: 404; known path, other method: 405 with `Allow`
+    // (a route added above belongs in `fallback::ROUTES` too).
+    cfg.default_service(web::to(fallback::not_found_or_wrong_method));
 }

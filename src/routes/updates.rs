@@ -6,6 +6,11 @@
 //! [`LONG_POLL`] with nothing. The answer is a new poller plus the changed
 //! cards marked `hx-swap-oob`, so htmx swaps them in place: no polling of
 //! every widget, no extension, no build step.
+//!
+//! While it is open, the page also keeps its widgets current: when one turns
+//! stale the cache refreshes it ([`WidgetCache::refresh_ahead`]), and the new
+//! card comes back through this same poll. A closed page polls no more, so
+//! its widgets are refreshed no more.
 
 use std::time::Duration;
 
@@ -17,8 +22,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::auth::html;
 use super::AppState;
+use crate::cache::RefreshedAhead;
 use crate::error::PageError;
 use crate::session;
+use crate::upstream::Upstream;
 use crate::views;
 
 /// How long one poll is held open when nothing changes.
@@ -36,24 +43,39 @@ pub async fn updates(
     query: web::Query<UpdatesQuery>,
     session: Session,
     state: web::Data<AppState>,
+    upstream: web::Data<Upstream>,
 ) -> Result<HttpResponse, PageError> {
     let user = session::current_user(&session).ok_or(PageError::SignedOut)?;
+    let _open = state.cache.open_page();
     // Subscribe before looking, so a change between the two is not missed.
     let mut changes = state.cache.changes();
     let since = query.since.unwrap_or_else(|| state.cache.now());
     let deadline = tokio::time::Instant::now() + LONG_POLL;
+    let mut refreshed = RefreshedAhead::default();
     let changed = loop {
         let changed = state.cache.changed_since(&user, since).await;
         if !changed.is_empty() {
             break changed;
         }
-        // Wait for a change to one of this user's keys (or the deadline).
+        // Refresh what turned stale; learn when the next one will.
+        let next_stale = state.cache.refresh_ahead(&user, &upstream, &mut refreshed).await;
+        // Wait for a change to one of this user's keys, the next widget
+        // turning stale, or the deadline.
         let woke = loop {
-            match tokio::time::timeout_at(deadline, changes.recv()).await {
-                Ok(Ok(key)) if key.belongs_to(user.tag()) => break true,
-                Ok(Ok(_)) => continue,
-                Ok(Err(RecvError::Lagged(_))) => break true,
-                Ok(Err(RecvError::Closed)) | Err(_) => break false,
+            let stale_soon = async {
+                match next_stale {
+                    Some(at) => state.cache.sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stale_soon => break true,
+                received = tokio::time::timeout_at(deadline, changes.recv()) => match received {
+                    Ok(Ok(key)) if key.belongs_to(user.tag()) => break true,
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(RecvError::Lagged(_))) => break true,
+                    Ok(Err(RecvError::Closed)) | Err(_) => break false,
+                },
             }
         };
         if !woke {

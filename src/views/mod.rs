@@ -2,12 +2,15 @@
 //! [`maud::Markup`], composed from partials; maud escapes every interpolated
 //! string, so usernames and upstream data are always shown as text.
 
+mod admin;
+mod charts;
 mod dashboard;
 mod kinds;
 mod layout;
 mod login;
 mod widget;
 
+pub use admin::{admin_login_page, admin_page};
 pub use dashboard::{dashboard_page, live_poller};
 pub use layout::{page, page_with_head};
 pub use login::login_page;

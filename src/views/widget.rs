@@ -52,6 +52,13 @@ fn card(lookup: &Lookup, oob: bool) -> Markup {
     };
     let (state, badge) = match lookup.outcome {
         Outcome::Stale { .. } => ("stale", Some("refreshing…".to_owned())),
+        Outcome::Outdated { .. } => (
+            "outdated",
+            Some(format!(
+                "from {} ago · updating…",
+                ago(((lookup.now - entry.fetched_at) / 1000).max(0))
+            )),
+        ),
         Outcome::StaleIfError { .. } => (
             "stale-if-error",
             Some(format!(
@@ -74,7 +81,7 @@ fn card(lookup: &Lookup, oob: bool) -> Markup {
             }
             div.body { (kinds::body(instance.widget.view.as_ref(), &entry.data, &instance.params)) }
             footer {
-                span.age { "updated " (age) " s ago" }
+                span.age data-age=(age) { "updated " (ago(age)) " ago" }
                 (refresh_button(instance, "refresh", "Refresh"))
             }
         }
@@ -128,6 +135,16 @@ fn param_controls(instance: &Instance) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// An age in words, as `assets/ages.js` writes it: `40 s`, `12 min`, `3 h`, `2 d`.
+pub fn ago(secs: i64) -> String {
+    match secs {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min", s / 60),
+        s if s < 86_400 => format!("{} h", s / 3600),
+        s => format!("{} d", s / 86_400),
     }
 }
 

@@ -13,6 +13,7 @@ use percache::cache::store::redis::RedisStore;
 use percache::cache::WidgetCache;
 use percache::clock::MockClock;
 use percache::config::{LogFormat, Settings};
+use percache::defence::login_rate::LoginRate;
 use percache::startup::Application;
 use percache::telemetry;
 
@@ -343,6 +344,8 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
     // CPU from looking like a Redis outage (outages are tested by killing Redis).
     settings.store_timeout = Duration::from_secs(1);
     settings.workers = 2;
+    // Every test client is 127.0.0.1: no sign-in limit unless a test sets one.
+    settings.login_rate = LoginRate::Off;
     if let Some(tweak) = &config.tweak {
         tweak(&mut settings);
     }
@@ -563,7 +566,8 @@ impl BinaryServer {
     }
 
     /// As [`BinaryServer::start`], with these environment variables set
-    /// (`Some`) or removed (`None`).
+    /// (`Some`) or removed (`None`). `LOGIN_RATE=0` unless `env` says
+    /// otherwise: every test client is 127.0.0.1.
     pub async fn start_with_env(name: &str, args: &[&str], env: &[(&str, Option<&str>)]) -> Self {
         let port = free_port();
         let file = |ext: &str| {
@@ -576,7 +580,8 @@ impl BinaryServer {
             .args(["--bind", &format!("127.0.0.1:{port}")])
             .args(args)
             .stdout(std::fs::File::create(&stdout_path).unwrap())
-            .stderr(std::fs::File::create(&stderr_path).unwrap());
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .env("LOGIN_RATE", "0");
         for (key, value) in env {
             match value {
                 Some(value) => command.env(key, value),

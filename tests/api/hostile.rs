@@ -323,6 +323,47 @@ fn no_injected_header(resp: &RawResponse) -> Result<(), String> {
     Ok(())
 }
 
+/// A 405 whose `Allow` lists exactly these methods.
+fn allow(resp: &RawResponse, expected: &str) -> Result<(), String> {
+    match resp.header("allow") {
+        Some(allow) if allow == expected => Ok(()),
+        other => Err(format!("Allow {other:?}, expected {expected:?}")),
+    }
+}
+
+fn allow_get(resp: &RawResponse) -> Result<(), String> {
+    allow(resp, "GET")
+}
+
+fn allow_post(resp: &RawResponse) -> Result<(), String> {
+    allow(resp, "POST")
+}
+
+fn allow_get_post(resp: &RawResponse) -> Result<(), String> {
+    allow(resp, "GET, POST")
+}
+
+/// The sign-in form again, saying the username is not valid text, and no session.
+fn not_utf8(resp: &RawResponse) -> Result<(), String> {
+    refused_without_session(resp)?;
+    let body = resp.text();
+    if body.contains(r#"<form method="post" action="/login">"#) && body.contains("not valid text") {
+        Ok(())
+    } else {
+        Err(format!("expected the form and a message, got {body:.300}"))
+    }
+}
+
+/// A 403 that says why, and no session.
+fn cross_site_refused(resp: &RawResponse) -> Result<(), String> {
+    refused_without_session(resp)?;
+    if resp.text().contains("was refused") {
+        Ok(())
+    } else {
+        Err(format!("expected a message, got {}", resp.text()))
+    }
+}
+
 /// A 400 that explains the parameter and carries nobody's data.
 fn refused_parameter(resp: &RawResponse) -> Result<(), String> {
     let body = resp.text();
@@ -468,9 +509,38 @@ fn catalog(now_secs: i64, valid: &str, foreign: &str) -> Vec<Row> {
         row("username field twice", "POST", "/login", 400)
             .header("content-type", "application/x-www-form-urlencoded")
             .body("username=alice&username=bob"),
-        row("invalid UTF-8 percent-escapes", "POST", "/login", 303)
+        // Bytes that are not UTF-8 once decoded: the form again, not a user
+        // named U+FFFD.
+        row("invalid UTF-8 percent-escapes", "POST", "/login", 422)
             .header("content-type", "application/x-www-form-urlencoded")
-            .body("username=%FF%FE"),
+            .body("username=%FF%FE")
+            .check(not_utf8),
+        row("raw invalid UTF-8 in the username", "POST", "/login", 422)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(b"username=ali\xc3(ce")
+            .check(not_utf8),
+        row("overlong UTF-8 slash %C0%AF", "POST", "/login", 422)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("username=..%C0%AF..")
+            .check(not_utf8),
+        row("UTF-16 surrogate %ED%A0%80", "POST", "/login", 422)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("username=%ED%A0%80")
+            .check(not_utf8),
+        row("invalid UTF-8 in another field", "POST", "/login", 422)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("username=alice&%FF=1")
+            .check(not_utf8),
+        row("form in Latin-1", "POST", "/login", 415)
+            .header(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=iso-8859-1",
+            )
+            .body("username=%E9"),
+        row("percent-encoded UTF-8 é", "POST", "/login", 303)
+            .header("content-type", "application/x-www-form-urlencoded; charset=UTF-8")
+            .body("username=%C3%A9")
+            .check(to_dashboard),
         row("negative Content-Length", "POST", "/login", 400)
             .header("content-type", "application/x-www-form-urlencoded")
             .header("content-length", "-1")
@@ -484,17 +554,76 @@ fn catalog(now_secs: i64, valid: &str, foreign: &str) -> Vec<Row> {
             .header("content-type", "application/x-www-form-urlencoded")
             .header("transfer-encoding", "chunked")
             .body("zz\r\nusername=alice\r\n0\r\n\r\n"),
-        // Wrong methods.
-        row("PUT /login", "PUT", "/login", 404).username("alice"),
-        row("DELETE /login", "DELETE", "/login", 404),
-        row("PATCH /login", "PATCH", "/login", 404).username("alice"),
-        row("PUT /widgets/1", "PUT", "/widgets/1", 404).signed_in(),
-        row("DELETE /widgets/1", "DELETE", "/widgets/1", 404).signed_in(),
-        row("PATCH /widgets/1", "PATCH", "/widgets/1", 404).signed_in(),
-        row("GET /logout", "GET", "/logout", 404).signed_in(),
-        row("GET /api/invalidate", "GET", "/api/invalidate", 404),
-        row("GET /widgets/1/refresh", "GET", "/widgets/1/refresh", 404).signed_in(),
-        row("made-up method", "BREW", "/healthz", 404),
+        // Wrong methods on known paths: 405 with `Allow`; unknown paths: 404.
+        row("PUT /login", "PUT", "/login", 405)
+            .username("alice")
+            .check(allow_get_post),
+        row("DELETE /login", "DELETE", "/login", 405).check(allow_get_post),
+        row("PATCH /login", "PATCH", "/login", 405)
+            .username("alice")
+            .check(allow_get_post),
+        row("PUT /widgets/1", "PUT", "/widgets/1", 405)
+            .signed_in()
+            .check(allow_get),
+        row("DELETE /widgets/1", "DELETE", "/widgets/1", 405)
+            .signed_in()
+            .check(allow_get),
+        row("PATCH /widgets/1", "PATCH", "/widgets/1", 405)
+            .signed_in()
+            .check(allow_get),
+        row("DELETE /widgets/6 (unknown id)", "DELETE", "/widgets/6", 405).check(allow_get),
+        row("GET /logout", "GET", "/logout", 405)
+            .signed_in()
+            .check(allow_post),
+        row("GET /api/invalidate", "GET", "/api/invalidate", 405).check(allow_post),
+        row("GET /widgets/1/refresh", "GET", "/widgets/1/refresh", 405)
+            .signed_in()
+            .check(allow_post),
+        row("POST /dashboard", "POST", "/dashboard", 405)
+            .signed_in()
+            .check(allow_get),
+        row("OPTIONS /api/widgets/1", "OPTIONS", "/api/widgets/1", 405).check(allow_get),
+        row("PUT /assets/app.css", "PUT", "/assets/app.css", 405).check(allow_get),
+        row("made-up method", "BREW", "/healthz", 405).check(allow_get),
+        row("POST to an unknown path", "POST", "/nope", 404),
+        row(
+            "DELETE an unknown deep path",
+            "DELETE",
+            "/widgets/1/refresh/x",
+            404,
+        ),
+        row("made-up method, unknown path", "BREW", "/coffee", 404),
+        // Cross-site posts to the browser's routes: 403 (the webhook is exempt).
+        row("cross-site sign-in", "POST", "/login", 403)
+            .username("mallory")
+            .header("sec-fetch-site", "cross-site")
+            .check(cross_site_refused),
+        row("sign-in from a foreign Origin", "POST", "/login", 403)
+            .username("mallory")
+            .header("origin", "https://evil.example")
+            .check(cross_site_refused),
+        row("sign-out from a foreign Origin", "POST", "/logout", 403)
+            .signed_in()
+            .header("origin", "https://evil.example")
+            .header("sec-fetch-site", "cross-site"),
+        row("refresh from Origin: null", "POST", "/widgets/1/refresh", 403)
+            .signed_in()
+            .header("origin", "null"),
+        row("refresh from a sibling site", "POST", "/widgets/1/refresh", 403)
+            .signed_in()
+            .header("sec-fetch-site", "same-site"),
+        row("cross-site GET is fine", "GET", "/widgets/1", 200)
+            .signed_in()
+            .header("origin", "https://evil.example")
+            .header("sec-fetch-site", "cross-site"),
+        signed(
+            row("webhook from anywhere (exempt)", "POST", "/api/invalidate", 200)
+                .body(r#"{"userId":"carol","widgets":[2]}"#)
+                .header("origin", "https://evil.example")
+                .header("sec-fetch-site", "cross-site"),
+            SECRET,
+            &now,
+        ),
         // The webhook.
         signed(
             row("webhook body over 16 KiB", "POST", "/api/invalidate", 413).body(&big_json),

@@ -7,6 +7,7 @@ mod auth;
 mod cache;
 mod chaos;
 mod dashboard;
+mod defence;
 mod escaping;
 mod fleet;
 mod fuzz;

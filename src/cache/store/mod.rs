@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod memory;
 pub mod near;
 pub mod redis;
+pub mod sqlite;
 
 use std::sync::Arc;
 use std::time::Duration;

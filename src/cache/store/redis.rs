@@ -271,6 +271,28 @@ impl RedisStore {
     pub async fn pttl(&self, key: &CacheKey) -> Result<i64, StoreError> {
         self.query(redis::cmd("PTTL").arg(key.as_str()).clone()).await
     }
+
+    /// Sets the marker `key` unless it exists (`SET key 1 NX PX ttl`): true
+    /// when this call made it, false when it was already there. For one-time
+    /// tokens (the webhook's replay check), not cache entries.
+    pub async fn set_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let cmd = redis::cmd("SET")
+            .arg(key)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl))
+            .clone();
+        let answer: Option<String> = self.query(cmd).await?;
+        Ok(answer.is_some())
+    }
+
+    /// Deletes a marker made by [`RedisStore::set_once`].
+    pub async fn unset(&self, key: &str) -> Result<(), StoreError> {
+        self.query::<i64>(redis::cmd("DEL").arg(key).clone())
+            .await
+            .map(drop)
+    }
 }
 
 fn lock_key(key: &CacheKey) -> String {

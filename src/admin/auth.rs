@@ -1,0 +1,175 @@
+//! Who may see the operator page: the holder of `--admin-token`, shown as
+//! `Authorization: Bearer <token>` on each request, or once through the
+//! page's form, which then sets the page's own cookie (`percache_admin`,
+//! separate from the user session).
+//!
+//! Comparisons are constant-time: the presented token and the real one are
+//! both run through HMAC-SHA256 under a random per-process key and the
+//! tags compared with `verify_slice` (which uses `subtle`), so neither the
+//! content nor the length of the token leaks through timing. The cookie
+//! holds an expiry and an HMAC of it keyed with the token: it does not
+//! reveal the token, works on every instance that has the same token, and
+//! stops working when the token changes.
+
+use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The page's cookie.
+pub const COOKIE_NAME: &str = "percache_admin";
+/// How long the cookie is good for, in seconds (12 h).
+pub const COOKIE_LIFETIME_SECS: i64 = 12 * 3600;
+/// What the cookie's HMAC is computed over, before the expiry.
+const COOKIE_CONTEXT: &[u8] = b"percache admin cookie v1:";
+
+/// The admin token of `--admin-token`.
+pub struct AdminToken {
+    token: Vec<u8>,
+    /// Random key of the constant-time comparison.
+    check_key: Vec<u8>,
+    /// HMAC of the token under `check_key`.
+    expected: Vec<u8>,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<hidden>)")
+    }
+}
+
+impl AdminToken {
+    /// The token; `None` for an empty one (`/admin` stays off).
+    pub fn new(raw: &str) -> Option<Self> {
+        if raw.is_empty() {
+            return None;
+        }
+        let check_key = actix_web::cookie::Key::generate().signing().to_vec();
+        let expected = mac(&check_key, &[raw.as_bytes()])?;
+        Some(Self {
+            token: raw.as_bytes().to_vec(),
+            check_key,
+            expected,
+        })
+    }
+
+    /// Whether `presented` is the token (constant time).
+    pub fn matches(&self, presented: &str) -> bool {
+        let Ok(mut m) = HmacSha256::new_from_slice(&self.check_key) else {
+            return false;
+        };
+        m.update(presented.as_bytes());
+        m.verify_slice(&self.expected).is_ok()
+    }
+
+    /// Whether an `Authorization` header value carries the token as a bearer token.
+    pub fn matches_bearer(&self, header: &str) -> bool {
+        bearer(header).is_some_and(|t| self.matches(t))
+    }
+
+    /// The cookie value for a sign-in at `now` (Unix seconds):
+    /// `<expiry>.<hex HMAC-SHA256(token, context + expiry)>`.
+    pub fn cookie_value(&self, now: i64) -> String {
+        let expires = now + COOKIE_LIFETIME_SECS;
+        let tag = mac(&self.token, &[COOKIE_CONTEXT, expires.to_string().as_bytes()]).unwrap_or_default();
+        format!("{expires}.{}", hex::encode(tag))
+    }
+
+    /// Whether a cookie value was made by [`AdminToken::cookie_value`] with
+    /// this token and has not expired at `now` (constant-time check).
+    pub fn cookie_is_valid(&self, value: &str, now: i64) -> bool {
+        let Some((expires, tag)) = value.split_once('.') else {
+            return false;
+        };
+        let Ok(at) = expires.parse::<i64>() else {
+            return false;
+        };
+        if at <= now || at > now + COOKIE_LIFETIME_SECS {
+            return false;
+        }
+        let Ok(tag) = hex::decode(tag) else {
+            return false;
+        };
+        let Ok(mut m) = HmacSha256::new_from_slice(&self.token) else {
+            return false;
+        };
+        m.update(COOKIE_CONTEXT);
+        m.update(expires.as_bytes());
+        m.verify_slice(&tag).is_ok()
+    }
+}
+
+/// The page's cookie: HttpOnly, SameSite=Strict, for the whole site (so
+/// `/admin.json` gets it too), Secure with `--secure-cookies`.
+pub fn cookie(value: String, secure: bool) -> Cookie<'static> {
+    Cookie::build(COOKIE_NAME, value)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .max_age(CookieDuration::seconds(COOKIE_LIFETIME_SECS))
+        .finish()
+}
+
+/// A cookie that removes the page's cookie (sign-out).
+pub fn removal_cookie(secure: bool) -> Cookie<'static> {
+    let mut cookie = cookie(String::new(), secure);
+    cookie.make_removal();
+    cookie
+}
+
+/// The token of `Bearer <token>` (the scheme in any case).
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn mac(key: &[u8], parts: &[&[u8]]) -> Option<Vec<u8>> {
+    let mut m = HmacSha256::new_from_slice(key).ok()?;
+    for part in parts {
+        m.update(part);
+    }
+    Some(m.finalize().into_bytes().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_token_matches() {
+        let token = AdminToken::new("s3cret-token").unwrap();
+        assert!(token.matches("s3cret-token"));
+        assert!(!token.matches("s3cret-toke"));
+        assert!(!token.matches("s3cret-token "));
+        assert!(!token.matches(""));
+        assert!(token.matches_bearer("Bearer s3cret-token"));
+        assert!(token.matches_bearer("bearer s3cret-token"));
+        assert!(!token.matches_bearer("Basic s3cret-token"));
+        assert!(!token.matches_bearer("s3cret-token"));
+        assert!(AdminToken::new("").is_none());
+        assert_eq!(format!("{token:?}"), "AdminToken(<hidden>)");
+    }
+
+    #[test]
+    fn cookies_are_bound_to_the_token_and_expire() {
+        let token = AdminToken::new("one").unwrap();
+        let now = 1_700_000_000;
+        let value = token.cookie_value(now);
+        assert!(!value.contains("one"));
+        assert!(token.cookie_is_valid(&value, now));
+        assert!(token.cookie_is_valid(&value, now + COOKIE_LIFETIME_SECS - 1));
+        assert!(!token.cookie_is_valid(&value, now + COOKIE_LIFETIME_SECS));
+        // Another token (a rotation) refuses it; so does a tampered expiry.
+        assert!(!AdminToken::new("two").unwrap().cookie_is_valid(&value, now));
+        let (_, tag) = value.split_once('.').unwrap();
+        let tampered = format!("{}.{tag}", now + 10);
+        assert!(!token.cookie_is_valid(&tampered, now));
+        let too_long = format!("{}.{tag}", now + COOKIE_LIFETIME_SECS + 100);
+        assert!(!token.cookie_is_valid(&too_long, now));
+        for junk in ["", ".", "x.y", "1.zz", "99999999999.00"] {
+            assert!(!token.cookie_is_valid(junk, now), "{junk}");
+        }
+    }
+}

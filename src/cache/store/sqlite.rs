@@ -1,0 +1,359 @@
+//! The on-disk store (`--data-dir`): entries in an embedded SQLite database
+//! (WAL), so one instance keeps its users' data across restarts. A user who
+//! comes back after a deploy sees their data at once, and stale-if-error
+//! works even when the upstream is down at boot.
+//!
+//! SQLite's calls block, so each runs on tokio's blocking pool, one at a
+//! time on one connection (WAL lets that connection read while it writes
+//! pages back). Expired rows are purged in the background, and the table is
+//! trimmed to `--memory-capacity` rows (those expiring soonest go first).
+//! A disk failure is a [`StoreError`] like a Redis outage: the cache fails
+//! open and the breaker skips the store for a moment.
+//!
+//! The fetch lock and failure markers stay in memory (one instance: the
+//! in-process single flight is the lock), as in [`MemoryStore`].
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::memory::MemoryStore;
+use super::{LockState, Store, StoreError};
+use crate::cache::entry::Entry;
+use crate::cache::key::CacheKey;
+use crate::clock::system_now_ms;
+
+/// The database file in the data directory.
+pub const FILE_NAME: &str = "percache.sqlite3";
+/// How often expired rows are purged.
+pub const PURGE_EVERY: Duration = Duration::from_secs(30);
+/// Puts between two capacity checks.
+const TRIM_EVERY_PUTS: u64 = 1024;
+
+/// Entries in SQLite, with their expiry in real time (like Redis keys).
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    capacity: u64,
+    puts: Arc<AtomicU64>,
+    markers: MemoryStore,
+    path: PathBuf,
+}
+
+fn command(e: rusqlite::Error) -> StoreError {
+    StoreError::Command(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database in `dir` (created if missing).
+    pub fn open(dir: &Path, capacity: u64) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Connection(format!("{}: {e}", dir.display())))?;
+        let path = dir.join(FILE_NAME);
+        let conn = Connection::open(&path)
+            .map_err(|e| StoreError::Connection(format!("{}: {e}", path.display())))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA busy_timeout = 1000;
+             CREATE TABLE IF NOT EXISTS entries (
+                 key TEXT PRIMARY KEY,
+                 value BLOB NOT NULL,
+                 expires_at INTEGER NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS entries_by_expiry ON entries (expires_at);",
+        )
+        .map_err(|e| StoreError::Connection(format!("{}: {e}", path.display())))?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            capacity,
+            puts: Arc::new(AtomicU64::new(0)),
+            markers: MemoryStore::new(capacity),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection, on the blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&conn).map_err(command)
+        })
+        .await
+        .map_err(|e| StoreError::Command(format!("sqlite task: {e}")))?
+    }
+
+    /// Deletes expired rows, then the rows beyond the capacity that expire
+    /// soonest. Returns how many rows went.
+    pub async fn purge(&self) -> Result<usize, StoreError> {
+        let capacity = i64::try_from(self.capacity).unwrap_or(i64::MAX);
+        self.run(move |conn| {
+            let expired = conn.execute("DELETE FROM entries WHERE expires_at <= ?1", [system_now_ms()])?;
+            let count: i64 = conn.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))?;
+            let excess = (count - capacity).max(0);
+            let trimmed = if excess > 0 {
+                conn.execute(
+                    "DELETE FROM entries WHERE key IN
+                       (SELECT key FROM entries ORDER BY expires_at ASC LIMIT ?1)",
+                    [excess],
+                )?
+            } else {
+                0
+            };
+            Ok(expired + trimmed)
+        })
+        .await
+    }
+
+    /// Rows in the table (for tests and gauges).
+    pub async fn len(&self) -> Result<u64, StoreError> {
+        self.run(|conn| conn.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0)))
+            .await
+            .map(|n| n.max(0) as u64)
+    }
+
+    /// Whether the table is empty.
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len().await? == 0)
+    }
+
+    /// Purges every [`PURGE_EVERY`] for as long as the store lives.
+    pub fn spawn_purger(&self) {
+        let this = Arc::downgrade(&self.conn);
+        let (capacity, path, markers, puts) = (
+            self.capacity,
+            self.path.clone(),
+            self.markers.clone(),
+            Arc::clone(&self.puts),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PURGE_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(conn) = this.upgrade() else { return };
+                let store = SqliteStore {
+                    conn,
+                    capacity,
+                    puts: Arc::clone(&puts),
+                    markers: markers.clone(),
+                    path: path.clone(),
+                };
+                match store.purge().await {
+                    Ok(n) if n > 0 => tracing::debug!(rows = n, "purged the on-disk cache"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not purge the on-disk cache"),
+                }
+            }
+        });
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError> {
+        let k = key.as_str().to_owned();
+        let raw: Option<Vec<u8>> = self
+            .run(move |conn| {
+                conn.query_row(
+                    "SELECT value FROM entries WHERE key = ?1 AND expires_at > ?2",
+                    params![k, system_now_ms()],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .await?;
+        Ok(raw.and_then(|bytes| match Entry::decode(&bytes) {
+            Ok(entry) => Some(Arc::new(entry)),
+            Err(e) => {
+                tracing::warn!(key = key.as_str(), error = %e, "ignoring undecodable cache entry");
+                None
+            }
+        }))
+    }
+
+    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
+        let (k, value) = (key.as_str().to_owned(), entry.encode());
+        let expires_at = system_now_ms().saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO entries (key, value, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                params![k, value, expires_at],
+            )
+        })
+        .await?;
+        // Bounded between purges too: a burst of new users cannot grow the
+        // file without limit.
+        if self.puts.fetch_add(1, Ordering::Relaxed) % TRIM_EVERY_PUTS == TRIM_EVERY_PUTS - 1 {
+            self.purge().await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError> {
+        let keys: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached("DELETE FROM entries WHERE key = ?1")?;
+            for key in &keys {
+                stmt.execute([key])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn acquire(
+        &self,
+        key: &CacheKey,
+        token: &str,
+        ttl: Duration,
+        force: bool,
+    ) -> Result<LockState, StoreError> {
+        self.markers.acquire(key, token, ttl, force).await
+    }
+
+    async fn release(
+        &self,
+        key: &CacheKey,
+        token: &str,
+        failed: Option<(u16, Duration)>,
+    ) -> Result<(), StoreError> {
+        self.markers.release(key, token, failed).await
+    }
+
+    async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
+        self.markers.lock_state(key).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|conn| conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
+            .await
+            .map(drop)
+    }
+
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::key::UserTag;
+    use crate::widget::Registry;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("percache-sqlite-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn entry(v: i64) -> Arc<Entry> {
+        Arc::new(Entry {
+            data: serde_json::json!({ "v": v, "s": "<b>é</b>" }),
+            fetched_at: v,
+            fresh_until: v + 1,
+            stale_until: v + 2,
+            grace_until: v + 3,
+            fingerprint: 42,
+        })
+    }
+
+    fn key(user: &str) -> CacheKey {
+        UserTag::of(user).key(&Registry::builtin().default_instance("1").unwrap())
+    }
+
+    #[tokio::test]
+    async fn entries_survive_reopening_the_database() {
+        let d = dir("reopen");
+        let store = SqliteStore::open(&d, 100).unwrap();
+        store
+            .put(&key("a"), entry(7), Duration::from_secs(60))
+            .await
+            .unwrap();
+        drop(store);
+        let again = SqliteStore::open(&d, 100).unwrap();
+        assert_eq!(again.get(&key("a")).await.unwrap().as_deref(), Some(&*entry(7)));
+        assert_eq!(again.get(&key("b")).await.unwrap(), None);
+        again.delete(&[key("a")]).await.unwrap();
+        assert_eq!(again.get(&key("a")).await.unwrap(), None);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[tokio::test]
+    async fn expired_rows_are_not_served_and_are_purged() {
+        let d = dir("expiry");
+        let store = SqliteStore::open(&d, 100).unwrap();
+        store
+            .put(&key("a"), entry(1), Duration::from_millis(1))
+            .await
+            .unwrap();
+        store
+            .put(&key("b"), entry(2), Duration::from_secs(60))
+            .await
+            .unwrap();
+        // Expiry is real time, as with Redis keys: wait out one millisecond.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while store.get(&key("a")).await.unwrap().is_some() {
+            assert!(std::time::Instant::now() < deadline, "the row never expired");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(store.purge().await.unwrap(), 1);
+        assert_eq!(store.len().await.unwrap(), 1);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[tokio::test]
+    async fn the_capacity_bounds_the_table() {
+        let d = dir("capacity");
+        let store = SqliteStore::open(&d, 10).unwrap();
+        for i in 0..50 {
+            store
+                .put(
+                    &key(&format!("u{i}")),
+                    entry(i),
+                    Duration::from_secs(60 + i as u64),
+                )
+                .await
+                .unwrap();
+        }
+        store.purge().await.unwrap();
+        assert_eq!(store.len().await.unwrap(), 10);
+        assert!(
+            store.get(&key("u49")).await.unwrap().is_some(),
+            "the longest-lived rows stay"
+        );
+        assert!(store.get(&key("u0")).await.unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[tokio::test]
+    async fn a_broken_disk_is_a_store_error_not_a_panic() {
+        let d = dir("broken");
+        let store = SqliteStore::open(&d, 10).unwrap();
+        store
+            .run(|conn| conn.execute_batch("DROP TABLE entries"))
+            .await
+            .unwrap();
+        assert!(matches!(store.get(&key("a")).await, Err(StoreError::Command(_))));
+        assert!(store
+            .put(&key("a"), entry(1), Duration::from_secs(1))
+            .await
+            .is_err());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
