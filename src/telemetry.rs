@@ -104,11 +104,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// The help text of every series of SPEC §9 (Prometheus wants one per
-/// metric: `promtool check metrics` fails without it), and the counters
-/// that alerts rate over registered at zero, so their series exist from the
-/// first scrape (a counter first seen at 5 loses those 5 to `rate()`, and an
-/// absent series never fires an alert).
+/// The help text of every series the server exports (Prometheus wants one
+/// per metric: `promtool check metrics`, run by the tests, fails without it;
+/// a new metric gets its line here), and the series that alerts and the
+/// dashboard read registered at zero, so they exist from the first scrape
+/// (a counter first seen at 5 loses those 5 to `rate()`, and an absent
+/// series never fires an alert).
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
@@ -126,7 +127,11 @@ fn describe() {
     );
     describe_counter!(
         "percache_refresh_total",
-        "Fetch tasks ended (ok, error, collapsed) or background fetches skipped at the cap (skipped)."
+        "Background fetch tasks by outcome; skipped: refused at the --max-background-fetches cap."
+    );
+    describe_counter!(
+        "percache_refused_total",
+        "Requests refused by a defence, by reason (cross_site, login_rate, webhook_replay)."
     );
     describe_counter!(
         "percache_store_errors_total",
@@ -158,4 +163,5 @@ fn describe() {
     metrics::counter!("percache_store_errors_total").increment(0);
     metrics::counter!("percache_prewarm_total").increment(0);
     metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(0);
+    metrics::gauge!("percache_open_pages").increment(0.0);
 }

@@ -50,8 +50,8 @@ pub struct Figures {
     pub upstream: UpstreamFigures,
     /// This application's upstream fetches in flight now.
     pub fetches_in_flight: usize,
-    /// Open dashboards now.
-    pub open_pages: OpenPages,
+    /// This application's open dashboards (live connections) now.
+    pub open_pages: usize,
     /// The store's health now (as `/readyz` says it).
     pub store: StoreHealth,
     /// One row per widget of the registry.
@@ -96,15 +96,6 @@ impl Latency {
             p95: buckets.quantile(0.95),
         }
     }
-}
-
-/// Open dashboards: `percache_open_pages` when the server exports it.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct OpenPages {
-    /// The gauge's value (0 when it is not exported).
-    pub value: f64,
-    /// Whether the server exports the gauge at all.
-    pub tracked: bool,
 }
 
 /// The store's kind and whether it answers a ping.
@@ -166,8 +157,8 @@ pub struct Point {
     pub latency_seconds: Latency,
     /// Fetches in flight at the end of the interval.
     pub fetches_in_flight: usize,
-    /// Open pages at the end of the interval (0 when not exported).
-    pub open_pages: f64,
+    /// Open pages at the end of the interval.
+    pub open_pages: usize,
     /// Store errors in the interval.
     pub store_errors: u64,
     /// The store answered its ping at the end of the interval.
@@ -295,7 +286,7 @@ impl Figures {
                     saved: d.saved,
                     latency_seconds: Latency::of(&d.latency),
                     fetches_in_flight: after.fetches_in_flight,
-                    open_pages: after.reading.open_pages.unwrap_or(0.0),
+                    open_pages: after.open_pages,
                     store_errors: after
                         .reading
                         .store_errors
@@ -319,10 +310,7 @@ impl Figures {
                 latency_seconds: Latency::of(&total.latency),
             },
             fetches_in_flight: live.fetches_in_flight,
-            open_pages: OpenPages {
-                value: live.reading.open_pages.unwrap_or(0.0),
-                tracked: live.reading.open_pages.is_some(),
-            },
+            open_pages: live.open_pages,
             store: StoreHealth {
                 kind: live.store_kind,
                 ok: live.store_error.is_none(),
@@ -349,6 +337,7 @@ mod tests {
             at_ms,
             reading: Reading::parse(text),
             fetches_in_flight: 2,
+            open_pages: 1,
             store_kind: "memory",
             store_error: None,
         }
@@ -383,7 +372,7 @@ mod tests {
         assert_eq!(f.widgets[2].hit_ratio, None);
         assert_eq!(f.series.len(), 1);
         assert_eq!(f.series[0].seconds, 20.0);
-        assert!(!f.open_pages.tracked);
+        assert_eq!(f.open_pages, 1);
         assert_eq!(f.fetches_in_flight, 2);
     }
 

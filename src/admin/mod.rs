@@ -20,8 +20,8 @@
 //! recorder means the page and `/metrics` always agree. The price: the
 //! recorder is process-wide, so in a process that runs several applications
 //! (only the tests do) the counts are the process's, not one application's.
-//! Fetches in flight and store health are per application: they are asked
-//! of the application's own cache.
+//! Fetches in flight, open pages and store health are per application:
+//! they are asked of the application's own cache.
 
 pub mod auth;
 pub mod figures;
@@ -106,6 +106,7 @@ impl Admin {
             at_ms: crate::clock::system_now_ms(),
             reading: reading::Reading::now(),
             fetches_in_flight: self.cache.fetches_in_flight(),
+            open_pages: self.cache.open_pages(),
             store_kind: store.kind(),
             store_error,
         }

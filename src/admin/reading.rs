@@ -3,7 +3,7 @@
 //!
 //! Only the series the page shows are kept: cache requests by widget and
 //! outcome, upstream calls by widget and status, upstream latency buckets by
-//! widget, store errors, skipped background fetches and open pages. Every
+//! widget, store errors and skipped background fetches. Every
 //! count is cumulative since the process started; the page shows
 //! differences between two readings.
 
@@ -98,8 +98,6 @@ pub struct Reading {
     pub store_errors: u64,
     /// `percache_refresh_total{outcome="skipped"}`.
     pub refresh_skipped: u64,
-    /// `percache_open_pages`, when the server exports it.
-    pub open_pages: Option<f64>,
 }
 
 impl Reading {
@@ -153,9 +151,6 @@ impl Reading {
                 "percache_refresh_total" if label("outcome") == "skipped" => {
                     reading.refresh_skipped += count(value);
                 }
-                "percache_open_pages" => {
-                    *reading.open_pages.get_or_insert(0.0) += if value.is_finite() { value } else { 0.0 };
-                }
                 _ => {}
             }
         }
@@ -172,8 +167,11 @@ fn count(value: f64) -> u64 {
     }
 }
 
+/// Label pairs of one sample, in order.
+type Labels = Vec<(String, String)>;
+
 /// `name{k="v",...} value` or `name value` → (name, labels, value).
-fn sample_line(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+fn sample_line(line: &str) -> Option<(&str, Labels, f64)> {
     let name_end = line.find(['{', ' '])?;
     let name = &line[..name_end];
     let (labels, rest) = if line[name_end..].starts_with('{') {
@@ -189,7 +187,7 @@ fn sample_line(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
 
 /// Parses `k="v",k2="v2"}` (after the `{`); returns the pairs and the
 /// number of bytes used, the closing brace included.
-fn label_set(s: &str) -> Option<(Vec<(String, String)>, usize)> {
+fn label_set(s: &str) -> Option<(Labels, usize)> {
     let mut labels = Vec::new();
     let mut chars = s.char_indices().peekable();
     loop {
@@ -244,7 +242,6 @@ percache_upstream_requests_total{widget="1",status="503"} 1
 percache_store_errors_total 4
 percache_refresh_total{outcome="ok"} 9
 percache_refresh_total{outcome="skipped"} 2
-percache_open_pages 3
 percache_upstream_duration_seconds_bucket{widget="1",le="0.1"} 1
 percache_upstream_duration_seconds_bucket{widget="1",le="1"} 3
 percache_upstream_duration_seconds_bucket{widget="1",le="+Inf"} 4
@@ -263,16 +260,10 @@ percache_http_request_duration_seconds_count{route="/a \"b\"",status="200"} 1
         assert_eq!(r.upstream.get(&key("1", "503")), Some(&1));
         assert_eq!(r.store_errors, 4);
         assert_eq!(r.refresh_skipped, 2);
-        assert_eq!(r.open_pages, Some(3.0));
         assert_eq!(
             r.latency.get("1"),
             Some(&Buckets(vec![(0.1, 1), (1.0, 3), (f64::INFINITY, 4)]))
         );
-    }
-
-    #[test]
-    fn no_open_pages_gauge_is_none() {
-        assert_eq!(Reading::parse("percache_store_errors_total 0\n").open_pages, None);
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct Sample {
     pub reading: Reading,
     /// This application's upstream fetches in flight.
     pub fetches_in_flight: usize,
+    /// This application's open dashboards (live connections).
+    pub open_pages: usize,
     /// The store's kind, as `/readyz` names it.
     pub store_kind: &'static str,
     /// Why the store's ping failed; `None`: it answered.
@@ -79,6 +81,7 @@ mod tests {
             at_ms: ms,
             reading: Reading::default(),
             fetches_in_flight: 0,
+            open_pages: 0,
             store_kind: "memory",
             store_error: None,
         }

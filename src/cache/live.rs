@@ -88,7 +88,7 @@ impl WidgetCache {
                 }
                 Freshness::Stale | Freshness::Expired => {
                     if asked.first_time(instance.widget.index, entry.fetched_at)
-                        && self.start_background(&key, user, &instance, up)
+                        && self.start_background(&key, user, &instance, up, entry.fetched_at)
                     {
                         metrics::counter!("percache_refresh_total", "outcome" => "ahead").increment(1);
                     }

@@ -38,6 +38,22 @@ struct Fetched {
 }
 
 type FetchResult = Result<Fetched, FetchError>;
+
+/// What a new fetch does before calling the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// Re-read the store and use a fresh entry newer than the one the caller
+    /// saw (its `fetched_at`; `i64::MIN` for none): a fetch may have landed
+    /// since. Respects a failure backoff.
+    Recheck(i64),
+    /// Fetch regardless (a forced refresh); may take over a failure backoff.
+    Force,
+}
+
+/// The `fetched_at` of an entry the caller saw, for [`Start::Recheck`].
+fn seen(entry: Option<&Arc<Entry>>) -> i64 {
+    entry.map_or(i64::MIN, |e| e.fetched_at)
+}
 type Flight = watch::Receiver<Option<FetchResult>>;
 
 /// How a widget request was answered; rendered as `Cache-Status`.
@@ -261,7 +277,8 @@ impl WidgetCache {
         let fallback = cached
             .as_ref()
             .filter(|e| e.freshness(now) == Freshness::Expired && !directives.demands_fresher());
-        let (flight, mut leader) = self.join_or_start(&key, user, instance, up, true);
+        let (flight, mut leader) =
+            self.join_or_start(&key, user, instance, up, Start::Recheck(seen(cached.as_ref())));
         let mut result = match fallback {
             Some(old) => match tokio::time::timeout(self.soft_timeout, self.wait(flight)).await {
                 Ok(result) => result,
@@ -282,9 +299,14 @@ impl WidgetCache {
         // clock: if its entry is already past ttl for us, fetch for real, once.
         // (Past ttl, not merely stale: with `--fresh 0` every entry is stale.)
         let now = self.clock.now_ms();
-        if matches!(&result, Ok(f) if matches!(f.entry.freshness(now), Freshness::Expired | Freshness::Dead))
-        {
-            let (flight, led) = self.join_or_start(&key, user, instance, up, true);
+        let too_old = match &result {
+            Ok(f) if matches!(f.entry.freshness(now), Freshness::Expired | Freshness::Dead) => {
+                Some(f.entry.fetched_at)
+            }
+            _ => None,
+        };
+        if let Some(old) = too_old {
+            let (flight, led) = self.join_or_start(&key, user, instance, up, Start::Recheck(old));
             leader = led;
             result = self.wait(flight).await;
         }
@@ -316,7 +338,7 @@ impl WidgetCache {
         match entry.freshness(now) {
             Freshness::Fresh if directives.accepts(entry, now) => {
                 if refresh && self.eager_due(entry, now) {
-                    self.start_background(key, user, instance, up);
+                    self.start_background(key, user, instance, up, entry.fetched_at);
                     Some(Outcome::Eager { ttl })
                 } else {
                     Some(Outcome::Hit { ttl })
@@ -325,7 +347,7 @@ impl WidgetCache {
             Freshness::Stale if directives.accepts(entry, now) && directives.min_fresh.is_none() => {
                 if refresh {
                     Some(
-                        self.serve_and_refresh(key, user, instance, up, Outcome::Stale { ttl })
+                        self.serve_and_refresh(key, entry, user, instance, up, Outcome::Stale { ttl })
                             .await,
                     )
                 } else {
@@ -335,7 +357,7 @@ impl WidgetCache {
             Freshness::Expired if directives.allows_past_ttl(entry, now) => {
                 if refresh {
                     Some(
-                        self.serve_and_refresh(key, user, instance, up, Outcome::Outdated { ttl })
+                        self.serve_and_refresh(key, entry, user, instance, up, Outcome::Outdated { ttl })
                             .await,
                     )
                 } else {
@@ -359,7 +381,7 @@ impl WidgetCache {
     pub async fn refresh(self: &Arc<Self>, user: &UserId, instance: &Instance, up: &Upstream) -> Lookup {
         let key = user.tag().key(instance);
         let (cached, store_unavailable) = self.read(&key, instance).await;
-        let (flight, leader) = self.join_or_start(&key, user, instance, up, false);
+        let (flight, leader) = self.join_or_start(&key, user, instance, up, Start::Force);
         let result = self.wait(flight).await;
         self.settle(
             instance,
@@ -433,10 +455,10 @@ impl WidgetCache {
         let now = self.clock.now_ms();
         let mut started = 0;
         for (instance, key, cached) in join_all(reads).await {
-            if cached.is_some_and(|e| e.freshness(now) == Freshness::Fresh) {
+            if cached.as_ref().is_some_and(|e| e.freshness(now) == Freshness::Fresh) {
                 continue;
             }
-            if self.start_background(&key, user, &instance, up) {
+            if self.start_background(&key, user, &instance, up, seen(cached.as_ref())) {
                 started += 1;
             }
         }
@@ -479,6 +501,7 @@ impl WidgetCache {
     async fn serve_and_refresh(
         self: &Arc<Self>,
         key: &CacheKey,
+        entry: &Entry,
         user: &UserId,
         instance: &Instance,
         up: &Upstream,
@@ -487,7 +510,7 @@ impl WidgetCache {
         if let Ok(LockState::Failed(status)) = self.store.lock_state(key).await {
             return Outcome::StaleIfError { status };
         }
-        self.start_background(key, user, instance, up);
+        self.start_background(key, user, instance, up, entry.fetched_at);
         served
     }
 
@@ -522,12 +545,13 @@ impl WidgetCache {
         user: &UserId,
         instance: &Instance,
         up: &Upstream,
+        seen: i64,
     ) -> bool {
         if self.fetches_in_flight() >= self.max_background {
             metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
             return false;
         }
-        self.join_or_start(key, user, instance, up, true);
+        self.join_or_start(key, user, instance, up, Start::Recheck(seen));
         true
     }
 
@@ -539,7 +563,7 @@ impl WidgetCache {
         user: &UserId,
         instance: &Instance,
         up: &Upstream,
-        recheck: bool,
+        start: Start,
     ) -> (Flight, bool) {
         let mut map = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
         // A flight that already has its result is leaving the map: its data
@@ -562,7 +586,7 @@ impl WidgetCache {
         actix_web::rt::spawn(async move {
             let result = guard
                 .cache
-                .fetch_and_store(&guard.key, &user, &instance, &up, recheck)
+                .fetch_and_store(&guard.key, &user, &instance, &up, start)
                 .await;
             let outcome = match &result {
                 Ok(Fetched { remote: true, .. }) => "collapsed",
@@ -587,13 +611,16 @@ impl WidgetCache {
         user: &UserId,
         instance: &Instance,
         up: &Upstream,
-        recheck: bool,
+        start: Start,
     ) -> FetchResult {
         // An entry of another definition of the widget is not data for us.
         let current = |e: &Arc<Entry>| e.fingerprint == instance.widget.fingerprint;
         let seen = match self.store.get(key).await.map(|e| e.filter(current)) {
             // A fetch may have landed between our caller's read and our start.
-            Ok(Some(entry)) if recheck && entry.freshness(self.clock.now_ms()) == Freshness::Fresh => {
+            Ok(Some(entry))
+                if matches!(start, Start::Recheck(seen) if entry.fetched_at > seen)
+                    && entry.freshness(self.clock.now_ms()) == Freshness::Fresh =>
+            {
                 return Ok(Fetched { entry, remote: true });
             }
             Ok(entry) => entry.map_or(i64::MIN, |e| e.fetched_at),
@@ -602,7 +629,7 @@ impl WidgetCache {
         let token = lock_token();
         let deadline = tokio::time::Instant::now() + self.wait_deadline;
         loop {
-            match self.store.acquire(key, &token, self.lock_ttl, !recheck).await {
+            match self.store.acquire(key, &token, self.lock_ttl, start == Start::Force).await {
                 Ok(LockState::Acquired) | Ok(LockState::Free) => {
                     return self.fetch_unlocked(key, user, instance, up, Some(&token)).await;
                 }

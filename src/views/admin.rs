@@ -92,14 +92,10 @@ fn tiles(f: &Figures) -> Markup {
                 span.value { (f.fetches_in_flight) }
                 span.muted { "upstream fetches running now" }
             }
-            div.tile data-figure="open-pages" data-tracked=(f.open_pages.tracked) {
+            div.tile data-figure="open-pages" {
                 span.label { "Open pages" }
-                span.value { (count(f.open_pages.value)) }
-                @if f.open_pages.tracked {
-                    span.muted { "dashboards with a live connection" }
-                } @else {
-                    span.muted { "placeholder: the server does not export percache_open_pages" }
-                }
+                span.value { (f.open_pages) }
+                span.muted { "dashboards with a live connection" }
             }
             div.tile.store.down[!f.store.ok] data-figure="store" data-ok=(f.store.ok) {
                 span.label { "Store" }
@@ -204,7 +200,7 @@ fn charts(f: &Figures) -> Markup {
                 (chart("Fetches in flight and open pages", "load", 1.0, |v| format!("{v:.0}"), vec![
                     Series { name: "fetches in flight", class: "series-b",
                              points: series(|p| Some(p.fetches_in_flight as f64)) },
-                    Series { name: "open pages", class: "series-a", points: series(|p| Some(p.open_pages)) },
+                    Series { name: "open pages", class: "series-a", points: series(|p| Some(p.open_pages as f64)) },
                 ]))
                 (chart("Store errors per minute", "store", 1.0, |v| format!("{v:.0}"), vec![Series {
                     name: "store errors",
@@ -231,10 +227,6 @@ fn seconds(s: Option<f64>) -> String {
         Some(s) => format!("{s:.2} s"),
         None => "—".to_owned(),
     }
-}
-
-fn count(v: f64) -> String {
-    format!("{v:.0}")
 }
 
 /// `12` s → `0 min`; `3600` → `60 min`.

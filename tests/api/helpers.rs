@@ -456,7 +456,8 @@ impl TestApp {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let (status, body) = self.widget(id).await;
-            if status.starts_with("percache; hit; ttl=") && !status.contains("revalidating") {
+            // A hit with no detail: not revalidating, not outdated.
+            if status.starts_with("percache; hit; ttl=") && !status.contains("detail=") {
                 return (status, body);
             }
             assert!(

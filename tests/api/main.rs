@@ -3,9 +3,11 @@
 
 mod helpers;
 
+mod admin;
 mod auth;
 mod cache;
 mod chaos;
+mod current;
 mod dashboard;
 mod defence;
 mod escaping;
@@ -16,6 +18,7 @@ mod isolation;
 mod limits;
 mod live;
 mod ops;
+mod prometheus;
 mod properties;
 mod redis;
 mod resilience;

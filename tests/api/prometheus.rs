@@ -89,7 +89,28 @@ fn exported_names(text: &str) -> BTreeSet<String> {
 /// lists (`by (...)`, `on (...)`...) or Grafana variables (`$job`).
 fn metric_names(expr: &str) -> BTreeSet<String> {
     const LABEL_LISTS: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
-    const KEYWORDS: &[&str] = &["and", "or", "unless", "bool", "offset", "inf", "nan"];
+    // Aggregations may come before their `by (...)`: `sum by (le) (...)`.
+    const KEYWORDS: &[&str] = &[
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "inf",
+        "nan",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+    ];
     let chars: Vec<char> = expr.chars().collect();
     let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
     // The index just past the bracket that closes the one at `i`.
@@ -219,7 +240,8 @@ fn dashboard_queries(dashboard: &Value) -> Vec<String> {
 }
 
 fn load_dashboard() -> Value {
-    let text = std::fs::read_to_string(deploy("grafana/percache.json")).expect("deploy/grafana/percache.json");
+    let text =
+        std::fs::read_to_string(deploy("grafana/percache.json")).expect("deploy/grafana/percache.json");
     serde_json::from_str(&text).expect("the dashboard is JSON")
 }
 
@@ -233,7 +255,9 @@ fn the_extractor_finds_metric_names_and_nothing_else() {
     );
     assert_eq!(
         exported_names("# TYPE h histogram\nh_bucket{le=\"1\"} 1\nc_total 2\n"),
-        ["h", "h_bucket", "h_sum", "h_count", "c_total"].map(String::from).into()
+        ["h", "h_bucket", "h_sum", "h_count", "c_total"]
+            .map(String::from)
+            .into()
     );
 }
 
@@ -333,7 +357,8 @@ async fn alerts_and_dashboard_read_only_exported_series() {
     assert!(
         queries
             .iter()
-            .any(|q| q.contains("histogram_quantile") && q.contains("percache_upstream_duration_seconds_bucket")),
+            .any(|q| q.contains("histogram_quantile")
+                && q.contains("percache_upstream_duration_seconds_bucket")),
         "upstream latency quantiles"
     );
     for name in [
@@ -379,7 +404,11 @@ impl PrometheusServer {
     /// Starts Prometheus scraping `target` (`host:port`) every second, with
     /// the alert rules loaded; waits until it is ready.
     async fn start(target: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("percache-prometheus-{}-{}", std::process::id(), free_port()));
+        let dir = std::env::temp_dir().join(format!(
+            "percache-prometheus-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
@@ -401,7 +430,9 @@ impl PrometheusServer {
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .spawn()
-                .expect("prometheus must be installed (Debian package `prometheus`; scripts/test.sh installs it)");
+                .expect(
+                    "prometheus must be installed (Debian package `prometheus`; scripts/test.sh installs it)",
+                );
             let base = format!("http://127.0.0.1:{port}");
             if wait_ready(&mut child, &base).await {
                 return Self { child, dir, base };
@@ -471,7 +502,12 @@ async fn a_real_prometheus_scrapes_the_server_and_answers() {
         .await;
 
     // Assert: the target is up, and the answer is the server's counters.
-    assert_eq!(up[0]["value"][1], "1", "the target is up: {up:?}\n{}", prometheus.log());
+    assert_eq!(
+        up[0]["value"][1],
+        "1",
+        "the target is up: {up:?}\n{}",
+        prometheus.log()
+    );
     assert_eq!(requests[0]["metric"]["instance"], target.as_str());
     let widgets: BTreeSet<&str> = requests
         .iter()

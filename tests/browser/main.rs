@@ -15,6 +15,8 @@ mod helpers;
 mod driver;
 mod page;
 
+mod current;
 mod dashboard;
+mod defence;
 mod errors;
 mod live;
