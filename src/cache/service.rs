@@ -455,7 +455,10 @@ impl WidgetCache {
         let now = self.clock.now_ms();
         let mut started = 0;
         for (instance, key, cached) in join_all(reads).await {
-            if cached.as_ref().is_some_and(|e| e.freshness(now) == Freshness::Fresh) {
+            if cached
+                .as_ref()
+                .is_some_and(|e| e.freshness(now) == Freshness::Fresh)
+            {
                 continue;
             }
             if self.start_background(&key, user, &instance, up, seen(cached.as_ref())) {
@@ -629,7 +632,11 @@ impl WidgetCache {
         let token = lock_token();
         let deadline = tokio::time::Instant::now() + self.wait_deadline;
         loop {
-            match self.store.acquire(key, &token, self.lock_ttl, start == Start::Force).await {
+            match self
+                .store
+                .acquire(key, &token, self.lock_ttl, start == Start::Force)
+                .await
+            {
                 Ok(LockState::Acquired) | Ok(LockState::Free) => {
                     return self.fetch_unlocked(key, user, instance, up, Some(&token)).await;
                 }

@@ -73,7 +73,10 @@ async fn a_slow_upstream_past_ttl_serves_the_outdated_entry_after_the_soft_timeo
     assert!(status.ends_with("; detail=outdated"), "{status}");
     assert!(card.contains(r#"data-state="outdated""#), "{card}");
     assert_eq!(version_of(&card), version_of(&first));
-    assert!(waited < Duration::from_secs(3), "waited {waited:?}: not for the upstream");
+    assert!(
+        waited < Duration::from_secs(3),
+        "waited {waited:?}: not for the upstream"
+    );
     assert!(json_status.ends_with("; detail=outdated"), "{json_status}");
     assert_eq!(body["stale"], true);
     assert_eq!(body["cached"], true);
@@ -108,7 +111,13 @@ async fn eager_refresh_starts_late_in_the_fresh_window(store: StoreKind) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let after = app.get("/metrics").await.text().await.unwrap();
-    let eager = |t: &str| metric_sample(t, "percache_cache_requests_total", &[("widget", "1"), ("outcome", "eager")]);
+    let eager = |t: &str| {
+        metric_sample(
+            t,
+            "percache_cache_requests_total",
+            &[("widget", "1"), ("outcome", "eager")],
+        )
+    };
     assert!(eager(&after) - eager(&before) >= 1.0, "counted as eager");
     assert_eq!(app.mock.calls_for("alice", 1), 2);
 }
@@ -140,7 +149,10 @@ async fn the_json_api_honours_the_requests_cache_directives() {
 
     // only-if-cached with nothing cached: 504, and no upstream call.
     let (code, status, _) = json_with(&app, 1, "only-if-cached").await;
-    assert_eq!((code, status.as_str()), (504, "percache; fwd=miss; detail=only-if-cached"));
+    assert_eq!(
+        (code, status.as_str()),
+        (504, "percache; fwd=miss; detail=only-if-cached")
+    );
     assert_eq!(app.mock.total_calls(), 0);
 
     // Cache widget 1; only-if-cached now serves it.
@@ -186,7 +198,10 @@ async fn the_json_api_honours_the_requests_cache_directives() {
     let calls = app.mock.total_calls();
     let (code, _, body) = json_with(&app, 1, "max-age=soon").await;
     assert_eq!(code, 400);
-    assert!(body["error"].as_str().unwrap_or_default().contains("max-age"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains("max-age"),
+        "{body}"
+    );
     assert_eq!(app.mock.total_calls(), calls);
 }
 
@@ -222,7 +237,10 @@ async fn an_open_page_refreshes_its_widgets_once_per_fresh_window_and_not_after_
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metric_sample(&metrics, "percache_open_pages", &[]) >= 1.0, "the gauge counts it");
+    assert!(
+        metric_sample(&metrics, "percache_open_pages", &[]) >= 1.0,
+        "the gauge counts it"
+    );
     app.clock.advance(Duration::from_secs(61));
 
     // Assert 1: each widget is refreshed once, and the page hears of it.
@@ -236,7 +254,11 @@ async fn an_open_page_refreshes_its_widgets_once_per_fresh_window_and_not_after_
     let mut since = app.cache.now();
     let quiet = tokio::time::timeout(Duration::from_millis(300), poll(&app, since)).await;
     assert!(quiet.is_err(), "nothing changed, the poll is still open");
-    assert_eq!(app.mock.total_calls(), 10, "one refresh per widget per fresh window");
+    assert_eq!(
+        app.mock.total_calls(),
+        10,
+        "one refresh per widget per fresh window"
+    );
     for id in 1..=5 {
         assert_eq!(app.mock.calls_for("alice", id), 2, "widget {id}");
     }
@@ -278,10 +300,12 @@ async fn a_restart_with_a_data_dir_keeps_every_users_data_even_with_the_upstream
     // Arrange: the real binary keeps its cache on disk; a user's five
     // widgets are cached (fresh 1 s, ttl 2 s, so they are past ttl soon).
     let _heavy = crate::helpers::HEAVY.lock().await;
-    let mock = mock_upstream::MockUpstream::start("127.0.0.1:0", mock_upstream::MockConfig::with_delays_ms([5; 5]))
-        .await
-        .unwrap();
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("data-dir-{}", std::process::id()));
+    let mock =
+        mock_upstream::MockUpstream::start("127.0.0.1:0", mock_upstream::MockConfig::with_delays_ms([5; 5]))
+            .await
+            .unwrap();
+    let dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("data-dir-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let url = mock.url();
     let data_dir = dir.display().to_string();
@@ -344,7 +368,11 @@ async fn a_restart_with_a_data_dir_keeps_every_users_data_even_with_the_upstream
         .await
         .unwrap();
     let cards = join_all((1..=5).map(|id| {
-        let (client, url, cookie) = (client.clone(), server.url(&format!("/widgets/{id}")), cookie.clone());
+        let (client, url, cookie) = (
+            client.clone(),
+            server.url(&format!("/widgets/{id}")),
+            cookie.clone(),
+        );
         async move {
             let resp = client.get(url).header("cookie", cookie).send().await.unwrap();
             (cache_status(&resp), resp.text().await.unwrap())
@@ -361,9 +389,15 @@ async fn a_restart_with_a_data_dir_keeps_every_users_data_even_with_the_upstream
             "card in {state} after the restart: {page_states:?}"
         );
     }
-    assert!(page.contains("<dd>restart-user</dd>"), "the user's own data: {page}");
+    assert!(
+        page.contains("<dd>restart-user</dd>"),
+        "the user's own data: {page}"
+    );
     for (status, card) in &cards {
-        assert!(status.contains("detail=stale-if-error") || status.contains("detail=outdated"), "{status}");
+        assert!(
+            status.contains("detail=stale-if-error") || status.contains("detail=outdated"),
+            "{status}"
+        );
         assert!(
             card.contains(r#"data-state="stale-if-error""#) || card.contains(r#"data-state="outdated""#),
             "{card}"

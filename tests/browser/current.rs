@@ -38,7 +38,11 @@ async fn a_reload_past_ttl_shows_every_card_at_once_and_each_turns_current_by_it
                     "card {} shows its data at load: {card:?}",
                     card.id
                 );
-                ensure!(card.text.contains("updating"), "card {} says it is updating: {card:?}", card.id);
+                ensure!(
+                    card.text.contains("updating"),
+                    "card {} says it is updating: {card:?}",
+                    card.id
+                );
             }
             tab.screenshot("dashboard-outdated-at-load").await?;
 
@@ -48,7 +52,10 @@ async fn a_reload_past_ttl_shows_every_card_at_once_and_each_turns_current_by_it
             let deadline = reloaded + WAIT;
             while current_after.len() < 5 {
                 for card in tab.cards().await? {
-                    let old = first.iter().find(|c| c.id == card.id).and_then(|c| c.version.clone());
+                    let old = first
+                        .iter()
+                        .find(|c| c.id == card.id)
+                        .and_then(|c| c.version.clone());
                     if card.state == "ready"
                         && card.version != old
                         && !current_after.iter().any(|(id, _)| *id == card.id)
@@ -66,7 +73,10 @@ async fn a_reload_past_ttl_shows_every_card_at_once_and_each_turns_current_by_it
             eprintln!("current after the reload (ms): {current_after:?}");
             for (id, after) in &current_after {
                 let bound = Duration::from_millis(DELAYS_MS[usize::from(*id) - 1]) + SLACK;
-                ensure!(after <= &bound, "card {id} turned current after {after:?}, bound {bound:?}");
+                ensure!(
+                    after <= &bound,
+                    "card {id} turned current after {after:?}, bound {bound:?}"
+                );
             }
             ensure!(app.mock.total_calls() == 10, "one refresh per widget");
 
@@ -74,7 +84,10 @@ async fn a_reload_past_ttl_shows_every_card_at_once_and_each_turns_current_by_it
             let age = || async {
                 let v = tab
                     .client
-                    .execute(r#"return document.querySelector('[data-widget="1"] .age').textContent;"#, vec![])
+                    .execute(
+                        r#"return document.querySelector('[data-widget="1"] .age').textContent;"#,
+                        vec![],
+                    )
                     .await?;
                 anyhow::Ok(v.as_str().unwrap_or_default().to_owned())
             };

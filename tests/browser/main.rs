@@ -15,6 +15,7 @@ mod helpers;
 mod driver;
 mod page;
 
+mod admin;
 mod current;
 mod dashboard;
 mod defence;
