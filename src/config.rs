@@ -131,6 +131,13 @@ pub struct Settings {
     #[arg(long, env = "MAX_BACKGROUND_FETCHES", default_value_t = 512)]
     pub max_background_fetches: usize,
 
+    /// Upstream calls in flight per instance, at most. At the cap, a request
+    /// that needs data waits for a slot (within its deadline); background
+    /// refreshes and prewarm are skipped. Protects the upstream from the
+    /// server's own users.
+    #[arg(long, env = "MAX_UPSTREAM_CALLS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_upstream_calls: u32,
+
     /// Maximum number of entries of the in-process store.
     #[arg(long, env = "MEMORY_CAPACITY", default_value_t = 100_000)]
     pub memory_capacity: u64,

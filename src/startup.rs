@@ -188,6 +188,7 @@ impl Application {
                 settings.failure_backoff,
             )
             .with_max_background(settings.max_background_fetches)
+            .with_max_upstream_calls(settings.max_upstream_calls as usize)
             .with_soft_timeout(settings.soft_timeout)
             .with_eager_refresh(settings.eager_refresh),
         );

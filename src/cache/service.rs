@@ -131,6 +131,8 @@ pub struct WidgetCache {
     max_background: usize,
     /// Past ttl, how long a request waits before the old entry is served.
     soft_timeout: Duration,
+    /// Slots for upstream calls in flight (`--max-upstream-calls`).
+    upstream_slots: Arc<tokio::sync::Semaphore>,
     /// Fraction of the fresh window after which a read refreshes eagerly (0: off).
     eager: f64,
     inflight: Mutex<HashMap<CacheKey, Flight>>,
@@ -147,6 +149,9 @@ pub struct WidgetCache {
 /// with more combinations than this has its rarest ones expire by ttl.
 pub const MAX_INSTANCES_INVALIDATED: usize = 256;
 
+/// Default `--max-upstream-calls`.
+pub const DEFAULT_MAX_UPSTREAM_CALLS: usize = 256;
+
 /// Default `--soft-timeout`.
 pub const DEFAULT_SOFT_TIMEOUT: Duration = Duration::from_millis(300);
 /// Default `--eager-refresh`.
@@ -160,6 +165,12 @@ impl WidgetCache {
     /// still start (`--max-background-fetches`).
     pub fn with_max_background(mut self, max: usize) -> Self {
         self.max_background = max;
+        self
+    }
+
+    /// Caps the upstream calls in flight in this instance (`--max-upstream-calls`).
+    pub fn with_max_upstream_calls(mut self, max: usize) -> Self {
+        self.upstream_slots = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
         self
     }
 
@@ -198,6 +209,7 @@ impl WidgetCache {
             failure_backoff,
             max_background: DEFAULT_MAX_BACKGROUND,
             soft_timeout: DEFAULT_SOFT_TIMEOUT,
+            upstream_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_UPSTREAM_CALLS)),
             eager: DEFAULT_EAGER,
             inflight: Mutex::new(HashMap::new()),
             last_errors: moka::sync::Cache::builder()
@@ -554,6 +566,11 @@ impl WidgetCache {
             metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
             return false;
         }
+        if self.upstream_slots.available_permits() == 0 {
+            metrics::counter!("percache_upstream_capped_total", "kind" => "background_skipped").increment(1);
+            metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
+            return false;
+        }
         self.join_or_start(key, user, instance, up, Start::Recheck(seen));
         true
     }
@@ -685,7 +702,14 @@ impl WidgetCache {
         up: &Upstream,
         token: Option<&str>,
     ) -> FetchResult {
-        let result = up.fetch(user.as_str(), instance).await;
+        let result = match self.upstream_slot().await {
+            Ok(slot) => {
+                let result = up.fetch(user.as_str(), instance).await;
+                drop(slot);
+                result
+            }
+            Err(e) => Err(e),
+        };
         let now = self.clock.now_ms();
         let widget = &instance.widget;
         let result =
@@ -715,6 +739,25 @@ impl WidgetCache {
     /// saw (another instance's failure has only its status).
     fn recent_failure(&self, key: &CacheKey, status: u16) -> FetchError {
         FetchError::RecentFailure(status, self.last_errors.get(key))
+    }
+
+    /// A slot for one upstream call. At the cap (`--max-upstream-calls`),
+    /// waits for one, within the deadline every waiter on this fetch has.
+    async fn upstream_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, FetchError> {
+        if let Ok(slot) = Arc::clone(&self.upstream_slots).try_acquire_owned() {
+            return Ok(slot);
+        }
+        metrics::counter!("percache_upstream_capped_total", "kind" => "foreground_waited").increment(1);
+        let waited = tokio::time::timeout(
+            self.wait_deadline,
+            Arc::clone(&self.upstream_slots).acquire_owned(),
+        )
+        .await;
+        match waited {
+            Ok(Ok(slot)) => Ok(slot),
+            Ok(Err(_closed)) => Err(FetchError::Abandoned),
+            Err(_elapsed) => Err(FetchError::Timeout),
+        }
     }
 
     /// Waits for a fetch's result, at most `wait_deadline`.

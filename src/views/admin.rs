@@ -156,7 +156,8 @@ fn widget_table(f: &Figures) -> Markup {
 }
 
 fn charts(f: &Figures) -> Markup {
-    let from_ms = f.now_ms - 3_600_000;
+    // The window: the last hour, or since the sampler started.
+    let from_ms = f.window_start_ms.max(f.now_ms - 3_600_000);
     let series = |pick: fn(&Point) -> Option<f64>| -> Vec<(Millis, Option<f64>)> {
         f.series.iter().map(|p| (p.at_ms, pick(p))).collect()
     };
@@ -180,9 +181,9 @@ fn charts(f: &Figures) -> Markup {
     };
     html! {
         section.charts {
-            h2 { "Last hour" }
+            h2 { "Last " (minutes(f.window_seconds)) }
             div.chart-grid {
-                (chart("Hit ratio (%)", "hit-ratio", 100.0, |v| format!("{v:.0}"), vec![Series {
+                (chart("Hit ratio (%)", "hit-ratio", 100.0, |v| format!("{v:.0} %"), vec![Series {
                     name: "served from the cache",
                     class: "series-a",
                     points: series(|p| p.hit_ratio.map(|r| r * 100.0)),
@@ -193,7 +194,7 @@ fn charts(f: &Figures) -> Markup {
                     Series { name: "saved", class: "series-a",
                              points: f.series.iter().map(|p| (p.at_ms, per_minute(p.saved, p))).collect() },
                 ]))
-                (chart("Upstream latency (s)", "latency", 0.1, |v| format!("{v:.2}"), vec![
+                (chart("Upstream latency (s)", "latency", 0.1, |v| seconds(Some(v)), vec![
                     Series { name: "p50", class: "series-a", points: latency(|l| l.p50) },
                     Series { name: "p95", class: "series-b", points: latency(|l| l.p95) },
                 ]))

@@ -2,10 +2,9 @@
 //! attribute (colours and sizes come from classes in `assets/app.css`), so
 //! the Content-Security-Policy stays as it is.
 //!
-//! The time axis is fixed: from `from_ms` to `to_ms` (the operator page
-//! passes the last hour), so a chart of a young process is a short line at
-//! the right. A missing value (`None`) breaks the line; a lone point is
-//! drawn as a dot.
+//! The time axis runs from `from_ms` to `to_ms` (the operator page passes
+//! its window: the last hour, or the time since the sampler started). A
+//! missing value (`None`) breaks the line; a lone point is drawn as a dot.
 
 use std::fmt::Write as _;
 
@@ -44,7 +43,7 @@ pub struct Chart<'a> {
     pub to_ms: Millis,
     /// The y axis goes at least this high (e.g. 100 for percentages).
     pub y_floor: f64,
-    /// How a value is written on the axis and in the caption.
+    /// How a value is written in the legend (with its unit).
     pub format: fn(f64) -> String,
     /// The lines.
     pub series: Vec<Series>,
@@ -63,21 +62,20 @@ pub fn line_chart(chart: &Chart) -> Markup {
     let span = range as f64;
     let x = |t: Millis| LEFT + (t - chart.from_ms).clamp(0, range) as f64 / span * (RIGHT - LEFT);
     let y = |v: f64| BOTTOM - (v / top).clamp(0.0, 1.0) * (BOTTOM - TOP);
-    let minutes = (span / 60_000.0).round() as i64;
     let title_id = format!("chart-{}-title", chart.id);
     html! {
         figure.chart-box data-chart=(chart.id) {
             figcaption #(title_id) { (chart.title) }
             svg.timeline viewBox={ "0 0 " (W) " " (H) } role="img" aria-labelledby=(title_id) {
-                title { (chart.title) ", last " (minutes) " minutes" }
+                title { (chart.title) ", last " (ago(range)) }
                 @for frac in [0.0, 0.5, 1.0] {
                     line.grid x1=(LEFT) x2=(RIGHT) y1=(fmt(y(top * frac))) y2=(fmt(y(top * frac))) {}
                     text.axis x=(LEFT - 6.0) y=(fmt(y(top * frac) + 4.0)) text-anchor="end" {
-                        ((chart.format)(top * frac))
+                        (axis_label(top * frac))
                     }
                 }
-                text.axis x=(LEFT) y=(H - 6.0) text-anchor="start" { (minutes) " min ago" }
-                text.axis x=(fmt((LEFT + RIGHT) / 2.0)) y=(H - 6.0) text-anchor="middle" { (minutes / 2) " min ago" }
+                text.axis x=(LEFT) y=(H - 6.0) text-anchor="start" { (ago(range)) " ago" }
+                text.axis x=(fmt((LEFT + RIGHT) / 2.0)) y=(H - 6.0) text-anchor="middle" { (ago(range / 2)) " ago" }
                 text.axis x=(RIGHT) y=(H - 6.0) text-anchor="end" { "now" }
                 @for series in &chart.series {
                     @for run in runs(&series.points) {
@@ -130,6 +128,29 @@ fn points(run: &[(Millis, f64)], x: &impl Fn(Millis) -> f64, y: &impl Fn(f64) ->
         let _ = write!(out, "{sep}{:.1},{:.1}", x(t), y(v));
     }
     out
+}
+
+/// A value on the y axis: as few digits as tell the grid lines apart
+/// (`2.5`, `0.05`, `250`).
+fn axis_label(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').to_owned()
+    }
+}
+
+/// `90_000` ms → `90 s`; `3_600_000` → `60 min`.
+fn ago(ms: Millis) -> String {
+    let secs = ms / 1000;
+    if secs < 120 {
+        format!("{secs} s")
+    } else {
+        format!("{} min", secs / 60)
+    }
 }
 
 fn fmt(v: f64) -> String {
@@ -190,6 +211,21 @@ mod tests {
         let html = chart(vec![]);
         assert!(html.contains("no data"), "{html}");
         assert!(!html.contains("<polyline"), "{html}");
+    }
+
+    #[test]
+    fn axis_labels_tell_grid_lines_apart() {
+        assert_eq!(axis_label(2.5), "2.5");
+        assert_eq!(axis_label(0.5), "0.5");
+        assert_eq!(axis_label(0.05), "0.05");
+        assert_eq!(axis_label(0.0), "0");
+        assert_eq!(axis_label(250.0), "250");
+    }
+
+    #[test]
+    fn time_labels_read_well() {
+        assert_eq!(ago(22_000), "22 s");
+        assert_eq!(ago(3_600_000), "60 min");
     }
 
     #[test]

@@ -47,3 +47,74 @@ async fn oversized_bodies_are_refused_with_413() {
         .unwrap();
     assert!(resp.status() == 413 || resp.status() == 401, "{}", resp.status());
 }
+
+#[tokio::test]
+async fn upstream_calls_in_flight_are_capped_foreground_waits_background_is_skipped() {
+    // Arrange: at most two upstream calls in flight; slow widgets; no prewarm.
+    let config = TestConfig {
+        delays_ms: [300, 300, 300, 300, 300],
+        ..TestConfig::new(StoreKind::Memory)
+    }
+    .without_prewarm()
+    .tweak(|s| s.max_upstream_calls = 2);
+    let app = spawn_app_with(config).await;
+    app.login("alice").await;
+    let before = app.get("/metrics").await.text().await.unwrap();
+
+    // Act 1: five widgets at once, each needing the upstream.
+    let all = futures_util::future::join_all((1..=5).map(|id| app.widget(id)));
+    let watch = async {
+        // While they run, never more than two calls have reached the upstream
+        // before the first two answer (300 ms).
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        app.mock.total_calls()
+    };
+    let (answers, early_calls) = tokio::join!(all, watch);
+
+    // Assert 1: everyone got data; the cap held; the waits were counted.
+    for (status, body) in &answers {
+        assert!(status.starts_with("percache; fwd=miss; stored"), "{status}");
+        assert!(body.contains(r#"data-state="ready""#), "{body}");
+    }
+    assert!(early_calls <= 2, "{early_calls} calls in flight at once, cap 2");
+    assert_eq!(app.mock.total_calls(), 5);
+    let after = app.get("/metrics").await.text().await.unwrap();
+    let waited = |t: &str| {
+        crate::helpers::metric_sample(
+            t,
+            "percache_upstream_capped_total",
+            &[("kind", "foreground_waited")],
+        )
+    };
+    assert!(
+        waited(&after) - waited(&before) >= 3.0,
+        "three requests waited for a slot"
+    );
+
+    // Act 2: with both slots taken by slow forced refreshes, a stale entry
+    // is read (its background refresh would be the third call).
+    app.mock.set_delay(1, Duration::from_secs(1));
+    app.mock.set_delay(2, Duration::from_secs(1));
+    app.clock.advance(Duration::from_secs(61));
+    let busy = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (status, _) = app.widget(4).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (status, app.mock.calls_for("alice", 4))
+    };
+    let forced = async { tokio::join!(app.post("/widgets/1/refresh"), app.post("/widgets/2/refresh")) };
+    let ((stale_status, calls_4), _) = tokio::join!(busy, forced);
+
+    // Assert 2: the stale entry was served, its refresh skipped, and counted.
+    assert!(stale_status.ends_with("detail=revalidating"), "{stale_status}");
+    assert_eq!(calls_4, 1, "background work is skipped at the cap");
+    let last = app.get("/metrics").await.text().await.unwrap();
+    let skipped = |t: &str| {
+        crate::helpers::metric_sample(
+            t,
+            "percache_upstream_capped_total",
+            &[("kind", "background_skipped")],
+        )
+    };
+    assert!(skipped(&last) - skipped(&after) >= 1.0, "the skip was counted");
+}

@@ -152,6 +152,8 @@ async fn the_operator_page_after_a_load_run() {
             stroke.starts_with("rgb("),
             "lines are coloured by the stylesheet: {charts}"
         );
+        // The whole page, charts included.
+        tab.client.set_window_size(1280, 1800).await?;
         tab.screenshot("admin-after-load").await?;
 
         open_page.abort();
