@@ -44,10 +44,6 @@ pub fn admin_page(f: &Figures, cookie: bool) -> Markup {
             header.top {
                 h1 { "percache · operator" }
                 div.who {
-                    span.muted {
-                        "last " (minutes(f.window_seconds)) " · " (f.samples) " samples, one per "
-                        (f.sample_interval_seconds) " s · at " (clock(&f.generated_at)) " UTC"
-                    }
                     @if cookie {
                         form method="post" action="/admin/logout" {
                             button.secondary type="submit" { "Sign out" }
@@ -56,6 +52,10 @@ pub fn admin_page(f: &Figures, cookie: bool) -> Markup {
                 }
             }
             main.admin hx-get="/admin" hx-trigger="every 10s" hx-select="main.admin" hx-swap="outerHTML" {
+                p.muted.status {
+                    "Last " (minutes(f.window_seconds)) " · " (f.samples) " samples, one per "
+                    (f.sample_interval_seconds) " s · at " (clock(&f.generated_at)) " UTC"
+                }
                 (tiles(f))
                 (widget_table(f))
                 (charts(f))

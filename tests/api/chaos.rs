@@ -39,6 +39,8 @@ fn class_of(cache_status: Option<&str>) -> &'static str {
         "stale-if-error"
     } else if s.contains("revalidating") {
         "stale (revalidating)"
+    } else if s.contains("outdated") {
+        "outdated"
     } else if s.contains("fwd-status=") {
         "error"
     } else if s.contains("collapsed") {
@@ -97,6 +99,15 @@ async fn redis_outage_and_upstream_faults_under_load_never_give_a_5xx() {
             "1s",
             "--ttl",
             "2s",
+            // Requests past ttl wait for the upstream (and so see its
+            // failures as stale-if-error) rather than being served the
+            // outdated entry after 300 ms; no eager refresh keeping entries
+            // fresh through the fault window. The soft timeout and eager
+            // refresh have tests of their own (tests/api/current.rs).
+            "--soft-timeout",
+            "5s",
+            "--eager-refresh",
+            "0",
         ],
     )
     .await;
