@@ -130,6 +130,11 @@ fn describe() {
         "Background fetch tasks by outcome; skipped: refused at the --max-background-fetches cap."
     );
     describe_counter!(
+        "percache_upstream_capped_total",
+        "Upstream calls held at the --max-upstream-calls cap: requests that waited for a slot \
+         (foreground_waited), background fetches skipped (background_skipped)."
+    );
+    describe_counter!(
         "percache_refused_total",
         "Requests refused by a defence, by reason (cross_site, login_rate, webhook_replay)."
     );
@@ -164,4 +169,7 @@ fn describe() {
     metrics::counter!("percache_prewarm_total").increment(0);
     metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(0);
     metrics::gauge!("percache_open_pages").increment(0.0);
+    for kind in ["foreground_waited", "background_skipped"] {
+        metrics::counter!("percache_upstream_capped_total", "kind" => kind).increment(0);
+    }
 }

@@ -87,7 +87,7 @@ impl Admin {
         self.secure_cookies
     }
 
-    /// The samples of the window, oldest first.
+    /// The ring buffer of samples behind the charts.
     pub fn sampler(&self) -> &Sampler {
         &self.sampler
     }

@@ -29,6 +29,11 @@ impl UserTag {
         Self(s)
     }
 
+    /// The tag as text (the hex inside `{u:…}`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// The key of one widget instance of this user: `…}:w:<id>`, plus
     /// `:p:<hash of the canonical parameters>` for a widget with parameters.
     pub fn key(&self, instance: &Instance) -> CacheKey {
@@ -65,6 +70,12 @@ impl CacheKey {
             .and_then(|rest| rest.strip_prefix("{u:"))
             .and_then(|rest| rest.strip_prefix(user.0.as_str()))
             .is_some_and(|rest| rest.starts_with("}:w:"))
+    }
+
+    /// The user tag inside the key's `{u:…}`, if it has one.
+    pub fn user_tag(&self) -> Option<&str> {
+        let rest = self.0.strip_prefix(PREFIX)?.strip_prefix("{u:")?;
+        rest.split_once('}').map(|(tag, _)| tag)
     }
 
     /// The widget id of this key.
@@ -117,6 +128,8 @@ mod tests {
         assert_eq!(key.widget(), WidgetId::parse("4"));
         assert_eq!(alice.key(&instance("3")).widget(), WidgetId::parse("3"));
         assert!(!CacheKey::from_stored("junk").belongs_to(&alice));
+        assert_eq!(key.user_tag(), Some(alice.as_str()));
+        assert_eq!(CacheKey::from_stored("junk").user_tag(), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::cache::directives::Directives;
 use crate::cache::entry::{Entry, Freshness};
 use crate::cache::key::CacheKey;
 use crate::cache::policy::{store_ttl, CachePolicy};
+use crate::cache::store::feed::Watch;
 use crate::cache::store::near::NearCache;
 use crate::cache::store::{LockState, Store, StoreError};
 use crate::clock::Clock;
@@ -149,6 +150,10 @@ pub struct WidgetCache {
 /// with more combinations than this has its rarest ones expire by ttl.
 pub const MAX_INSTANCES_INVALIDATED: usize = 256;
 
+/// How often a request waiting on another instance's fetch looks at the
+/// store when no change announcement arrives (a lost message).
+const FLEET_WAIT_FALLBACK: Duration = Duration::from_millis(250);
+
 /// Default `--max-upstream-calls`.
 pub const DEFAULT_MAX_UPSTREAM_CALLS: usize = 256;
 
@@ -230,9 +235,10 @@ impl WidgetCache {
         &self.registry
     }
 
-    /// Keys changed from now on, in this instance or (with Redis) any other.
-    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<CacheKey> {
-        self.store.subscribe()
+    /// A registration for `user`'s changes, in this instance or (with
+    /// Redis) any other: only that user's changes wake it.
+    pub fn watch(&self, user: &UserId) -> Watch {
+        self.store.feed().watch(user.tag().as_str())
     }
 
     /// The clock the cache decides with.
@@ -661,14 +667,19 @@ impl WidgetCache {
                 Ok(LockState::Failed(status)) => return Err(self.recent_failure(key, status)),
                 Ok(LockState::Busy) => {}
             }
-            // Another instance is fetching: poll for its entry (or its failure).
-            let mut pause = Duration::from_millis(10);
+            // Another instance is fetching: wait for its entry (or its
+            // failure), which the change feed announces; polling the store
+            // is only a fallback, in case an announcement is lost.
+            let watch = self.store.feed().watch(user.tag().as_str());
             loop {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(FetchError::Timeout);
                 }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(100));
+                // Registered before looking, so an announcement in between
+                // is not missed.
+                let change = watch.notify().notified();
+                tokio::pin!(change);
+                change.as_mut().enable();
                 match self.store.get(key).await {
                     Ok(Some(entry)) if entry.fetched_at > seen && current(&entry) => {
                         return Ok(Fetched { entry, remote: true })
@@ -677,7 +688,7 @@ impl WidgetCache {
                     Err(_) => return self.fetch_unlocked(key, user, instance, up, None).await,
                 }
                 match self.store.lock_state(key).await {
-                    Ok(LockState::Busy) => continue,
+                    Ok(LockState::Busy) => {}
                     Ok(LockState::Failed(status)) => return Err(self.recent_failure(key, status)),
                     // Released: its entry may have landed just before; look once more, then try to lead.
                     Ok(_) => match self.store.get(key).await {
@@ -687,6 +698,10 @@ impl WidgetCache {
                         _ => break,
                     },
                     Err(_) => return self.fetch_unlocked(key, user, instance, up, None).await,
+                }
+                tokio::select! {
+                    _ = change => {}
+                    _ = tokio::time::sleep(FLEET_WAIT_FALLBACK) => {}
                 }
             }
         }

@@ -44,23 +44,23 @@ impl ResponseError for AdminError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        let (json, message) = match self {
+            // Off: the very answer of an unknown path.
+            AdminError::Disabled => return HttpResponse::NotFound().finish(),
+            AdminError::Unauthorized { json, message } => (*json, *message),
+        };
+        let challenge = match message {
+            Some(_) => r#"Bearer realm="percache admin", error="invalid_token""#,
+            None => r#"Bearer realm="percache admin""#,
+        };
         let mut resp = HttpResponse::build(self.status_code());
-        resp.insert_header((header::CACHE_CONTROL, "no-store"));
-        match self {
-            AdminError::Disabled => resp.content_type("text/plain; charset=utf-8").body("not found"),
-            AdminError::Unauthorized { json, message } => {
-                let challenge = match message {
-                    Some(_) => r#"Bearer realm="percache admin", error="invalid_token""#,
-                    None => r#"Bearer realm="percache admin""#,
-                };
-                resp.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge)));
-                if *json {
-                    resp.json(serde_json::json!({ "error": self.to_string() }))
-                } else {
-                    resp.content_type("text/html; charset=utf-8")
-                        .body(views::admin_login_page(*message).into_string())
-                }
-            }
+        resp.insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge)));
+        if json {
+            resp.json(serde_json::json!({ "error": self.to_string() }))
+        } else {
+            resp.content_type("text/html; charset=utf-8")
+                .body(views::admin_login_page(message).into_string())
         }
     }
 }

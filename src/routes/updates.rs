@@ -18,7 +18,6 @@ use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::{get, web, HttpResponse};
 use maud::html;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::auth::html;
 use super::AppState;
@@ -47,36 +46,34 @@ pub async fn updates(
 ) -> Result<HttpResponse, PageError> {
     let user = session::current_user(&session).ok_or(PageError::SignedOut)?;
     let _open = state.cache.open_page();
-    // Subscribe before looking, so a change between the two is not missed.
-    let mut changes = state.cache.changes();
+    // Only this user's changes wake this poll.
+    let watch = state.cache.watch(&user);
     let since = query.since.unwrap_or_else(|| state.cache.now());
     let deadline = tokio::time::Instant::now() + LONG_POLL;
     let mut refreshed = RefreshedAhead::default();
     let changed = loop {
+        // Registered before looking, so a change in between is not missed.
+        let change = watch.notify().notified();
+        tokio::pin!(change);
+        change.as_mut().enable();
         let changed = state.cache.changed_since(&user, since).await;
         if !changed.is_empty() {
             break changed;
         }
         // Refresh what turned stale; learn when the next one will.
         let next_stale = state.cache.refresh_ahead(&user, &upstream, &mut refreshed).await;
-        // Wait for a change to one of this user's keys, the next widget
-        // turning stale, or the deadline.
-        let woke = loop {
-            let stale_soon = async {
-                match next_stale {
-                    Some(at) => state.cache.sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = stale_soon => break true,
-                received = tokio::time::timeout_at(deadline, changes.recv()) => match received {
-                    Ok(Ok(key)) if key.belongs_to(user.tag()) => break true,
-                    Ok(Ok(_)) => continue,
-                    Ok(Err(RecvError::Lagged(_))) => break true,
-                    Ok(Err(RecvError::Closed)) | Err(_) => break false,
-                },
+        let stale_soon = async {
+            match next_stale {
+                Some(at) => state.cache.sleep_until(at).await,
+                None => std::future::pending().await,
             }
+        };
+        // Wait for a change of this user's, the next widget turning stale,
+        // or the deadline.
+        let woke = tokio::select! {
+            _ = change => true,
+            _ = stale_soon => true,
+            _ = tokio::time::sleep_until(deadline) => false,
         };
         if !woke {
             break Vec::new();

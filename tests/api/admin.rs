@@ -76,10 +76,13 @@ async fn without_a_token_the_page_does_not_exist() {
             client.post(app.url("/admin/logout")).send().await.unwrap(),
         ];
 
-        // Assert
+        // Assert: the very answer of an unknown path.
+        let unknown = get_as(&app, "/no-such-page", None).await.text().await.unwrap();
         for resp in answers {
             assert_eq!(resp.status(), 404, "{}", resp.url());
             assert!(resp.headers().get("set-cookie").is_none());
+            assert!(resp.headers().get("www-authenticate").is_none());
+            assert_eq!(resp.text().await.unwrap(), unknown);
         }
     }
 }

@@ -131,3 +131,64 @@ crate::cluster_stores!(
     a_stale_key_is_refreshed_once_in_the_fleet,
     a_failure_in_one_instance_backs_off_the_fleet,
 );
+
+/// When each response of `n` requests for a cold `/widgets/1` on two
+/// instances (alternating) arrived, after the burst started.
+async fn timed_burst(app: &TestApp, b: &str, n: usize) -> Vec<(usize, String, Duration)> {
+    let urls = [app.url("/widgets/1"), format!("{b}/widgets/1")];
+    let start = std::time::Instant::now();
+    join_all((0..n).map(|i| {
+        let url = urls[i % 2].clone();
+        async move {
+            let (status, _) = widget_with(&app.client, &url).await;
+            (i % 2, status, start.elapsed())
+        }
+    }))
+    .await
+}
+
+async fn the_other_instances_waiters_are_freed_by_the_change_feed(store: StoreKind) {
+    // Arrange: A and B on one Redis; a cold key whose upstream takes 300 ms.
+    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let b = app.spawn_instance().await;
+    app.login("alice").await;
+    app.mock.set_delay(1, Duration::from_millis(300));
+
+    // Act
+    let responses = timed_burst(&app, &b, 100).await;
+
+    // Assert: one call; the instance without the fetch hears of it at once.
+    assert_eq!(
+        app.mock.calls_for("alice", 1),
+        1,
+        "one upstream call in the fleet"
+    );
+    let leader = responses
+        .iter()
+        .find(|(_, s, _)| s == "percache; fwd=miss; stored")
+        .map(|(i, _, _)| *i)
+        .expect("one request led");
+    let median = |instance: usize| {
+        let mut times: Vec<Duration> = responses
+            .iter()
+            .filter(|(i, s, _)| *i == instance && s.ends_with("collapsed"))
+            .map(|(_, _, t)| *t)
+            .collect();
+        times.sort();
+        times[times.len() / 2]
+    };
+    let (fetching, other) = (median(leader), median(1 - leader));
+    let lag = other.saturating_sub(fetching);
+    eprintln!(
+        "fleet: waiters freed at {fetching:?} on the fetching instance, {other:?} on the other (+{lag:?})"
+    );
+    // Polling Redis (10 ms doubling to 100 ms) freed them about 58 ms later;
+    // the change feed frees them within a Redis round trip or two. The bound
+    // leaves room for a loaded machine and a debug build.
+    assert!(
+        lag <= Duration::from_millis(25),
+        "the other instance's waiters lagged {lag:?}"
+    );
+}
+
+crate::cluster_stores!(the_other_instances_waiters_are_freed_by_the_change_feed);

@@ -216,3 +216,53 @@ async fn without_javascript_the_page_waits_for_every_widget() {
     );
     assert_eq!(app.mock.total_calls(), 5, "it joined the prewarm fetches");
 }
+
+async fn an_open_page_is_woken_by_its_own_users_changes_only(store: StoreKind) {
+    // Arrange: alice's page is open and current; bob is signed in elsewhere.
+    let app = spawn_app(store).await;
+    app.login("alice").await;
+    app.wait_for_calls(5).await;
+    for id in 1..=5 {
+        app.wait_for_fresh_hit(id).await;
+    }
+    let bob = new_client();
+    app.login_with(&bob, "bob").await;
+    let since = app.cache.now();
+    let poll = tokio::spawn({
+        let (client, url) = (app.client.clone(), app.url(&format!("/updates?since={since}")));
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.cache.open_pages() == 0 {
+        assert!(Instant::now() < deadline, "the poll never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Act 1: bob's widgets change, over and over.
+    for id in 1..=5 {
+        let resp = bob
+            .post(app.url(&format!("/widgets/{id}/refresh")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Assert 1: alice's poll is still waiting. (That no wake-up reached it
+    // at all is shown by `cache::store::feed`'s unit tests.)
+    assert!(!poll.is_finished(), "bob's changes answered alice's page");
+
+    // Act 2: one of alice's widgets changes.
+    app.post("/widgets/4/refresh").await;
+
+    // Assert 2: her page hears of it, and of nothing of bob's.
+    let answer = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .expect("alice's own change woke her page")
+        .unwrap();
+    assert!(answer.contains(r#"id="widget-4""#), "{answer}");
+    assert!(!answer.contains("bob"), "{answer}");
+}
+
+crate::all_stores!(an_open_page_is_woken_by_its_own_users_changes_only);

@@ -4,6 +4,7 @@
 //! store from slowing requests down.
 
 pub mod breaker;
+pub mod feed;
 pub mod memory;
 pub mod near;
 pub mod redis;

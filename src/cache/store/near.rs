@@ -10,8 +10,10 @@
 //!   the pub/sub latency (milliseconds) normally, and never longer than
 //!   `--l1-ttl` (if a message is lost or the subscription is down; the L1 is
 //!   also cleared when the subscription comes back).
-//! * Change feed: the same announcements (local and remote) are broadcast in
-//!   the process, so `/updates` long-polls wake up when a widget changes.
+//! * Change feed: the same announcements (local and remote) are relayed to
+//!   the process's [`ChangeFeed`], which wakes only the waiters of the
+//!   changed key's user (`/updates` long-polls, fetches waiting on another
+//!   instance's).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,8 +23,8 @@ use async_trait::async_trait;
 use deadpool_redis::redis;
 use futures_util::StreamExt;
 use moka::future::Cache;
-use tokio::sync::broadcast;
 
+use super::feed::ChangeFeed;
 use super::redis::RedisStore;
 use super::{LockState, Store, StoreError};
 use crate::cache::entry::Entry;
@@ -35,7 +37,7 @@ pub const CHANNEL: &str = "percache:v1:changes";
 pub struct NearCache {
     inner: Arc<dyn Store>,
     l1: Option<Cache<CacheKey, Arc<Entry>>>,
-    changes: broadcast::Sender<CacheKey>,
+    feed: Arc<ChangeFeed>,
     /// Where to announce changes to other instances (Redis backends only).
     publisher: Option<RedisStore>,
     /// Tells our own announcements apart from other instances'.
@@ -61,21 +63,20 @@ impl NearCache {
                 .time_to_live(l1_ttl)
                 .build()
         });
-        let (changes, _) = broadcast::channel(1024);
         let instance = format!("{}-{}", std::process::id(), crate::clock::system_now_ms());
         Arc::new(Self {
             inner,
             l1,
-            changes,
+            feed: ChangeFeed::new(),
             publisher,
             instance,
             generation: AtomicU64::new(0),
         })
     }
 
-    /// A receiver of changed keys (local writes and other instances').
-    pub fn subscribe(&self) -> broadcast::Receiver<CacheKey> {
-        self.changes.subscribe()
+    /// Who waits for which user's changes (local writes and other instances').
+    pub fn feed(&self) -> &Arc<ChangeFeed> {
+        &self.feed
     }
 
     /// Applies a change announced by another instance: evict, then notify.
@@ -84,11 +85,11 @@ impl NearCache {
         if let Some(l1) = &self.l1 {
             l1.invalidate(&key).await;
         }
-        let _ = self.changes.send(key);
+        self.feed.publish(&key);
     }
 
     async fn announce(&self, key: &CacheKey, fleet: bool) {
-        let _ = self.changes.send(key.clone());
+        self.feed.publish(key);
         if let Some(redis) = self.publisher.as_ref().filter(|_| fleet) {
             let message = format!("{} {}", self.instance, key.as_str());
             if let Err(e) = redis.publish(CHANNEL, &message).await {
@@ -107,10 +108,12 @@ impl NearCache {
                 let Some(near) = this.upgrade() else { return };
                 match subscribe(&client).await {
                     Ok(pubsub) => {
-                        // Messages may have been missed while disconnected.
+                        // Messages may have been missed while disconnected:
+                        // forget the L1, and let every waiter look again.
                         if let Some(l1) = &near.l1 {
                             l1.invalidate_all();
                         }
+                        near.feed.wake_all();
                         drop(near);
                         let mut stream = pubsub.into_on_message();
                         while let Some(msg) = stream.next().await {
@@ -204,7 +207,14 @@ impl Store for NearCache {
         token: &str,
         failed: Option<(u16, Duration)>,
     ) -> Result<(), StoreError> {
-        self.inner.release(key, token, failed).await
+        let result = self.inner.release(key, token, failed).await;
+        // A failure leaves no entry to announce: announce the key anyway, so
+        // that other instances' requests waiting on this fetch learn of the
+        // failure marker at once.
+        if failed.is_some() {
+            self.announce(key, result.is_ok()).await;
+        }
+        result
     }
 
     async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
