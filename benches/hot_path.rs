@@ -118,6 +118,7 @@ fn entry(widget: &Instance, now: i64) -> Arc<Entry> {
         stale_until: now + 595_000,
         grace_until: now + 86_395_000,
         fingerprint: widget.widget.fingerprint,
+        generation: 0,
     })
 }
 

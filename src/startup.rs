@@ -192,6 +192,9 @@ impl Application {
             .with_soft_timeout(settings.soft_timeout)
             .with_eager_refresh(settings.eager_refresh),
         );
+        // Invalidations for all users made before this instance started.
+        cache.reload_generations().await;
+        cache.spawn_generation_reloads();
 
         let listener =
             TcpListener::bind(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;

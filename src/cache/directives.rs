@@ -102,6 +102,7 @@ mod tests {
             stale_until: 600_000,
             grace_until: 86_400_000,
             fingerprint: 0,
+            generation: 0,
         }
     }
 

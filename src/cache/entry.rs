@@ -21,6 +21,10 @@ pub struct Entry {
     /// an entry of another definition is a miss.
     #[serde(default)]
     pub fingerprint: u64,
+    /// The widget's generation when the fetch started: older than the
+    /// widget's invalidation thresholds, the entry is a miss or stale.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// Where an entry stands at a given moment.
@@ -84,6 +88,7 @@ mod tests {
             stale_until: 601_000,
             grace_until: 86_401_000,
             fingerprint: 7,
+            generation: 2,
         }
     }
 

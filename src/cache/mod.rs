@@ -3,6 +3,7 @@
 
 pub mod directives;
 pub mod entry;
+pub mod generations;
 pub mod key;
 pub mod live;
 pub mod policy;

@@ -137,6 +137,7 @@ impl CachePolicy {
             stale_until,
             grace_until: stale_until + ms(l.grace),
             fingerprint,
+            generation: 0,
         }
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::cache::directives::Directives;
 use crate::cache::entry::{Entry, Freshness};
+use crate::cache::generations::{Kind, Verdict};
 use crate::cache::key::CacheKey;
 use crate::cache::policy::{store_ttl, CachePolicy};
 use crate::cache::store::feed::Watch;
@@ -153,6 +154,9 @@ pub const MAX_INSTANCES_INVALIDATED: usize = 256;
 /// How often a request waiting on another instance's fetch looks at the
 /// store when no change announcement arrives (a lost message).
 const FLEET_WAIT_FALLBACK: Duration = Duration::from_millis(250);
+
+/// How often every widget's invalidation generation is reloaded from Redis.
+pub const GENERATION_RELOAD: Duration = Duration::from_secs(5);
 
 /// Default `--max-upstream-calls`.
 pub const DEFAULT_MAX_UPSTREAM_CALLS: usize = 256;
@@ -506,13 +510,73 @@ impl WidgetCache {
 
     /// Deletes a user's entries for `widgets`, every parameter combination
     /// of each (the invalidation webhook).
-    pub async fn invalidate(&self, user: &UserId, widgets: &[Arc<Widget>]) -> Result<(), StoreError> {
+    pub async fn invalidate(
+        &self,
+        user: &UserId,
+        widgets: &[Arc<Widget>],
+        kind: Kind,
+    ) -> Result<(), StoreError> {
         let keys: Vec<CacheKey> = widgets
             .iter()
             .flat_map(|w| w.instances(MAX_INSTANCES_INVALIDATED))
             .map(|i| user.tag().key(&i))
             .collect();
-        self.store.delete(&keys).await
+        match kind {
+            Kind::Hard => self.store.delete(&keys).await,
+            Kind::Soft => self.soften(&keys).await,
+        }
+    }
+
+    /// Makes entries stale (still served at once, and refreshed), keeping
+    /// their ttl and grace. Written back, so every instance sees it.
+    async fn soften(&self, keys: &[CacheKey]) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        for key in keys {
+            let Some(entry) = self.store.get(key).await? else {
+                continue;
+            };
+            if entry.freshness(now) != Freshness::Fresh {
+                continue;
+            }
+            let mut stale = (*entry).clone();
+            stale.fresh_until = now;
+            self.store
+                .put(key, Arc::new(stale), store_ttl(&entry, now))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Invalidates `widgets` for every user at once (the webhook's
+    /// `allUsers`): one generation bump per widget, no key scanned.
+    pub async fn invalidate_all_users(&self, widgets: &[Arc<Widget>], kind: Kind) -> Result<(), StoreError> {
+        for widget in widgets {
+            let gen = self.store.bump_generation(widget.id.as_str(), kind).await?;
+            tracing::info!(widget = %widget.id, generation = gen.current, ?kind, "widget invalidated for all users");
+        }
+        Ok(())
+    }
+
+    /// Reloads the widgets' generations from the shared store (start-up,
+    /// and periodically in case an invalidation announcement was lost).
+    pub async fn reload_generations(&self) {
+        let ids: Vec<&str> = self.registry.all().iter().map(|w| w.id.as_str()).collect();
+        self.store.reload_generations(&ids).await;
+    }
+
+    /// Reloads the generations every [`GENERATION_RELOAD`] for as long as
+    /// the cache lives: the longest an instance that missed an `allUsers`
+    /// announcement serves what it invalidated.
+    pub fn spawn_generation_reloads(self: &Arc<Self>) {
+        let cache = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(GENERATION_RELOAD);
+            loop {
+                tick.tick().await;
+                let Some(cache) = cache.upgrade() else { return };
+                cache.reload_generations().await;
+            }
+        });
     }
 
     /// The outcome of serving an entry that needs a refresh (stale or
@@ -540,13 +604,30 @@ impl WidgetCache {
     /// definition of the widget (another fingerprint) is a miss.
     async fn read(&self, key: &CacheKey, instance: &Instance) -> (Option<Arc<Entry>>, bool) {
         match self.store.get(key).await {
-            Ok(entry) => (
-                entry.filter(|e| e.fingerprint == instance.widget.fingerprint),
-                false,
-            ),
+            Ok(entry) => (entry.and_then(|e| self.judged(e, instance)), false),
             Err(e) => {
                 tracing::warn!(error = %e, "store read failed; serving from the upstream");
                 (None, true)
+            }
+        }
+    }
+
+    /// A stored entry as it counts now: none if it was made for another
+    /// definition of the widget (fingerprint) or before a hard invalidation
+    /// of it for all users; stale if before a soft one.
+    fn judged(&self, entry: Arc<Entry>, instance: &Instance) -> Option<Arc<Entry>> {
+        if entry.fingerprint != instance.widget.fingerprint {
+            return None;
+        }
+        let gen = self.store.generations().get(instance.id().as_str());
+        match gen.verdict(entry.generation) {
+            Verdict::Valid => Some(entry),
+            Verdict::Gone => None,
+            Verdict::Stale if entry.fresh_until <= entry.fetched_at => Some(entry),
+            Verdict::Stale => {
+                let mut stale = (*entry).clone();
+                stale.fresh_until = stale.fetched_at;
+                Some(Arc::new(stale))
             }
         }
     }
@@ -640,8 +721,9 @@ impl WidgetCache {
         start: Start,
     ) -> FetchResult {
         // An entry of another definition of the widget is not data for us.
-        let current = |e: &Arc<Entry>| e.fingerprint == instance.widget.fingerprint;
-        let seen = match self.store.get(key).await.map(|e| e.filter(current)) {
+        // Entries as they count now (fingerprint, invalidations).
+        let judge = |e: Option<Arc<Entry>>| e.and_then(|e| self.judged(e, instance));
+        let seen = match self.store.get(key).await.map(judge) {
             // A fetch may have landed between our caller's read and our start.
             Ok(Some(entry))
                 if matches!(start, Start::Recheck(seen) if entry.fetched_at > seen)
@@ -680,10 +762,8 @@ impl WidgetCache {
                 let change = watch.notify().notified();
                 tokio::pin!(change);
                 change.as_mut().enable();
-                match self.store.get(key).await {
-                    Ok(Some(entry)) if entry.fetched_at > seen && current(&entry) => {
-                        return Ok(Fetched { entry, remote: true })
-                    }
+                match self.store.get(key).await.map(judge) {
+                    Ok(Some(entry)) if entry.fetched_at > seen => return Ok(Fetched { entry, remote: true }),
                     Ok(_) => {}
                     Err(_) => return self.fetch_unlocked(key, user, instance, up, None).await,
                 }
@@ -691,8 +771,8 @@ impl WidgetCache {
                     Ok(LockState::Busy) => {}
                     Ok(LockState::Failed(status)) => return Err(self.recent_failure(key, status)),
                     // Released: its entry may have landed just before; look once more, then try to lead.
-                    Ok(_) => match self.store.get(key).await {
-                        Ok(Some(entry)) if entry.fetched_at > seen && current(&entry) => {
+                    Ok(_) => match self.store.get(key).await.map(judge) {
+                        Ok(Some(entry)) if entry.fetched_at > seen => {
                             return Ok(Fetched { entry, remote: true })
                         }
                         _ => break,
@@ -717,6 +797,9 @@ impl WidgetCache {
         up: &Upstream,
         token: Option<&str>,
     ) -> FetchResult {
+        // Stamped before the call: data fetched across an invalidation is
+        // already older than it.
+        let generation = self.store.generations().get(instance.id().as_str()).current;
         let result = match self.upstream_slot().await {
             Ok(slot) => {
                 let result = up.fetch(user.as_str(), instance).await;
@@ -727,8 +810,11 @@ impl WidgetCache {
         };
         let now = self.clock.now_ms();
         let widget = &instance.widget;
-        let result =
-            result.map(|data| Arc::new(self.policy.entry(widget.index, widget.fingerprint, data, now)));
+        let result = result.map(|data| {
+            let mut entry = self.policy.entry(widget.index, widget.fingerprint, data, now);
+            entry.generation = generation;
+            Arc::new(entry)
+        });
         if let Ok(entry) = &result {
             if let Err(e) = self
                 .store

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::AppState;
+use crate::cache::generations::Kind;
 use crate::defence::replay::ReplayGuard;
 use crate::error::WebhookError;
 use crate::user::UserId;
@@ -32,9 +33,18 @@ pub const REPLAY_WINDOW: Duration = Duration::from_secs(2 * MAX_SKEW_SECS);
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Invalidation {
-    user_id: String,
+    /// One user's entries; or, with `all_users`, none.
+    #[serde(default)]
+    user_id: Option<String>,
     #[serde(default)]
     widgets: Option<Vec<IdInBody>>,
+    /// Every user's entries of the widgets, in O(1) (a generation bump).
+    #[serde(default)]
+    all_users: bool,
+    /// Entries turn stale (served at once while they refresh) instead of
+    /// disappearing.
+    #[serde(default)]
+    soft: bool,
 }
 
 /// A widget id in the body: `3` or `"3"` or `"billing"`.
@@ -135,7 +145,21 @@ pub async fn invalidate(
 async fn carry_out(body: &[u8], state: &AppState) -> Result<HttpResponse, WebhookError> {
     let request: Invalidation =
         serde_json::from_slice(body).map_err(|e| WebhookError::BadBody(e.to_string()))?;
-    let user = UserId::parse(&request.user_id).map_err(|e| WebhookError::BadBody(e.to_string()))?;
+    let user = match (&request.user_id, request.all_users) {
+        (Some(id), false) => Some(UserId::parse(id).map_err(|e| WebhookError::BadBody(e.to_string()))?),
+        (None, true) => None,
+        (Some(_), true) => {
+            return Err(WebhookError::BadBody(
+                "give either userId or \"allUsers\": true, not both".into(),
+            ))
+        }
+        (None, false) => {
+            return Err(WebhookError::BadBody(
+                "missing userId (or \"allUsers\": true)".into(),
+            ))
+        }
+    };
+    let kind = if request.soft { Kind::Soft } else { Kind::Hard };
     let registry = state.cache.registry();
     let widgets: Vec<_> = match request.widgets {
         None => registry.all().to_vec(),
@@ -150,14 +174,21 @@ async fn carry_out(body: &[u8], state: &AppState) -> Result<HttpResponse, Webhoo
             })
             .collect::<Result<_, _>>()?,
     };
-    state
-        .cache
-        .invalidate(&user, &widgets)
-        .await
-        .map_err(|e| WebhookError::Store(e.to_string()))?;
-    tracing::info!(widgets = widgets.len(), "entries invalidated");
+    let done = match &user {
+        Some(user) => state.cache.invalidate(user, &widgets, kind).await,
+        None => state.cache.invalidate_all_users(&widgets, kind).await,
+    };
+    done.map_err(|e| WebhookError::Store(e.to_string()))?;
+    tracing::info!(
+        widgets = widgets.len(),
+        all_users = user.is_none(),
+        soft = request.soft,
+        "entries invalidated"
+    );
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "invalidated": widgets.iter().map(|w| &w.id).collect::<Vec<_>>(),
+        "allUsers": user.is_none(),
+        "soft": request.soft,
     })))
 }
 

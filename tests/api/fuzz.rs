@@ -38,14 +38,15 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
 }
 
 fn entry() -> impl Strategy<Value = Entry> {
-    (json_value(), any::<[i64; 4]>(), any::<u64>()).prop_map(
-        |(data, [fetched_at, fresh_until, stale_until, grace_until], fingerprint)| Entry {
+    (json_value(), any::<[i64; 4]>(), any::<[u64; 2]>()).prop_map(
+        |(data, [fetched_at, fresh_until, stale_until, grace_until], [fingerprint, generation])| Entry {
             data,
             fetched_at,
             fresh_until,
             stale_until,
             grace_until,
             fingerprint,
+            generation,
         },
     )
 }
@@ -277,6 +278,7 @@ fn every_f64_round_trips() {
         stale_until: 0,
         grace_until: 0,
         fingerprint: 0,
+        generation: 0,
     };
     assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
 }

@@ -260,3 +260,140 @@ async fn a_request_that_was_not_carried_out_can_be_sent_again() {
     assert_eq!(first.status(), 422);
     assert_eq!(again.status(), 422);
 }
+
+/// Widget 3 of alice and bob cached, and widget 1 of alice; a second instance
+/// where the store is shared (Redis or the cluster).
+async fn two_users_cached(store: StoreKind) -> (TestApp, Option<String>, reqwest::Client) {
+    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let b = (store != StoreKind::Memory).then_some(app.spawn_instance().await);
+    let bob = crate::helpers::new_client();
+    app.login("alice").await;
+    app.login_with(&bob, "bob").await;
+    app.widget(1).await;
+    app.widget(3).await;
+    widget_with(&bob, &app.url("/widgets/3")).await;
+    (app, b, bob)
+}
+
+async fn all_users_invalidation_makes_every_users_entries_misses_in_o1(store: StoreKind) {
+    // Arrange
+    let (app, b, bob) = two_users_cached(store).await;
+    let calls = app.mock.total_calls();
+
+    // Act: widget 3, for every user.
+    let body = r#"{"widgets":["3"],"allUsers":true}"#;
+    let resp = invalidate(&app.address, body, now_secs(&app), SECRET).await;
+
+    // Assert: 200; alice's and bob's widget 3 are misses (on the other
+    // instance too, once it has heard); alice's widget 1 is untouched.
+    assert_eq!(resp.status(), 200);
+    let json: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(json["allUsers"], true);
+    let (status, _) = app.widget(3).await;
+    assert_eq!(status, "percache; fwd=miss; stored");
+    let bob_on = b.clone().unwrap_or_else(|| app.address.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let (status, _) = widget_with(&bob, &format!("{bob_on}/widgets/3")).await;
+        if status.starts_with("percache; fwd=miss") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's widget 3 was still served: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, _) = app.widget(1).await;
+    assert!(
+        status.starts_with("percache; hit"),
+        "widget 1 was not named: {status}"
+    );
+    assert_eq!(
+        app.mock.total_calls(),
+        calls + 2,
+        "one new call per user, for widget 3 only"
+    );
+    // O(1): no key was scanned or listed.
+    for port in redis_ports(&app) {
+        let stats = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "info", "commandstats"])
+            .output()
+            .unwrap();
+        let stats = String::from_utf8_lossy(&stats.stdout);
+        assert!(
+            !stats.contains("cmdstat_scan:") && !stats.contains("cmdstat_keys:"),
+            "{stats}"
+        );
+    }
+}
+
+/// The ports of the app's Redis servers (none for the memory store).
+fn redis_ports(app: &TestApp) -> Vec<u16> {
+    match (&app.redis, &app.cluster) {
+        (Some(r), _) => vec![r.port],
+        (_, Some(c)) => c.nodes.iter().map(|n| n.port).collect(),
+        _ => Vec::new(),
+    }
+}
+
+async fn soft_invalidation_serves_entries_stale_while_they_refresh(store: StoreKind) {
+    // Arrange
+    let (app, _b, bob) = two_users_cached(store).await;
+
+    // Act 1: alice's widget 3 only, softly.
+    let body = r#"{"userId":"alice","widgets":[3],"soft":true}"#;
+    let resp = invalidate(&app.address, body, now_secs(&app), SECRET).await;
+    assert_eq!(resp.status(), 200);
+
+    // Assert 1: served at once, stale, and refreshed; bob's is still fresh.
+    let (status, card) = app.widget(3).await;
+    assert!(status.ends_with("detail=revalidating"), "{status}");
+    assert_eq!(crate::helpers::version_of(&card), 1, "the old data, at once");
+    let (_, fresh) = app.wait_for_fresh_hit(3).await;
+    assert_eq!(crate::helpers::version_of(&fresh), 2);
+    let (status, _) = widget_with(&bob, &app.url("/widgets/3")).await;
+    assert!(
+        status.starts_with("percache; hit") && !status.contains("detail"),
+        "{status}"
+    );
+
+    // Act 2: widget 3 for every user, softly.
+    let body = r#"{"widgets":[3],"allUsers":true,"soft":true}"#;
+    let resp = invalidate(&app.address, body, now_secs(&app) + 1, SECRET).await;
+    assert_eq!(resp.status(), 200);
+
+    // Assert 2: bob's entry too is stale now, served at once and refreshed.
+    let (status, card) = widget_with(&bob, &app.url("/widgets/3")).await;
+    assert!(status.ends_with("detail=revalidating"), "{status}");
+    assert_eq!(crate::helpers::version_of(&card), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (status, card) = widget_with(&bob, &app.url("/widgets/3")).await;
+        if !status.contains("detail") && crate::helpers::version_of(&card) == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's widget never refreshed: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn all_users_and_user_id_together_is_a_422() {
+    let app = spawn_app_with(TestConfig::new(StoreKind::Memory)).await;
+    for body in [
+        r#"{"userId":"alice","widgets":[3],"allUsers":true}"#,
+        r#"{"widgets":[3]}"#,
+    ] {
+        let resp = invalidate(&app.address, body, now_secs(&app), SECRET).await;
+        assert_eq!(resp.status(), 422, "{body}");
+    }
+}
+
+crate::all_stores!(
+    all_users_invalidation_makes_every_users_entries_misses_in_o1,
+    soft_invalidation_serves_entries_stale_while_they_refresh,
+);

@@ -167,6 +167,7 @@ mod tests {
             stale_until: v,
             grace_until: v,
             fingerprint: 0,
+            generation: 0,
         })
     }
 

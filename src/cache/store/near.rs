@@ -28,10 +28,13 @@ use super::feed::ChangeFeed;
 use super::redis::RedisStore;
 use super::{LockState, Store, StoreError};
 use crate::cache::entry::Entry;
+use crate::cache::generations::{Gen, Generations, Kind};
 use crate::cache::key::CacheKey;
 
 /// The pub/sub channel of entry changes.
 pub const CHANNEL: &str = "percache:v1:changes";
+/// Announcements of a widget invalidated for all users: `gen:<widget id>`.
+const GENERATION_PREFIX: &str = "gen:";
 
 /// L1 + change feed over another store.
 pub struct NearCache {
@@ -47,6 +50,8 @@ pub struct NearCache {
     /// otherwise an old value read just before the eviction could be put
     /// back right after it.
     generation: AtomicU64,
+    /// Per-widget invalidation generations (see `cache::generations`).
+    widget_gens: Generations,
 }
 
 impl NearCache {
@@ -71,12 +76,50 @@ impl NearCache {
             publisher,
             instance,
             generation: AtomicU64::new(0),
+            widget_gens: Generations::default(),
         })
     }
 
     /// Who waits for which user's changes (local writes and other instances').
     pub fn feed(&self) -> &Arc<ChangeFeed> {
         &self.feed
+    }
+
+    /// The per-widget generations as this instance knows them.
+    pub fn generations(&self) -> &Generations {
+        &self.widget_gens
+    }
+
+    /// Invalidates `widget` for every user (hard or soft): in Redis, for the
+    /// whole fleet, announced so every instance reloads it at once; else here.
+    pub async fn bump_generation(&self, widget: &str, kind: Kind) -> Result<Gen, StoreError> {
+        let Some(redis) = &self.publisher else {
+            return Ok(self.widget_gens.bump(widget, kind));
+        };
+        let gen = redis.bump_generation(widget, kind).await?;
+        self.widget_gens.set(widget, gen);
+        // Entries served from the L1 are checked against the table too, but
+        // drop them anyway: they would only be misses or stale now.
+        if let Some(l1) = &self.l1 {
+            l1.invalidate_all();
+        }
+        let message = format!("{} {GENERATION_PREFIX}{widget}", self.instance);
+        if let Err(e) = redis.publish(CHANNEL, &message).await {
+            tracing::warn!(error = %e, "could not announce an invalidation; instances reload it within seconds");
+        }
+        Ok(gen)
+    }
+
+    /// Reloads these widgets' generations from Redis (at start-up, and
+    /// periodically in case an announcement was lost). No-op without Redis.
+    pub async fn reload_generations(&self, widgets: &[&str]) {
+        let Some(redis) = &self.publisher else { return };
+        for widget in widgets {
+            match redis.load_generation(widget).await {
+                Ok(gen) => self.widget_gens.set(widget, gen),
+                Err(e) => tracing::debug!(error = %e, widget, "could not load a widget's generation"),
+            }
+        }
     }
 
     /// Applies a change announced by another instance: evict, then notify.
@@ -122,8 +165,17 @@ impl NearCache {
                                 continue;
                             };
                             if let Some((from, key)) = payload.split_once(' ') {
-                                if from != near.instance {
-                                    near.remote_change(CacheKey::from_stored(key)).await;
+                                if from == near.instance {
+                                    continue;
+                                }
+                                match key.strip_prefix(GENERATION_PREFIX) {
+                                    Some(widget) => {
+                                        if let Some(l1) = &near.l1 {
+                                            l1.invalidate_all();
+                                        }
+                                        near.reload_generations(&[widget]).await;
+                                    }
+                                    None => near.remote_change(CacheKey::from_stored(key)).await,
                                 }
                             }
                         }

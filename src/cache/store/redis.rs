@@ -17,6 +17,7 @@ use futures_util::future::join_all;
 
 use super::{parse_lock_value, LockState, Store, StoreError};
 use crate::cache::entry::Entry;
+use crate::cache::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
 
 /// Takes the lock when it is free (or, with force, when it only holds a
@@ -28,6 +29,14 @@ if (not v) or (ARGV[3] == '1' and string.sub(v, 1, 7) == 'failed:') then
   return 'OK'
 end
 return v
+"#;
+
+/// Bumps a widget's generation counter and sets one threshold (`hard` or
+/// `soft`) to it; returns the counter and both thresholds.
+const BUMP_GENERATION: &str = r#"
+local c = redis.call('HINCRBY', KEYS[1], 'current', 1)
+redis.call('HSET', KEYS[1], ARGV[1], c)
+return redis.call('HMGET', KEYS[1], 'current', 'hard', 'soft')
 "#;
 
 /// Releases the lock only if we own it; optionally leaves a failure marker.
@@ -267,6 +276,29 @@ impl RedisStore {
             .map(drop)
     }
 
+    /// Invalidates a widget for every user: bumps its generation (SPEC §5,
+    /// `allUsers`). One command on one key, however many users there are.
+    pub async fn bump_generation(&self, widget: &str, kind: Kind) -> Result<Gen, StoreError> {
+        let cmd = redis::cmd("EVAL")
+            .arg(BUMP_GENERATION)
+            .arg(1)
+            .arg(generation_key(widget))
+            .arg(kind.field())
+            .clone();
+        self.query::<Vec<Option<u64>>>(cmd).await.map(gen_of)
+    }
+
+    /// A widget's generation as the fleet knows it.
+    pub async fn load_generation(&self, widget: &str) -> Result<Gen, StoreError> {
+        let cmd = redis::cmd("HMGET")
+            .arg(generation_key(widget))
+            .arg("current")
+            .arg("hard")
+            .arg("soft")
+            .clone();
+        self.query::<Vec<Option<u64>>>(cmd).await.map(gen_of)
+    }
+
     /// The remaining time to live of a key in milliseconds (for tests and ops).
     pub async fn pttl(&self, key: &CacheKey) -> Result<i64, StoreError> {
         self.query(redis::cmd("PTTL").arg(key.as_str()).clone()).await
@@ -292,6 +324,21 @@ impl RedisStore {
         self.query::<i64>(redis::cmd("DEL").arg(key).clone())
             .await
             .map(drop)
+    }
+}
+
+/// The hash of a widget's generation counter and thresholds.
+fn generation_key(widget: &str) -> String {
+    format!("{}gen:w:{widget}", crate::cache::key::PREFIX)
+}
+
+/// `[current, hard, soft]` as Redis answers them (missing fields: 0).
+fn gen_of(fields: Vec<Option<u64>>) -> Gen {
+    let at = |i: usize| fields.get(i).copied().flatten().unwrap_or(0);
+    Gen {
+        current: at(0),
+        hard: at(1),
+        soft: at(2),
     }
 }
 

@@ -270,6 +270,7 @@ mod tests {
             stale_until: v + 2,
             grace_until: v + 3,
             fingerprint: 42,
+            generation: 0,
         })
     }
 
