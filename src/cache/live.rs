@@ -14,10 +14,8 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use futures_util::future::join_all;
-
 use super::entry::Freshness;
-use super::service::WidgetCache;
+use super::service::{Lookup, Outcome, WidgetCache};
 use crate::clock::Millis;
 use crate::upstream::Upstream;
 use crate::user::UserId;
@@ -32,6 +30,15 @@ impl RefreshedAhead {
     fn first_time(&mut self, widget: usize, fetched_at: Millis) -> bool {
         self.0.insert((widget, fetched_at))
     }
+}
+
+/// What one look at an open page found.
+#[derive(Debug)]
+pub struct PagePoll {
+    /// Cards with data newer than the page's: swap them in.
+    pub changed: Vec<Lookup>,
+    /// When nothing changed: when the next fresh widget turns stale.
+    pub next_stale: Option<Millis>,
 }
 
 /// Counts one open page for as long as it lives.
@@ -62,24 +69,49 @@ impl WidgetCache {
         self.open_pages.load(Ordering::SeqCst)
     }
 
-    /// Starts the refresh of each of `user`'s widgets that is stale or
-    /// outdated and not yet asked for by this page. Returns when the next
-    /// fresh one turns stale, to wake up then.
-    pub async fn refresh_ahead(
+    /// One look at an open page's widgets, in one store round trip: the
+    /// entries fetched after `since` (the cards to swap in), or, if none,
+    /// the refresh of each widget that is stale or outdated and not yet
+    /// asked for by this page, and when the next fresh one turns stale.
+    pub async fn poll_page(
         self: &Arc<Self>,
         user: &UserId,
+        since: Millis,
         up: &Upstream,
         asked: &mut RefreshedAhead,
-    ) -> Option<Millis> {
-        let reads = self.registry().all().iter().map(|w| async move {
-            let instance = w.default_instance();
-            let key = user.tag().key(&instance);
-            let entry = self.read_current(&key, &instance).await;
-            (instance, key, entry)
-        });
+    ) -> PagePoll {
+        let (instances, keys) = self.dashboard_keys(user);
+        let (entries, store_unavailable) = self.read_many(&keys, &instances).await;
         let now = self.now();
+        let changed: Vec<Lookup> = instances
+            .iter()
+            .zip(&entries)
+            .filter_map(|(instance, entry)| {
+                let entry = entry.as_ref().filter(|e| e.fetched_at > since)?;
+                let ttl = entry.ttl_secs(now);
+                let outcome = match entry.freshness(now) {
+                    Freshness::Fresh => Outcome::Hit { ttl },
+                    Freshness::Stale => Outcome::Stale { ttl },
+                    Freshness::Expired | Freshness::Dead => return None,
+                };
+                Some(Lookup {
+                    instance: instance.clone(),
+                    entry: Some(Arc::clone(entry)),
+                    outcome,
+                    error: None,
+                    store_unavailable,
+                    now,
+                })
+            })
+            .collect();
+        if !changed.is_empty() {
+            return PagePoll {
+                changed,
+                next_stale: None,
+            };
+        }
         let mut next: Option<Millis> = None;
-        for (instance, key, entry) in join_all(reads).await {
+        for ((instance, key), entry) in instances.into_iter().zip(keys).zip(entries) {
             // No entry: the page shows a placeholder that is loading it.
             let Some(entry) = entry else { continue };
             match entry.freshness(now) {
@@ -96,7 +128,10 @@ impl WidgetCache {
                 Freshness::Dead => {}
             }
         }
-        next
+        PagePoll {
+            changed,
+            next_stale: next,
+        }
     }
 
     /// Sleeps until the cache's clock reads `at` (a mock clock's jump wakes it).

@@ -14,7 +14,7 @@ pub mod store;
 pub use directives::Directives;
 pub use entry::{Entry, Freshness};
 pub use key::CacheKey;
-pub use live::{OpenPage, RefreshedAhead};
+pub use live::{OpenPage, PagePoll, RefreshedAhead};
 pub use policy::CachePolicy;
 pub use service::{Lookup, Outcome, WidgetCache};
 pub use store::{Store, StoreError};

@@ -414,53 +414,57 @@ impl WidgetCache {
         )
     }
 
-    /// What the dashboard can render inline: every entry within grace.
-    /// Stale and outdated ones start their refresh, which the open page
-    /// swaps in when it lands. `None`: render a placeholder.
-    pub async fn peek(self: &Arc<Self>, user: &UserId, instance: &Instance, up: &Upstream) -> Option<Lookup> {
-        let key = user.tag().key(instance);
-        let (cached, store_unavailable) = self.read(&key, instance).await;
-        let entry = cached.as_ref()?;
+    /// What the dashboard renders inline: for every widget at its defaults,
+    /// the entry within grace, if any (`None`: a placeholder). Stale and
+    /// outdated ones start their refresh, which the open page swaps in when
+    /// it lands. One store round trip for all of them (MGET).
+    pub async fn peek_all(self: &Arc<Self>, user: &UserId, up: &Upstream) -> Vec<(Instance, Option<Lookup>)> {
+        let (instances, keys) = self.dashboard_keys(user);
+        let (entries, store_unavailable) = self.read_many(&keys, &instances).await;
         let now = self.clock.now_ms();
-        let outcome = self
-            .serve_cached(&key, entry, now, user, instance, up, Directives::inline())
-            .await?;
-        Some(self.lookup(instance, cached, outcome, None, store_unavailable, now))
+        let mut out = Vec::with_capacity(instances.len());
+        for ((instance, key), cached) in instances.into_iter().zip(&keys).zip(entries) {
+            let lookup = match &cached {
+                Some(entry) => self
+                    .serve_cached(key, entry, now, user, &instance, up, Directives::inline())
+                    .await
+                    .map(|outcome| {
+                        self.lookup(&instance, cached.clone(), outcome, None, store_unavailable, now)
+                    }),
+                None => None,
+            };
+            out.push((instance, lookup));
+        }
+        out
     }
 
-    /// The user's entries fetched after `since`, as lookups ready to render
-    /// (for live refresh). Not counted as cache requests.
-    pub async fn changed_since(&self, user: &UserId, since: i64) -> Vec<Lookup> {
-        let reads = self.registry.all().iter().map(|w| async move {
-            let instance = w.default_instance();
-            let read = self.read(&user.tag().key(&instance), &instance).await;
-            (instance, read)
-        });
-        let now = self.clock.now_ms();
-        join_all(reads)
-            .await
-            .into_iter()
-            .filter_map(|(instance, (entry, store_unavailable))| {
-                let entry = entry.filter(|e| e.fetched_at > since)?;
-                let outcome = match entry.freshness(now) {
-                    Freshness::Fresh => Outcome::Hit {
-                        ttl: entry.ttl_secs(now),
-                    },
-                    Freshness::Stale => Outcome::Stale {
-                        ttl: entry.ttl_secs(now),
-                    },
-                    Freshness::Expired | Freshness::Dead => return None,
-                };
-                Some(Lookup {
-                    instance,
-                    entry: Some(entry),
-                    outcome,
-                    error: None,
-                    store_unavailable,
-                    now,
-                })
-            })
-            .collect()
+    /// The user's dashboard: every widget at its defaults, and their keys.
+    pub(crate) fn dashboard_keys(&self, user: &UserId) -> (Vec<Instance>, Vec<CacheKey>) {
+        let instances: Vec<Instance> = self.registry.all().iter().map(|w| w.default_instance()).collect();
+        let keys = instances.iter().map(|i| user.tag().key(i)).collect();
+        (instances, keys)
+    }
+
+    /// Reads one user's keys in one round trip, judged like [`WidgetCache::read`].
+    pub(crate) async fn read_many(
+        &self,
+        keys: &[CacheKey],
+        instances: &[Instance],
+    ) -> (Vec<Option<Arc<Entry>>>, bool) {
+        match self.store.get_many(keys).await {
+            Ok(entries) => (
+                entries
+                    .into_iter()
+                    .zip(instances)
+                    .map(|(e, i)| e.and_then(|e| self.judged(e, i)))
+                    .collect(),
+                false,
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "store read failed; serving from the upstream");
+                (vec![None; keys.len()], true)
+            }
+        }
     }
 
     /// Starts fetches of every widget of `user` that is not fresh, without
@@ -630,11 +634,6 @@ impl WidgetCache {
                 Some(Arc::new(stale))
             }
         }
-    }
-
-    /// The current entry of an instance (none on a store error).
-    pub(crate) async fn read_current(&self, key: &CacheKey, instance: &Instance) -> Option<Arc<Entry>> {
-        self.read(key, instance).await.0
     }
 
     /// Starts (or joins) a fetch nobody waits for: a stale entry's refresh or

@@ -31,26 +31,27 @@ pub async fn dashboard(
         return see_other("/login");
     };
     let since = state.cache.now();
-    let instances: Vec<_> = state
-        .cache
-        .registry()
-        .all()
-        .iter()
-        .map(|w| w.default_instance())
-        .collect();
     if query.wait.is_some() {
+        let instances: Vec<_> = state
+            .cache
+            .registry()
+            .all()
+            .iter()
+            .map(|w| w.default_instance())
+            .collect();
         let lookups = join_all(instances.iter().map(|i| state.cache.get(&user, i, &upstream))).await;
         let cards: Vec<_> = lookups.iter().map(views::widget_card).collect();
         return html(StatusCode::OK, views::dashboard_page(&user, &cards, None, false));
     }
-    let peeks = instances.iter().map(|i| state.cache.peek(&user, i, &upstream));
-    let cards: Vec<_> = join_all(peeks)
+    // Every widget in one store round trip.
+    let cards: Vec<_> = state
+        .cache
+        .peek_all(&user, &upstream)
         .await
         .into_iter()
-        .zip(&instances)
-        .map(|(lookup, i)| match lookup {
+        .map(|(instance, lookup)| match lookup {
             Some(lookup) => (views::widget_card(&lookup), false),
-            None => (views::loading_card(i), true),
+            None => (views::loading_card(&instance), true),
         })
         .collect();
     let waiting = cards.iter().any(|(_, placeholder)| *placeholder);

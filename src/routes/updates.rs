@@ -56,12 +56,16 @@ pub async fn updates(
         let change = watch.notify().notified();
         tokio::pin!(change);
         change.as_mut().enable();
-        let changed = state.cache.changed_since(&user, since).await;
-        if !changed.is_empty() {
-            break changed;
+        // The user's widgets, in one store round trip: what changed, or
+        // (refreshing what turned stale) when to look again.
+        let poll = state
+            .cache
+            .poll_page(&user, since, &upstream, &mut refreshed)
+            .await;
+        if !poll.changed.is_empty() {
+            break poll.changed;
         }
-        // Refresh what turned stale; learn when the next one will.
-        let next_stale = state.cache.refresh_ahead(&user, &upstream, &mut refreshed).await;
+        let next_stale = poll.next_stale;
         let stale_soon = async {
             match next_stale {
                 Some(at) => state.cache.sleep_until(at).await,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use percache::cache::key::UserTag;
 use percache::cache::Store;
 
-use crate::helpers::{instance, spawn_app, StoreKind};
+use crate::helpers::{instance, spawn_app, spawn_app_with, StoreKind, TestConfig};
 
 #[tokio::test]
 async fn entries_are_stored_under_hashed_keys_with_ttl_plus_grace() {
@@ -36,5 +36,59 @@ async fn entries_are_stored_under_hashed_keys_with_ttl_plus_grace() {
     assert!(
         pttl <= expected && pttl > expected - Duration::from_secs(10),
         "PTTL {pttl:?}, expected about {expected:?}"
+    );
+}
+
+/// `redis-cli INFO commandstats` as (command, calls), after `CONFIG RESETSTAT`.
+fn commandstats(port: u16) -> Vec<(String, u64)> {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "info", "commandstats"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_warm_dashboard_with_the_l1_off_is_one_mget() {
+    // Arrange: the near-cache off; alice's five widgets fresh in Redis.
+    let app = spawn_app_with(TestConfig {
+        l1_ttl: Duration::ZERO,
+        ..TestConfig::new(StoreKind::Redis)
+    })
+    .await;
+    app.login("alice").await;
+    app.wait_for_calls(5).await;
+    for id in 1..=5 {
+        app.wait_for_fresh_hit(id).await;
+    }
+    let port = app.redis.as_ref().unwrap().port;
+    let reset = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "config", "resetstat"])
+        .output()
+        .unwrap();
+    assert!(reset.status.success());
+
+    // Act
+    let page = app.get("/dashboard").await.text().await.unwrap();
+
+    // Assert: five cards inline, from one MGET and nothing else.
+    assert_eq!(crate::helpers::states(&page), vec!["ready"; 5]);
+    // Not counted: the test's own CONFIG and INFO, and the generation
+    // reload (HMGET) a background task runs every 5 s, whatever the pages do.
+    let stats: Vec<_> = commandstats(port)
+        .into_iter()
+        .filter(|(name, _)| !(name.starts_with("config") || name == "info" || name == "hmget"))
+        .collect();
+    assert_eq!(
+        stats,
+        vec![("mget".to_owned(), 1)],
+        "one round trip for the dashboard"
     );
 }

@@ -79,6 +79,10 @@ impl Store for Breaker {
         self.call(self.inner.get(key)).await
     }
 
+    async fn get_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<Arc<Entry>>>, StoreError> {
+        self.call(self.inner.get_many(keys)).await
+    }
+
     async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
         self.call(self.inner.put(key, entry, ttl)).await
     }

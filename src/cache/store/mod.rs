@@ -55,6 +55,15 @@ pub enum LockState {
 pub trait Store: Send + Sync + 'static {
     /// The entry under `key`, if any. Undecodable values are misses, not errors.
     async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError>;
+    /// The entries under `keys`, in order: one user's keys (one hash tag, so
+    /// one cluster slot), read in one round trip where the backend can.
+    async fn get_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<Arc<Entry>>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(key).await?);
+        }
+        Ok(out)
+    }
     /// Stores `entry`, to be dropped by the backend after `ttl`.
     async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError>;
     /// Deletes keys.

@@ -218,6 +218,40 @@ impl Store for NearCache {
         Ok(entry)
     }
 
+    async fn get_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<Arc<Entry>>>, StoreError> {
+        let mut out: Vec<Option<Arc<Entry>>> = Vec::with_capacity(keys.len());
+        if let Some(l1) = &self.l1 {
+            for key in keys {
+                out.push(l1.get(key).await);
+            }
+        } else {
+            out.resize(keys.len(), None);
+        }
+        let missing: Vec<CacheKey> = keys
+            .iter()
+            .zip(&out)
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let mut fetched = self.inner.get_many(&missing).await?.into_iter();
+        let keep = self.generation.load(Ordering::SeqCst) == generation;
+        for (key, slot) in keys.iter().zip(out.iter_mut()) {
+            if slot.is_some() {
+                continue;
+            }
+            let entry = fetched.next().flatten();
+            if let (Some(l1), Some(e), true) = (&self.l1, &entry, keep) {
+                l1.insert(key.clone(), Arc::clone(e)).await;
+            }
+            *slot = entry;
+        }
+        Ok(out)
+    }
+
     async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
         // Redis first: a hit in this instance's L1 then implies every other
         // instance can read the same entry.

@@ -342,6 +342,17 @@ fn gen_of(fields: Vec<Option<u64>>) -> Gen {
     }
 }
 
+/// An entry from its stored bytes; garbage is a miss, logged.
+fn decode(key: &CacheKey, bytes: &[u8]) -> Option<Arc<Entry>> {
+    match Entry::decode(bytes) {
+        Ok(entry) => Some(Arc::new(entry)),
+        Err(e) => {
+            tracing::warn!(key = key.as_str(), error = %e, "ignoring undecodable cache entry");
+            None
+        }
+    }
+}
+
 fn lock_key(key: &CacheKey) -> String {
     format!("{}:lock", key.as_str())
 }
@@ -354,13 +365,24 @@ fn millis(d: Duration) -> u64 {
 impl Store for RedisStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError> {
         let raw: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(key.as_str()).clone()).await?;
-        Ok(raw.and_then(|bytes| match Entry::decode(&bytes) {
-            Ok(entry) => Some(Arc::new(entry)),
-            Err(e) => {
-                tracing::warn!(key = key.as_str(), error = %e, "ignoring undecodable cache entry");
-                None
-            }
-        }))
+        Ok(raw.and_then(|bytes| decode(key, &bytes)))
+    }
+
+    async fn get_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<Arc<Entry>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One user's keys share a hash tag, so MGET works on a cluster too.
+        let mut cmd = redis::cmd("MGET");
+        for key in keys {
+            cmd.arg(key.as_str());
+        }
+        let raw: Vec<Option<Vec<u8>>> = self.query(cmd).await?;
+        Ok(keys
+            .iter()
+            .zip(raw)
+            .map(|(key, bytes)| bytes.and_then(|b| decode(key, &b)))
+            .collect())
     }
 
     async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
