@@ -138,9 +138,11 @@ pub struct Settings {
     #[arg(long, env = "MAX_UPSTREAM_CALLS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_upstream_calls: u32,
 
-    /// Maximum number of entries of the in-process store.
-    #[arg(long, env = "MEMORY_CAPACITY", default_value_t = 100_000)]
-    pub memory_capacity: u64,
+    /// Bound of the in-process (or on-disk) store: a number of entries
+    /// (`100000`) or a size (`256MiB`, `1GiB`, `500MB`), counted in the
+    /// bytes of the entries' data.
+    #[arg(long, env = "MEMORY_CAPACITY", default_value = "100000", value_parser = parse_capacity)]
+    pub memory_capacity: Capacity,
 
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
@@ -186,6 +188,43 @@ impl WidgetDurations {
     pub fn get(&self, id: &WidgetId) -> Option<Duration> {
         self.0.iter().rev().find(|(w, _)| w == id).map(|(_, d)| *d)
     }
+}
+
+/// How the in-process store is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capacity {
+    /// At most this many entries.
+    Entries(u64),
+    /// At most this many bytes of entry data.
+    Bytes(u64),
+}
+
+/// Parses `100000` (entries) or `256MiB`, `1GiB`, `64KiB`, `500MB`, `2GB`, `800B` (bytes).
+pub fn parse_capacity(raw: &str) -> Result<Capacity, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (digits, unit) = raw.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{raw}`: expected a number of entries (100000) or a size (256MiB)"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" => return Ok(Capacity::Entries(n)),
+        "b" => 1,
+        "kb" => 1_000,
+        "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "`{raw}`: unknown unit `{other}` (B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    n.checked_mul(scale)
+        .map(Capacity::Bytes)
+        .ok_or_else(|| format!("`{raw}`: too large"))
 }
 
 /// A fraction in [0, 1].
@@ -251,7 +290,7 @@ mod tests {
         assert_eq!(s.grace, Duration::from_secs(86_400));
         assert_eq!(s.upstream_timeout, Duration::from_secs(20));
         assert!(s.prewarm_enabled());
-        assert_eq!(s.memory_capacity, 100_000);
+        assert_eq!(s.memory_capacity, Capacity::Entries(100_000));
         assert_eq!(s.soft_timeout, Duration::from_millis(300));
         assert!((s.eager_refresh - 0.8).abs() < f64::EPSILON);
         assert!(s.data_dir.is_none());
@@ -275,6 +314,17 @@ mod tests {
         assert!(parse_widget_durations("Bad=1m").is_err());
         assert!(parse_widget_durations("3").is_err());
         assert!(parse_widget_durations("3=soon").is_err());
+    }
+
+    #[test]
+    fn capacity_is_entries_or_bytes() {
+        assert_eq!(parse_capacity("5000"), Ok(Capacity::Entries(5000)));
+        assert_eq!(parse_capacity("256MiB"), Ok(Capacity::Bytes(256 << 20)));
+        assert_eq!(parse_capacity("2GB"), Ok(Capacity::Bytes(2_000_000_000)));
+        assert_eq!(parse_capacity("64 KiB"), Ok(Capacity::Bytes(64 << 10)));
+        assert!(parse_capacity("lots").is_err());
+        assert!(parse_capacity("5 parsecs").is_err());
+        assert!(parse_capacity("99999999999GiB").is_err());
     }
 
     #[test]

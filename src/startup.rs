@@ -171,7 +171,7 @@ impl Application {
                 // One process in memory: no L1 needed in front of it, but
                 // the change feed still drives live refresh.
                 None => NearCache::new(
-                    Arc::new(MemoryStore::new(settings.memory_capacity)),
+                    Arc::new(MemoryStore::bounded(settings.memory_capacity)),
                     Duration::ZERO,
                     0,
                     None,

@@ -216,3 +216,29 @@ async fn the_random_session_key_fallback_logs_a_warning() {
         .unwrap();
     assert_eq!(resp.status(), 303, "and it works");
 }
+
+#[tokio::test]
+async fn the_in_process_store_reports_its_entries_and_bytes() {
+    use percache::cache::Store as _;
+    // Arrange: one user's five widgets in the in-process store.
+    let app = spawn_app(StoreKind::Memory).await;
+    app.login("gauge-user").await;
+    app.wait_for_calls(5).await;
+    for id in 1..=5 {
+        app.wait_for_fresh_hit(id).await;
+    }
+
+    // Act
+    let usage = app.cache.store().usage().await.expect("an in-process store");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+
+    // Assert: five entries of the mock's size (0.3 to 1.5 KB each), and the
+    // gauges are exported (their values are process-wide, shared by tests).
+    assert_eq!(usage.entries, 5, "{usage:?}");
+    assert!((5 * 300..5 * 1_500).contains(&usage.bytes), "{usage:?}");
+    assert!(
+        metrics.contains("# TYPE percache_cache_entries gauge"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("# TYPE percache_cache_bytes gauge"), "{metrics}");
+}

@@ -115,6 +115,10 @@ impl Store for Breaker {
     }
 
     /// Always asks the backend (readiness must see a recovery at once).
+    async fn usage(&self) -> Option<super::Usage> {
+        self.inner.usage().await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let result = self.inner.ping().await;
         if result.is_ok() {

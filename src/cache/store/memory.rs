@@ -1,5 +1,7 @@
-//! The in-process store: a bounded moka cache with per-entry expiry.
+//! The in-process store: a bounded moka cache with per-entry expiry,
+//! bounded by a number of entries or by the bytes of their data.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -7,14 +9,24 @@ use async_trait::async_trait;
 use moka::future::Cache;
 use moka::Expiry;
 
-use super::{LockState, Store, StoreError};
+use super::{LockState, Store, StoreError, Usage};
 use crate::cache::entry::Entry;
 use crate::cache::key::CacheKey;
+use crate::config::Capacity;
 
 #[derive(Clone)]
 struct Stored {
     entry: Arc<Entry>,
     ttl: Duration,
+    /// The entry's weight in bytes (see [`entry_bytes`]).
+    bytes: u32,
+}
+
+/// What an entry weighs: the size of its data as JSON plus its fixed
+/// fields, the same measure whatever the store (Redis holds about that).
+pub fn entry_bytes(key: &CacheKey, entry: &Entry) -> u64 {
+    let data = serde_json::to_vec(&entry.data).map_or(0, |v| v.len());
+    (key.as_str().len() + data + 6 * 8) as u64
 }
 
 struct PerEntryTtl;
@@ -60,20 +72,43 @@ impl Expiry<CacheKey, Failure> for FailureTtl {
 pub struct MemoryStore {
     cache: Cache<CacheKey, Stored>,
     failures: Cache<CacheKey, Failure>,
+    /// Bytes of the entries held (added on insert, taken off on removal).
+    bytes: Arc<AtomicU64>,
 }
 
 impl MemoryStore {
     /// A store holding at most `capacity` entries.
     pub fn new(capacity: u64) -> Self {
+        Self::bounded(Capacity::Entries(capacity))
+    }
+
+    /// A store bounded by entries or by bytes (least recently used go first).
+    pub fn bounded(capacity: Capacity) -> Self {
+        let bytes = Arc::new(AtomicU64::new(0));
+        let removed = Arc::clone(&bytes);
+        let builder = Cache::builder().expire_after(PerEntryTtl).eviction_listener(
+            move |_key, value: Stored, _cause| {
+                removed.fetch_sub(u64::from(value.bytes), Ordering::Relaxed);
+            },
+        );
+        let (cache, markers) = match capacity {
+            Capacity::Entries(n) => (builder.max_capacity(n).build(), n),
+            Capacity::Bytes(n) => (
+                builder
+                    .max_capacity(n)
+                    .weigher(|_key, value: &Stored| value.bytes)
+                    .build(),
+                // Markers are tiny: as many as entries of 1 KiB would be.
+                (n / 1024).max(1024),
+            ),
+        };
         Self {
-            cache: Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(PerEntryTtl)
-                .build(),
+            cache,
             failures: Cache::builder()
-                .max_capacity(capacity)
+                .max_capacity(markers)
                 .expire_after(FailureTtl)
                 .build(),
+            bytes,
         }
     }
 
@@ -96,8 +131,18 @@ impl Store for MemoryStore {
     }
 
     async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
-        self.cache.insert(key.clone(), Stored { entry, ttl }).await;
+        let bytes = u32::try_from(entry_bytes(key, &entry)).unwrap_or(u32::MAX);
+        self.bytes.fetch_add(u64::from(bytes), Ordering::Relaxed);
+        self.cache.insert(key.clone(), Stored { entry, ttl, bytes }).await;
         Ok(())
+    }
+
+    async fn usage(&self) -> Option<Usage> {
+        self.cache.run_pending_tasks().await;
+        Some(Usage {
+            entries: self.cache.entry_count(),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        })
     }
 
     async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError> {
@@ -153,6 +198,7 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
     use crate::cache::key::UserTag;
+    use crate::config::Capacity;
     use crate::widget::Registry;
 
     fn first() -> crate::widget::Instance {
@@ -183,6 +229,29 @@ mod tests {
             store.put(&k, entry(i), Duration::from_secs(60)).await.unwrap();
         }
         assert!(store.len().await <= 10, "capacity must bound the store");
+    }
+
+    #[tokio::test]
+    async fn a_byte_capacity_is_honoured_within_ten_percent() {
+        const CAP: u64 = 1 << 20;
+        let store = MemoryStore::bounded(Capacity::Bytes(CAP));
+        let data = serde_json::json!({ "pad": "x".repeat(1000) });
+        for i in 0..5_000 {
+            let key = UserTag::of(&format!("user{i}")).key(&first());
+            let e = Arc::new(Entry {
+                data: data.clone(),
+                ..(*entry(i)).clone()
+            });
+            store.put(&key, e, Duration::from_secs(60)).await.unwrap();
+        }
+        let usage = store.usage().await.unwrap();
+        let per_entry = usage.bytes / usage.entries.max(1);
+        assert!(usage.bytes <= CAP + CAP / 10, "{usage:?} over {CAP} bytes");
+        assert!(
+            usage.bytes >= CAP - CAP / 10,
+            "{usage:?}: the capacity is used, not wasted"
+        );
+        assert!((1_000..1_200).contains(&per_entry), "{per_entry} bytes per entry");
     }
 
     #[tokio::test]

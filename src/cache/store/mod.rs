@@ -36,6 +36,15 @@ pub enum StoreError {
     Open,
 }
 
+/// How much an in-process store holds (`percache_cache_entries`, `percache_cache_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Entries held.
+    pub entries: u64,
+    /// Bytes of their data (see `memory::entry_bytes`).
+    pub bytes: u64,
+}
+
 /// The state of the fetch lock of one key, shared by every instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockState {
@@ -88,6 +97,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// The lock's state as seen by someone who does not hold it.
     async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError>;
+    /// How much the store holds, for an in-process store; `None` for a
+    /// shared one (Redis reports its own memory).
+    async fn usage(&self) -> Option<Usage> {
+        None
+    }
     /// Checks the backend answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
     /// A short name for `/readyz` and logs: `memory`, `redis`, `redis-cluster`.

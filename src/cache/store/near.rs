@@ -307,6 +307,10 @@ impl Store for NearCache {
         self.inner.lock_state(key).await
     }
 
+    async fn usage(&self) -> Option<super::Usage> {
+        self.inner.usage().await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

@@ -6,7 +6,8 @@
 //! SQLite's calls block, so each runs on tokio's blocking pool, one at a
 //! time on one connection (WAL lets that connection read while it writes
 //! pages back). Expired rows are purged in the background, and the table is
-//! trimmed to `--memory-capacity` rows (those expiring soonest go first).
+//! trimmed to `--memory-capacity` (rows, or bytes of stored values; those
+//! expiring soonest go first).
 //! A disk failure is a [`StoreError`] like a Redis outage: the cache fails
 //! open and the breaker skips the store for a moment.
 //!
@@ -22,10 +23,11 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::memory::MemoryStore;
-use super::{LockState, Store, StoreError};
+use super::{LockState, Store, StoreError, Usage};
 use crate::cache::entry::Entry;
 use crate::cache::key::CacheKey;
 use crate::clock::system_now_ms;
+use crate::config::Capacity;
 
 /// The database file in the data directory.
 pub const FILE_NAME: &str = "percache.sqlite3";
@@ -38,7 +40,7 @@ const TRIM_EVERY_PUTS: u64 = 1024;
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
-    capacity: u64,
+    capacity: Capacity,
     puts: Arc<AtomicU64>,
     markers: MemoryStore,
     path: PathBuf,
@@ -50,7 +52,7 @@ fn command(e: rusqlite::Error) -> StoreError {
 
 impl SqliteStore {
     /// Opens (or creates) the database in `dir` (created if missing).
-    pub fn open(dir: &Path, capacity: u64) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path, capacity: Capacity) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Connection(format!("{}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
@@ -72,7 +74,7 @@ impl SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             capacity,
             puts: Arc::new(AtomicU64::new(0)),
-            markers: MemoryStore::new(capacity),
+            markers: MemoryStore::bounded(capacity),
             path,
         })
     }
@@ -100,19 +102,43 @@ impl SqliteStore {
     /// Deletes expired rows, then the rows beyond the capacity that expire
     /// soonest. Returns how many rows went.
     pub async fn purge(&self) -> Result<usize, StoreError> {
-        let capacity = i64::try_from(self.capacity).unwrap_or(i64::MAX);
+        let capacity = self.capacity;
         self.run(move |conn| {
             let expired = conn.execute("DELETE FROM entries WHERE expires_at <= ?1", [system_now_ms()])?;
-            let count: i64 = conn.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))?;
-            let excess = (count - capacity).max(0);
-            let trimmed = if excess > 0 {
-                conn.execute(
-                    "DELETE FROM entries WHERE key IN
-                       (SELECT key FROM entries ORDER BY expires_at ASC LIMIT ?1)",
-                    [excess],
-                )?
-            } else {
-                0
+            let trimmed = match capacity {
+                Capacity::Entries(max) => {
+                    let max = i64::try_from(max).unwrap_or(i64::MAX);
+                    let count: i64 = conn.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))?;
+                    let excess = (count - max).max(0);
+                    conn.execute(
+                        "DELETE FROM entries WHERE key IN
+                           (SELECT key FROM entries ORDER BY expires_at ASC LIMIT ?1)",
+                        [excess],
+                    )?
+                }
+                Capacity::Bytes(max) => {
+                    let total: i64 =
+                        conn.query_row("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM entries", [], |r| {
+                            r.get(0)
+                        })?;
+                    let mut excess = total - i64::try_from(max).unwrap_or(i64::MAX);
+                    let mut doomed = Vec::new();
+                    if excess > 0 {
+                        let mut rows =
+                            conn.prepare("SELECT key, LENGTH(value) FROM entries ORDER BY expires_at ASC")?;
+                        let mut rows = rows.query([])?;
+                        while excess > 0 {
+                            let Some(row) = rows.next()? else { break };
+                            doomed.push(row.get::<_, String>(0)?);
+                            excess -= row.get::<_, i64>(1)?;
+                        }
+                    }
+                    let mut delete = conn.prepare_cached("DELETE FROM entries WHERE key = ?1")?;
+                    for key in &doomed {
+                        delete.execute([key])?;
+                    }
+                    doomed.len()
+                }
             };
             Ok(expired + trimmed)
         })
@@ -239,6 +265,23 @@ impl Store for SqliteStore {
         self.markers.lock_state(key).await
     }
 
+    async fn usage(&self) -> Option<Usage> {
+        let counted = self
+            .run(|conn| {
+                conn.query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(value)), 0) FROM entries",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                )
+            })
+            .await
+            .ok()?;
+        Some(Usage {
+            entries: counted.0.max(0) as u64,
+            bytes: counted.1.max(0) as u64,
+        })
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(|conn| conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
             .await
@@ -281,13 +324,13 @@ mod tests {
     #[tokio::test]
     async fn entries_survive_reopening_the_database() {
         let d = dir("reopen");
-        let store = SqliteStore::open(&d, 100).unwrap();
+        let store = SqliteStore::open(&d, Capacity::Entries(100)).unwrap();
         store
             .put(&key("a"), entry(7), Duration::from_secs(60))
             .await
             .unwrap();
         drop(store);
-        let again = SqliteStore::open(&d, 100).unwrap();
+        let again = SqliteStore::open(&d, Capacity::Entries(100)).unwrap();
         assert_eq!(again.get(&key("a")).await.unwrap().as_deref(), Some(&*entry(7)));
         assert_eq!(again.get(&key("b")).await.unwrap(), None);
         again.delete(&[key("a")]).await.unwrap();
@@ -298,7 +341,7 @@ mod tests {
     #[tokio::test]
     async fn expired_rows_are_not_served_and_are_purged() {
         let d = dir("expiry");
-        let store = SqliteStore::open(&d, 100).unwrap();
+        let store = SqliteStore::open(&d, Capacity::Entries(100)).unwrap();
         store
             .put(&key("a"), entry(1), Duration::from_millis(1))
             .await
@@ -321,7 +364,7 @@ mod tests {
     #[tokio::test]
     async fn the_capacity_bounds_the_table() {
         let d = dir("capacity");
-        let store = SqliteStore::open(&d, 10).unwrap();
+        let store = SqliteStore::open(&d, Capacity::Entries(10)).unwrap();
         for i in 0..50 {
             store
                 .put(
@@ -345,7 +388,7 @@ mod tests {
     #[tokio::test]
     async fn a_broken_disk_is_a_store_error_not_a_panic() {
         let d = dir("broken");
-        let store = SqliteStore::open(&d, 10).unwrap();
+        let store = SqliteStore::open(&d, Capacity::Entries(10)).unwrap();
         store
             .run(|conn| conn.execute_batch("DROP TABLE entries"))
             .await
