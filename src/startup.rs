@@ -131,15 +131,20 @@ impl Application {
                 .filter(|u| !u.is_empty())
                 .collect();
             anyhow::ensure!(!urls.is_empty(), "--redis-cluster needs at least one node URL");
-            let first = redis::client(&urls[0], redis_ca.as_deref()).context("configuring Redis")?;
+            // The change feed can listen on any node: every one of them.
+            let nodes = urls
+                .iter()
+                .map(|u| redis::client(u, redis_ca.as_deref()))
+                .collect::<Result<Vec<_>, _>>()
+                .context("configuring Redis")?;
             let cluster = RedisStore::cluster_with_ca(urls, redis_ca.as_deref(), settings.store_timeout)
                 .context("configuring Redis Cluster")?;
-            Some((cluster, first))
+            Some((cluster, nodes))
         } else if let Some(url) = &settings.redis_url {
             let redis = RedisStore::with_ca(url, redis_ca.as_deref(), settings.store_timeout)
                 .context("configuring Redis")?;
             let subscriber = redis::client(url, redis_ca.as_deref()).context("configuring Redis")?;
-            Some((redis, subscriber))
+            Some((redis, vec![subscriber]))
         } else {
             None
         };

@@ -192,3 +192,70 @@ async fn the_other_instances_waiters_are_freed_by_the_change_feed(store: StoreKi
 }
 
 crate::cluster_stores!(the_other_instances_waiters_are_freed_by_the_change_feed);
+
+/// Whether the cluster node on `port` owns `key`'s slot (it answers, rather
+/// than redirecting with MOVED).
+fn owns(port: u16, key: &str) -> bool {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "exists", key])
+        .output()
+        .unwrap();
+    !String::from_utf8_lossy(&out.stdout).contains("MOVED")
+}
+
+#[tokio::test]
+async fn the_change_feed_survives_the_loss_of_the_first_cluster_node() {
+    // Arrange: A and B on a three-node cluster, B with a long-lived L1, so only
+    // the change feed tells B of A's writes; a user whose keys live on a
+    // node that stays up.
+    let mut app = spawn_app_with(TestConfig {
+        l1_ttl: Duration::from_secs(60),
+        ..TestConfig::new(StoreKind::Cluster).without_prewarm()
+    })
+    .await;
+    let b = app.spawn_instance().await;
+    let first = app.cluster.as_ref().unwrap().nodes[0].port;
+    let user = (0..100)
+        .map(|i| format!("survivor-{i}"))
+        .find(|u| {
+            let key = percache::cache::key::UserTag::of(u).key(&crate::helpers::instance("1"));
+            !owns(first, key.as_str())
+        })
+        .expect("a user away from the first node");
+    let client = crate::helpers::new_client();
+    app.login_with(&client, &user).await;
+    let (_, on_a) = widget_with(&client, &app.url("/widgets/1")).await;
+    let (_, on_b) = widget_with(&client, &format!("{b}/widgets/1")).await;
+    assert_eq!(version_of(&on_a), version_of(&on_b), "B holds it in its L1");
+
+    // Act: the first node dies; A refreshes the widget.
+    app.cluster.as_mut().unwrap().nodes.remove(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let fresh = loop {
+        let resp = client.post(app.url("/widgets/1/refresh")).send().await.unwrap();
+        let status = crate::helpers::cache_status(&resp);
+        let card = resp.text().await.unwrap();
+        if status == "percache; fwd=request; stored" {
+            break version_of(&card);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A could not refresh: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Assert: B hears of it through another node, well before its L1 expires.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, card) = widget_with(&client, &format!("{b}/widgets/1")).await;
+        if version_of(&card) >= fresh {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never heard of A's refresh after the first node died"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
