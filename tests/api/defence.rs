@@ -2,15 +2,12 @@
 //! routes, the sign-in rate per client address (`--login-rate`,
 //! `--trust-forwarded`), and 405 with `Allow` for every route of the table.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use percache::defence::login_rate::parse_login_rate;
 use percache::routes::fallback::ROUTES;
 use percache::routes::invalidate::sign;
 use reqwest::header::HeaderMap;
 
-use crate::helpers::{new_client, spawn_app, spawn_app_with, StoreKind, TestApp, TestConfig};
+use crate::helpers::{new_client, spawn_app, spawn_app_with, start_and_fail, StoreKind, TestApp, TestConfig};
 
 /// POSTs to `path` with these extra headers (and a form body for `/login`).
 async fn post_with(
@@ -254,33 +251,6 @@ async fn the_limit_is_off_with_zero() {
             303,
             "sign-in {i}"
         );
-    }
-}
-
-/// Runs the binary with `args` and `env` and returns (exit code, stderr);
-/// fails the test if it is still running after 10 s.
-fn start_and_fail(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_percache"))
-        .args(["--bind", "127.0.0.1:0"])
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-            return (status.code(), stderr);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("percache kept running with {args:?} {env:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

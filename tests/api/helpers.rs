@@ -735,3 +735,30 @@ pub fn all_instances() -> Vec<percache::widget::Instance> {
         .map(|w| w.default_instance())
         .collect()
 }
+
+/// Runs the binary with `args` and `env` and returns (exit code, stderr);
+/// fails the test if it is still running after 10 s.
+pub fn start_and_fail(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_percache"))
+        .args(["--bind", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            return (status.code(), stderr);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("percache kept running with {args:?} {env:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

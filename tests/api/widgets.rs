@@ -4,10 +4,8 @@
 //! a changed definition makes its old entries misses.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::helpers::{cache_status, spawn_app, spawn_app_with, StoreKind, TestConfig};
+use crate::helpers::{cache_status, spawn_app, spawn_app_with, start_and_fail, StoreKind, TestConfig};
 
 /// A scratch folder for this test's files.
 fn scratch(name: &str) -> PathBuf {
@@ -16,30 +14,10 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Runs the binary with `--widgets <file>` and returns (exit code, stderr);
-/// fails the test if it is still running after 10 s.
+/// Runs the binary with `--widgets <file>`: (exit code, stderr).
 fn start_with_widgets(file: &Path) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_percache"))
-        .args(["--bind", "127.0.0.1:0", "--widgets"])
-        .arg(file)
-        .env_remove("PERCACHE_TEST_UNSET_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-            return (status.code(), stderr);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("percache kept running with the bad file {}", file.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let file = file.display().to_string();
+    start_and_fail(&["--widgets", &file], &[])
 }
 
 const WIDGET: &str = "[[widget]]\nid = \"a\"\ntitle = \"A\"\npath = \"/a/{user}\"\n";
