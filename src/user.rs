@@ -1,8 +1,36 @@
 //! The signed-in user's id: validated once, hashed once.
 
 use std::fmt;
+use std::fmt::Write as _;
 
-use crate::cache::key::UserTag;
+use sha2::{Digest, Sha256};
+
+/// A user's hashed id: the per-user part of every cache key, computed once
+/// per request.
+///
+/// The user id is hashed, so no username can inject key syntax (`:`, `*`, `{`,
+/// `}`) and every key has the same shape. The cache puts it inside a Redis
+/// Cluster hash tag (`{u:...}`), so all of one user's keys live in one slot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserTag(String);
+
+impl UserTag {
+    /// Hashes a user id (SHA-256, first 128 bits in hex).
+    pub fn of(user_id: &str) -> Self {
+        let digest = Sha256::digest(user_id.as_bytes());
+        let mut s = String::with_capacity(32);
+        for byte in &digest[..16] {
+            // Writing to a String cannot fail.
+            let _ = write!(s, "{byte:02x}");
+        }
+        Self(s)
+    }
+
+    /// The tag as text (hex).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// Longest username accepted, in characters, after trimming.
 pub const MAX_USERNAME_CHARS: usize = 64;

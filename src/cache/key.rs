@@ -1,48 +1,23 @@
 //! Cache keys: namespaced, versioned, and built from a hash of the user id.
 
-use std::fmt::Write as _;
-
-use sha2::{Digest, Sha256};
-
 use crate::widget::{Instance, WidgetId};
 
 /// The namespace and schema version of every key.
 pub const PREFIX: &str = "percache:v1:";
 
-/// The per-user part of the keys, computed once per request.
-///
-/// The user id is hashed, so no username can inject key syntax (`:`, `*`, `{`,
-/// `}`) and every key has the same shape. The hash sits inside a Redis Cluster
-/// hash tag (`{u:...}`), so all of one user's keys live in one slot.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct UserTag(String);
+pub use crate::user::UserTag;
 
 impl UserTag {
-    /// Hashes a user id (SHA-256, first 128 bits in hex).
-    pub fn of(user_id: &str) -> Self {
-        let digest = Sha256::digest(user_id.as_bytes());
-        let mut s = String::with_capacity(32);
-        for byte in &digest[..16] {
-            // Writing to a String cannot fail.
-            let _ = write!(s, "{byte:02x}");
-        }
-        Self(s)
-    }
-
-    /// The tag as text (the hex inside `{u:…}`).
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// The key of one widget instance of this user: `…}:w:<id>`, plus
     /// `:p:<hash of the canonical parameters>` for a widget with parameters.
     pub fn key(&self, instance: &Instance) -> CacheKey {
         let id = instance.id().as_str();
         let hash = instance.hash.as_deref();
-        let mut s = String::with_capacity(PREFIX.len() + 8 + self.0.len() + id.len() + 20);
+        let tag = self.as_str();
+        let mut s = String::with_capacity(PREFIX.len() + 8 + tag.len() + id.len() + 20);
         s.push_str(PREFIX);
         s.push_str("{u:");
-        s.push_str(&self.0);
+        s.push_str(tag);
         s.push_str("}:w:");
         s.push_str(id);
         if let Some(hash) = hash {
@@ -61,15 +36,6 @@ impl CacheKey {
     /// A key as read back from Redis (pub/sub messages).
     pub fn from_stored(key: &str) -> Self {
         Self(key.to_owned())
-    }
-
-    /// Whether this key belongs to `user`.
-    pub fn belongs_to(&self, user: &UserTag) -> bool {
-        self.0
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.strip_prefix("{u:"))
-            .and_then(|rest| rest.strip_prefix(user.0.as_str()))
-            .is_some_and(|rest| rest.starts_with("}:w:"))
     }
 
     /// The user tag inside the key's `{u:…}`, if it has one.
@@ -123,11 +89,10 @@ mod tests {
     fn keys_know_their_user_and_widget() {
         let alice = UserTag::of("alice");
         let key = alice.key(&instance("4"));
-        assert!(key.belongs_to(&alice));
-        assert!(!key.belongs_to(&UserTag::of("bob")));
+        assert_eq!(key.user_tag(), Some(alice.as_str()));
+        assert_ne!(key.user_tag(), Some(UserTag::of("bob").as_str()));
         assert_eq!(key.widget(), WidgetId::parse("4"));
         assert_eq!(alice.key(&instance("3")).widget(), WidgetId::parse("3"));
-        assert!(!CacheKey::from_stored("junk").belongs_to(&alice));
         assert_eq!(key.user_tag(), Some(alice.as_str()));
         assert_eq!(CacheKey::from_stored("junk").user_tag(), None);
     }

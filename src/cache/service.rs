@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 use crate::cache::directives::Directives;
 use crate::cache::entry::{Entry, Freshness};
@@ -142,6 +143,8 @@ pub struct WidgetCache {
     /// so an error card says why ("TLS failed: unknown issuer"), not only
     /// that the key is in backoff.
     last_errors: moka::sync::Cache<CacheKey, Arc<str>>,
+    /// Every fetch task, so that shutdown can wait for them to land.
+    tasks: TaskTracker,
     /// Pages with a live connection on this instance (see `cache::live`).
     pub(crate) open_pages: std::sync::atomic::AtomicUsize,
 }
@@ -226,6 +229,7 @@ impl WidgetCache {
                 .time_to_live(failure_backoff.max(Duration::from_millis(1)))
                 .build(),
             open_pages: std::sync::atomic::AtomicUsize::new(0),
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -500,16 +504,14 @@ impl WidgetCache {
         self.inflight.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
-    /// Waits until no fetch is in flight, at most `bound` (graceful shutdown).
+    /// Waits until every fetch task has ended, at most `bound` (graceful
+    /// shutdown). Fetches started meanwhile are waited for too.
     pub async fn wait_idle(&self, bound: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + bound;
-        while self.fetches_in_flight() > 0 {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        true
+        self.tasks.close();
+        let done = tokio::time::timeout(bound, self.tasks.wait()).await.is_ok();
+        // Still usable if the server keeps running (tests stop and go on).
+        self.tasks.reopen();
+        done
     }
 
     /// Deletes a user's entries for `widgets`, every parameter combination
@@ -689,7 +691,7 @@ impl WidgetCache {
         let user = user.clone();
         let instance = instance.clone();
         let up = up.clone();
-        actix_web::rt::spawn(async move {
+        actix_web::rt::spawn(self.tasks.track_future(async move {
             let result = guard
                 .cache
                 .fetch_and_store(&guard.key, &user, &instance, &up, start)
@@ -704,7 +706,7 @@ impl WidgetCache {
             // arriving in between joins a channel that already holds the result.
             let _ = tx.send(Some(result));
             drop(guard);
-        });
+        }));
         (rx, true)
     }
 

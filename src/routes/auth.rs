@@ -8,10 +8,11 @@
 use std::time::Duration;
 
 use actix_session::Session;
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpMessage as _, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::respond::{html, see_other};
 use super::AppState;
 use crate::defence::login_rate::LoginLimiter;
 use crate::error::{PageError, SignInError};
@@ -19,14 +20,6 @@ use crate::session;
 use crate::upstream::Upstream;
 use crate::user::UserId;
 use crate::views;
-
-/// A 303 See Other to `to`.
-pub(crate) fn see_other(to: &'static str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, to))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .finish()
-}
 
 /// `GET /`: to the dashboard when signed in, else to the sign-in page.
 #[get("/")]
@@ -146,14 +139,6 @@ pub async fn login(
 pub async fn logout(session: Session) -> HttpResponse {
     session::sign_out(&session);
     see_other("/login")
-}
-
-/// An HTML response that no shared cache may keep.
-pub(crate) fn html(status: StatusCode, body: maud::Markup) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .content_type("text/html; charset=utf-8")
-        .body(body.into_string())
 }
 
 #[cfg(test)]

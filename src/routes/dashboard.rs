@@ -5,7 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{get, web, HttpResponse};
 use futures_util::future::join_all;
 
-use super::auth::{html, see_other};
+use super::respond::{html, see_other};
 use super::AppState;
 use crate::session;
 use crate::upstream::Upstream;

@@ -9,6 +9,7 @@ pub mod fallback;
 mod health;
 pub mod invalidate;
 pub mod metrics;
+mod respond;
 mod updates;
 mod widgets;
 

@@ -19,7 +19,7 @@ use actix_web::http::StatusCode;
 use actix_web::{get, web, HttpResponse};
 use maud::html;
 
-use super::auth::html;
+use super::respond::html;
 use super::AppState;
 use crate::cache::RefreshedAhead;
 use crate::error::PageError;
