@@ -112,7 +112,7 @@ fn payload(widget: &Instance) -> Value {
 
 fn entry(widget: &Instance, now: i64) -> Arc<Entry> {
     Arc::new(Entry {
-        data: payload(widget),
+        data: serde_json::value::to_raw_value(&payload(widget)).expect("a JSON object"),
         fetched_at: now - 5_000,
         fresh_until: now + 55_000,
         stale_until: now + 595_000,

@@ -96,7 +96,7 @@ mod tests {
 
     fn entry() -> Entry {
         Entry {
-            data: serde_json::json!({}),
+            data: serde_json::value::to_raw_value(&serde_json::json!({})).unwrap(),
             fetched_at: 0,
             fresh_until: 60_000,
             stale_until: 600_000,

@@ -1,14 +1,17 @@
 //! One cached widget value with its lifetimes, and its wire encoding.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::clock::Millis;
 
 /// The data of one (user, widget) and the moments that decide how it is served.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
-    /// The upstream's JSON, as received.
-    pub data: serde_json::Value,
+    /// The upstream's JSON object, kept as its bytes (checked when fetched):
+    /// compact in memory, sent verbatim by the JSON API, decoded only to
+    /// render a card ([`Entry::value`]).
+    pub data: Box<RawValue>,
     /// When the upstream answered.
     pub fetched_at: Millis,
     /// Until then the entry is served with no upstream call.
@@ -45,7 +48,35 @@ pub enum Freshness {
 #[error("cache entry could not be decoded: {0}")]
 pub struct DecodeError(#[from] serde_json::Error);
 
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.data.get() == other.data.get()
+            && self.fetched_at == other.fetched_at
+            && self.fresh_until == other.fresh_until
+            && self.stale_until == other.stale_until
+            && self.grace_until == other.grace_until
+            && self.fingerprint == other.fingerprint
+            && self.generation == other.generation
+    }
+}
+
+/// Upstream JSON as an entry keeps it: valid JSON, and an object.
+pub fn raw_object(bytes: &[u8]) -> Result<Box<RawValue>, String> {
+    let raw: Box<RawValue> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if raw.get().starts_with('{') {
+        Ok(raw)
+    } else {
+        Err("not a JSON object".into())
+    }
+}
+
 impl Entry {
+    /// The data decoded, to render it. It was checked to be a JSON object
+    /// when it was fetched; anything undecodable reads as `null`.
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(self.data.get()).unwrap_or(serde_json::Value::Null)
+    }
+
     /// Where the entry stands at `now`.
     pub fn freshness(&self, now: Millis) -> Freshness {
         if now < self.fresh_until {
@@ -82,7 +113,8 @@ mod tests {
 
     fn entry() -> Entry {
         Entry {
-            data: serde_json::json!({"name": "alice", "version": 3}),
+            data: serde_json::value::to_raw_value(&serde_json::json!({"name": "alice", "version": 3}))
+                .unwrap(),
             fetched_at: 1_000,
             fresh_until: 61_000,
             stale_until: 601_000,

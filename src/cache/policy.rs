@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use serde_json::value::RawValue;
+
 use crate::cache::entry::Entry;
 use crate::clock::Millis;
 use crate::config::WidgetDurations;
@@ -113,7 +115,7 @@ impl CachePolicy {
     /// whose definition has `fingerprint`. Its fresh window is shortened by
     /// a random jitter of up to [`FRESH_JITTER`], so that entries written
     /// together (a sign-in's prewarm) do not all turn stale together.
-    pub fn entry(&self, index: usize, fingerprint: u64, data: serde_json::Value, now: Millis) -> Entry {
+    pub fn entry(&self, index: usize, fingerprint: u64, data: Box<RawValue>, now: Millis) -> Entry {
         self.entry_with_jitter(index, fingerprint, data, now, fastrand::f64())
     }
 
@@ -123,7 +125,7 @@ impl CachePolicy {
         &self,
         index: usize,
         fingerprint: u64,
-        data: serde_json::Value,
+        data: Box<RawValue>,
         now: Millis,
         u: f64,
     ) -> Entry {
@@ -163,6 +165,10 @@ mod tests {
     const FILE: &str = "[[widget]]\nid = \"a\"\ntitle = \"A\"\npath = \"/a\"\nttl = \"1h\"\n\n\
                         [[widget]]\nid = \"b\"\ntitle = \"B\"\npath = \"/b\"\n";
 
+    fn raw_empty() -> Box<RawValue> {
+        serde_json::value::to_raw_value(&serde_json::json!({})).unwrap()
+    }
+
     fn defaults() -> Lifetimes {
         Lifetimes {
             fresh: Duration::from_secs(60),
@@ -180,7 +186,7 @@ mod tests {
         let ttl = parse_widget_durations("a=2h").unwrap();
         let p = CachePolicy::new(&reg, defaults(), None, Some(&ttl)).unwrap();
         assert_eq!(p.lifetimes(0).ttl, Duration::from_secs(7200));
-        let e = p.entry_with_jitter(0, 9, serde_json::json!({}), 1_000, 0.0);
+        let e = p.entry_with_jitter(0, 9, raw_empty(), 1_000, 0.0);
         assert_eq!(e.stale_until, 1_000 + 7_200_000);
         assert_eq!(e.grace_until, e.stale_until + 3_600_000);
         assert_eq!(e.fingerprint, 9);
@@ -191,13 +197,11 @@ mod tests {
         let reg = parse("w", FILE, &|_| None).unwrap();
         let p = CachePolicy::new(&reg, defaults(), None, None).unwrap();
         let window = |e: &Entry| e.fresh_until - e.fetched_at;
-        let none = p.entry_with_jitter(1, 0, serde_json::json!({}), 0, 0.0);
-        let most = p.entry_with_jitter(1, 0, serde_json::json!({}), 0, 1.0);
+        let none = p.entry_with_jitter(1, 0, raw_empty(), 0, 0.0);
+        let most = p.entry_with_jitter(1, 0, raw_empty(), 0, 1.0);
         assert_eq!(window(&none), 60_000);
         assert_eq!(window(&most), 54_000);
-        let windows: Vec<i64> = (0..500)
-            .map(|_| window(&p.entry(1, 0, serde_json::json!({}), 0)))
-            .collect();
+        let windows: Vec<i64> = (0..500).map(|_| window(&p.entry(1, 0, raw_empty(), 0))).collect();
         assert!(
             windows.iter().all(|w| (54_000..=60_000).contains(w)),
             "{windows:?}"

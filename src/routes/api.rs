@@ -20,7 +20,8 @@ use crate::widget::WidgetId;
 #[serde(rename_all = "camelCase")]
 struct WidgetJson<'a> {
     id: &'a WidgetId,
-    data: &'a serde_json::Value,
+    /// The upstream's JSON, sent as it came.
+    data: &'a serde_json::value::RawValue,
     /// Served from the cache (not fetched for this request).
     cached: bool,
     /// Older than its fresh window.

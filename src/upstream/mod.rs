@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 
+use serde_json::value::RawValue;
+
+use crate::cache::entry::raw_object;
 use crate::widget::Instance;
 
 /// Largest upstream body accepted.
@@ -200,7 +203,7 @@ impl Upstream {
 
     /// Fetches one widget instance of one user; the whole call, retries
     /// included, is bounded by the timeout.
-    pub async fn fetch(&self, user: &str, instance: &Instance) -> Result<serde_json::Value, FetchError> {
+    pub async fn fetch(&self, user: &str, instance: &Instance) -> Result<Box<RawValue>, FetchError> {
         let mut url = String::with_capacity(self.settings.base.len() + 64);
         url.push_str(&self.settings.base);
         url.push_str(&instance.widget.path.render(user, &instance.params));
@@ -226,7 +229,7 @@ impl Upstream {
 
     /// One attempt, recorded in `percache_upstream_requests_total{widget,status}`
     /// and `percache_upstream_duration_seconds`.
-    async fn fetch_once(&self, url: &str, widget: &Arc<str>) -> Result<serde_json::Value, FetchError> {
+    async fn fetch_once(&self, url: &str, widget: &Arc<str>) -> Result<Box<RawValue>, FetchError> {
         let start = std::time::Instant::now();
         let result = self.attempt(url).await;
         let status = match &result {
@@ -242,7 +245,7 @@ impl Upstream {
         result
     }
 
-    async fn attempt(&self, url: &str) -> Result<serde_json::Value, FetchError> {
+    async fn attempt(&self, url: &str) -> Result<Box<RawValue>, FetchError> {
         let mut request = self.client().get(url);
         for (name, value) in &self.settings.headers {
             request = request.insert_header((name.clone(), value.clone()));
@@ -256,12 +259,8 @@ impl Upstream {
             .limit(MAX_BODY)
             .await
             .map_err(|e| FetchError::Body(e.to_string()))?;
-        let value: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| FetchError::Body(e.to_string()))?;
-        if !value.is_object() {
-            return Err(FetchError::Body("not a JSON object".into()));
-        }
-        Ok(value)
+        // Checked, and kept as bytes: no tree of values per entry.
+        raw_object(&body).map_err(FetchError::Body)
     }
 }
 

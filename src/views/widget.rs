@@ -69,17 +69,18 @@ fn card(lookup: &Lookup, oob: bool) -> Markup {
         _ => ("ready", None),
     };
     let age = ((lookup.now - entry.fetched_at) / 1000).max(0);
+    let data = entry.value();
     html! {
         article.card.{ "state-" (state) } id={ "widget-" (widget) } data-widget=(widget)
             data-state=(state) data-fetched-at=(rfc3339(entry.fetched_at))
-            data-version=[entry.data.get("version").and_then(Value::as_u64)] aria-live="polite"
+            data-version=[data.get("version").and_then(Value::as_u64)] aria-live="polite"
             hx-swap-oob=[oob.then_some("true")] {
             header {
                 h2 { (instance.widget.title) }
                 (param_controls(instance))
                 @if let Some(badge) = &badge { span.badge role="status" { (badge) } }
             }
-            div.body { (kinds::body(instance.widget.view.as_ref(), &entry.data, &instance.params)) }
+            div.body { (kinds::body(instance.widget.view.as_ref(), &data, &instance.params)) }
             footer {
                 span.age data-age=(age) { "updated " (ago(age)) " ago" }
                 (refresh_button(instance, "refresh", "Refresh"))

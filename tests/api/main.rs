@@ -23,6 +23,7 @@ mod prometheus;
 mod properties;
 mod redis;
 mod resilience;
+mod scale;
 mod session;
 mod soak;
 mod tls;

@@ -30,7 +30,7 @@ async fn entries_are_stored_under_hashed_keys_with_ttl_plus_grace() {
         "{key:?}"
     );
     let entry = store.get(&key).await.unwrap().expect("the entry is in Redis");
-    assert_eq!(entry.data["userId"], "alice");
+    assert_eq!(entry.value()["userId"], "alice");
     let pttl = Duration::from_millis(store.pttl(&key).await.unwrap() as u64);
     let expected = app.config.ttl + app.config.grace;
     assert!(

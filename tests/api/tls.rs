@@ -359,7 +359,7 @@ async fn tls_redis_holds_the_cache_and_carries_the_change_feed(cluster: bool) {
     };
     let key = UserTag::of("alice").key(&Registry::builtin().default_instance("1").unwrap());
     let entry = store.get(&key).await.unwrap().expect("the entry is in Redis");
-    assert_eq!(entry.data["userId"], "alice");
+    assert_eq!(entry.value()["userId"], "alice");
     assert!(status.starts_with("percache; hit"), "{status}");
     assert_eq!(version_of(&on_b), version_of(&first));
 

@@ -307,7 +307,7 @@ mod tests {
 
     fn entry(v: i64) -> Arc<Entry> {
         Arc::new(Entry {
-            data: serde_json::json!({ "v": v, "s": "<b>é</b>" }),
+            data: serde_json::value::to_raw_value(&serde_json::json!({ "v": v, "s": "<b>é</b>" })).unwrap(),
             fetched_at: v,
             fresh_until: v + 1,
             stale_until: v + 2,
