@@ -6,7 +6,7 @@
 //! asks the upstream directly. All of a user's keys (entries and locks) carry
 //! the same hash tag, so every command touches one cluster slot.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -114,10 +114,23 @@ enum Backend {
     Cluster(ClusterPool),
 }
 
-/// Runs `cmd` on a connection from `pool`, all within `bound`. A connection
+/// One request: a command, or a Lua script sent by its SHA1 (`EVALSHA`;
+/// redis-rs loads it on a `NOSCRIPT`, e.g. after a Redis restart), so the
+/// script's text is not sent with every call.
+enum Op<'a> {
+    Cmd(&'a redis::Cmd),
+    Script(&'a redis::ScriptInvocation<'a>),
+}
+
+/// The lock and generation scripts, hashed once.
+static ACQUIRE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ACQUIRE));
+static RELEASE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RELEASE));
+static BUMP_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(BUMP_GENERATION));
+
+/// Runs `op` on a connection from `pool`, all within `bound`. A connection
 /// whose command failed or timed out is dropped, not returned: it may be
 /// broken (a restarted Redis leaves multiplexed connections that never answer).
-async fn run_on<M, T>(pool: &managed::Pool<M>, cmd: &redis::Cmd, bound: Duration) -> Result<T, StoreError>
+async fn run_on<M, T>(pool: &managed::Pool<M>, op: Op<'_>, bound: Duration) -> Result<T, StoreError>
 where
     M: managed::Manager<Error = redis::RedisError>,
     M::Type: redis::aio::ConnectionLike + Send,
@@ -128,7 +141,11 @@ where
         .await
         .map_err(|_| StoreError::Timeout)?
         .map_err(|e| StoreError::Connection(e.to_string()))?;
-    match tokio::time::timeout_at(deadline, cmd.query_async(&mut *conn)).await {
+    let answer = match op {
+        Op::Cmd(cmd) => tokio::time::timeout_at(deadline, cmd.query_async(&mut *conn)).await,
+        Op::Script(script) => tokio::time::timeout_at(deadline, script.invoke_async(&mut *conn)).await,
+    };
+    match answer {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
             discard(pool, conn);
@@ -233,9 +250,18 @@ impl RedisStore {
 
     /// Runs one command on a pooled connection within the timeout.
     async fn query<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
+        self.run(Op::Cmd(&cmd)).await
+    }
+
+    /// Runs one script invocation within the timeout.
+    async fn eval<T: FromRedisValue>(&self, script: &redis::ScriptInvocation<'_>) -> Result<T, StoreError> {
+        self.run(Op::Script(script)).await
+    }
+
+    async fn run<T: FromRedisValue>(&self, op: Op<'_>) -> Result<T, StoreError> {
         match &self.backend {
-            Backend::Single(pool) => run_on(pool, &cmd, self.op_timeout).await,
-            Backend::Cluster(pool) => run_on(pool, &cmd, self.op_timeout).await,
+            Backend::Single(pool) => run_on(pool, op, self.op_timeout).await,
+            Backend::Cluster(pool) => run_on(pool, op, self.op_timeout).await,
         }
     }
 
@@ -279,13 +305,9 @@ impl RedisStore {
     /// Invalidates a widget for every user: bumps its generation (SPEC §5,
     /// `allUsers`). One command on one key, however many users there are.
     pub async fn bump_generation(&self, widget: &str, kind: Kind) -> Result<Gen, StoreError> {
-        let cmd = redis::cmd("EVAL")
-            .arg(BUMP_GENERATION)
-            .arg(1)
-            .arg(generation_key(widget))
-            .arg(kind.field())
-            .clone();
-        self.query::<Vec<Option<u64>>>(cmd).await.map(gen_of)
+        let mut script = BUMP_SCRIPT.prepare_invoke();
+        script.key(generation_key(widget)).arg(kind.field());
+        self.eval::<Vec<Option<u64>>>(&script).await.map(gen_of)
     }
 
     /// A widget's generation as the fleet knows it.
@@ -411,15 +433,13 @@ impl Store for RedisStore {
         ttl: Duration,
         force: bool,
     ) -> Result<LockState, StoreError> {
-        let cmd = redis::cmd("EVAL")
-            .arg(ACQUIRE)
-            .arg(1)
-            .arg(lock_key(key))
+        let mut script = ACQUIRE_SCRIPT.prepare_invoke();
+        script
+            .key(lock_key(key))
             .arg(token)
             .arg(millis(ttl))
-            .arg(if force { "1" } else { "0" })
-            .clone();
-        let answer: String = self.query(cmd).await?;
+            .arg(if force { "1" } else { "0" });
+        let answer: String = self.eval(&script).await?;
         Ok(if answer == "OK" {
             LockState::Acquired
         } else {
@@ -437,15 +457,9 @@ impl Store for RedisStore {
             Some((status, ttl)) => (format!("failed:{status}"), millis(ttl)),
             None => (String::new(), 0),
         };
-        let cmd = redis::cmd("EVAL")
-            .arg(RELEASE)
-            .arg(1)
-            .arg(lock_key(key))
-            .arg(token)
-            .arg(marker)
-            .arg(ttl)
-            .clone();
-        self.query::<i64>(cmd).await.map(drop)
+        let mut script = RELEASE_SCRIPT.prepare_invoke();
+        script.key(lock_key(key)).arg(token).arg(marker).arg(ttl);
+        self.eval::<i64>(&script).await.map(drop)
     }
 
     async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
