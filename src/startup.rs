@@ -68,6 +68,17 @@ const FORM_LIMIT: usize = 4 * 1024;
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
+/// How the change feed reaches this instance.
+enum Feed {
+    /// One Redis: the classic channel.
+    Channel(Vec<deadpool_redis::redis::Client>),
+    /// A cluster: sharded pub/sub, the users this instance serves.
+    Sharded(
+        Box<deadpool_redis::redis::cluster::ClusterClient>,
+        tokio::sync::mpsc::UnboundedReceiver<deadpool_redis::redis::PushInfo>,
+    ),
+}
+
 /// A bound, not yet running, server.
 pub struct Application {
     address: SocketAddr,
@@ -131,20 +142,17 @@ impl Application {
                 .filter(|u| !u.is_empty())
                 .collect();
             anyhow::ensure!(!urls.is_empty(), "--redis-cluster needs at least one node URL");
-            // The change feed can listen on any node: every one of them.
-            let nodes = urls
-                .iter()
-                .map(|u| redis::client(u, redis_ca.as_deref()))
-                .collect::<Result<Vec<_>, _>>()
-                .context("configuring Redis")?;
+            // The change feed: sharded pub/sub on its own RESP3 connection.
+            let (client, pushes) = redis::cluster_push_client(urls.clone(), redis_ca.as_deref())
+                .context("configuring Redis Cluster")?;
             let cluster = RedisStore::cluster_with_ca(urls, redis_ca.as_deref(), settings.store_timeout)
                 .context("configuring Redis Cluster")?;
-            Some((cluster, nodes))
+            Some((cluster, Feed::Sharded(Box::new(client), pushes)))
         } else if let Some(url) = &settings.redis_url {
             let redis = RedisStore::with_ca(url, redis_ca.as_deref(), settings.store_timeout)
                 .context("configuring Redis")?;
             let subscriber = redis::client(url, redis_ca.as_deref()).context("configuring Redis")?;
-            Some((redis, vec![subscriber]))
+            Some((redis, Feed::Channel(vec![subscriber])))
         } else {
             None
         };
@@ -154,12 +162,15 @@ impl Application {
             None => ReplayGuard::in_memory(replay::MEMORY_CAPACITY, routes::invalidate::REPLAY_WINDOW),
         });
         let store = match redis {
-            Some((redis, subscriber)) => {
+            Some((redis, feed)) => {
                 redis.warm_up().await;
                 let guarded: Arc<dyn Store> =
                     Arc::new(Breaker::new(Arc::new(redis.clone()), STORE_COOL_DOWN));
                 let near = NearCache::new(guarded, settings.l1_ttl, settings.l1_capacity, Some(redis));
-                near.spawn_subscriber(subscriber);
+                match feed {
+                    Feed::Channel(clients) => near.spawn_subscriber(clients),
+                    Feed::Sharded(client, pushes) => near.start_sharded_feed(*client, pushes),
+                }
                 near
             }
             // One process on disk: SQLite, behind the breaker like Redis (a

@@ -244,9 +244,12 @@ impl WidgetCache {
     }
 
     /// A registration for `user`'s changes, in this instance or (with
-    /// Redis) any other: only that user's changes wake it.
-    pub fn watch(&self, user: &UserId) -> Watch {
-        self.store.feed().watch(user.tag().as_str())
+    /// Redis) any other: only that user's changes wake it. On a cluster it
+    /// returns once this instance follows the user's sharded channel.
+    pub async fn watch(&self, user: &UserId) -> Watch {
+        let watch = self.store.feed().watch(user.tag().as_str());
+        self.store.follow(user.tag().as_str()).await;
+        watch
     }
 
     /// The clock the cache decides with.
@@ -753,7 +756,7 @@ impl WidgetCache {
             // Another instance is fetching: wait for its entry (or its
             // failure), which the change feed announces; polling the store
             // is only a fallback, in case an announcement is lost.
-            let watch = self.store.feed().watch(user.tag().as_str());
+            let watch = self.watch(user).await;
             loop {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(FetchError::Timeout);

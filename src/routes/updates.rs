@@ -47,7 +47,7 @@ pub async fn updates(
     let user = session::current_user(&session).ok_or(PageError::SignedOut)?;
     let _open = state.cache.open_page();
     // Only this user's changes wake this poll.
-    let watch = state.cache.watch(&user);
+    let watch = state.cache.watch(&user).await;
     let since = query.since.unwrap_or_else(|| state.cache.now());
     let deadline = tokio::time::Instant::now() + LONG_POLL;
     let mut refreshed = RefreshedAhead::default();

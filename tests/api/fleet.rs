@@ -259,3 +259,65 @@ async fn the_change_feed_survives_the_loss_of_the_first_cluster_node() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn on_a_cluster_an_instance_receives_only_the_changes_of_the_users_it_serves() {
+    // Arrange: A and B on a cluster; 20 users, none of them served by B yet.
+    let app = spawn_app_with(TestConfig::new(StoreKind::Cluster).without_prewarm()).await;
+    let (b, b_cache) = app.spawn_instance_with_cache().await;
+    let users: Vec<(String, reqwest::Client)> = (0..20)
+        .map(|i| (format!("sharded-{i}"), crate::helpers::new_client()))
+        .collect();
+    for (user, client) in &users {
+        app.login_with(client, user).await;
+    }
+
+    // Act 1: every user's widget 1 changes on A, twice.
+    for _ in 0..2 {
+        for (_, client) in &users {
+            let resp = client.post(app.url("/widgets/1/refresh")).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+    }
+
+    // Assert 1: B heard none of it (it serves none of them).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        b_cache.store().messages_received(),
+        0,
+        "B received changes of users it does not serve"
+    );
+
+    // Act 2: B serves the first user (its entry is now in B's L1), and that
+    // user's widget changes on A, as do everyone else's.
+    let (first, client) = &users[0];
+    let (_, before) = widget_with(client, &format!("{b}/widgets/1")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while b_cache.store().users_followed() == 0 {
+        assert!(std::time::Instant::now() < deadline, "B never followed {first}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for (_, client) in &users {
+        client.post(app.url("/widgets/1/refresh")).send().await.unwrap();
+    }
+
+    // Assert 2: B hears of its user's change (and serves it), and of no other.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, card) = widget_with(client, &format!("{b}/widgets/1")).await;
+        if version_of(&card) > version_of(&before) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never heard of {first}'s change"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        b_cache.store().messages_received(),
+        1,
+        "B received exactly its one user's change out of 20"
+    );
+}

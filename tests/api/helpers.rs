@@ -399,12 +399,18 @@ impl TestApp {
     /// Starts another instance with the same settings (same store, upstream,
     /// session key and clock), as a second server of a fleet. Returns its base URL.
     pub async fn spawn_instance(&self) -> String {
+        self.spawn_instance_with_cache().await.0
+    }
+
+    /// As [`TestApp::spawn_instance`], with the instance's cache.
+    pub async fn spawn_instance_with_cache(&self) -> (String, Arc<WidgetCache>) {
         let app = Application::build_with_clock(self.settings.clone(), self.clock.clone())
             .await
             .expect("second instance builds");
         let address = format!("http://{}", app.address());
+        let cache = app.cache();
         tokio::spawn(app.run_until_stopped());
-        address
+        (address, cache)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -8,6 +8,7 @@ pub mod feed;
 pub mod memory;
 pub mod near;
 pub mod redis;
+pub mod sharded;
 pub mod sqlite;
 
 use std::sync::Arc;

@@ -26,6 +26,7 @@ use moka::future::Cache;
 
 use super::feed::ChangeFeed;
 use super::redis::RedisStore;
+use super::sharded::{channel_of, ShardedFeed};
 use super::{LockState, Store, StoreError};
 use crate::cache::entry::Entry;
 use crate::cache::generations::{Gen, Generations, Kind};
@@ -52,6 +53,10 @@ pub struct NearCache {
     generation: AtomicU64,
     /// Per-widget invalidation generations (see `cache::generations`).
     widget_gens: Generations,
+    /// On a cluster: the users this instance follows (sharded pub/sub).
+    sharded: std::sync::OnceLock<Arc<ShardedFeed>>,
+    /// Change messages received from other instances (for tests and ops).
+    received: AtomicU64,
 }
 
 impl NearCache {
@@ -77,6 +82,8 @@ impl NearCache {
             instance,
             generation: AtomicU64::new(0),
             widget_gens: Generations::default(),
+            sharded: std::sync::OnceLock::new(),
+            received: AtomicU64::new(0),
         })
     }
 
@@ -135,10 +142,82 @@ impl NearCache {
         self.feed.publish(key);
         if let Some(redis) = self.publisher.as_ref().filter(|_| fleet) {
             let message = format!("{} {}", self.instance, key.as_str());
-            if let Err(e) = redis.publish(CHANNEL, &message).await {
+            // On a cluster, to the user's own channel on the user's shard.
+            let sent = match (self.sharded.get(), key.user_tag()) {
+                (Some(_), Some(tag)) => redis.spublish(&channel_of(tag), &message).await,
+                _ => redis.publish(CHANNEL, &message).await,
+            };
+            if let Err(e) = sent {
                 tracing::debug!(error = %e, "could not announce a change; other L1s expire it by ttl");
             }
         }
+    }
+
+    /// Listens to changes through sharded pub/sub (a cluster): only the
+    /// users this instance follows. See `sharded`.
+    pub fn start_sharded_feed(
+        self: &Arc<Self>,
+        client: redis::cluster::ClusterClient,
+        pushes: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+    ) {
+        let feed = ShardedFeed::start(client, pushes, Arc::downgrade(self));
+        let _ = self.sharded.set(feed);
+    }
+
+    /// Makes sure this instance hears of `tag`'s user's changes from other
+    /// instances (a no-op but on a cluster, where it subscribes and waits
+    /// for the subscription).
+    pub async fn follow(&self, tag: &str) {
+        if let Some(sharded) = self.sharded.get() {
+            sharded.follow(tag).await;
+        }
+    }
+
+    /// An entry of `key`'s user is now in the L1: hear of its changes.
+    fn follow_soon(&self, key: &CacheKey) {
+        if let (Some(sharded), Some(tag)) = (self.sharded.get(), key.user_tag()) {
+            sharded.follow_soon(tag);
+        }
+    }
+
+    /// Change messages received from other instances so far.
+    pub fn messages_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Users followed on the sharded feed (0 without one).
+    pub fn users_followed(&self) -> u64 {
+        self.sharded.get().map_or(0, |s| s.followed())
+    }
+
+    /// Handles one message of the change feed: `<instance> <key>`, or
+    /// `<instance> gen:<widget>` for an invalidation for all users.
+    pub(crate) async fn handle_message(&self, payload: &str) {
+        let Some((from, key)) = payload.split_once(' ') else {
+            return;
+        };
+        if from == self.instance {
+            return;
+        }
+        self.received.fetch_add(1, Ordering::Relaxed);
+        match key.strip_prefix(GENERATION_PREFIX) {
+            Some(widget) => {
+                if let Some(l1) = &self.l1 {
+                    l1.invalidate_all();
+                }
+                self.reload_generations(&[widget]).await;
+            }
+            None => self.remote_change(CacheKey::from_stored(key)).await,
+        }
+    }
+
+    /// After a gap in the feed (messages may have been missed): forget the
+    /// L1, and let every waiter look again.
+    pub(crate) fn resync(&self) {
+        if let Some(l1) = &self.l1 {
+            l1.invalidate_all();
+        }
+        self.feed.wake_all();
     }
 
     /// Listens on [`CHANNEL`] through one of `clients` (a Redis server, or any node of a
@@ -159,32 +238,14 @@ impl NearCache {
                 match subscribe(client).await {
                     Ok(pubsub) => {
                         failures_in_a_row = 0;
-                        // Messages may have been missed while disconnected:
-                        // forget the L1, and let every waiter look again.
-                        if let Some(l1) = &near.l1 {
-                            l1.invalidate_all();
-                        }
-                        near.feed.wake_all();
+                        // Messages may have been missed while disconnected.
+                        near.resync();
                         drop(near);
                         let mut stream = pubsub.into_on_message();
                         while let Some(msg) = stream.next().await {
                             let Some(near) = this.upgrade() else { return };
-                            let Ok(payload) = msg.get_payload::<String>() else {
-                                continue;
-                            };
-                            if let Some((from, key)) = payload.split_once(' ') {
-                                if from == near.instance {
-                                    continue;
-                                }
-                                match key.strip_prefix(GENERATION_PREFIX) {
-                                    Some(widget) => {
-                                        if let Some(l1) = &near.l1 {
-                                            l1.invalidate_all();
-                                        }
-                                        near.reload_generations(&[widget]).await;
-                                    }
-                                    None => near.remote_change(CacheKey::from_stored(key)).await,
-                                }
+                            if let Ok(payload) = msg.get_payload::<String>() {
+                                near.handle_message(&payload).await;
                             }
                         }
                         tracing::warn!("change subscription lost; reconnecting");
@@ -230,6 +291,7 @@ impl Store for NearCache {
         if let (Some(l1), Some(entry)) = (&self.l1, &entry) {
             if self.generation.load(Ordering::SeqCst) == generation {
                 l1.insert(key.clone(), Arc::clone(entry)).await;
+                self.follow_soon(key);
             }
         }
         Ok(entry)
@@ -263,6 +325,7 @@ impl Store for NearCache {
             let entry = fetched.next().flatten();
             if let (Some(l1), Some(e), true) = (&self.l1, &entry, keep) {
                 l1.insert(key.clone(), Arc::clone(e)).await;
+                self.follow_soon(key);
             }
             *slot = entry;
         }
@@ -275,6 +338,7 @@ impl Store for NearCache {
         let result = self.inner.put(key, Arc::clone(&entry), ttl).await;
         if let Some(l1) = &self.l1 {
             l1.insert(key.clone(), entry).await;
+            self.follow_soon(key);
         }
         // Other instances can only have seen the new value if it reached Redis.
         self.announce(key, result.is_ok()).await;

@@ -90,6 +90,31 @@ impl managed::Manager for ClusterManager {
     }
 }
 
+/// A RESP3 cluster client whose pushes (pub/sub messages) go to the
+/// returned receiver: the sharded change feed's connection.
+pub fn cluster_push_client(
+    urls: Vec<String>,
+    ca: Option<&[u8]>,
+) -> Result<
+    (
+        redis::cluster::ClusterClient,
+        tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+    ),
+    redis::RedisError,
+> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut builder = redis::cluster::ClusterClientBuilder::new(urls)
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(tx);
+    if let Some(pem) = ca {
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.to_vec()),
+        });
+    }
+    Ok((builder.build()?, rx))
+}
+
 /// A client for `url`; with `ca` (a PEM bundle, the system's roots
 /// included), a `rediss://` URL trusts it.
 pub fn client(url: &str, ca: Option<&[u8]>) -> Result<redis::Client, redis::RedisError> {
@@ -293,6 +318,14 @@ impl RedisStore {
                 "could not open all Redis connections at start-up"
             );
         }
+    }
+
+    /// Publishes `message` on the sharded `channel` (a cluster: only the
+    /// shard of the channel's slot, and its subscribers).
+    pub async fn spublish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
+        self.query::<i64>(redis::cmd("SPUBLISH").arg(channel).arg(message).clone())
+            .await
+            .map(drop)
     }
 
     /// Publishes `message` on `channel` (cluster: reaches every node).
