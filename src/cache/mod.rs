@@ -6,6 +6,7 @@ pub mod entry;
 pub mod generations;
 pub mod key;
 pub mod live;
+pub mod outcome;
 pub mod policy;
 pub mod service;
 pub mod status;
