@@ -86,11 +86,15 @@ impl MemoryStore {
     pub fn bounded(capacity: Capacity) -> Self {
         let bytes = Arc::new(AtomicU64::new(0));
         let removed = Arc::clone(&bytes);
-        let builder = Cache::builder().expire_after(PerEntryTtl).eviction_listener(
-            move |_key, value: Stored, _cause| {
+        // Plain LRU: every new entry is admitted. (moka's default, TinyLFU,
+        // may refuse a new key on a full store, so a user's freshly fetched
+        // widget would miss again on the next read and be fetched again.)
+        let builder = Cache::builder()
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .expire_after(PerEntryTtl)
+            .eviction_listener(move |_key, value: Stored, _cause| {
                 removed.fetch_sub(u64::from(value.bytes), Ordering::Relaxed);
-            },
-        );
+            });
         let (cache, markers) = match capacity {
             Capacity::Entries(n) => (builder.max_capacity(n).build(), n),
             Capacity::Bytes(n) => (
@@ -252,6 +256,26 @@ mod tests {
             "{usage:?}: the capacity is used, not wasted"
         );
         assert!((1_000..1_200).contains(&per_entry), "{per_entry} bytes per entry");
+    }
+
+    #[tokio::test]
+    async fn a_full_store_admits_every_new_entry() {
+        for capacity in [Capacity::Entries(100), Capacity::Bytes(20_000)] {
+            let store = MemoryStore::bounded(capacity);
+            for i in 0..1_000 {
+                let key = UserTag::of(&format!("user{i}")).key(&first());
+                store.put(&key, entry(i), Duration::from_secs(60)).await.unwrap();
+                // Read some old keys often, as hot users would be.
+                for hot in 0..5 {
+                    let _ = store.get(&UserTag::of(&format!("user{hot}")).key(&first())).await;
+                }
+                store.cache.run_pending_tasks().await;
+                assert!(
+                    store.get(&key).await.unwrap().is_some(),
+                    "{capacity:?}: entry {i} was refused on a full store"
+                );
+            }
+        }
     }
 
     #[tokio::test]
