@@ -71,7 +71,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 /// How the change feed reaches this instance.
 enum Feed {
     /// One Redis: the classic channel.
-    Channel(Vec<deadpool_redis::redis::Client>),
+    Channel(Box<deadpool_redis::redis::Client>),
     /// A cluster: sharded pub/sub, the users this instance serves.
     Sharded(
         Box<deadpool_redis::redis::cluster::ClusterClient>,
@@ -152,7 +152,7 @@ impl Application {
             let redis = RedisStore::with_ca(url, redis_ca.as_deref(), settings.store_timeout)
                 .context("configuring Redis")?;
             let subscriber = redis::client(url, redis_ca.as_deref()).context("configuring Redis")?;
-            Some((redis, Feed::Channel(vec![subscriber])))
+            Some((redis, Feed::Channel(Box::new(subscriber))))
         } else {
             None
         };
@@ -168,7 +168,7 @@ impl Application {
                     Arc::new(Breaker::new(Arc::new(redis.clone()), STORE_COOL_DOWN));
                 let near = NearCache::new(guarded, settings.l1_ttl, settings.l1_capacity, Some(redis));
                 match feed {
-                    Feed::Channel(clients) => near.spawn_subscriber(clients),
+                    Feed::Channel(client) => near.spawn_subscriber(*client),
                     Feed::Sharded(client, pushes) => near.start_sharded_feed(*client, pushes),
                 }
                 near

@@ -220,24 +220,16 @@ impl NearCache {
         self.feed.wake_all();
     }
 
-    /// Listens on [`CHANNEL`] through one of `clients` (a Redis server, or any node of a
-    /// cluster: cluster pub/sub reaches every node) for the life of the
-    /// process, reconnecting after failures.
-    pub fn spawn_subscriber(self: &Arc<Self>, clients: Vec<redis::Client>) {
+    /// Listens on [`CHANNEL`] of one Redis server for the life of the
+    /// process, reconnecting after failures. (A cluster uses the sharded
+    /// feed instead: [`NearCache::start_sharded_feed`].)
+    pub fn spawn_subscriber(self: &Arc<Self>, client: redis::Client) {
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
-            // Through the first node that answers; when it is lost, the next
-            // (a cluster relays PUBLISH to every node, so any one will do).
-            let mut node = 0usize;
-            let mut failures_in_a_row = 0usize;
             loop {
                 let Some(near) = this.upgrade() else { return };
-                let Some(client) = clients.get(node % clients.len().max(1)) else {
-                    return;
-                };
-                match subscribe(client).await {
+                match subscribe(&client).await {
                     Ok(pubsub) => {
-                        failures_in_a_row = 0;
                         // Messages may have been missed while disconnected.
                         near.resync();
                         drop(near);
@@ -249,19 +241,10 @@ impl NearCache {
                             }
                         }
                         tracing::warn!("change subscription lost; reconnecting");
-                        // Try another node first.
-                        node = node.wrapping_add(1);
                     }
                     Err(e) => {
                         drop(near);
-                        failures_in_a_row += 1;
-                        node = node.wrapping_add(1);
                         tracing::debug!(error = %e, "cannot subscribe to changes yet");
-                        // Every node tried: pause before another round.
-                        if failures_in_a_row < clients.len() {
-                            continue;
-                        }
-                        failures_in_a_row = 0;
                     }
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
