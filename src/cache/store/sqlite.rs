@@ -90,59 +90,14 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&conn).map_err(command)
-        })
-        .await
-        .map_err(|e| StoreError::Command(format!("sqlite task: {e}")))?
+        run_on(Arc::clone(&self.conn), f).await
     }
 
     /// Deletes expired rows, then the rows beyond the capacity that expire
     /// soonest. Returns how many rows went.
     pub async fn purge(&self) -> Result<usize, StoreError> {
         let capacity = self.capacity;
-        self.run(move |conn| {
-            let expired = conn.execute("DELETE FROM entries WHERE expires_at <= ?1", [system_now_ms()])?;
-            let trimmed = match capacity {
-                Capacity::Entries(max) => {
-                    let max = i64::try_from(max).unwrap_or(i64::MAX);
-                    let count: i64 = conn.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))?;
-                    let excess = (count - max).max(0);
-                    conn.execute(
-                        "DELETE FROM entries WHERE key IN
-                           (SELECT key FROM entries ORDER BY expires_at ASC LIMIT ?1)",
-                        [excess],
-                    )?
-                }
-                Capacity::Bytes(max) => {
-                    let total: i64 =
-                        conn.query_row("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM entries", [], |r| {
-                            r.get(0)
-                        })?;
-                    let mut excess = total - i64::try_from(max).unwrap_or(i64::MAX);
-                    let mut doomed = Vec::new();
-                    if excess > 0 {
-                        let mut rows =
-                            conn.prepare("SELECT key, LENGTH(value) FROM entries ORDER BY expires_at ASC")?;
-                        let mut rows = rows.query([])?;
-                        while excess > 0 {
-                            let Some(row) = rows.next()? else { break };
-                            doomed.push(row.get::<_, String>(0)?);
-                            excess -= row.get::<_, i64>(1)?;
-                        }
-                    }
-                    let mut delete = conn.prepare_cached("DELETE FROM entries WHERE key = ?1")?;
-                    for key in &doomed {
-                        delete.execute([key])?;
-                    }
-                    doomed.len()
-                }
-            };
-            Ok(expired + trimmed)
-        })
-        .await
+        self.run(move |conn| purge_rows(conn, capacity)).await
     }
 
     /// Rows in the table (for tests and gauges).
@@ -159,26 +114,13 @@ impl SqliteStore {
 
     /// Purges every [`PURGE_EVERY`] for as long as the store lives.
     pub fn spawn_purger(&self) {
-        let this = Arc::downgrade(&self.conn);
-        let (capacity, path, markers, puts) = (
-            self.capacity,
-            self.path.clone(),
-            self.markers.clone(),
-            Arc::clone(&self.puts),
-        );
+        let (conn, capacity) = (Arc::downgrade(&self.conn), self.capacity);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(PURGE_EVERY);
             loop {
                 tick.tick().await;
-                let Some(conn) = this.upgrade() else { return };
-                let store = SqliteStore {
-                    conn,
-                    capacity,
-                    puts: Arc::clone(&puts),
-                    markers: markers.clone(),
-                    path: path.clone(),
-                };
-                match store.purge().await {
+                let Some(conn) = conn.upgrade() else { return };
+                match run_on(conn, move |c| purge_rows(c, capacity)).await {
                     Ok(n) if n > 0 => tracing::debug!(rows = n, "purged the on-disk cache"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "could not purge the on-disk cache"),
@@ -186,6 +128,61 @@ impl SqliteStore {
             }
         });
     }
+}
+
+/// Runs `f` on `conn`, on the blocking pool.
+async fn run_on<T, F>(conn: Arc<Mutex<Connection>>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&conn).map_err(command)
+    })
+    .await
+    .map_err(|e| StoreError::Command(format!("sqlite task: {e}")))?
+}
+
+/// Deletes expired rows, then the rows beyond `capacity` that expire soonest.
+fn purge_rows(conn: &Connection, capacity: Capacity) -> rusqlite::Result<usize> {
+    let expired = conn.execute("DELETE FROM entries WHERE expires_at <= ?1", [system_now_ms()])?;
+    let trimmed = match capacity {
+        Capacity::Entries(max) => {
+            let max = i64::try_from(max).unwrap_or(i64::MAX);
+            let count: i64 = conn.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))?;
+            let excess = (count - max).max(0);
+            conn.execute(
+                "DELETE FROM entries WHERE key IN
+                   (SELECT key FROM entries ORDER BY expires_at ASC LIMIT ?1)",
+                [excess],
+            )?
+        }
+        Capacity::Bytes(max) => {
+            let total: i64 =
+                conn.query_row("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM entries", [], |r| {
+                    r.get(0)
+                })?;
+            let mut excess = total - i64::try_from(max).unwrap_or(i64::MAX);
+            let mut doomed = Vec::new();
+            if excess > 0 {
+                let mut rows =
+                    conn.prepare("SELECT key, LENGTH(value) FROM entries ORDER BY expires_at ASC")?;
+                let mut rows = rows.query([])?;
+                while excess > 0 {
+                    let Some(row) = rows.next()? else { break };
+                    doomed.push(row.get::<_, String>(0)?);
+                    excess -= row.get::<_, i64>(1)?;
+                }
+            }
+            let mut delete = conn.prepare_cached("DELETE FROM entries WHERE key = ?1")?;
+            for key in &doomed {
+                delete.execute([key])?;
+            }
+            doomed.len()
+        }
+    };
+    Ok(expired + trimmed)
 }
 
 #[async_trait]
