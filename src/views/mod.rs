@@ -8,6 +8,7 @@ mod dashboard;
 mod kinds;
 mod layout;
 mod login;
+pub mod prerender;
 mod widget;
 
 pub use admin::{admin_login_page, admin_page};

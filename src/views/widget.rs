@@ -1,15 +1,15 @@
 //! Widget cards: one partial per state (loading, ready, stale,
 //! stale-if-error, error); the body is rendered by the widget's view kind
-//! (`views::kinds`), and enum parameters get a control that reloads the card.
+//! (`views::kinds`) once per entry (`views::prerender`), and enum parameters
+//! get a control that reloads the card.
 //!
 //! Every card's outer element carries the stable hooks of SPEC §8:
 //! `data-widget`, `data-state`, `data-fetched-at` once it has data, and
 //! `aria-busy` while loading.
 
-use maud::{html, Markup};
-use serde_json::Value;
+use maud::{html, Markup, PreEscaped};
 
-use super::kinds;
+use super::prerender;
 use crate::cache::{Lookup, Outcome};
 use crate::clock::{hh_mm, rfc3339};
 use crate::widget::Instance;
@@ -43,7 +43,7 @@ pub fn live_card(lookup: &Lookup) -> Markup {
 fn card(lookup: &Lookup, oob: bool) -> Markup {
     let instance = &lookup.instance;
     let widget = instance.id();
-    let Some(entry) = lookup.entry.as_deref() else {
+    let Some(entry) = lookup.entry.as_ref() else {
         let message = match &lookup.error {
             Some(e) => format!("Could not load this widget ({e})."),
             None => "Could not load this widget.".to_owned(),
@@ -69,18 +69,18 @@ fn card(lookup: &Lookup, oob: bool) -> Markup {
         _ => ("ready", None),
     };
     let age = ((lookup.now - entry.fetched_at) / 1000).max(0);
-    let data = entry.value();
+    let body = prerender::body(entry, instance);
     html! {
         article.card.{ "state-" (state) } id={ "widget-" (widget) } data-widget=(widget)
             data-state=(state) data-fetched-at=(rfc3339(entry.fetched_at))
-            data-version=[data.get("version").and_then(Value::as_u64)] aria-live="polite"
+            data-version=[body.version] aria-live="polite"
             hx-swap-oob=[oob.then_some("true")] {
             header {
                 h2 { (instance.widget.title) }
                 (param_controls(instance))
                 @if let Some(badge) = &badge { span.badge role="status" { (badge) } }
             }
-            div.body { (kinds::body(instance.widget.view.as_ref(), &data, &instance.params)) }
+            div.body { (PreEscaped(body.html.as_str())) }
             footer {
                 span.age data-age=(age) { "updated " (ago(age)) " ago" }
                 (refresh_button(instance, "refresh", "Refresh"))
