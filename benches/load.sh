@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
-# Load test of the warm-cache hot path (issue 4, item 2).
+# Load test of the warm-cache hot path (issues 4 and 12).
 #
 # Starts, on 127.0.0.1 only: a throwaway redis-server, the mock upstream with
-# short delays, and release percache servers (in-process store, Redis store,
-# and, when the server has `--l1-ttl`, Redis with the near-cache off). Signs
+# short delays, release percache servers (in-process store, Redis store, and,
+# when the server has `--l1-ttl`, Redis with the near-cache off) and, as the
+# peer a user would otherwise pick, nginx (Debian's package) with a per-user
+# proxy_cache keyed on the session cookie in front of the same mock. Signs
 # one user in on each, warms its widgets until `Cache-Status` says hit, then
 # runs oha against:
-#   (a) GET /healthz        memory server (baseline: HTTP stack only)
-#   (b) GET /widgets/1      memory server (session + cache hit + HTML render)
-#   (c) GET /widgets/1      Redis server
-#   (d) GET /api/widgets/1  Redis server (JSON)
-#   (e) GET /widgets/1      Redis server with --l1-ttl 0 (a Redis read per request)
+#   (a) GET /healthz          memory server (baseline: HTTP stack only)
+#   (b) GET /widgets/1        memory server (session + cache hit + card)
+#   (c) GET /widgets/1        Redis server (L1 hit)
+#   (d) GET /api/widgets/1    Redis server (JSON)
+#   (e) GET /widgets/1        Redis server with --l1-ttl 0 (a Redis read per request)
+#   (f) GET /dashboard        memory server, all five widgets inline
+#   (g) GET /api/widgets/1    memory server (JSON)
+#   (n) GET /api/widgets/1    nginx proxy_cache hit (the peer)
 # and prints one table: requests/s, p50, p99, ratio to (a), non-2xx count,
 # Redis commands per request, plus the mock's call count during the runs (a
-# warm cache makes none), each server's peak RSS and the log volume it wrote.
+# warm cache makes none), each server's peak RSS and the log volume it wrote,
+# then the ratios of issue 12, all from this one run: warm hit / healthz,
+# warm dashboard / healthz, percache / nginx on a warm JSON hit (and p99s).
+#
+# A run with any non-2xx response, any client-side error or any upstream
+# call during the load is void: the script says so and exits 1.
 # Everything it starts is stopped on exit.
 #
 # Environment:
@@ -54,6 +64,25 @@ if ! command -v oha >/dev/null; then
         PATH="$HOME/.cargo/bin:$PATH"
     fi
 fi
+
+if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        log "nginx not found: installing Debian's package (without starting it)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        deny_starts=
+        if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod +x /usr/sbin/policy-rc.d
+            deny_starts=1
+        fi
+        apt-get install -y -qq --no-install-recommends nginx >&2
+        [[ -n "$deny_starts" ]] && rm -f /usr/sbin/policy-rc.d
+    else
+        die "nginx is required for the peer row (Debian: apt-get install nginx)"
+    fi
+fi
+NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
 
 # oha's JSON switch changed name across versions.
 if oha --help 2>&1 | grep -q -- '--output-format'; then
@@ -156,6 +185,53 @@ if "$PERCACHE_BIN" --help 2>/dev/null | grep -q -- '--l1-ttl'; then
     start_server redis-nol1 --redis-url "$REDIS_URL" --l1-ttl 0
 fi
 
+# The peer: nginx caching the mock's JSON per session cookie, as one would
+# put it in front of a per-user API without percache. One worker per core,
+# like percache; no access log (percache logs each request at info, which
+# only makes the comparison harder for percache).
+NGINX_PORT=$(free_port)
+mkdir -p "$WORK/nginx/cache" "$WORK/nginx/logs"
+nginx_user=
+[[ "$(id -u)" == 0 ]] && nginx_user="user root root;"
+cat >"$WORK/nginx/nginx.conf" <<CONF
+$nginx_user
+daemon off;
+worker_processes auto;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/client_body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    proxy_cache_path $WORK/nginx/cache levels=1:2 keys_zone=peruser:10m max_size=64m inactive=2h use_temp_path=off;
+    upstream mock { server $HOST:$MOCK_PORT; keepalive 16; }
+    server {
+        listen $HOST:$NGINX_PORT;
+        location = /healthz { return 200 "ok\n"; }
+        location /api/widgets/ {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache peruser;
+            proxy_cache_key "\$cookie_percache_session\$request_uri";
+            proxy_cache_valid 200 1h;
+            proxy_cache_lock on;
+            proxy_ignore_headers Cache-Control Expires Set-Cookie;
+            add_header Cache-Status "nginx; \$upstream_cache_status" always;
+        }
+    }
+}
+CONF
+"$NGINX_BIN" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx/logs/stdout.log" 2>&1 &
+PID[nginx]=$!
+PIDS+=("$!")
+URL[nginx]="http://$HOST:$NGINX_PORT"
+wait_for nginx "${PID[nginx]}" curl -sf "${URL[nginx]}/healthz"
+
 # sign_in NAME: signs USERNAME in on server NAME, prints the Cookie header value.
 sign_in() {
     local name=$1 jar="$WORK/$1.jar" cookie
@@ -172,7 +248,8 @@ warm() {
     for _ in $(seq 150); do
         status=$(curl -s -o /dev/null -D - -H "Cookie: ${COOKIE[$name]}" "${URL[$name]}$path" |
             tr -d '\r' | awk -F': ' 'tolower($1) == "cache-status" { print $2 }')
-        if [[ "$status" == *"; hit"* ]]; then
+        # percache says "hit", nginx "HIT".
+        if [[ "${status,,}" == *"; hit"* ]]; then
             return 0
         fi
         sleep 0.1
@@ -185,6 +262,11 @@ for name in "${SERVERS[@]}"; do
     for w in 1 2 3 4 5; do warm "$name" "/widgets/$w"; done
     warm "$name" /api/widgets/1
 done
+# nginx gets the same session cookie as the memory server; the mock needs the
+# user in the query (behind percache, the user comes from the session).
+COOKIE[nginx]=${COOKIE[memory]}
+NGINX_PATH="/api/widgets/1?userId=$USERNAME"
+warm nginx "$NGINX_PATH"
 log "caches warm; resetting the mock's stats"
 curl -sf -X POST "$MOCK_URL/stats/reset" >/dev/null
 
@@ -195,13 +277,13 @@ run() {
     [[ "$path" != /healthz ]] && headers=(-H "Cookie: ${COOKIE[$name]}")
     log "($label) $name ${URL[$name]}$path for $DURATION with $CONNECTIONS connections"
     cmds0=$(redis_cmds)
-    log0=$(stat -c %s "$WORK/$name.log")
+    log0=$(stat -c %s "$WORK/$name.log" 2>/dev/null || echo 0)
     oha -z "$DURATION" -c "$CONNECTIONS" --no-tui "${OHA_JSON[@]}" "${OHA_WAIT[@]}" \
         "${headers[@]}" "${URL[$name]}$path" >"$WORK/$label.json" 2>"$WORK/$label.oha.err" ||
         die "oha failed for ($label): $(cat "$WORK/$label.oha.err")"
     # The INFO call that takes the second reading counts itself: minus one.
     printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$name" "$what" \
-        $(($(redis_cmds) - cmds0 - 1)) $(($(stat -c %s "$WORK/$name.log") - log0)) \
+        $(($(redis_cmds) - cmds0 - 1)) $(($(stat -c %s "$WORK/$name.log" 2>/dev/null || echo 0) - log0)) \
         >>"$WORK/rows.tsv"
 }
 
@@ -212,10 +294,13 @@ run d redis /api/widgets/1 "GET /api/widgets/1"
 if [[ -n "${URL[redis-nol1]:-}" ]]; then
     run e redis-nol1 /widgets/1 "GET /widgets/1 (L1 off)"
 fi
+run f memory /dashboard "GET /dashboard (5 inline)"
+run g memory /api/widgets/1 "GET /api/widgets/1"
+run n nginx "$NGINX_PATH" "GET /api/widgets/1 (peer)"
 
 curl -sf "$MOCK_URL/stats" >"$WORK/mock-stats.json"
 : >"$WORK/servers.tsv"
-for name in "${SERVERS[@]}"; do
+for name in "${SERVERS[@]}" nginx; do
     printf '%s\t%s\n' "$name" \
         "$(awk '/^VmHWM/ { print $2 }' "/proc/${PID[$name]}/status" 2>/dev/null || echo 0)" \
         >>"$WORK/servers.tsv"
@@ -290,5 +375,34 @@ print(
 )
 with open(os.path.join(work, "servers.tsv")) as f:
     rss = [line.rstrip("\n").split("\t") for line in f]
-print("peak RSS (VmHWM): " + ", ".join(f"{name} {int(kb) / 1024:.1f} MiB" for name, kb in rss))
+print("peak RSS (VmHWM, nginx: its master): " + ", ".join(f"{name} {int(kb) / 1024:.1f} MiB" for name, kb in rss))
+
+by = {r["label"]: r for r in rows}
+
+
+def ratio(a, b):
+    if a in by and b in by and by[b]["rps"]:
+        return by[a]["rps"] / by[b]["rps"]
+    return float("nan")
+
+
+print()
+print("issue 12 ratios (this run):")
+print(f"  warm hit /widgets/1, memory / healthz:   {ratio('b', 'a'):.2f}  (target >= 0.9)")
+print(f"  warm hit /widgets/1, Redis+L1 / healthz: {ratio('c', 'a'):.2f}")
+print(f"  warm dashboard / healthz:                {ratio('f', 'a'):.2f}  (target >= 0.75)")
+if "n" in by:
+    for label, name in (("g", "memory"), ("d", "Redis+L1")):
+        if label in by:
+            print(
+                f"  percache ({name}) / nginx, warm JSON hit: {ratio(label, 'n'):.2f} req/s  "
+                f"(target >= 1.0); p99 {by[label]['p99']:.2f} ms vs nginx {by['n']['p99']:.2f} ms"
+            )
+void = [r["label"] for r in rows if r["non2xx"] or r["errors"] or not r["ok"]]
+if void:
+    print(f"VOID: non-2xx responses or client errors in ({', '.join(void)}): no figure of this run counts")
+if total:
+    print("VOID: the upstream was called during the load: not a warm-cache run")
+open(os.path.join(work, "verdict"), "w").write("void" if void or total else "ok")
 PY
+[[ "$(cat "$WORK/verdict")" == ok ]] || die "the run is void (see above)"
