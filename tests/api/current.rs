@@ -9,21 +9,23 @@ use futures_util::future::join_all;
 use mock_upstream::Fault;
 
 use crate::helpers::{
-    cache_status, login_cookie, metric_sample, spawn_app_with, states, version_of, BinaryServer, StoreKind,
-    TestConfig,
+    cache_status, eventually, login_cookie, metric_sample, spawn_app_with, states, version_of, BinaryServer,
+    StoreKind, TestConfig,
 };
 
 /// Polls until the mock has seen `n` calls for `user`'s `widget`.
 async fn wait_for_widget_calls(app: &crate::helpers::TestApp, user: &str, widget: u8, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.mock.calls_for(user, widget) < n {
-        assert!(
-            Instant::now() < deadline,
-            "widget {widget}: {} calls, expected {n}",
-            app.mock.calls_for(user, widget)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        || app.mock.calls_for(user, widget) >= n,
+        || {
+            format!(
+                "widget {widget}: {} calls, expected {n}",
+                app.mock.calls_for(user, widget)
+            )
+        },
+    )
+    .await;
 }
 
 async fn outdated_entries_are_rendered_inline_and_refreshed(store: StoreKind) {
@@ -231,11 +233,12 @@ async fn an_open_page_refreshes_its_widgets_once_per_fresh_window_and_not_after_
         let client = app.client.clone();
         tokio::spawn(async move { client.get(app_url).send().await.unwrap().text().await.unwrap() })
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while app.cache.open_pages() == 0 {
-        assert!(Instant::now() < deadline, "the poll never arrived");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        || app.cache.open_pages() > 0,
+        || "the poll never arrived",
+    )
+    .await;
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
         metric_sample(&metrics, "percache_open_pages", &[]) >= 1.0,
@@ -270,11 +273,12 @@ async fn an_open_page_refreshes_its_widgets_once_per_fresh_window_and_not_after_
         let client = app.client.clone();
         tokio::spawn(async move { client.get(app_url).send().await.unwrap().text().await.unwrap() })
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while app.cache.open_pages() == 0 {
-        assert!(Instant::now() < deadline, "the poll never arrived");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        || app.cache.open_pages() > 0,
+        || "the poll never arrived",
+    )
+    .await;
     app.clock.advance(Duration::from_secs(61));
     page.await.unwrap();
     app.wait_for_calls(15).await;
@@ -283,11 +287,12 @@ async fn an_open_page_refreshes_its_widgets_once_per_fresh_window_and_not_after_
     }
 
     // Act 3: the page closes; time goes on past another fresh window.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while app.cache.open_pages() > 0 {
-        assert!(Instant::now() < deadline, "the page never closed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        || app.cache.open_pages() == 0,
+        || "the page never closed",
+    )
+    .await;
     app.clock.advance(Duration::from_secs(61));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -325,11 +330,12 @@ async fn a_restart_with_a_data_dir_keeps_every_users_data_even_with_the_upstream
         .build()
         .unwrap();
     let cookie = login_cookie(&client, &server.base, "restart-user").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while mock.total_calls() < 5 {
-        assert!(Instant::now() < deadline, "prewarm never ran");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        || mock.total_calls() >= 5,
+        || "prewarm never ran",
+    )
+    .await;
     // Let prewarm's entries reach the disk (each card is then inline).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -288,6 +288,21 @@ impl Drop for RedisCluster {
 }
 
 /// A free loopback port (bound then released).
+/// Waits until `done()` holds, checking every 5 ms; past `within` the test
+/// fails with `why()` (computed then, so it tells the state at the deadline).
+/// Every wait of the suite has a deadline.
+pub async fn eventually<M: std::fmt::Display>(
+    within: Duration,
+    mut done: impl FnMut() -> bool,
+    why: impl Fn() -> M,
+) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{} (after {within:?})", why());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -446,15 +461,12 @@ impl TestApp {
 
     /// Waits until the mock has received `n` calls in all (panics after 10 s).
     pub async fn wait_for_calls(&self, n: u64) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.mock.total_calls() < n {
-            assert!(
-                Instant::now() < deadline,
-                "mock saw {} calls, expected {n}",
-                self.mock.total_calls()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(
+            Duration::from_secs(10),
+            || self.mock.total_calls() >= n,
+            || format!("mock saw {} calls, expected {n}", self.mock.total_calls()),
+        )
+        .await;
     }
 
     /// Polls `GET /widgets/{id}` until it is a fresh hit (not a stale one).

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 
 use crate::helpers::{
-    instance, new_client, spawn_app, spawn_app_with, states, version_of, widget_with, StoreKind, TestConfig,
+    eventually, instance, new_client, spawn_app, spawn_app_with, states, version_of, widget_with, StoreKind,
+    TestConfig,
 };
 
 /// The `since` of the poller in a page or an `/updates` answer.
@@ -233,11 +234,12 @@ async fn an_open_page_is_woken_by_its_own_users_changes_only(store: StoreKind) {
         let (client, url) = (app.client.clone(), app.url(&format!("/updates?since={since}")));
         async move { client.get(url).send().await.unwrap().text().await.unwrap() }
     });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while app.cache.open_pages() == 0 {
-        assert!(Instant::now() < deadline, "the poll never arrived");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        || app.cache.open_pages() > 0,
+        || "the poll never arrived",
+    )
+    .await;
 
     // Act 1: bob's widgets change, over and over.
     for id in 1..=5 {

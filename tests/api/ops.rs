@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use mock_upstream::{MockConfig, MockUpstream};
 
 use crate::helpers::{
-    new_client, spawn_app, spawn_app_with, BinaryServer, StoreKind, TestConfig, SESSION_KEY,
+    eventually, new_client, spawn_app, spawn_app_with, BinaryServer, StoreKind, TestConfig, SESSION_KEY,
 };
 
 /// How much the sample grew between two scrapes.
@@ -114,9 +114,12 @@ async fn sigterm_lets_a_slow_request_finish() {
         let (client, url) = (client.clone(), server.url("/widgets/3"));
         async move { client.get(url).send().await }
     });
-    while mock.calls_for("alice", 3) == 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        || mock.calls_for("alice", 3) > 0,
+        || "the slow call never reached the mock",
+    )
+    .await;
     let exit = tokio::spawn(async move { (server.terminate(Duration::from_secs(15)).await, server) });
 
     // Assert: the request completed with its data, then the process exited cleanly.

@@ -18,8 +18,8 @@ use percache::cache::Store;
 use percache::widget::Registry;
 
 use crate::helpers::{
-    cache_status, spawn_app_with, version_of, widget_with, RedisCluster, RedisServer, RedisTls, StoreKind,
-    TestConfig,
+    cache_status, eventually, spawn_app_with, version_of, widget_with, RedisCluster, RedisServer, RedisTls,
+    StoreKind, TestConfig,
 };
 
 /// The token the test API wants, given to percache through `${VAR}`.
@@ -250,15 +250,17 @@ async fn an_https_upstream_with_a_bearer_token_is_served_and_its_connections_reu
     );
 
     // And once idle, the connections are closed by percache itself.
-    let deadline = Instant::now() + percache::upstream::IDLE_LIMIT + Duration::from_secs(4);
-    while open_connections_to(api.port) > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "idle upstream connections still open: {}",
-            open_connections_to(api.port)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        percache::upstream::IDLE_LIMIT + Duration::from_secs(4),
+        || open_connections_to(api.port) == 0,
+        || {
+            format!(
+                "idle upstream connections still open: {}",
+                open_connections_to(api.port)
+            )
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
