@@ -45,8 +45,9 @@ pub struct Body {
 
 #[derive(Clone)]
 struct Slot {
-    /// Keeps the address of the entry from being reused while the slot lives.
-    entry: Weak<Entry>,
+    /// Held, never read: keeps the entry's allocation, and so its address,
+    /// from being reused while the slot lives.
+    _entry: Weak<Entry>,
     body: Arc<Body>,
 }
 
@@ -63,19 +64,17 @@ static BODIES: LazyLock<Cache<usize, Slot>> = LazyLock::new(|| {
 /// hit on the same entry, or rendered now.
 pub fn body(entry: &Arc<Entry>, instance: &Instance) -> Arc<Body> {
     let address = Arc::as_ptr(entry) as usize;
+    // `entry` is alive, so a slot at its address holds a `Weak` to it (see
+    // the module doc): the body is this entry's.
     if let Some(slot) = BODIES.get(&address) {
-        // Always true while `entry` is alive (see the module doc); checked
-        // anyway, as it costs one comparison.
-        if std::ptr::eq(slot.entry.as_ptr(), Arc::as_ptr(entry)) {
-            return slot.body;
-        }
+        return slot.body;
     }
     let body = Arc::new(render(entry, instance));
     if Arc::strong_count(entry) > 1 {
         BODIES.insert(
             address,
             Slot {
-                entry: Arc::downgrade(entry),
+                _entry: Arc::downgrade(entry),
                 body: Arc::clone(&body),
             },
         );
