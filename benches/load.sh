@@ -66,21 +66,8 @@ if ! command -v oha >/dev/null; then
 fi
 
 if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
-    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-        log "nginx not found: installing Debian's package (without starting it)"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        deny_starts=
-        if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-            chmod +x /usr/sbin/policy-rc.d
-            deny_starts=1
-        fi
-        apt-get install -y -qq --no-install-recommends nginx >&2
-        [[ -n "$deny_starts" ]] && rm -f /usr/sbin/policy-rc.d
-    else
-        die "nginx is required for the peer row (Debian: apt-get install nginx)"
-    fi
+    log "nginx not found: installing Debian's package (without starting it)"
+    bash scripts/apt-install.sh nginx || die "nginx is required for the peer row"
 fi
 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
 

@@ -16,25 +16,9 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # The Prometheus tests run Debian's prometheus and promtool (one package).
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
 
+# Installed without starting their services (see scripts/apt-install.sh).
 if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing: ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    # Install without starting services (the prometheus package would start
-    # a daemon on :9090); the tests start their own on free ports.
-    deny_starts=
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-      chmod +x /usr/sbin/policy-rc.d
-      deny_starts=1
-    fi
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-    if [ -n "$deny_starts" ]; then rm -f /usr/sbin/policy-rc.d; fi
-  else
-    echo "missing: ${need[*]}. Install them (Debian: sudo apt-get install ${need[*]}) and run again." >&2
-    exit 1
-  fi
+  bash scripts/apt-install.sh "${need[@]}"
 fi
 
 cargo test --workspace "$@"
