@@ -15,12 +15,7 @@ use mock_upstream::{MockConfig, MockUpstream};
 use tracing_actix_web::TracingLogger;
 
 use crate::cache::policy::Lifetimes;
-use crate::cache::store::breaker::Breaker;
-use crate::cache::store::memory::MemoryStore;
-use crate::cache::store::near::NearCache;
-use crate::cache::store::redis::{self, RedisStore};
-use crate::cache::store::sqlite::SqliteStore;
-use crate::cache::{CachePolicy, Store, WidgetCache};
+use crate::cache::{CachePolicy, WidgetCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::defence::cross_site::refuse_cross_site;
@@ -28,7 +23,7 @@ use crate::defence::login_rate::LoginLimiter;
 use crate::defence::replay::{self, ReplayGuard};
 use crate::routes::{self, AppState};
 use crate::session;
-use crate::upstream::{Upstream, UpstreamSettings};
+use crate::upstream::{HttpFetcher, UpstreamSettings};
 use crate::widget::Registry;
 
 /// How long in-flight requests get to finish after SIGTERM.
@@ -59,25 +54,12 @@ async fn shutdown_signal() {
     }
 }
 
-/// How long a failing store is skipped before it is tried again.
-pub const STORE_COOL_DOWN: Duration = Duration::from_millis(500);
 /// Largest form body accepted (the sign-in form is one short field).
 const FORM_LIMIT: usize = 4 * 1024;
 
 /// Content-Security-Policy: same-origin scripts and styles only, no inline code.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
-
-/// How the change feed reaches this instance.
-enum Feed {
-    /// One Redis: the classic channel.
-    Channel(Box<deadpool_redis::redis::Client>),
-    /// A cluster: sharded pub/sub, the users this instance serves.
-    Sharded(
-        Box<deadpool_redis::redis::cluster::ClusterClient>,
-        tokio::sync::mpsc::UnboundedReceiver<deadpool_redis::redis::PushInfo>,
-    ),
-}
 
 /// A bound, not yet running, server.
 pub struct Application {
@@ -96,6 +78,7 @@ impl Application {
     }
 
     /// Builds the server with the given clock (tests pass a mock clock).
+    /// Reads top to bottom: widgets and policy, upstream, store, cache, HTTP.
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         crate::telemetry::prometheus();
         crate::tls::install_provider();
@@ -103,100 +86,40 @@ impl Application {
             Some(path) => crate::widget::file::load(path)?,
             None => Registry::builtin(),
         });
+        let lifetimes = Lifetimes {
+            fresh: settings.fresh,
+            ttl: settings.ttl,
+            grace: settings.grace,
+        };
         let policy = CachePolicy::new(
             &registry,
-            Lifetimes {
-                fresh: settings.fresh,
-                ttl: settings.ttl,
-                grace: settings.grace,
-            },
+            lifetimes,
             settings.widget_fresh.as_ref(),
             settings.widget_ttl.as_ref(),
         )?;
         let key = session::session_key(settings.session_key.as_deref())?;
 
-        let from_file = registry.upstream().base_url.clone();
-        let (upstream_url, mock) = match settings.upstream_url().or(from_file) {
-            Some(url) => (url, None),
-            None => {
-                let mock = MockUpstream::start("127.0.0.1:0", MockConfig::default())
-                    .await
-                    .context("starting the in-process mock upstream")?;
-                tracing::info!(url = %mock.url(), "no --upstream-url: started the mock upstream in-process");
-                (mock.url(), Some(mock))
-            }
-        };
+        let (upstream_url, mock) = upstream_or_mock(&settings, &registry).await?;
+        let tls = crate::tls::client_config(settings.upstream_ca.as_deref()).context("--upstream-ca")?;
+        let upstream = UpstreamSettings::new(
+            &upstream_url,
+            &registry.upstream().headers,
+            settings.upstream_timeout,
+            tls,
+        )
+        .context("upstream headers")?;
+        let fetcher = Arc::new(HttpFetcher::new(Arc::new(upstream)));
 
-        anyhow::ensure!(
-            settings.data_dir.is_none() || (settings.redis_url.is_none() && settings.redis_cluster.is_none()),
-            "--data-dir keeps one instance's cache on disk; with Redis, Redis is the store: use one or the other"
-        );
-        let redis_ca = match &settings.redis_ca {
-            Some(path) => Some(crate::tls::pem_bundle(path).context("--redis-ca")?),
-            None => None,
-        };
-        let redis = if let Some(nodes) = &settings.redis_cluster {
-            let urls: Vec<String> = nodes
-                .split(',')
-                .map(|u| u.trim().to_owned())
-                .filter(|u| !u.is_empty())
-                .collect();
-            anyhow::ensure!(!urls.is_empty(), "--redis-cluster needs at least one node URL");
-            // The change feed: sharded pub/sub on its own RESP3 connection.
-            let (client, pushes) = redis::cluster_push_client(urls.clone(), redis_ca.as_deref())
-                .context("configuring Redis Cluster")?;
-            let cluster = RedisStore::cluster_with_ca(urls, redis_ca.as_deref(), settings.store_timeout)
-                .context("configuring Redis Cluster")?;
-            Some((cluster, Feed::Sharded(Box::new(client), pushes)))
-        } else if let Some(url) = &settings.redis_url {
-            let redis = RedisStore::with_ca(url, redis_ca.as_deref(), settings.store_timeout)
-                .context("configuring Redis")?;
-            let subscriber = redis::client(url, redis_ca.as_deref()).context("configuring Redis")?;
-            Some((redis, Feed::Channel(Box::new(subscriber))))
-        } else {
-            None
-        };
+        let stack = crate::cache::store_from_settings(&settings).await?;
         // The webhook's "seen once" record: in the shared Redis when there is one.
-        let replay_guard = web::Data::new(match &redis {
-            Some((redis, _)) => ReplayGuard::redis(redis.clone(), routes::invalidate::REPLAY_WINDOW),
+        let replay_guard = web::Data::new(match stack.redis {
+            Some(redis) => ReplayGuard::redis(redis, routes::invalidate::REPLAY_WINDOW),
             None => ReplayGuard::in_memory(replay::MEMORY_CAPACITY, routes::invalidate::REPLAY_WINDOW),
         });
-        let store = match redis {
-            Some((redis, feed)) => {
-                redis.warm_up().await;
-                let guarded: Arc<dyn Store> =
-                    Arc::new(Breaker::new(Arc::new(redis.clone()), STORE_COOL_DOWN));
-                let near = NearCache::new(guarded, settings.l1_ttl, settings.l1_capacity, Some(redis));
-                match feed {
-                    Feed::Channel(client) => near.spawn_subscriber(*client),
-                    Feed::Sharded(client, pushes) => near.start_sharded_feed(*client, pushes),
-                }
-                near
-            }
-            // One process on disk: SQLite, behind the breaker like Redis (a
-            // failing disk fails open). No L1: the change feed drives live refresh.
-            None => match settings.data_dir.as_deref() {
-                Some(dir) => {
-                    let sqlite = SqliteStore::open(dir, settings.memory_capacity)
-                        .with_context(|| format!("--data-dir {}", dir.display()))?;
-                    sqlite.spawn_purger();
-                    tracing::info!(path = %sqlite.path().display(), "cache kept on disk");
-                    let guarded: Arc<dyn Store> = Arc::new(Breaker::new(Arc::new(sqlite), STORE_COOL_DOWN));
-                    NearCache::new(guarded, Duration::ZERO, 0, None)
-                }
-                // One process in memory: no L1 needed in front of it, but
-                // the change feed still drives live refresh.
-                None => NearCache::new(
-                    Arc::new(MemoryStore::bounded(settings.memory_capacity)),
-                    Duration::ZERO,
-                    0,
-                    None,
-                ),
-            },
-        };
         let cache = Arc::new(
             WidgetCache::new(
-                store,
+                stack.store,
+                fetcher,
                 Arc::clone(&registry),
                 policy,
                 clock,
@@ -221,16 +144,6 @@ impl Application {
             prewarm: settings.prewarm_enabled(),
             invalidation_secret: settings.invalidation_secret.clone().filter(|s| !s.is_empty()),
         });
-        let tls = crate::tls::client_config(settings.upstream_ca.as_deref()).context("--upstream-ca")?;
-        let upstream_settings = Arc::new(
-            UpstreamSettings::new(
-                &upstream_url,
-                &registry.upstream().headers,
-                settings.upstream_timeout,
-                tls,
-            )
-            .context("upstream headers")?,
-        );
         let secure = settings.secure_cookies;
         // The operator page; with --admin-token its sampler starts here.
         let admin = web::Data::from(crate::admin::Admin::start(
@@ -240,8 +153,6 @@ impl Application {
         ));
         let login_limiter = web::Data::new(LoginLimiter::new(settings.login_rate, settings.trust_forwarded));
         let mut server = HttpServer::new(move || {
-            // awc's client is per thread: each worker gets its own.
-            let upstream = web::Data::new(Upstream::new(Arc::clone(&upstream_settings)));
             App::new()
                 // Innermost: its 403 still gets the security headers, the session, logs and metrics.
                 .wrap(actix_web::middleware::from_fn(refuse_cross_site))
@@ -259,7 +170,6 @@ impl Application {
                 .app_data(admin.clone())
                 .app_data(replay_guard.clone())
                 .app_data(login_limiter.clone())
-                .app_data(upstream)
                 .app_data(web::FormConfig::default().limit(FORM_LIMIT))
                 .app_data(web::PathConfig::default())
                 .configure(routes::configure)
@@ -322,4 +232,21 @@ impl Application {
         }
         result
     }
+}
+
+/// The upstream's base URL: `--upstream-url` (or `MOCK_API`), else the
+/// widgets file's, else an in-process mock started here (a demo with no
+/// set-up), which the application keeps alive.
+async fn upstream_or_mock(
+    settings: &Settings,
+    registry: &Registry,
+) -> anyhow::Result<(String, Option<MockUpstream>)> {
+    if let Some(url) = settings.upstream_url().or(registry.upstream().base_url.clone()) {
+        return Ok((url, None));
+    }
+    let mock = MockUpstream::start("127.0.0.1:0", MockConfig::default())
+        .await
+        .context("starting the in-process mock upstream")?;
+    tracing::info!(url = %mock.url(), "no --upstream-url: started the mock upstream in-process");
+    Ok((mock.url(), Some(mock)))
 }

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use super::entry::Freshness;
 use super::service::{Lookup, Outcome, WidgetCache};
 use crate::clock::Millis;
-use crate::upstream::Upstream;
 use crate::user::UserId;
 
 /// The entries one open page has already asked to refresh: (widget index,
@@ -77,7 +76,6 @@ impl WidgetCache {
         self: &Arc<Self>,
         user: &UserId,
         since: Millis,
-        up: &Upstream,
         asked: &mut RefreshedAhead,
     ) -> PagePoll {
         let (instances, keys) = self.dashboard_keys(user);
@@ -120,7 +118,7 @@ impl WidgetCache {
                 }
                 Freshness::Stale | Freshness::Expired => {
                     if asked.first_time(instance.widget.index, entry.fetched_at)
-                        && self.start_background(&key, user, &instance, up, entry.fetched_at)
+                        && self.start_background(&key, user, &instance, entry.fetched_at)
                     {
                         metrics::counter!("percache_refresh_total", "outcome" => "ahead").increment(1);
                     }

@@ -18,4 +18,5 @@ pub use key::CacheKey;
 pub use live::{OpenPage, PagePoll, RefreshedAhead};
 pub use policy::CachePolicy;
 pub use service::{Lookup, Outcome, WidgetCache};
+pub use store::stack::from_settings as store_from_settings;
 pub use store::{Store, StoreError};

@@ -27,7 +27,7 @@ use crate::cache::store::feed::Watch;
 use crate::cache::store::near::NearCache;
 use crate::cache::store::{LockState, Store, StoreError};
 use crate::clock::Clock;
-use crate::upstream::{FetchError, Upstream};
+use crate::upstream::{Fetch, FetchError};
 use crate::user::UserId;
 use crate::widget::{Instance, Registry, Widget};
 
@@ -64,6 +64,8 @@ type Flight = watch::Receiver<Option<FetchResult>>;
 /// The per-user widget cache shared by all workers.
 pub struct WidgetCache {
     store: Arc<NearCache>,
+    /// Where data comes from (the widgets API; a fake in unit tests).
+    fetcher: Arc<dyn Fetch>,
     registry: Arc<Registry>,
     policy: CachePolicy,
     clock: Arc<dyn Clock>,
@@ -147,6 +149,7 @@ impl WidgetCache {
     /// upstream timeout plus a margin; the fleet-wide lock lives as long.
     pub fn new(
         store: Arc<NearCache>,
+        fetcher: Arc<dyn Fetch>,
         registry: Arc<Registry>,
         policy: CachePolicy,
         clock: Arc<dyn Clock>,
@@ -156,6 +159,7 @@ impl WidgetCache {
         let wait_deadline = upstream_timeout + Duration::from_secs(1);
         Self {
             store,
+            fetcher,
             registry,
             policy,
             clock,
@@ -208,8 +212,8 @@ impl WidgetCache {
     /// Serves one widget by the server's policy: fresh → hit; stale →
     /// served at once plus one background refresh; past ttl → the fetch,
     /// waited for at most `--soft-timeout` before the old entry is served.
-    pub async fn get(self: &Arc<Self>, user: &UserId, instance: &Instance, up: &Upstream) -> Lookup {
-        self.get_with(user, instance, up, Directives::default()).await
+    pub async fn get(self: &Arc<Self>, user: &UserId, instance: &Instance) -> Lookup {
+        self.get_with(user, instance, Directives::default()).await
     }
 
     /// Serves one widget, honouring the request's own directives (RFC 9111).
@@ -217,18 +221,17 @@ impl WidgetCache {
         self: &Arc<Self>,
         user: &UserId,
         instance: &Instance,
-        up: &Upstream,
         directives: Directives,
     ) -> Lookup {
         if directives.no_cache && !directives.only_if_cached {
-            return self.refresh(user, instance, up).await;
+            return self.refresh(user, instance).await;
         }
         let key = user.tag().key(instance);
         let (cached, store_unavailable) = self.read(&key, instance).await;
         let now = self.clock.now_ms();
         if let Some(entry) = &cached {
             let served = self
-                .serve_cached(&key, entry, now, user, instance, up, directives)
+                .serve_cached(&key, entry, now, user, instance, directives)
                 .await;
             if let Some(outcome) = served {
                 return self.lookup(instance, cached, outcome, None, store_unavailable, now);
@@ -250,7 +253,7 @@ impl WidgetCache {
             .as_ref()
             .filter(|e| e.freshness(now) == Freshness::Expired && !directives.demands_fresher());
         let (flight, mut leader) =
-            self.join_or_start(&key, user, instance, up, Start::Recheck(seen(cached.as_ref())));
+            self.join_or_start(&key, user, instance, Start::Recheck(seen(cached.as_ref())));
         let mut result = match fallback {
             Some(old) => match tokio::time::timeout(self.soft_timeout, self.wait(flight)).await {
                 Ok(result) => result,
@@ -278,7 +281,7 @@ impl WidgetCache {
             _ => None,
         };
         if let Some(old) = too_old {
-            let (flight, led) = self.join_or_start(&key, user, instance, up, Start::Recheck(old));
+            let (flight, led) = self.join_or_start(&key, user, instance, Start::Recheck(old));
             leader = led;
             result = self.wait(flight).await;
         }
@@ -302,7 +305,6 @@ impl WidgetCache {
         now: i64,
         user: &UserId,
         instance: &Instance,
-        up: &Upstream,
         directives: Directives,
     ) -> Option<Outcome> {
         let ttl = entry.ttl_secs(now);
@@ -310,7 +312,7 @@ impl WidgetCache {
         match entry.freshness(now) {
             Freshness::Fresh if directives.accepts(entry, now) => {
                 if refresh && self.eager_due(entry, now) {
-                    self.start_background(key, user, instance, up, entry.fetched_at);
+                    self.start_background(key, user, instance, entry.fetched_at);
                     Some(Outcome::Eager { ttl })
                 } else {
                     Some(Outcome::Hit { ttl })
@@ -319,7 +321,7 @@ impl WidgetCache {
             Freshness::Stale if directives.accepts(entry, now) && directives.min_fresh.is_none() => {
                 if refresh {
                     Some(
-                        self.serve_and_refresh(key, entry, user, instance, up, Outcome::Stale { ttl })
+                        self.serve_and_refresh(key, entry, user, instance, Outcome::Stale { ttl })
                             .await,
                     )
                 } else {
@@ -329,7 +331,7 @@ impl WidgetCache {
             Freshness::Expired if directives.allows_past_ttl(entry, now) => {
                 if refresh {
                     Some(
-                        self.serve_and_refresh(key, entry, user, instance, up, Outcome::Outdated { ttl })
+                        self.serve_and_refresh(key, entry, user, instance, Outcome::Outdated { ttl })
                             .await,
                     )
                 } else {
@@ -350,10 +352,10 @@ impl WidgetCache {
     }
 
     /// Forced refresh: bypasses freshness, but joins a fetch already in flight.
-    pub async fn refresh(self: &Arc<Self>, user: &UserId, instance: &Instance, up: &Upstream) -> Lookup {
+    pub async fn refresh(self: &Arc<Self>, user: &UserId, instance: &Instance) -> Lookup {
         let key = user.tag().key(instance);
         let (cached, store_unavailable) = self.read(&key, instance).await;
-        let (flight, leader) = self.join_or_start(&key, user, instance, up, Start::Force);
+        let (flight, leader) = self.join_or_start(&key, user, instance, Start::Force);
         let result = self.wait(flight).await;
         self.settle(
             instance,
@@ -368,7 +370,7 @@ impl WidgetCache {
     /// the entry within grace, if any (`None`: a placeholder). Stale and
     /// outdated ones start their refresh, which the open page swaps in when
     /// it lands. One store round trip for all of them (MGET).
-    pub async fn peek_all(self: &Arc<Self>, user: &UserId, up: &Upstream) -> Vec<(Instance, Option<Lookup>)> {
+    pub async fn peek_all(self: &Arc<Self>, user: &UserId) -> Vec<(Instance, Option<Lookup>)> {
         let (instances, keys) = self.dashboard_keys(user);
         let (entries, store_unavailable) = self.read_many(&keys, &instances).await;
         let now = self.clock.now_ms();
@@ -376,7 +378,7 @@ impl WidgetCache {
         for ((instance, key), cached) in instances.into_iter().zip(&keys).zip(entries) {
             let lookup = match &cached {
                 Some(entry) => self
-                    .serve_cached(key, entry, now, user, &instance, up, Directives::inline())
+                    .serve_cached(key, entry, now, user, &instance, Directives::inline())
                     .await
                     .map(|outcome| {
                         self.lookup(&instance, cached.clone(), outcome, None, store_unavailable, now)
@@ -419,7 +421,7 @@ impl WidgetCache {
 
     /// Starts fetches of every widget of `user` that is not fresh, without
     /// waiting for them. Returns how many were started or joined.
-    pub async fn prewarm(self: &Arc<Self>, user: &UserId, up: &Upstream) -> usize {
+    pub async fn prewarm(self: &Arc<Self>, user: &UserId) -> usize {
         let reads = self.registry.all().iter().map(|w| {
             let instance = w.default_instance();
             let key = user.tag().key(&instance);
@@ -437,7 +439,7 @@ impl WidgetCache {
             {
                 continue;
             }
-            if self.start_background(&key, user, &instance, up, seen(cached.as_ref())) {
+            if self.start_background(&key, user, &instance, seen(cached.as_ref())) {
                 started += 1;
             }
         }
@@ -541,13 +543,12 @@ impl WidgetCache {
         entry: &Entry,
         user: &UserId,
         instance: &Instance,
-        up: &Upstream,
         served: Outcome,
     ) -> Outcome {
         if let Ok(LockState::Failed(status)) = self.store.lock_state(key).await {
             return Outcome::StaleIfError { status };
         }
-        self.start_background(key, user, instance, up, entry.fetched_at);
+        self.start_background(key, user, instance, entry.fetched_at);
         served
     }
 
@@ -593,7 +594,6 @@ impl WidgetCache {
         key: &CacheKey,
         user: &UserId,
         instance: &Instance,
-        up: &Upstream,
         seen: i64,
     ) -> bool {
         if self.fetches_in_flight() >= self.max_background {
@@ -605,7 +605,7 @@ impl WidgetCache {
             metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
             return false;
         }
-        self.join_or_start(key, user, instance, up, Start::Recheck(seen));
+        self.join_or_start(key, user, instance, Start::Recheck(seen));
         true
     }
 
@@ -616,7 +616,6 @@ impl WidgetCache {
         key: &CacheKey,
         user: &UserId,
         instance: &Instance,
-        up: &Upstream,
         start: Start,
     ) -> (Flight, bool) {
         let mut map = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
@@ -636,11 +635,10 @@ impl WidgetCache {
         };
         let user = user.clone();
         let instance = instance.clone();
-        let up = up.clone();
         actix_web::rt::spawn(self.tasks.track_future(async move {
             let result = guard
                 .cache
-                .fetch_and_store(&guard.key, &user, &instance, &up, start)
+                .fetch_and_store(&guard.key, &user, &instance, start)
                 .await;
             let outcome = match &result {
                 Ok(Fetched { remote: true, .. }) => "collapsed",
@@ -664,7 +662,6 @@ impl WidgetCache {
         key: &CacheKey,
         user: &UserId,
         instance: &Instance,
-        up: &Upstream,
         start: Start,
     ) -> FetchResult {
         // An entry of another definition of the widget is not data for us.
@@ -679,7 +676,7 @@ impl WidgetCache {
                 return Ok(Fetched { entry, remote: true });
             }
             Ok(entry) => entry.map_or(i64::MIN, |e| e.fetched_at),
-            Err(_) => return self.fetch_unlocked(key, user, instance, up, None).await,
+            Err(_) => return self.fetch_unlocked(key, user, instance, None).await,
         };
         let token = lock_token();
         let deadline = tokio::time::Instant::now() + self.wait_deadline;
@@ -690,9 +687,9 @@ impl WidgetCache {
                 .await
             {
                 Ok(LockState::Acquired) | Ok(LockState::Free) => {
-                    return self.fetch_unlocked(key, user, instance, up, Some(&token)).await;
+                    return self.fetch_unlocked(key, user, instance, Some(&token)).await;
                 }
-                Err(_) => return self.fetch_unlocked(key, user, instance, up, None).await,
+                Err(_) => return self.fetch_unlocked(key, user, instance, None).await,
                 Ok(LockState::Failed(status)) => return Err(self.recent_failure(key, status)),
                 Ok(LockState::Busy) => {}
             }
@@ -712,7 +709,7 @@ impl WidgetCache {
                 match self.store.get(key).await.map(judge) {
                     Ok(Some(entry)) if entry.fetched_at > seen => return Ok(Fetched { entry, remote: true }),
                     Ok(_) => {}
-                    Err(_) => return self.fetch_unlocked(key, user, instance, up, None).await,
+                    Err(_) => return self.fetch_unlocked(key, user, instance, None).await,
                 }
                 match self.store.lock_state(key).await {
                     Ok(LockState::Busy) => {}
@@ -724,7 +721,7 @@ impl WidgetCache {
                         }
                         _ => break,
                     },
-                    Err(_) => return self.fetch_unlocked(key, user, instance, up, None).await,
+                    Err(_) => return self.fetch_unlocked(key, user, instance, None).await,
                 }
                 tokio::select! {
                     _ = change => {}
@@ -741,7 +738,6 @@ impl WidgetCache {
         key: &CacheKey,
         user: &UserId,
         instance: &Instance,
-        up: &Upstream,
         token: Option<&str>,
     ) -> FetchResult {
         // Stamped before the call: data fetched across an invalidation is
@@ -749,7 +745,7 @@ impl WidgetCache {
         let generation = self.store.generations().get(instance.id().as_str()).current;
         let result = match self.upstream_slot().await {
             Ok(slot) => {
-                let result = up.fetch(user.as_str(), instance).await;
+                let result = self.fetcher.fetch(user.as_str(), instance).await;
                 drop(slot);
                 result
             }

@@ -12,7 +12,6 @@ use crate::cache::{Directives, Outcome};
 use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::session;
-use crate::upstream::Upstream;
 use crate::widget::WidgetId;
 
 /// The body of `GET /api/widgets/{id}` (SPEC §5).
@@ -39,7 +38,6 @@ pub async fn widget_json(
     id: web::Path<String>,
     session: Session,
     state: web::Data<AppState>,
-    upstream: web::Data<Upstream>,
 ) -> Result<HttpResponse, ApiError> {
     let instance = resolve(state.cache.registry(), &id, req.query_string())?;
     let user = session::current_user(&session).ok_or(ApiError::SignedOut)?;
@@ -48,10 +46,7 @@ pub async fn widget_json(
             .get_all(header::CACHE_CONTROL)
             .filter_map(|v| v.to_str().ok()),
     )?;
-    let lookup = state
-        .cache
-        .get_with(&user, &instance, &upstream, directives)
-        .await;
+    let lookup = state.cache.get_with(&user, &instance, directives).await;
     let widget = instance.id();
     tracing::info!(%widget, outcome = lookup.outcome.label(), "widget served");
     let status = cache_status(&lookup);

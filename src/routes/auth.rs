@@ -17,7 +17,6 @@ use super::AppState;
 use crate::defence::login_rate::LoginLimiter;
 use crate::error::{PageError, SignInError};
 use crate::session;
-use crate::upstream::Upstream;
 use crate::user::UserId;
 use crate::views;
 
@@ -93,7 +92,6 @@ pub async fn login(
     payload: web::Payload,
     session: Session,
     state: web::Data<AppState>,
-    upstream: web::Data<Upstream>,
     limiter: web::Data<LoginLimiter>,
 ) -> Result<HttpResponse, actix_web::Error> {
     // Every attempt counts, whatever its body.
@@ -128,7 +126,7 @@ pub async fn login(
     session::sign_in(&session, &user).map_err(|_| PageError::Session)?;
     if state.prewarm {
         // Registers the fetches (they run as tasks) and returns without waiting for them.
-        let started = state.cache.prewarm(&user, &upstream).await;
+        let started = state.cache.prewarm(&user).await;
         tracing::info!(started, "prewarm started");
     }
     Ok(see_other("/dashboard"))

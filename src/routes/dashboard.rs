@@ -8,7 +8,6 @@ use futures_util::future::join_all;
 use super::respond::{html, see_other};
 use super::AppState;
 use crate::session;
-use crate::upstream::Upstream;
 use crate::views;
 
 /// `?wait=1`: the no-JavaScript variant.
@@ -25,7 +24,6 @@ pub async fn dashboard(
     query: web::Query<DashboardQuery>,
     session: Session,
     state: web::Data<AppState>,
-    upstream: web::Data<Upstream>,
 ) -> HttpResponse {
     let Some(user) = session::current_user(&session) else {
         return see_other("/login");
@@ -39,14 +37,14 @@ pub async fn dashboard(
             .iter()
             .map(|w| w.default_instance())
             .collect();
-        let lookups = join_all(instances.iter().map(|i| state.cache.get(&user, i, &upstream))).await;
+        let lookups = join_all(instances.iter().map(|i| state.cache.get(&user, i))).await;
         let cards: Vec<_> = lookups.iter().map(views::widget_card).collect();
         return html(StatusCode::OK, views::dashboard_page(&user, &cards, None, false));
     }
     // Every widget in one store round trip.
     let cards: Vec<_> = state
         .cache
-        .peek_all(&user, &upstream)
+        .peek_all(&user)
         .await
         .into_iter()
         .map(|(instance, lookup)| match lookup {

@@ -24,7 +24,6 @@ use super::AppState;
 use crate::cache::RefreshedAhead;
 use crate::error::PageError;
 use crate::session;
-use crate::upstream::Upstream;
 use crate::views;
 
 /// How long one poll is held open when nothing changes.
@@ -42,7 +41,6 @@ pub async fn updates(
     query: web::Query<UpdatesQuery>,
     session: Session,
     state: web::Data<AppState>,
-    upstream: web::Data<Upstream>,
 ) -> Result<HttpResponse, PageError> {
     let user = session::current_user(&session).ok_or(PageError::SignedOut)?;
     let _open = state.cache.open_page();
@@ -58,10 +56,7 @@ pub async fn updates(
         change.as_mut().enable();
         // The user's widgets, in one store round trip: what changed, or
         // (refreshing what turned stale) when to look again.
-        let poll = state
-            .cache
-            .poll_page(&user, since, &upstream, &mut refreshed)
-            .await;
+        let poll = state.cache.poll_page(&user, since, &mut refreshed).await;
         if !poll.changed.is_empty() {
             break poll.changed;
         }

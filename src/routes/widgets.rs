@@ -9,7 +9,6 @@ use crate::cache::status::{cache_status, HEADER};
 use crate::cache::Lookup;
 use crate::error::PageError;
 use crate::session;
-use crate::upstream::Upstream;
 use crate::user::UserId;
 use crate::views;
 use crate::widget::params::ParamError;
@@ -58,10 +57,9 @@ pub async fn widget_fragment(
     id: web::Path<String>,
     session: Session,
     state: web::Data<AppState>,
-    upstream: web::Data<Upstream>,
 ) -> Result<HttpResponse, PageError> {
     let (instance, user) = instance_and_user(&req, &id, &session, &state)?;
-    let lookup = state.cache.get(&user, &instance, &upstream).await;
+    let lookup = state.cache.get(&user, &instance).await;
     Ok(fragment(&lookup))
 }
 
@@ -72,10 +70,9 @@ pub async fn refresh(
     id: web::Path<String>,
     session: Session,
     state: web::Data<AppState>,
-    upstream: web::Data<Upstream>,
 ) -> Result<HttpResponse, PageError> {
     let (instance, user) = instance_and_user(&req, &id, &session, &state)?;
-    let lookup = state.cache.refresh(&user, &instance, &upstream).await;
+    let lookup = state.cache.refresh(&user, &instance).await;
     Ok(fragment(&lookup))
 }
 

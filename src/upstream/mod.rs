@@ -134,6 +134,56 @@ impl UpstreamSettings {
     }
 }
 
+/// Where the cache gets a widget's data: the widgets API in production, a
+/// fake in the cache core's unit tests. `Send + Sync`, so the one cache that
+/// holds it is shared by every worker; the future it returns need not be
+/// `Send` (awc's client lives on one thread, and fetches run as local tasks).
+#[async_trait::async_trait(?Send)]
+pub trait Fetch: Send + Sync + 'static {
+    /// Fetches one widget instance of one user.
+    async fn fetch(&self, user: &str, instance: &Instance) -> Result<Box<RawValue>, FetchError>;
+}
+
+/// The widgets API over awc. awc's client is not `Send`, so each thread that
+/// fetches gets its own [`Upstream`], built from the shared settings on its
+/// first call and kept for the thread's life (a worker's).
+pub struct HttpFetcher {
+    settings: Arc<UpstreamSettings>,
+}
+
+impl HttpFetcher {
+    /// A fetcher of the API `settings` describe.
+    pub fn new(settings: Arc<UpstreamSettings>) -> Self {
+        Self { settings }
+    }
+
+    /// This thread's client of our API (several apps may share a thread in tests).
+    fn client(&self) -> Upstream {
+        thread_local! {
+            static CLIENTS: RefCell<Vec<Upstream>> = const { RefCell::new(Vec::new()) };
+        }
+        CLIENTS.with(|clients| {
+            let mut clients = clients.borrow_mut();
+            if let Some(up) = clients
+                .iter()
+                .find(|up| Arc::ptr_eq(&up.settings, &self.settings))
+            {
+                return up.clone();
+            }
+            let up = Upstream::new(Arc::clone(&self.settings));
+            clients.push(up.clone());
+            up
+        })
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Fetch for HttpFetcher {
+    async fn fetch(&self, user: &str, instance: &Instance) -> Result<Box<RawValue>, FetchError> {
+        self.client().fetch(user, instance).await
+    }
+}
+
 /// This worker's awc client and when it was last used.
 struct Slot {
     client: awc::Client,

@@ -10,6 +10,7 @@ pub mod near;
 pub mod redis;
 pub mod sharded;
 pub mod sqlite;
+pub mod stack;
 
 use std::sync::Arc;
 use std::time::Duration;

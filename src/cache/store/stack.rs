@@ -1,0 +1,94 @@
+//! The store stack as the settings ask for it: Redis or Redis Cluster (behind
+//! the breaker, with the L1 and the change feed), SQLite on disk, or memory.
+//! Start-up code: errors are `anyhow`, with the flag they come from.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::breaker::Breaker;
+use super::memory::MemoryStore;
+use super::near::NearCache;
+use super::redis::{self, RedisStore};
+use super::sqlite::SqliteStore;
+use super::Store;
+use crate::config::Settings;
+
+/// How long a failing store is skipped before it is tried again.
+pub const STORE_COOL_DOWN: Duration = Duration::from_millis(500);
+
+/// What the cache and the webhook's replay guard are built on.
+pub struct StoreStack {
+    /// The outermost layer, which the cache reads and writes.
+    pub store: Arc<NearCache>,
+    /// The shared Redis, when there is one (the replay guard keeps its record there).
+    pub redis: Option<RedisStore>,
+}
+
+/// Builds the store stack of `settings`. With Redis down it still builds
+/// (fail-open: the breaker skips it until it answers).
+pub async fn from_settings(settings: &Settings) -> anyhow::Result<StoreStack> {
+    anyhow::ensure!(
+        settings.data_dir.is_none() || (settings.redis_url.is_none() && settings.redis_cluster.is_none()),
+        "--data-dir keeps one instance's cache on disk; with Redis, Redis is the store: use one or the other"
+    );
+    let ca = match &settings.redis_ca {
+        Some(path) => Some(crate::tls::pem_bundle(path).context("--redis-ca")?),
+        None => None,
+    };
+    if let Some(nodes) = &settings.redis_cluster {
+        let urls: Vec<String> = nodes
+            .split(',')
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        anyhow::ensure!(!urls.is_empty(), "--redis-cluster needs at least one node URL");
+        // The change feed: sharded pub/sub on its own RESP3 connection.
+        let (client, pushes) =
+            redis::cluster_push_client(urls.clone(), ca.as_deref()).context("configuring Redis Cluster")?;
+        let cluster = RedisStore::cluster_with_ca(urls, ca.as_deref(), settings.store_timeout)
+            .context("configuring Redis Cluster")?;
+        let near = shared(cluster.clone(), settings).await;
+        near.start_sharded_feed(client, pushes);
+        return Ok(StoreStack {
+            store: near,
+            redis: Some(cluster),
+        });
+    }
+    if let Some(url) = &settings.redis_url {
+        let redis =
+            RedisStore::with_ca(url, ca.as_deref(), settings.store_timeout).context("configuring Redis")?;
+        let subscriber = redis::client(url, ca.as_deref()).context("configuring Redis")?;
+        let near = shared(redis.clone(), settings).await;
+        near.spawn_subscriber(subscriber);
+        return Ok(StoreStack {
+            store: near,
+            redis: Some(redis),
+        });
+    }
+    // One process: no L1 in front of it (it is in-process or on local disk),
+    // but the change feed still drives live refresh.
+    let local: Arc<dyn Store> = match settings.data_dir.as_deref() {
+        // On disk, behind the breaker like Redis: a failing disk fails open.
+        Some(dir) => {
+            let sqlite = SqliteStore::open(dir, settings.memory_capacity)
+                .with_context(|| format!("--data-dir {}", dir.display()))?;
+            sqlite.spawn_purger();
+            tracing::info!(path = %sqlite.path().display(), "cache kept on disk");
+            Arc::new(Breaker::new(Arc::new(sqlite), STORE_COOL_DOWN))
+        }
+        None => Arc::new(MemoryStore::bounded(settings.memory_capacity)),
+    };
+    Ok(StoreStack {
+        store: NearCache::new(local, Duration::ZERO, 0, None),
+        redis: None,
+    })
+}
+
+/// Redis (one server or a cluster) behind the breaker, with the L1 in front.
+async fn shared(redis: RedisStore, settings: &Settings) -> Arc<NearCache> {
+    redis.warm_up().await;
+    let guarded: Arc<dyn Store> = Arc::new(Breaker::new(Arc::new(redis.clone()), STORE_COOL_DOWN));
+    NearCache::new(guarded, settings.l1_ttl, settings.l1_capacity, Some(redis))
+}
