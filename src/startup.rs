@@ -3,6 +3,7 @@
 //! [`Application::build`] binds its listener before returning, so with
 //! `--bind 127.0.0.1:0` a test learns the port and can talk to it at once.
 
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,7 +111,7 @@ impl Application {
         .context("upstream headers")?;
         let fetcher = Arc::new(HttpFetcher::new(Arc::new(upstream)));
 
-        let stack = crate::cache::store_from_settings(&settings).await?;
+        let stack = crate::cache::store_from_settings(&settings, Arc::clone(&clock)).await?;
         // The webhook's "seen once" record: in the shared Redis when there is one.
         let replay_guard = web::Data::new(match stack.redis {
             Some(redis) => ReplayGuard::redis(redis, routes::invalidate::REPLAY_WINDOW),
@@ -206,15 +207,21 @@ impl Application {
         &self.upstream_url
     }
 
-    /// Runs until the server stops. SIGTERM or SIGINT stop it gracefully:
-    /// no new connections are accepted, background refreshes get up to
-    /// [`REFRESH_DRAIN`] to land, then in-flight requests finish (up to
-    /// [`SHUTDOWN_TIMEOUT_SECS`]).
+    /// Runs until SIGTERM or SIGINT, then stops gracefully (see [`Application::run_until`]).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Runs until `shutdown` resolves, then stops gracefully: no new
+    /// connections are accepted, background refreshes get up to
+    /// [`REFRESH_DRAIN`] to land, then in-flight requests finish (up to
+    /// [`SHUTDOWN_TIMEOUT_SECS`]). Tests pass a future of their own, to stop
+    /// a server in-process as SIGTERM would.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let handle = self.server.handle();
         let cache = Arc::clone(&self.cache);
-        let on_signal = tokio::spawn(async move {
-            shutdown_signal().await;
+        let on_shutdown = tokio::spawn(async move {
+            shutdown.await;
             tracing::info!("shutting down: draining background refreshes and in-flight requests");
             handle.pause().await;
             if !cache.wait_idle(REFRESH_DRAIN).await {
@@ -226,7 +233,7 @@ impl Application {
             handle.stop(true).await;
         });
         let result = self.server.await;
-        on_signal.abort();
+        on_shutdown.abort();
         if let Some(mock) = self.mock {
             mock.stop().await;
         }

@@ -1,6 +1,8 @@
 //! The per-user widget cache: entries and their policy, keys, the store
 //! backends and the single-flight service that ties them to the upstream.
 
+#[cfg(test)]
+mod core_tests;
 pub mod directives;
 pub mod entry;
 pub mod generations;

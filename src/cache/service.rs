@@ -87,7 +87,8 @@ pub struct WidgetCache {
     /// The last fetch error of each key, for as long as its backoff lasts,
     /// so an error card says why ("TLS failed: unknown issuer"), not only
     /// that the key is in backoff.
-    last_errors: moka::sync::Cache<CacheKey, Arc<str>>,
+    /// Each with when it ends by the cache's clock.
+    last_errors: moka::sync::Cache<CacheKey, (Arc<str>, i64)>,
     /// Every fetch task, so that shutdown can wait for them to land.
     tasks: TaskTracker,
     /// Pages with a live connection on this instance (see `cache::live`).
@@ -678,7 +679,7 @@ impl WidgetCache {
             Ok(entry) => entry.map_or(i64::MIN, |e| e.fetched_at),
             Err(_) => return self.fetch_unlocked(key, user, instance, None).await,
         };
-        let token = lock_token();
+        let token = lock_token(self.clock.now_ms());
         let deadline = tokio::time::Instant::now() + self.wait_deadline;
         loop {
             match self
@@ -768,7 +769,9 @@ impl WidgetCache {
             }
         }
         if let Err(e) = &result {
-            self.last_errors.insert(key.clone(), Arc::from(e.to_string()));
+            let until = now.saturating_add(self.failure_backoff.as_millis() as i64);
+            self.last_errors
+                .insert(key.clone(), (Arc::from(e.to_string()), until));
         }
         if let Some(token) = token {
             let failed = result.as_ref().err().map(|e| (e.status(), self.failure_backoff));
@@ -782,7 +785,9 @@ impl WidgetCache {
     /// The error of a key in failure backoff, with the cause this instance
     /// saw (another instance's failure has only its status).
     fn recent_failure(&self, key: &CacheKey, status: u16) -> FetchError {
-        FetchError::RecentFailure(status, self.last_errors.get(key))
+        let now = self.clock.now_ms();
+        let cause = self.last_errors.get(key).filter(|(_, until)| now < *until);
+        FetchError::RecentFailure(status, cause.map(|(cause, _)| cause))
     }
 
     /// A slot for one upstream call. At the cap (`--max-upstream-calls`),
@@ -900,13 +905,13 @@ impl Drop for InflightGuard {
 }
 
 /// A token unique to one fetch in the fleet: pid, a counter and the time.
-fn lock_token() -> String {
+fn lock_token(now: i64) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     format!(
         "{}-{}-{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed),
-        crate::clock::system_now_ms()
+        now
     )
 }

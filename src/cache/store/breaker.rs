@@ -16,13 +16,15 @@ use async_trait::async_trait;
 use super::{LockState, Store, StoreError};
 use crate::cache::entry::Entry;
 use crate::cache::key::CacheKey;
-use crate::clock::system_now_ms;
+use crate::clock::Clock;
 
 /// A store wrapped with a circuit breaker.
 pub struct Breaker {
     inner: Arc<dyn Store>,
     cool_down: Duration,
-    /// Real time (ms) until which the store is skipped.
+    /// What the cool-down is timed by (the cache's clock).
+    clock: Arc<dyn Clock>,
+    /// Time (ms, by `clock`) until which the store is skipped.
     open_until: AtomicI64,
     /// Failures since the last success.
     consecutive: AtomicU32,
@@ -33,11 +35,12 @@ pub struct Breaker {
 const THRESHOLD: u32 = 3;
 
 impl Breaker {
-    /// Wraps `inner`; after a failure it is skipped for `cool_down`.
-    pub fn new(inner: Arc<dyn Store>, cool_down: Duration) -> Self {
+    /// Wraps `inner`; after a few failures it is skipped for `cool_down`, by `clock`.
+    pub fn new(inner: Arc<dyn Store>, cool_down: Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
             inner,
             cool_down,
+            clock,
             open_until: AtomicI64::new(0),
             consecutive: AtomicU32::new(0),
         }
@@ -45,7 +48,7 @@ impl Breaker {
 
     /// Whether the store is currently skipped.
     pub fn is_open(&self) -> bool {
-        system_now_ms() < self.open_until.load(Ordering::Relaxed)
+        self.clock.now_ms() < self.open_until.load(Ordering::Relaxed)
     }
 
     async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -64,8 +67,8 @@ impl Breaker {
             if self.consecutive.fetch_add(1, Ordering::Relaxed) + 1 < THRESHOLD {
                 return result;
             }
-            let until = system_now_ms() + self.cool_down.as_millis() as i64;
-            if self.open_until.swap(until, Ordering::Relaxed) < system_now_ms() {
+            let until = self.clock.now_ms() + self.cool_down.as_millis() as i64;
+            if self.open_until.swap(until, Ordering::Relaxed) < self.clock.now_ms() {
                 tracing::warn!(error = %e, store = self.inner.kind(), "store failing; skipping it for a moment");
             }
         }

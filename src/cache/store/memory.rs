@@ -12,6 +12,7 @@ use moka::Expiry;
 use super::{LockState, Store, StoreError, Usage};
 use crate::cache::entry::Entry;
 use crate::cache::key::CacheKey;
+use crate::clock::{Clock, Millis, SystemClock};
 use crate::config::Capacity;
 
 #[derive(Clone)]
@@ -47,11 +48,14 @@ impl Expiry<CacheKey, Stored> for PerEntryTtl {
     }
 }
 
-/// A failure marker and how long it lasts.
+/// A failure marker and how long it lasts. moka drops it after `ttl` of
+/// real time; `until` is when it ends by the store's clock, which decides
+/// (a mock clock in tests ends a backoff without sleeping).
 #[derive(Clone)]
 struct Failure {
     status: u16,
     ttl: Duration,
+    until: Millis,
 }
 
 struct FailureTtl;
@@ -74,6 +78,8 @@ pub struct MemoryStore {
     failures: Cache<CacheKey, Failure>,
     /// Bytes of the entries held (added on insert, taken off on removal).
     bytes: Arc<AtomicU64>,
+    /// What failure backoffs are timed by.
+    clock: Arc<dyn Clock>,
 }
 
 impl MemoryStore {
@@ -113,7 +119,20 @@ impl MemoryStore {
                 .expire_after(FailureTtl)
                 .build(),
             bytes,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Times failure backoffs by `clock` (the cache's own).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The failure marker of `key`, if its backoff lasts.
+    async fn failure(&self, key: &CacheKey) -> Option<Failure> {
+        let now = self.clock.now_ms();
+        self.failures.get(key).await.filter(|f| now < f.until)
     }
 
     /// Number of entries (approximate, for tests and metrics).
@@ -163,7 +182,7 @@ impl Store for MemoryStore {
         _: Duration,
         force: bool,
     ) -> Result<LockState, StoreError> {
-        match self.failures.get(key).await {
+        match self.failure(key).await {
             Some(f) if !force => Ok(LockState::Failed(f.status)),
             _ => Ok(LockState::Acquired),
         }
@@ -176,14 +195,18 @@ impl Store for MemoryStore {
         failed: Option<(u16, Duration)>,
     ) -> Result<(), StoreError> {
         match failed {
-            Some((status, ttl)) => self.failures.insert(key.clone(), Failure { status, ttl }).await,
+            Some((status, ttl)) => {
+                let until = self.clock.now_ms().saturating_add(ttl.as_millis() as Millis);
+                let failure = Failure { status, ttl, until };
+                self.failures.insert(key.clone(), failure).await
+            }
             None => self.failures.invalidate(key).await,
         }
         Ok(())
     }
 
     async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
-        Ok(match self.failures.get(key).await {
+        Ok(match self.failure(key).await {
             Some(f) => LockState::Failed(f.status),
             None => LockState::Free,
         })

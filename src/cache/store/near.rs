@@ -31,16 +31,29 @@ use super::{LockState, Store, StoreError};
 use crate::cache::entry::Entry;
 use crate::cache::generations::{Gen, Generations, Kind};
 use crate::cache::key::CacheKey;
+use crate::clock::{Clock, Millis};
 
 /// The pub/sub channel of entry changes.
 pub const CHANNEL: &str = "percache:v1:changes";
 /// Announcements of a widget invalidated for all users: `gen:<widget id>`.
 const GENERATION_PREFIX: &str = "gen:";
 
+/// An entry in the L1 and when it leaves it by the cache's clock (moka
+/// drops it after `--l1-ttl` of real time too, to free the memory).
+#[derive(Clone)]
+struct Near {
+    entry: Arc<Entry>,
+    until: Millis,
+}
+
 /// L1 + change feed over another store.
 pub struct NearCache {
     inner: Arc<dyn Store>,
-    l1: Option<Cache<CacheKey, Arc<Entry>>>,
+    l1: Option<Cache<CacheKey, Near>>,
+    /// How long an entry stays in the L1.
+    l1_ttl: Duration,
+    /// What the L1's ttl is timed by.
+    clock: Arc<dyn Clock>,
     feed: Arc<ChangeFeed>,
     /// Where to announce changes to other instances (Redis backends only).
     publisher: Option<RedisStore>,
@@ -66,6 +79,7 @@ impl NearCache {
         l1_ttl: Duration,
         l1_capacity: u64,
         publisher: Option<RedisStore>,
+        clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
         let l1 = (!l1_ttl.is_zero()).then(|| {
             Cache::builder()
@@ -73,10 +87,12 @@ impl NearCache {
                 .time_to_live(l1_ttl)
                 .build()
         });
-        let instance = format!("{}-{}", std::process::id(), crate::clock::system_now_ms());
+        let instance = format!("{}-{}", std::process::id(), clock.now_ms());
         Arc::new(Self {
             inner,
             l1,
+            l1_ttl,
+            clock,
             feed: ChangeFeed::new(),
             publisher,
             instance,
@@ -127,6 +143,22 @@ impl NearCache {
                 Err(e) => tracing::debug!(error = %e, widget, "could not load a widget's generation"),
             }
         }
+    }
+
+    /// `key`'s entry in the L1, if it is there and its time there lasts.
+    async fn l1_get(&self, l1: &Cache<CacheKey, Near>, key: &CacheKey) -> Option<Arc<Entry>> {
+        let now = self.clock.now_ms();
+        l1.get(key).await.filter(|n| now < n.until).map(|n| n.entry)
+    }
+
+    /// Keeps `entry` in the L1 for `--l1-ttl` and follows its user's changes.
+    async fn l1_put(&self, l1: &Cache<CacheKey, Near>, key: &CacheKey, entry: Arc<Entry>) {
+        let until = self
+            .clock
+            .now_ms()
+            .saturating_add(self.l1_ttl.as_millis() as Millis);
+        l1.insert(key.clone(), Near { entry, until }).await;
+        self.follow_soon(key);
     }
 
     /// Applies a change announced by another instance: evict, then notify.
@@ -265,7 +297,7 @@ async fn subscribe(client: &redis::Client) -> redis::RedisResult<redis::aio::Pub
 impl Store for NearCache {
     async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError> {
         if let Some(l1) = &self.l1 {
-            if let Some(entry) = l1.get(key).await {
+            if let Some(entry) = self.l1_get(l1, key).await {
                 return Ok(Some(entry));
             }
         }
@@ -273,8 +305,7 @@ impl Store for NearCache {
         let entry = self.inner.get(key).await?;
         if let (Some(l1), Some(entry)) = (&self.l1, &entry) {
             if self.generation.load(Ordering::SeqCst) == generation {
-                l1.insert(key.clone(), Arc::clone(entry)).await;
-                self.follow_soon(key);
+                self.l1_put(l1, key, Arc::clone(entry)).await;
             }
         }
         Ok(entry)
@@ -284,7 +315,7 @@ impl Store for NearCache {
         let mut out: Vec<Option<Arc<Entry>>> = Vec::with_capacity(keys.len());
         if let Some(l1) = &self.l1 {
             for key in keys {
-                out.push(l1.get(key).await);
+                out.push(self.l1_get(l1, key).await);
             }
         } else {
             out.resize(keys.len(), None);
@@ -307,8 +338,7 @@ impl Store for NearCache {
             }
             let entry = fetched.next().flatten();
             if let (Some(l1), Some(e), true) = (&self.l1, &entry, keep) {
-                l1.insert(key.clone(), Arc::clone(e)).await;
-                self.follow_soon(key);
+                self.l1_put(l1, key, Arc::clone(e)).await;
             }
             *slot = entry;
         }
@@ -320,8 +350,7 @@ impl Store for NearCache {
         // instance can read the same entry.
         let result = self.inner.put(key, Arc::clone(&entry), ttl).await;
         if let Some(l1) = &self.l1 {
-            l1.insert(key.clone(), entry).await;
-            self.follow_soon(key);
+            self.l1_put(l1, key, entry).await;
         }
         // Other instances can only have seen the new value if it reached Redis.
         self.announce(key, result.is_ok()).await;

@@ -13,6 +13,7 @@ use super::near::NearCache;
 use super::redis::{self, RedisStore};
 use super::sqlite::SqliteStore;
 use super::Store;
+use crate::clock::Clock;
 use crate::config::Settings;
 
 /// How long a failing store is skipped before it is tried again.
@@ -28,7 +29,7 @@ pub struct StoreStack {
 
 /// Builds the store stack of `settings`. With Redis down it still builds
 /// (fail-open: the breaker skips it until it answers).
-pub async fn from_settings(settings: &Settings) -> anyhow::Result<StoreStack> {
+pub async fn from_settings(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<StoreStack> {
     anyhow::ensure!(
         settings.data_dir.is_none() || (settings.redis_url.is_none() && settings.redis_cluster.is_none()),
         "--data-dir keeps one instance's cache on disk; with Redis, Redis is the store: use one or the other"
@@ -49,7 +50,7 @@ pub async fn from_settings(settings: &Settings) -> anyhow::Result<StoreStack> {
             redis::cluster_push_client(urls.clone(), ca.as_deref()).context("configuring Redis Cluster")?;
         let cluster = RedisStore::cluster_with_ca(urls, ca.as_deref(), settings.store_timeout)
             .context("configuring Redis Cluster")?;
-        let near = shared(cluster.clone(), settings).await;
+        let near = shared(cluster.clone(), settings, clock).await;
         near.start_sharded_feed(client, pushes);
         return Ok(StoreStack {
             store: near,
@@ -60,7 +61,7 @@ pub async fn from_settings(settings: &Settings) -> anyhow::Result<StoreStack> {
         let redis =
             RedisStore::with_ca(url, ca.as_deref(), settings.store_timeout).context("configuring Redis")?;
         let subscriber = redis::client(url, ca.as_deref()).context("configuring Redis")?;
-        let near = shared(redis.clone(), settings).await;
+        let near = shared(redis.clone(), settings, clock).await;
         near.spawn_subscriber(subscriber);
         return Ok(StoreStack {
             store: near,
@@ -76,19 +77,27 @@ pub async fn from_settings(settings: &Settings) -> anyhow::Result<StoreStack> {
                 .with_context(|| format!("--data-dir {}", dir.display()))?;
             sqlite.spawn_purger();
             tracing::info!(path = %sqlite.path().display(), "cache kept on disk");
-            Arc::new(Breaker::new(Arc::new(sqlite), STORE_COOL_DOWN))
+            Arc::new(Breaker::new(
+                Arc::new(sqlite),
+                STORE_COOL_DOWN,
+                Arc::clone(&clock),
+            ))
         }
-        None => Arc::new(MemoryStore::bounded(settings.memory_capacity)),
+        None => Arc::new(MemoryStore::bounded(settings.memory_capacity).with_clock(Arc::clone(&clock))),
     };
     Ok(StoreStack {
-        store: NearCache::new(local, Duration::ZERO, 0, None),
+        store: NearCache::new(local, Duration::ZERO, 0, None, clock),
         redis: None,
     })
 }
 
 /// Redis (one server or a cluster) behind the breaker, with the L1 in front.
-async fn shared(redis: RedisStore, settings: &Settings) -> Arc<NearCache> {
+async fn shared(redis: RedisStore, settings: &Settings, clock: Arc<dyn Clock>) -> Arc<NearCache> {
     redis.warm_up().await;
-    let guarded: Arc<dyn Store> = Arc::new(Breaker::new(Arc::new(redis.clone()), STORE_COOL_DOWN));
-    NearCache::new(guarded, settings.l1_ttl, settings.l1_capacity, Some(redis))
+    let guarded: Arc<dyn Store> = Arc::new(Breaker::new(
+        Arc::new(redis.clone()),
+        STORE_COOL_DOWN,
+        Arc::clone(&clock),
+    ));
+    NearCache::new(guarded, settings.l1_ttl, settings.l1_capacity, Some(redis), clock)
 }
