@@ -5,7 +5,9 @@
 mod core_tests;
 pub mod directives;
 pub mod entry;
+pub mod flight;
 pub mod generations;
+pub mod invalidation;
 pub mod key;
 pub mod live;
 pub mod outcome;

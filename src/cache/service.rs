@@ -1,111 +1,67 @@
-//! The cache proper: policy decisions and single flight over a [`Store`].
+//! The cache's read policy over a [`Store`]: fresh → hit; stale → served at
+//! once plus one background refresh; past ttl → the fetch, waited for at most
+//! `--soft-timeout`; request directives (RFC 9111); stale-if-error.
 //!
-//! For one (user, widget) at most one upstream fetch runs in this process at
-//! a time. The first request that needs data becomes the leader: it registers
-//! a `watch` channel in the in-flight map and spawns the fetch as a task on
-//! its worker (so the fetch finishes even if the client goes away, and
-//! prewarm needs no client at all). Everyone else who needs the same key
-//! joins that channel. The leader stores the entry *before* it publishes the
-//! result and leaves the map, and a new leader re-reads the store before
-//! calling the upstream, so a request that read "miss" just before a fetch
-//! landed does not fetch a second time.
+//! How a fetch runs (single flight, the fleet lock) is `cache::flight`;
+//! invalidation is `cache::invalidation`; open pages are `cache::live`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::cache::directives::Directives;
 use crate::cache::entry::{Entry, Freshness};
-use crate::cache::generations::{Kind, Verdict};
+use crate::cache::generations::Verdict;
 use crate::cache::key::CacheKey;
-use crate::cache::policy::{store_ttl, CachePolicy};
+use crate::cache::policy::CachePolicy;
 use crate::cache::store::feed::Watch;
 use crate::cache::store::near::NearCache;
-use crate::cache::store::{LockState, Store, StoreError};
+use crate::cache::store::{LockState, Store};
 use crate::clock::Clock;
 use crate::upstream::{Fetch, FetchError};
 use crate::user::UserId;
-use crate::widget::{Instance, Registry, Widget};
+use crate::widget::{Instance, Registry};
 
+pub use super::invalidation::{GENERATION_RELOAD, MAX_INSTANCES_INVALIDATED};
 pub use super::outcome::{Lookup, Outcome};
-
-/// A fetch's result as handed to every waiter.
-#[derive(Debug, Clone)]
-struct Fetched {
-    entry: Arc<Entry>,
-    /// The data came from another fetch (another instance's, or one that had
-    /// just landed), not from this task's upstream call.
-    remote: bool,
-}
-
-type FetchResult = Result<Fetched, FetchError>;
-
-/// What a new fetch does before calling the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Start {
-    /// Re-read the store and use a fresh entry newer than the one the caller
-    /// saw (its `fetched_at`; `i64::MIN` for none): a fetch may have landed
-    /// since. Respects a failure backoff.
-    Recheck(i64),
-    /// Fetch regardless (a forced refresh); may take over a failure backoff.
-    Force,
-}
-
-/// The `fetched_at` of an entry the caller saw, for [`Start::Recheck`].
-fn seen(entry: Option<&Arc<Entry>>) -> i64 {
-    entry.map_or(i64::MIN, |e| e.fetched_at)
-}
-type Flight = watch::Receiver<Option<FetchResult>>;
+use super::flight::{seen, FetchResult, Fetched, Flight, Start};
 
 /// The per-user widget cache shared by all workers.
 pub struct WidgetCache {
-    store: Arc<NearCache>,
+    pub(super) store: Arc<NearCache>,
     /// Where data comes from (the widgets API; a fake in unit tests).
-    fetcher: Arc<dyn Fetch>,
-    registry: Arc<Registry>,
-    policy: CachePolicy,
-    clock: Arc<dyn Clock>,
+    pub(super) fetcher: Arc<dyn Fetch>,
+    pub(super) registry: Arc<Registry>,
+    pub(super) policy: CachePolicy,
+    pub(super) clock: Arc<dyn Clock>,
     /// How long a request waits for a fetch in flight.
-    wait_deadline: Duration,
+    pub(super) wait_deadline: Duration,
     /// How long the fleet-wide fetch lock lives if its owner dies.
-    lock_ttl: Duration,
+    pub(super) lock_ttl: Duration,
     /// How long a key is not fetched again after a failed fetch.
-    failure_backoff: Duration,
+    pub(super) failure_backoff: Duration,
     /// Most fetches in flight at which background ones still start.
-    max_background: usize,
+    pub(super) max_background: usize,
     /// Past ttl, how long a request waits before the old entry is served.
-    soft_timeout: Duration,
+    pub(super) soft_timeout: Duration,
     /// Slots for upstream calls in flight (`--max-upstream-calls`).
-    upstream_slots: Arc<tokio::sync::Semaphore>,
+    pub(super) upstream_slots: Arc<tokio::sync::Semaphore>,
     /// Fraction of the fresh window after which a read refreshes eagerly (0: off).
-    eager: f64,
-    inflight: Mutex<HashMap<CacheKey, Flight>>,
+    pub(super) eager: f64,
+    pub(super) inflight: Mutex<HashMap<CacheKey, Flight>>,
     /// The last fetch error of each key, for as long as its backoff lasts,
     /// so an error card says why ("TLS failed: unknown issuer"), not only
     /// that the key is in backoff.
     /// Each with when it ends by the cache's clock.
-    last_errors: moka::sync::Cache<CacheKey, (Arc<str>, i64)>,
+    pub(super) last_errors: moka::sync::Cache<CacheKey, (Arc<str>, i64)>,
     /// Every fetch task, so that shutdown can wait for them to land.
-    tasks: TaskTracker,
+    pub(super) tasks: TaskTracker,
     /// Pages with a live connection on this instance (see `cache::live`).
     pub(crate) open_pages: std::sync::atomic::AtomicUsize,
 }
-
-/// Most parameter combinations of one widget that an invalidation deletes.
-/// Parameters are enumerations, so this covers every real widget; a file
-/// with more combinations than this has its rarest ones expire by ttl.
-pub const MAX_INSTANCES_INVALIDATED: usize = 256;
-
-/// How often a request waiting on another instance's fetch looks at the
-/// store when no change announcement arrives (a lost message).
-const FLEET_WAIT_FALLBACK: Duration = Duration::from_millis(250);
-
-/// How often every widget's invalidation generation is reloaded from Redis.
-pub const GENERATION_RELOAD: Duration = Duration::from_secs(5);
 
 /// Default `--max-upstream-calls`.
 pub const DEFAULT_MAX_UPSTREAM_CALLS: usize = 256;
@@ -299,7 +255,7 @@ impl WidgetCache {
     /// it be served; starts the refresh it calls for (eager, stale or
     /// outdated) unless the request forbids upstream calls.
     #[allow(clippy::too_many_arguments)]
-    async fn serve_cached(
+    pub(super) async fn serve_cached(
         self: &Arc<Self>,
         key: &CacheKey,
         entry: &Entry,
@@ -344,7 +300,7 @@ impl WidgetCache {
     }
 
     /// Whether a fresh entry is late enough in its window to refresh eagerly.
-    fn eager_due(&self, entry: &Entry, now: i64) -> bool {
+    pub(super) fn eager_due(&self, entry: &Entry, now: i64) -> bool {
         if self.eager <= 0.0 {
             return false;
         }
@@ -448,97 +404,11 @@ impl WidgetCache {
         started
     }
 
-    /// Number of fetches in flight in this process.
-    pub fn fetches_in_flight(&self) -> usize {
-        self.inflight.lock().unwrap_or_else(PoisonError::into_inner).len()
-    }
-
-    /// Waits until every fetch task has ended, at most `bound` (graceful
-    /// shutdown). Fetches started meanwhile are waited for too.
-    pub async fn wait_idle(&self, bound: Duration) -> bool {
-        self.tasks.close();
-        let done = tokio::time::timeout(bound, self.tasks.wait()).await.is_ok();
-        // Still usable if the server keeps running (tests stop and go on).
-        self.tasks.reopen();
-        done
-    }
-
-    /// Deletes a user's entries for `widgets`, every parameter combination
-    /// of each (the invalidation webhook).
-    pub async fn invalidate(
-        &self,
-        user: &UserId,
-        widgets: &[Arc<Widget>],
-        kind: Kind,
-    ) -> Result<(), StoreError> {
-        let keys: Vec<CacheKey> = widgets
-            .iter()
-            .flat_map(|w| w.instances(MAX_INSTANCES_INVALIDATED))
-            .map(|i| user.tag().key(&i))
-            .collect();
-        match kind {
-            Kind::Hard => self.store.delete(&keys).await,
-            Kind::Soft => self.soften(&keys).await,
-        }
-    }
-
-    /// Makes entries stale (still served at once, and refreshed), keeping
-    /// their ttl and grace. Written back, so every instance sees it.
-    async fn soften(&self, keys: &[CacheKey]) -> Result<(), StoreError> {
-        let now = self.clock.now_ms();
-        for key in keys {
-            let Some(entry) = self.store.get(key).await? else {
-                continue;
-            };
-            if entry.freshness(now) != Freshness::Fresh {
-                continue;
-            }
-            let mut stale = (*entry).clone();
-            stale.fresh_until = now;
-            self.store
-                .put(key, Arc::new(stale), store_ttl(&entry, now))
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Invalidates `widgets` for every user at once (the webhook's
-    /// `allUsers`): one generation bump per widget, no key scanned.
-    pub async fn invalidate_all_users(&self, widgets: &[Arc<Widget>], kind: Kind) -> Result<(), StoreError> {
-        for widget in widgets {
-            let gen = self.store.bump_generation(widget.id.as_str(), kind).await?;
-            tracing::info!(widget = %widget.id, generation = gen.current, ?kind, "widget invalidated for all users");
-        }
-        Ok(())
-    }
-
-    /// Reloads the widgets' generations from the shared store (start-up,
-    /// and periodically in case an invalidation announcement was lost).
-    pub async fn reload_generations(&self) {
-        let ids: Vec<&str> = self.registry.all().iter().map(|w| w.id.as_str()).collect();
-        self.store.reload_generations(&ids).await;
-    }
-
-    /// Reloads the generations every [`GENERATION_RELOAD`] for as long as
-    /// the cache lives: the longest an instance that missed an `allUsers`
-    /// announcement serves what it invalidated.
-    pub fn spawn_generation_reloads(self: &Arc<Self>) {
-        let cache = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(GENERATION_RELOAD);
-            loop {
-                tick.tick().await;
-                let Some(cache) = cache.upgrade() else { return };
-                cache.reload_generations().await;
-            }
-        });
-    }
-
     /// The outcome of serving an entry that needs a refresh (stale or
     /// outdated): normally `served`, with one background refresh started (or
     /// joined); but if the last refresh failed and the key is in backoff,
     /// "stale-if-error" and no new attempt.
-    async fn serve_and_refresh(
+    pub(super) async fn serve_and_refresh(
         self: &Arc<Self>,
         key: &CacheKey,
         entry: &Entry,
@@ -569,7 +439,7 @@ impl WidgetCache {
     /// A stored entry as it counts now: none if it was made for another
     /// definition of the widget (fingerprint) or before a hard invalidation
     /// of it for all users; stale if before a soft one.
-    fn judged(&self, entry: Arc<Entry>, instance: &Instance) -> Option<Arc<Entry>> {
+    pub(super) fn judged(&self, entry: Arc<Entry>, instance: &Instance) -> Option<Arc<Entry>> {
         if entry.fingerprint != instance.widget.fingerprint {
             return None;
         }
@@ -586,242 +456,9 @@ impl WidgetCache {
         }
     }
 
-    /// Starts (or joins) a fetch nobody waits for: a stale entry's refresh or
-    /// prewarm. Skipped when [`WidgetCache::max_background`] fetches are
-    /// already in flight, so a burst of stale reads cannot pile up unbounded
-    /// upstream calls; the stale entry is served and refreshed on a later read.
-    pub(crate) fn start_background(
-        self: &Arc<Self>,
-        key: &CacheKey,
-        user: &UserId,
-        instance: &Instance,
-        seen: i64,
-    ) -> bool {
-        if self.fetches_in_flight() >= self.max_background {
-            metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
-            return false;
-        }
-        if self.upstream_slots.available_permits() == 0 {
-            metrics::counter!("percache_upstream_capped_total", "kind" => "background_skipped").increment(1);
-            metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
-            return false;
-        }
-        self.join_or_start(key, user, instance, Start::Recheck(seen));
-        true
-    }
-
-    /// Joins the fetch in flight for `key`, or starts one. Returns the
-    /// channel its result arrives on and whether this call started it.
-    fn join_or_start(
-        self: &Arc<Self>,
-        key: &CacheKey,
-        user: &UserId,
-        instance: &Instance,
-        start: Start,
-    ) -> (Flight, bool) {
-        let mut map = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-        // A flight that already has its result is leaving the map: its data
-        // may be older than what the caller needs, so start a new one.
-        if let Some(flight) = map.get(key).filter(|f| f.borrow().is_none()) {
-            return (flight.clone(), false);
-        }
-        let (tx, rx) = watch::channel(None);
-        map.insert(key.clone(), rx.clone());
-        drop(map);
-
-        let guard = InflightGuard {
-            cache: Arc::clone(self),
-            key: key.clone(),
-            flight: rx.clone(),
-        };
-        let user = user.clone();
-        let instance = instance.clone();
-        actix_web::rt::spawn(self.tasks.track_future(async move {
-            let result = guard
-                .cache
-                .fetch_and_store(&guard.key, &user, &instance, start)
-                .await;
-            let outcome = match &result {
-                Ok(Fetched { remote: true, .. }) => "collapsed",
-                Ok(_) => "ok",
-                Err(_) => "error",
-            };
-            metrics::counter!("percache_refresh_total", "outcome" => outcome).increment(1);
-            // Publish first, then leave the map (the guard's drop): a request
-            // arriving in between joins a channel that already holds the result.
-            let _ = tx.send(Some(result));
-            drop(guard);
-        }));
-        (rx, true)
-    }
-
-    /// The leader's work: (re)check the store, take the fleet-wide lock, fetch,
-    /// store, release. If another instance holds the lock, wait for its
-    /// result instead of calling the upstream.
-    async fn fetch_and_store(
-        &self,
-        key: &CacheKey,
-        user: &UserId,
-        instance: &Instance,
-        start: Start,
-    ) -> FetchResult {
-        // An entry of another definition of the widget is not data for us.
-        // Entries as they count now (fingerprint, invalidations).
-        let judge = |e: Option<Arc<Entry>>| e.and_then(|e| self.judged(e, instance));
-        let seen = match self.store.get(key).await.map(judge) {
-            // A fetch may have landed between our caller's read and our start.
-            Ok(Some(entry))
-                if matches!(start, Start::Recheck(seen) if entry.fetched_at > seen)
-                    && entry.freshness(self.clock.now_ms()) == Freshness::Fresh =>
-            {
-                return Ok(Fetched { entry, remote: true });
-            }
-            Ok(entry) => entry.map_or(i64::MIN, |e| e.fetched_at),
-            Err(_) => return self.fetch_unlocked(key, user, instance, None).await,
-        };
-        let token = lock_token(self.clock.now_ms());
-        let deadline = tokio::time::Instant::now() + self.wait_deadline;
-        loop {
-            match self
-                .store
-                .acquire(key, &token, self.lock_ttl, start == Start::Force)
-                .await
-            {
-                Ok(LockState::Acquired) | Ok(LockState::Free) => {
-                    return self.fetch_unlocked(key, user, instance, Some(&token)).await;
-                }
-                Err(_) => return self.fetch_unlocked(key, user, instance, None).await,
-                Ok(LockState::Failed(status)) => return Err(self.recent_failure(key, status)),
-                Ok(LockState::Busy) => {}
-            }
-            // Another instance is fetching: wait for its entry (or its
-            // failure), which the change feed announces; polling the store
-            // is only a fallback, in case an announcement is lost.
-            let watch = self.watch(user).await;
-            loop {
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(FetchError::Timeout);
-                }
-                // Registered before looking, so an announcement in between
-                // is not missed.
-                let change = watch.notify().notified();
-                tokio::pin!(change);
-                change.as_mut().enable();
-                match self.store.get(key).await.map(judge) {
-                    Ok(Some(entry)) if entry.fetched_at > seen => return Ok(Fetched { entry, remote: true }),
-                    Ok(_) => {}
-                    Err(_) => return self.fetch_unlocked(key, user, instance, None).await,
-                }
-                match self.store.lock_state(key).await {
-                    Ok(LockState::Busy) => {}
-                    Ok(LockState::Failed(status)) => return Err(self.recent_failure(key, status)),
-                    // Released: its entry may have landed just before; look once more, then try to lead.
-                    Ok(_) => match self.store.get(key).await.map(judge) {
-                        Ok(Some(entry)) if entry.fetched_at > seen => {
-                            return Ok(Fetched { entry, remote: true })
-                        }
-                        _ => break,
-                    },
-                    Err(_) => return self.fetch_unlocked(key, user, instance, None).await,
-                }
-                tokio::select! {
-                    _ = change => {}
-                    _ = tokio::time::sleep(FLEET_WAIT_FALLBACK) => {}
-                }
-            }
-        }
-    }
-
-    /// Calls the upstream, stores the entry and releases the lock (if held),
-    /// leaving a failure marker for the backoff when the call failed.
-    async fn fetch_unlocked(
-        &self,
-        key: &CacheKey,
-        user: &UserId,
-        instance: &Instance,
-        token: Option<&str>,
-    ) -> FetchResult {
-        // Stamped before the call: data fetched across an invalidation is
-        // already older than it.
-        let generation = self.store.generations().get(instance.id().as_str()).current;
-        let result = match self.upstream_slot().await {
-            Ok(slot) => {
-                let result = self.fetcher.fetch(user.as_str(), instance).await;
-                drop(slot);
-                result
-            }
-            Err(e) => Err(e),
-        };
-        let now = self.clock.now_ms();
-        let widget = &instance.widget;
-        let result = result.map(|data| {
-            let mut entry = self.policy.entry(widget.index, widget.fingerprint, data, now);
-            entry.generation = generation;
-            Arc::new(entry)
-        });
-        if let Ok(entry) = &result {
-            if let Err(e) = self
-                .store
-                .put(key, Arc::clone(entry), store_ttl(entry, now))
-                .await
-            {
-                tracing::warn!(error = %e, widget = %widget.id, "store write failed; entry served but not cached");
-            }
-        }
-        if let Err(e) = &result {
-            let until = now.saturating_add(self.failure_backoff.as_millis() as i64);
-            self.last_errors
-                .insert(key.clone(), (Arc::from(e.to_string()), until));
-        }
-        if let Some(token) = token {
-            let failed = result.as_ref().err().map(|e| (e.status(), self.failure_backoff));
-            if let Err(e) = self.store.release(key, token, failed).await {
-                tracing::warn!(error = %e, widget = %widget.id, "could not release the fetch lock; it expires by itself");
-            }
-        }
-        result.map(|entry| Fetched { entry, remote: false })
-    }
-
-    /// The error of a key in failure backoff, with the cause this instance
-    /// saw (another instance's failure has only its status).
-    fn recent_failure(&self, key: &CacheKey, status: u16) -> FetchError {
-        let now = self.clock.now_ms();
-        let cause = self.last_errors.get(key).filter(|(_, until)| now < *until);
-        FetchError::RecentFailure(status, cause.map(|(cause, _)| cause))
-    }
-
-    /// A slot for one upstream call. At the cap (`--max-upstream-calls`),
-    /// waits for one, within the deadline every waiter on this fetch has.
-    async fn upstream_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, FetchError> {
-        if let Ok(slot) = Arc::clone(&self.upstream_slots).try_acquire_owned() {
-            return Ok(slot);
-        }
-        metrics::counter!("percache_upstream_capped_total", "kind" => "foreground_waited").increment(1);
-        let waited = tokio::time::timeout(
-            self.wait_deadline,
-            Arc::clone(&self.upstream_slots).acquire_owned(),
-        )
-        .await;
-        match waited {
-            Ok(Ok(slot)) => Ok(slot),
-            Ok(Err(_closed)) => Err(FetchError::Abandoned),
-            Err(_elapsed) => Err(FetchError::Timeout),
-        }
-    }
-
-    /// Waits for a fetch's result, at most `wait_deadline`.
-    async fn wait(&self, mut flight: Flight) -> FetchResult {
-        let waited = tokio::time::timeout(self.wait_deadline, flight.wait_for(Option::is_some)).await;
-        match waited {
-            Ok(Ok(result)) => result.clone().unwrap_or(Err(FetchError::Abandoned)),
-            Ok(Err(_closed)) => Err(FetchError::Abandoned),
-            Err(_elapsed) => Err(FetchError::Timeout),
-        }
-    }
-
     /// Turns a fetch result into a lookup, falling back to an entry still in
     /// grace when the fetch failed (stale-if-error).
-    fn settle(
+    pub(super) fn settle(
         &self,
         instance: &Instance,
         cached: Option<Arc<Entry>>,
@@ -860,7 +497,7 @@ impl WidgetCache {
         }
     }
 
-    fn lookup(
+    pub(super) fn lookup(
         &self,
         instance: &Instance,
         entry: Option<Arc<Entry>>,
@@ -884,34 +521,4 @@ impl WidgetCache {
             now,
         }
     }
-}
-
-/// Removes a key from the in-flight map when its fetch task ends, however it
-/// ends (a panic included), so a key can never stay stuck "in flight".
-struct InflightGuard {
-    cache: Arc<WidgetCache>,
-    key: CacheKey,
-    /// Our own flight: the map entry is removed only if it is still ours.
-    flight: Flight,
-}
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        let mut map = self.cache.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.get(&self.key).is_some_and(|f| f.same_channel(&self.flight)) {
-            map.remove(&self.key);
-        }
-    }
-}
-
-/// A token unique to one fetch in the fleet: pid, a counter and the time.
-fn lock_token(now: i64) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        now
-    )
 }

@@ -5,6 +5,7 @@
 
 pub mod breaker;
 pub mod feed;
+pub mod fleet_lock;
 pub mod memory;
 pub mod near;
 pub mod redis;

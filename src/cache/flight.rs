@@ -1,0 +1,308 @@
+//! Single flight: for one (user, widget) at most one upstream fetch runs in
+//! this process at a time, and (through the store's fetch lock) in the fleet.
+//!
+//! The first request that needs data becomes the leader: it registers a
+//! `watch` channel in the in-flight map and spawns the fetch as a task on
+//! its worker (so the fetch finishes even if the client goes away, and
+//! prewarm needs no client at all). Everyone else who needs the same key
+//! joins that channel. The leader stores the entry *before* it publishes the
+//! result and leaves the map, and a new leader re-reads the store before
+//! calling the upstream, so a request that read "miss" just before a fetch
+//! landed does not fetch a second time.
+
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::entry::{Entry, Freshness};
+use super::key::CacheKey;
+use super::policy::store_ttl;
+use super::service::WidgetCache;
+use super::store::fleet_lock::{self, Waited};
+use super::store::{LockState, Store};
+use crate::upstream::FetchError;
+use crate::user::UserId;
+use crate::widget::Instance;
+
+/// A fetch's result as handed to every waiter.
+#[derive(Debug, Clone)]
+pub(super) struct Fetched {
+    pub(super) entry: Arc<Entry>,
+    /// The data came from another fetch (another instance's, or one that had
+    /// just landed), not from this task's upstream call.
+    pub(super) remote: bool,
+}
+
+pub(super) type FetchResult = Result<Fetched, FetchError>;
+
+/// What a new fetch does before calling the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// Re-read the store and use a fresh entry newer than the one the caller
+    /// saw (its `fetched_at`; `i64::MIN` for none): a fetch may have landed
+    /// since. Respects a failure backoff.
+    Recheck(i64),
+    /// Fetch regardless (a forced refresh); may take over a failure backoff.
+    Force,
+}
+
+/// The `fetched_at` of an entry the caller saw, for [`Start::Recheck`].
+pub(super) fn seen(entry: Option<&Arc<Entry>>) -> i64 {
+    entry.map_or(i64::MIN, |e| e.fetched_at)
+}
+pub(super) type Flight = watch::Receiver<Option<FetchResult>>;
+
+impl WidgetCache {
+    /// Number of fetches in flight in this process.
+    pub fn fetches_in_flight(&self) -> usize {
+        self.inflight.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Waits until every fetch task has ended, at most `bound` (graceful
+    /// shutdown). Fetches started meanwhile are waited for too.
+    pub async fn wait_idle(&self, bound: Duration) -> bool {
+        self.tasks.close();
+        let done = tokio::time::timeout(bound, self.tasks.wait()).await.is_ok();
+        // Still usable if the server keeps running (tests stop and go on).
+        self.tasks.reopen();
+        done
+    }
+
+    /// Starts (or joins) a fetch nobody waits for: a stale entry's refresh or
+    /// prewarm. Skipped when [`WidgetCache::max_background`] fetches are
+    /// already in flight, so a burst of stale reads cannot pile up unbounded
+    /// upstream calls; the stale entry is served and refreshed on a later read.
+    pub(crate) fn start_background(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        user: &UserId,
+        instance: &Instance,
+        seen: i64,
+    ) -> bool {
+        if self.fetches_in_flight() >= self.max_background {
+            metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
+            return false;
+        }
+        if self.upstream_slots.available_permits() == 0 {
+            metrics::counter!("percache_upstream_capped_total", "kind" => "background_skipped").increment(1);
+            metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
+            return false;
+        }
+        self.join_or_start(key, user, instance, Start::Recheck(seen));
+        true
+    }
+
+    /// Joins the fetch in flight for `key`, or starts one. Returns the
+    /// channel its result arrives on and whether this call started it.
+    pub(super) fn join_or_start(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        user: &UserId,
+        instance: &Instance,
+        start: Start,
+    ) -> (Flight, bool) {
+        let mut map = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        // A flight that already has its result is leaving the map: its data
+        // may be older than what the caller needs, so start a new one.
+        if let Some(flight) = map.get(key).filter(|f| f.borrow().is_none()) {
+            return (flight.clone(), false);
+        }
+        let (tx, rx) = watch::channel(None);
+        map.insert(key.clone(), rx.clone());
+        drop(map);
+
+        let guard = InflightGuard {
+            cache: Arc::clone(self),
+            key: key.clone(),
+            flight: rx.clone(),
+        };
+        let user = user.clone();
+        let instance = instance.clone();
+        actix_web::rt::spawn(self.tasks.track_future(async move {
+            let result = guard
+                .cache
+                .fetch_and_store(&guard.key, &user, &instance, start)
+                .await;
+            let outcome = match &result {
+                Ok(Fetched { remote: true, .. }) => "collapsed",
+                Ok(_) => "ok",
+                Err(_) => "error",
+            };
+            metrics::counter!("percache_refresh_total", "outcome" => outcome).increment(1);
+            // Publish first, then leave the map (the guard's drop): a request
+            // arriving in between joins a channel that already holds the result.
+            let _ = tx.send(Some(result));
+            drop(guard);
+        }));
+        (rx, true)
+    }
+
+    /// The leader's work: (re)check the store, take the fleet-wide lock, fetch,
+    /// store, release. If another instance holds the lock, wait for its
+    /// result instead of calling the upstream.
+    pub(super) async fn fetch_and_store(
+        &self,
+        key: &CacheKey,
+        user: &UserId,
+        instance: &Instance,
+        start: Start,
+    ) -> FetchResult {
+        // An entry of another definition of the widget is not data for us.
+        // Entries as they count now (fingerprint, invalidations).
+        let judge = |e: Option<Arc<Entry>>| e.and_then(|e| self.judged(e, instance));
+        let seen = match self.store.get(key).await.map(judge) {
+            // A fetch may have landed between our caller's read and our start.
+            Ok(Some(entry))
+                if matches!(start, Start::Recheck(seen) if entry.fetched_at > seen)
+                    && entry.freshness(self.clock.now_ms()) == Freshness::Fresh =>
+            {
+                return Ok(Fetched { entry, remote: true });
+            }
+            Ok(entry) => entry.map_or(i64::MIN, |e| e.fetched_at),
+            Err(_) => return self.fetch_unlocked(key, user, instance, None).await,
+        };
+        let token = lock_token(self.clock.now_ms());
+        let deadline = tokio::time::Instant::now() + self.wait_deadline;
+        loop {
+            match self
+                .store
+                .acquire(key, &token, self.lock_ttl, start == Start::Force)
+                .await
+            {
+                Ok(LockState::Acquired) | Ok(LockState::Free) => {
+                    return self.fetch_unlocked(key, user, instance, Some(&token)).await;
+                }
+                Err(_) => return self.fetch_unlocked(key, user, instance, None).await,
+                Ok(LockState::Failed(status)) => return Err(self.recent_failure(key, status)),
+                Ok(LockState::Busy) => {}
+            }
+            // Another instance is fetching: wait for its entry or its failure.
+            let tag = user.tag().as_str();
+            match fleet_lock::wait_for_other_fetch(&self.store, tag, key, seen, deadline, judge).await {
+                Waited::Landed(entry) => return Ok(Fetched { entry, remote: true }),
+                Waited::Failed(status) => return Err(self.recent_failure(key, status)),
+                Waited::Released => {}
+                Waited::StoreDown => return self.fetch_unlocked(key, user, instance, None).await,
+                Waited::Timeout => return Err(FetchError::Timeout),
+            }
+        }
+    }
+
+    /// Calls the upstream, stores the entry and releases the lock (if held),
+    /// leaving a failure marker for the backoff when the call failed.
+    pub(super) async fn fetch_unlocked(
+        &self,
+        key: &CacheKey,
+        user: &UserId,
+        instance: &Instance,
+        token: Option<&str>,
+    ) -> FetchResult {
+        // Stamped before the call: data fetched across an invalidation is
+        // already older than it.
+        let generation = self.store.generations().get(instance.id().as_str()).current;
+        let result = match self.upstream_slot().await {
+            Ok(slot) => {
+                let result = self.fetcher.fetch(user.as_str(), instance).await;
+                drop(slot);
+                result
+            }
+            Err(e) => Err(e),
+        };
+        let now = self.clock.now_ms();
+        let widget = &instance.widget;
+        let result = result.map(|data| {
+            let mut entry = self.policy.entry(widget.index, widget.fingerprint, data, now);
+            entry.generation = generation;
+            Arc::new(entry)
+        });
+        if let Ok(entry) = &result {
+            if let Err(e) = self
+                .store
+                .put(key, Arc::clone(entry), store_ttl(entry, now))
+                .await
+            {
+                tracing::warn!(error = %e, widget = %widget.id, "store write failed; entry served but not cached");
+            }
+        }
+        if let Err(e) = &result {
+            let until = now.saturating_add(self.failure_backoff.as_millis() as i64);
+            self.last_errors
+                .insert(key.clone(), (Arc::from(e.to_string()), until));
+        }
+        if let Some(token) = token {
+            let failed = result.as_ref().err().map(|e| (e.status(), self.failure_backoff));
+            if let Err(e) = self.store.release(key, token, failed).await {
+                tracing::warn!(error = %e, widget = %widget.id, "could not release the fetch lock; it expires by itself");
+            }
+        }
+        result.map(|entry| Fetched { entry, remote: false })
+    }
+
+    /// The error of a key in failure backoff, with the cause this instance
+    /// saw (another instance's failure has only its status).
+    pub(super) fn recent_failure(&self, key: &CacheKey, status: u16) -> FetchError {
+        let now = self.clock.now_ms();
+        let cause = self.last_errors.get(key).filter(|(_, until)| now < *until);
+        FetchError::RecentFailure(status, cause.map(|(cause, _)| cause))
+    }
+
+    /// A slot for one upstream call. At the cap (`--max-upstream-calls`),
+    /// waits for one, within the deadline every waiter on this fetch has.
+    pub(super) async fn upstream_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, FetchError> {
+        if let Ok(slot) = Arc::clone(&self.upstream_slots).try_acquire_owned() {
+            return Ok(slot);
+        }
+        metrics::counter!("percache_upstream_capped_total", "kind" => "foreground_waited").increment(1);
+        let waited = tokio::time::timeout(
+            self.wait_deadline,
+            Arc::clone(&self.upstream_slots).acquire_owned(),
+        )
+        .await;
+        match waited {
+            Ok(Ok(slot)) => Ok(slot),
+            Ok(Err(_closed)) => Err(FetchError::Abandoned),
+            Err(_elapsed) => Err(FetchError::Timeout),
+        }
+    }
+
+    /// Waits for a fetch's result, at most `wait_deadline`.
+    pub(super) async fn wait(&self, mut flight: Flight) -> FetchResult {
+        let waited = tokio::time::timeout(self.wait_deadline, flight.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(result)) => result.clone().unwrap_or(Err(FetchError::Abandoned)),
+            Ok(Err(_closed)) => Err(FetchError::Abandoned),
+            Err(_elapsed) => Err(FetchError::Timeout),
+        }
+    }
+}
+
+/// Removes a key from the in-flight map when its fetch task ends, however it
+/// ends (a panic included), so a key can never stay stuck "in flight".
+struct InflightGuard {
+    cache: Arc<WidgetCache>,
+    key: CacheKey,
+    /// Our own flight: the map entry is removed only if it is still ours.
+    flight: Flight,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        let mut map = self.cache.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.get(&self.key).is_some_and(|f| f.same_channel(&self.flight)) {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// A token unique to one fetch in the fleet: pid, a counter and the time.
+fn lock_token(now: i64) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        now
+    )
+}
