@@ -13,6 +13,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::entry::Freshness;
 use super::service::{Lookup, Outcome, WidgetCache};
@@ -129,6 +130,46 @@ impl WidgetCache {
         PagePoll {
             changed,
             next_stale: next,
+        }
+    }
+
+    /// What an open page waits for (`/updates`): the user's cards with data
+    /// newer than `since`, as soon as there are any, or none after `within`.
+    /// Only this user's changes wake it; meanwhile each widget that turns
+    /// stale is refreshed (once) when it does.
+    pub async fn wait_for_change(
+        self: &Arc<Self>,
+        user: &UserId,
+        since: Millis,
+        within: Duration,
+    ) -> Vec<Lookup> {
+        let watch = self.watch(user).await;
+        let deadline = tokio::time::Instant::now() + within;
+        let mut refreshed = RefreshedAhead::default();
+        loop {
+            // Registered before looking, so a change in between is not missed.
+            let change = watch.notify().notified();
+            tokio::pin!(change);
+            change.as_mut().enable();
+            // The user's widgets, in one store round trip: what changed, or
+            // (refreshing what turned stale) when to look again.
+            let poll = self.poll_page(user, since, &mut refreshed).await;
+            if !poll.changed.is_empty() {
+                return poll.changed;
+            }
+            let next_stale = poll.next_stale;
+            let stale_soon = async {
+                match next_stale {
+                    Some(at) => self.sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // A change of this user's, the next widget turning stale, or the deadline.
+            tokio::select! {
+                _ = change => {}
+                _ = stale_soon => {}
+                _ = tokio::time::sleep_until(deadline) => return Vec::new(),
+            }
         }
     }
 

@@ -25,9 +25,9 @@ use crate::upstream::{Fetch, FetchError};
 use crate::user::UserId;
 use crate::widget::{Instance, Registry};
 
+use super::flight::{seen, FetchResult, Fetched, Flight, Start};
 pub use super::invalidation::{GENERATION_RELOAD, MAX_INSTANCES_INVALIDATED};
 pub use super::outcome::{Lookup, Outcome};
-use super::flight::{seen, FetchResult, Fetched, Flight, Start};
 
 /// The per-user widget cache shared by all workers.
 pub struct WidgetCache {

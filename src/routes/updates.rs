@@ -21,7 +21,6 @@ use maud::html;
 
 use super::respond::html;
 use super::AppState;
-use crate::cache::RefreshedAhead;
 use crate::error::PageError;
 use crate::session;
 use crate::views;
@@ -44,40 +43,8 @@ pub async fn updates(
 ) -> Result<HttpResponse, PageError> {
     let user = session::current_user(&session).ok_or(PageError::SignedOut)?;
     let _open = state.cache.open_page();
-    // Only this user's changes wake this poll.
-    let watch = state.cache.watch(&user).await;
     let since = query.since.unwrap_or_else(|| state.cache.now());
-    let deadline = tokio::time::Instant::now() + LONG_POLL;
-    let mut refreshed = RefreshedAhead::default();
-    let changed = loop {
-        // Registered before looking, so a change in between is not missed.
-        let change = watch.notify().notified();
-        tokio::pin!(change);
-        change.as_mut().enable();
-        // The user's widgets, in one store round trip: what changed, or
-        // (refreshing what turned stale) when to look again.
-        let poll = state.cache.poll_page(&user, since, &mut refreshed).await;
-        if !poll.changed.is_empty() {
-            break poll.changed;
-        }
-        let next_stale = poll.next_stale;
-        let stale_soon = async {
-            match next_stale {
-                Some(at) => state.cache.sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        // Wait for a change of this user's, the next widget turning stale,
-        // or the deadline.
-        let woke = tokio::select! {
-            _ = change => true,
-            _ = stale_soon => true,
-            _ = tokio::time::sleep_until(deadline) => false,
-        };
-        if !woke {
-            break Vec::new();
-        }
-    };
+    let changed = state.cache.wait_for_change(&user, since, LONG_POLL).await;
     let next = changed
         .iter()
         .filter_map(|l| l.entry.as_ref())
