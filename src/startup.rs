@@ -120,13 +120,14 @@ impl Application {
         let cache = Arc::new(
             WidgetCache::new(
                 stack.store,
+                stack.changes,
                 fetcher,
                 Arc::clone(&registry),
                 policy,
                 clock,
-                settings.upstream_timeout,
-                settings.failure_backoff,
             )
+            .with_upstream_timeout(settings.upstream_timeout)
+            .with_failure_backoff(settings.failure_backoff)
             .with_max_background(settings.max_background_fetches)
             .with_max_upstream_calls(settings.max_upstream_calls as usize)
             .with_soft_timeout(settings.soft_timeout)

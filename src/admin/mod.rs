@@ -31,7 +31,7 @@ pub mod sampler;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::cache::{Store as _, WidgetCache};
+use crate::cache::WidgetCache;
 
 pub use auth::AdminToken;
 pub use figures::Figures;

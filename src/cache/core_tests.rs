@@ -19,8 +19,8 @@ use crate::cache::entry::Entry;
 use crate::cache::key::CacheKey;
 use crate::cache::policy::Lifetimes;
 use crate::cache::store::breaker::Breaker;
+use crate::cache::store::changes::Changes;
 use crate::cache::store::memory::MemoryStore;
-use crate::cache::store::near::NearCache;
 use crate::cache::store::{LockState, Store, StoreError};
 use crate::cache::{CachePolicy, Lookup, Outcome, WidgetCache};
 use crate::clock::MockClock;
@@ -91,17 +91,17 @@ impl Core {
         };
         let policy = CachePolicy::new(&registry, lifetimes, None, None).unwrap();
         let fetcher = Arc::new(FakeFetcher::default());
-        let near = NearCache::new(store, Duration::ZERO, 0, None, clock.clone());
         let instance = registry.all()[0].default_instance();
         let cache = WidgetCache::new(
-            near,
+            store,
+            Changes::local(),
             fetcher.clone(),
             registry,
             policy,
             clock.clone(),
-            Duration::from_secs(5),
-            BACKOFF,
-        );
+        )
+        .with_upstream_timeout(Duration::from_secs(5))
+        .with_failure_backoff(BACKOFF);
         Self {
             cache: Arc::new(cache),
             fetcher,

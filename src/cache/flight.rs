@@ -20,7 +20,7 @@ use super::key::CacheKey;
 use super::policy::store_ttl;
 use super::service::WidgetCache;
 use super::store::fleet_lock::{self, Waited};
-use super::store::{LockState, Store};
+use super::store::LockState;
 use crate::upstream::FetchError;
 use crate::user::UserId;
 use crate::widget::Instance;
@@ -179,7 +179,17 @@ impl WidgetCache {
             }
             // Another instance is fetching: wait for its entry or its failure.
             let tag = user.tag().as_str();
-            match fleet_lock::wait_for_other_fetch(&self.store, tag, key, seen, deadline, judge).await {
+            match fleet_lock::wait_for_other_fetch(
+                &*self.store,
+                &self.changes,
+                tag,
+                key,
+                seen,
+                deadline,
+                judge,
+            )
+            .await
+            {
                 Waited::Landed(entry) => return Ok(Fetched { entry, remote: true }),
                 Waited::Failed(status) => return Err(self.recent_failure(key, status)),
                 Waited::Released => {}
@@ -200,7 +210,7 @@ impl WidgetCache {
     ) -> FetchResult {
         // Stamped before the call: data fetched across an invalidation is
         // already older than it.
-        let generation = self.store.generations().get(instance.id().as_str()).current;
+        let generation = self.changes.generations().get(instance.id().as_str()).current;
         let result = match self.upstream_slot().await {
             Ok(slot) => {
                 let result = self.fetcher.fetch(user.as_str(), instance).await;
@@ -217,13 +227,15 @@ impl WidgetCache {
             Arc::new(entry)
         });
         if let Ok(entry) = &result {
-            if let Err(e) = self
+            let stored = self
                 .store
                 .put(key, Arc::clone(entry), store_ttl(entry, now))
-                .await
-            {
+                .await;
+            if let Err(e) = &stored {
                 tracing::warn!(error = %e, widget = %widget.id, "store write failed; entry served but not cached");
             }
+            // Other instances can only see the new entry if it reached the store.
+            self.changes.announce(key, stored.is_ok()).await;
         }
         if let Err(e) = &result {
             let until = now.saturating_add(self.failure_backoff.as_millis() as i64);
@@ -232,8 +244,15 @@ impl WidgetCache {
         }
         if let Some(token) = token {
             let failed = result.as_ref().err().map(|e| (e.status(), self.failure_backoff));
-            if let Err(e) = self.store.release(key, token, failed).await {
+            let released = self.store.release(key, token, failed).await;
+            if let Err(e) = &released {
                 tracing::warn!(error = %e, widget = %widget.id, "could not release the fetch lock; it expires by itself");
+            }
+            // A failure leaves no entry to announce: announce the key anyway,
+            // so that other instances' requests waiting on this fetch learn
+            // of the failure marker at once.
+            if failed.is_some() {
+                self.changes.announce(key, released.is_ok()).await;
             }
         }
         result.map(|entry| Fetched { entry, remote: false })

@@ -9,7 +9,7 @@ use super::generations::Kind;
 use super::key::CacheKey;
 use super::policy::store_ttl;
 use super::service::WidgetCache;
-use super::store::{Store, StoreError};
+use super::store::StoreError;
 use crate::user::UserId;
 use crate::widget::Widget;
 
@@ -36,7 +36,13 @@ impl WidgetCache {
             .map(|i| user.tag().key(&i))
             .collect();
         match kind {
-            Kind::Hard => self.store.delete(&keys).await,
+            Kind::Hard => {
+                let deleted = self.store.delete(&keys).await;
+                for key in &keys {
+                    self.changes.announce(key, deleted.is_ok()).await;
+                }
+                deleted
+            }
             Kind::Soft => self.soften(&keys).await,
         }
     }
@@ -54,9 +60,9 @@ impl WidgetCache {
             }
             let mut stale = (*entry).clone();
             stale.fresh_until = now;
-            self.store
-                .put(key, Arc::new(stale), store_ttl(&entry, now))
-                .await?;
+            let written = self.store.put(key, Arc::new(stale), store_ttl(&entry, now)).await;
+            self.changes.announce(key, written.is_ok()).await;
+            written?;
         }
         Ok(())
     }
@@ -65,7 +71,7 @@ impl WidgetCache {
     /// `allUsers`): one generation bump per widget, no key scanned.
     pub async fn invalidate_all_users(&self, widgets: &[Arc<Widget>], kind: Kind) -> Result<(), StoreError> {
         for widget in widgets {
-            let gen = self.store.bump_generation(widget.id.as_str(), kind).await?;
+            let gen = self.changes.bump_generation(widget.id.as_str(), kind).await?;
             tracing::info!(widget = %widget.id, generation = gen.current, ?kind, "widget invalidated for all users");
         }
         Ok(())
@@ -75,7 +81,7 @@ impl WidgetCache {
     /// and periodically in case an invalidation announcement was lost).
     pub async fn reload_generations(&self) {
         let ids: Vec<&str> = self.registry.all().iter().map(|w| w.id.as_str()).collect();
-        self.store.reload_generations(&ids).await;
+        self.changes.reload_generations(&ids).await;
     }
 
     /// Reloads the generations every [`GENERATION_RELOAD`] for as long as

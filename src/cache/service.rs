@@ -17,8 +17,8 @@ use crate::cache::entry::{Entry, Freshness};
 use crate::cache::generations::Verdict;
 use crate::cache::key::CacheKey;
 use crate::cache::policy::CachePolicy;
+use crate::cache::store::changes::Changes;
 use crate::cache::store::feed::Watch;
-use crate::cache::store::near::NearCache;
 use crate::cache::store::{LockState, Store};
 use crate::clock::Clock;
 use crate::upstream::{Fetch, FetchError};
@@ -31,7 +31,10 @@ pub use super::outcome::{Lookup, Outcome};
 
 /// The per-user widget cache shared by all workers.
 pub struct WidgetCache {
-    pub(super) store: Arc<NearCache>,
+    /// Where entries live (the store stack: L1, breaker, backend).
+    pub(super) store: Arc<dyn Store>,
+    /// Where the cache's writes are announced, and other instances' heard.
+    pub(super) changes: Arc<Changes>,
     /// Where data comes from (the widgets API; a fake in unit tests).
     pub(super) fetcher: Arc<dyn Fetch>,
     pub(super) registry: Arc<Registry>,
@@ -71,6 +74,19 @@ pub const DEFAULT_SOFT_TIMEOUT: Duration = Duration::from_millis(300);
 /// Default `--eager-refresh`.
 pub const DEFAULT_EAGER: f64 = 0.8;
 
+/// Default `--upstream-timeout`.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default `--failure-backoff`.
+pub const DEFAULT_FAILURE_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The last errors' table: kept as long as a backoff lasts (the clock decides).
+fn last_errors(failure_backoff: Duration) -> moka::sync::Cache<CacheKey, (Arc<str>, i64)> {
+    moka::sync::Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(failure_backoff.max(Duration::from_millis(1)))
+        .build()
+}
+
 /// Default cap on fetches in flight for background work.
 pub const DEFAULT_MAX_BACKGROUND: usize = 512;
 
@@ -102,20 +118,37 @@ impl WidgetCache {
         self
     }
 
-    /// A cache over `store`. A request waits for a fetch at most the
-    /// upstream timeout plus a margin; the fleet-wide lock lives as long.
+    /// How long a request waits for a fetch: at most the upstream's timeout
+    /// (`--upstream-timeout`) plus a margin; the fleet-wide lock lives as long.
+    pub fn with_upstream_timeout(mut self, upstream_timeout: Duration) -> Self {
+        self.wait_deadline = upstream_timeout + Duration::from_secs(1);
+        self.lock_ttl = self.wait_deadline;
+        self
+    }
+
+    /// How long a key is not fetched again after a failed fetch (`--failure-backoff`).
+    pub fn with_failure_backoff(mut self, failure_backoff: Duration) -> Self {
+        self.failure_backoff = failure_backoff;
+        self.last_errors = last_errors(failure_backoff);
+        self
+    }
+
+    /// A cache of `registry`'s widgets over `store`, fetching through
+    /// `fetcher`, deciding by `policy` and `clock`; its writes are announced
+    /// on `changes`. The defaults of the `with_` settings are the flags'.
     pub fn new(
-        store: Arc<NearCache>,
+        store: Arc<dyn Store>,
+        changes: Arc<Changes>,
         fetcher: Arc<dyn Fetch>,
         registry: Arc<Registry>,
         policy: CachePolicy,
         clock: Arc<dyn Clock>,
-        upstream_timeout: Duration,
-        failure_backoff: Duration,
     ) -> Self {
-        let wait_deadline = upstream_timeout + Duration::from_secs(1);
+        let wait_deadline = DEFAULT_UPSTREAM_TIMEOUT + Duration::from_secs(1);
+        let failure_backoff = DEFAULT_FAILURE_BACKOFF;
         Self {
             store,
+            changes,
             fetcher,
             registry,
             policy,
@@ -128,18 +161,20 @@ impl WidgetCache {
             upstream_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_UPSTREAM_CALLS)),
             eager: DEFAULT_EAGER,
             inflight: Mutex::new(HashMap::new()),
-            last_errors: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(failure_backoff.max(Duration::from_millis(1)))
-                .build(),
+            last_errors: last_errors(failure_backoff),
             open_pages: std::sync::atomic::AtomicUsize::new(0),
             tasks: TaskTracker::new(),
         }
     }
 
     /// The store behind the cache.
-    pub fn store(&self) -> &Arc<NearCache> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The change feed the cache's writes are announced on.
+    pub fn changes(&self) -> &Arc<Changes> {
+        &self.changes
     }
 
     /// The widgets this cache serves.
@@ -151,9 +186,7 @@ impl WidgetCache {
     /// Redis) any other: only that user's changes wake it. On a cluster it
     /// returns once this instance follows the user's sharded channel.
     pub async fn watch(&self, user: &UserId) -> Watch {
-        let watch = self.store.feed().watch(user.tag().as_str());
-        self.store.follow(user.tag().as_str()).await;
-        watch
+        self.changes.watch(user.tag().as_str()).await
     }
 
     /// The clock the cache decides with.
@@ -443,7 +476,7 @@ impl WidgetCache {
         if entry.fingerprint != instance.widget.fingerprint {
             return None;
         }
-        let gen = self.store.generations().get(instance.id().as_str());
+        let gen = self.changes.generations().get(instance.id().as_str());
         match gen.verdict(entry.generation) {
             Verdict::Valid => Some(entry),
             Verdict::Gone => None,

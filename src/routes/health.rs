@@ -3,7 +3,6 @@
 use actix_web::{get, web, HttpResponse};
 
 use super::AppState;
-use crate::cache::Store;
 
 /// `GET /healthz`: 200 while the process serves.
 #[get("/healthz")]

@@ -8,7 +8,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{get, HttpResponse};
 
-use crate::cache::Store as _;
 use crate::telemetry;
 
 /// `GET /metrics`. Also sets, at scrape time, `percache_fetches_in_flight`

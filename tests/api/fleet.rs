@@ -283,7 +283,7 @@ async fn on_a_cluster_an_instance_receives_only_the_changes_of_the_users_it_serv
     // Assert 1: B heard none of it (it serves none of them).
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        b_cache.store().messages_received(),
+        b_cache.changes().messages_received(),
         0,
         "B received changes of users it does not serve"
     );
@@ -293,7 +293,7 @@ async fn on_a_cluster_an_instance_receives_only_the_changes_of_the_users_it_serv
     let (first, client) = &users[0];
     let (_, before) = widget_with(client, &format!("{b}/widgets/1")).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while b_cache.store().users_followed() == 0 {
+    while b_cache.changes().users_followed() == 0 {
         assert!(std::time::Instant::now() < deadline, "B never followed {first}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -316,7 +316,7 @@ async fn on_a_cluster_an_instance_receives_only_the_changes_of_the_users_it_serv
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        b_cache.store().messages_received(),
+        b_cache.changes().messages_received(),
         1,
         "B received exactly its one user's change out of 20"
     );

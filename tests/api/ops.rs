@@ -222,7 +222,6 @@ async fn the_random_session_key_fallback_logs_a_warning() {
 
 #[tokio::test]
 async fn the_in_process_store_reports_its_entries_and_bytes() {
-    use percache::cache::Store as _;
     // Arrange: one user's five widgets in the in-process store.
     let app = spawn_app(StoreKind::Memory).await;
     app.login("gauge-user").await;

@@ -5,7 +5,7 @@
 //! only the waiters of its own user: an idle open page costs nothing when
 //! another user's data changes, however many pages are open. Changes come
 //! from this instance's writes and from other instances' announcements
-//! (`near::NearCache` relays both here).
+//! (`changes::Changes` relays both here).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

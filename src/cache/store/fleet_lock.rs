@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::near::NearCache;
+use super::changes::Changes;
 use super::{LockState, Store};
 use crate::cache::entry::Entry;
 use crate::cache::key::CacheKey;
@@ -41,15 +41,15 @@ pub enum Waited {
 /// counts as now (fingerprint, invalidations). `tag` is the user's, whose
 /// changes wake the wait.
 pub async fn wait_for_other_fetch(
-    store: &NearCache,
+    store: &dyn Store,
+    changes: &Changes,
     tag: &str,
     key: &CacheKey,
     seen: i64,
     deadline: Instant,
     judge: impl Fn(Option<Arc<Entry>>) -> Option<Arc<Entry>>,
 ) -> Waited {
-    let watch = store.feed().watch(tag);
-    store.follow(tag).await;
+    let watch = changes.watch(tag).await;
     let landed = |read: Result<Option<Arc<Entry>>, _>| match read.map(&judge) {
         Ok(Some(entry)) if entry.fetched_at > seen => Some(Ok(entry)),
         Ok(_) => None,

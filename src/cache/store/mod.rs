@@ -4,6 +4,7 @@
 //! store from slowing requests down.
 
 pub mod breaker;
+pub mod changes;
 pub mod feed;
 pub mod fleet_lock;
 pub mod memory;

@@ -22,7 +22,7 @@ use deadpool_redis::redis;
 use redis::{PushInfo, PushKind};
 use tokio::sync::{mpsc, oneshot};
 
-use super::near::{NearCache, CHANNEL};
+use super::changes::{Changes, CHANNEL};
 
 /// A user no request has followed for this long is unfollowed.
 pub const FOLLOW_IDLE: Duration = Duration::from_secs(60);
@@ -51,7 +51,7 @@ impl ShardedFeed {
     pub fn start(
         client: redis::cluster::ClusterClient,
         mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-        near: Weak<NearCache>,
+        near: Weak<Changes>,
     ) -> Arc<Self> {
         let (tx, mut requests) = mpsc::unbounded_channel::<Request>();
         let unfollow = tx.clone();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::breaker::Breaker;
+use super::changes::Changes;
 use super::memory::MemoryStore;
 use super::near::NearCache;
 use super::redis::{self, RedisStore};
@@ -22,7 +23,9 @@ pub const STORE_COOL_DOWN: Duration = Duration::from_millis(500);
 /// What the cache and the webhook's replay guard are built on.
 pub struct StoreStack {
     /// The outermost layer, which the cache reads and writes.
-    pub store: Arc<NearCache>,
+    pub store: Arc<dyn Store>,
+    /// The change feed: this process's waiters and, with Redis, the fleet's announcements.
+    pub changes: Arc<Changes>,
     /// The shared Redis, when there is one (the replay guard keeps its record there).
     pub redis: Option<RedisStore>,
 }
@@ -50,10 +53,11 @@ pub async fn from_settings(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow
             redis::cluster_push_client(urls.clone(), ca.as_deref()).context("configuring Redis Cluster")?;
         let cluster = RedisStore::cluster_with_ca(urls, ca.as_deref(), settings.store_timeout)
             .context("configuring Redis Cluster")?;
-        let near = shared(cluster.clone(), settings, clock).await;
-        near.start_sharded_feed(client, pushes);
+        let (store, changes) = shared(cluster.clone(), settings, clock).await;
+        changes.start_sharded_feed(client, pushes);
         return Ok(StoreStack {
-            store: near,
+            store,
+            changes,
             redis: Some(cluster),
         });
     }
@@ -61,15 +65,16 @@ pub async fn from_settings(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow
         let redis =
             RedisStore::with_ca(url, ca.as_deref(), settings.store_timeout).context("configuring Redis")?;
         let subscriber = redis::client(url, ca.as_deref()).context("configuring Redis")?;
-        let near = shared(redis.clone(), settings, clock).await;
-        near.spawn_subscriber(subscriber);
+        let (store, changes) = shared(redis.clone(), settings, clock).await;
+        changes.spawn_subscriber(subscriber);
         return Ok(StoreStack {
-            store: near,
+            store,
+            changes,
             redis: Some(redis),
         });
     }
-    // One process: no L1 in front of it (it is in-process or on local disk),
-    // but the change feed still drives live refresh.
+    // One process: no L1 in front of it (it is in-process or on local
+    // disk); its change feed is local, and still drives live refresh.
     let local: Arc<dyn Store> = match settings.data_dir.as_deref() {
         // On disk, behind the breaker like Redis: a failing disk fails open.
         Some(dir) => {
@@ -86,18 +91,32 @@ pub async fn from_settings(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow
         None => Arc::new(MemoryStore::bounded(settings.memory_capacity).with_clock(Arc::clone(&clock))),
     };
     Ok(StoreStack {
-        store: NearCache::new(local, Duration::ZERO, 0, None, clock),
+        store: local,
+        changes: Changes::local(),
         redis: None,
     })
 }
 
-/// Redis (one server or a cluster) behind the breaker, with the L1 in front.
-async fn shared(redis: RedisStore, settings: &Settings, clock: Arc<dyn Clock>) -> Arc<NearCache> {
+/// Redis (one server or a cluster) behind the breaker, with the L1 in front
+/// unless `--l1-ttl 0`, and the fleet's change feed over it.
+async fn shared(
+    redis: RedisStore,
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+) -> (Arc<dyn Store>, Arc<Changes>) {
     redis.warm_up().await;
-    let guarded: Arc<dyn Store> = Arc::new(Breaker::new(
-        Arc::new(redis.clone()),
-        STORE_COOL_DOWN,
-        Arc::clone(&clock),
-    ));
-    NearCache::new(guarded, settings.l1_ttl, settings.l1_capacity, Some(redis), clock)
+    let changes = Changes::shared(redis.clone(), clock.now_ms());
+    let guarded: Arc<dyn Store> =
+        Arc::new(Breaker::new(Arc::new(redis), STORE_COOL_DOWN, Arc::clone(&clock)));
+    if settings.l1_ttl.is_zero() {
+        return (guarded, changes);
+    }
+    let near = NearCache::new(
+        guarded,
+        settings.l1_ttl,
+        settings.l1_capacity,
+        Arc::clone(&changes),
+        clock,
+    );
+    (near, changes)
 }

@@ -1,0 +1,267 @@
+//! The change feed: who waits for which user's changes in this process, and
+//! the announcements that carry changes between the instances of a fleet.
+//!
+//! * Every write the cache makes is announced here ([`Changes::announce`]):
+//!   it wakes this process's waiters of the key's user ([`ChangeFeed`]) and,
+//!   with Redis, is published for the other instances.
+//! * Other instances' announcements arrive on the Redis channel [`CHANNEL`]
+//!   (one server) or on the user's sharded channel (a cluster). Each one
+//!   evicts the key from this instance's L1, if there is one, then wakes the
+//!   key's user's waiters (`/updates` long-polls, fetches waiting on another
+//!   instance's).
+//! * Invalidations of a widget for all users are generation bumps, kept in
+//!   Redis and announced the same way (see `cache::generations`).
+//!
+//! So an instance serves data older than the fleet's newest for the pub/sub
+//! latency (milliseconds) normally, and never longer than `--l1-ttl` (if a
+//! message is lost or the subscription is down; the L1 is also cleared when
+//! the subscription comes back).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use deadpool_redis::redis;
+use futures_util::StreamExt;
+
+use super::feed::{ChangeFeed, Watch};
+use super::near::NearCache;
+use super::redis::RedisStore;
+use super::sharded::{channel_of, ShardedFeed};
+use super::StoreError;
+use crate::cache::generations::{Gen, Generations, Kind};
+use crate::cache::key::CacheKey;
+
+/// The pub/sub channel of entry changes.
+pub const CHANNEL: &str = "percache:v1:changes";
+/// Announcements of a widget invalidated for all users: `gen:<widget id>`.
+const GENERATION_PREFIX: &str = "gen:";
+
+/// This process's end of the change feed.
+pub struct Changes {
+    waiters: Arc<ChangeFeed>,
+    /// Where to announce changes to other instances (Redis backends only).
+    publisher: Option<RedisStore>,
+    /// Tells our own announcements apart from other instances'.
+    instance: String,
+    /// The L1 that other instances' changes evict from, if there is one.
+    l1: OnceLock<Weak<NearCache>>,
+    /// Per-widget invalidation generations (see `cache::generations`).
+    widget_gens: Generations,
+    /// On a cluster: the users this instance follows (sharded pub/sub).
+    sharded: OnceLock<Arc<ShardedFeed>>,
+    /// Change messages received from other instances (for tests and ops).
+    received: AtomicU64,
+}
+
+impl Changes {
+    /// The feed of one process: changes wake only its own waiters.
+    pub fn local() -> Arc<Self> {
+        Self::new(None, 0)
+    }
+
+    /// The feed of an instance of a fleet sharing `redis`. `started_ms`
+    /// tells this instance's announcements apart from a previous run's.
+    pub fn shared(redis: RedisStore, started_ms: i64) -> Arc<Self> {
+        Self::new(Some(redis), started_ms)
+    }
+
+    fn new(publisher: Option<RedisStore>, started_ms: i64) -> Arc<Self> {
+        Arc::new(Self {
+            waiters: ChangeFeed::new(),
+            publisher,
+            instance: format!("{}-{started_ms}", std::process::id()),
+            l1: OnceLock::new(),
+            widget_gens: Generations::default(),
+            sharded: OnceLock::new(),
+            received: AtomicU64::new(0),
+        })
+    }
+
+    /// Lets other instances' changes evict from `near` (set once, when the L1 is built).
+    pub(crate) fn attach_l1(&self, near: &Arc<NearCache>) {
+        let _ = self.l1.set(Arc::downgrade(near));
+    }
+
+    fn l1(&self) -> Option<Arc<NearCache>> {
+        self.l1.get().and_then(Weak::upgrade)
+    }
+
+    /// A registration for the changes of the user whose keys carry `tag`,
+    /// here or (with Redis) in any other instance. On a cluster it returns
+    /// once this instance follows the user's sharded channel.
+    pub async fn watch(&self, tag: &str) -> Watch {
+        let watch = self.waiters.watch(tag);
+        self.follow(tag).await;
+        watch
+    }
+
+    /// Announces a change of `key` made here: its user's waiters wake, and,
+    /// if it reached the shared store (`fleet`), the other instances hear of it.
+    pub async fn announce(&self, key: &CacheKey, fleet: bool) {
+        self.waiters.publish(key);
+        let Some(redis) = self.publisher.as_ref().filter(|_| fleet) else {
+            return;
+        };
+        let message = format!("{} {}", self.instance, key.as_str());
+        // On a cluster, to the user's own channel on the user's shard.
+        let sent = match (self.sharded.get(), key.user_tag()) {
+            (Some(_), Some(tag)) => redis.spublish(&channel_of(tag), &message).await,
+            _ => redis.publish(CHANNEL, &message).await,
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "could not announce a change; other L1s expire it by ttl");
+        }
+    }
+
+    /// The per-widget generations as this instance knows them.
+    pub fn generations(&self) -> &Generations {
+        &self.widget_gens
+    }
+
+    /// Invalidates `widget` for every user (hard or soft): in Redis, for the
+    /// whole fleet, announced so every instance reloads it at once; else here.
+    pub async fn bump_generation(&self, widget: &str, kind: Kind) -> Result<Gen, StoreError> {
+        let Some(redis) = &self.publisher else {
+            return Ok(self.widget_gens.bump(widget, kind));
+        };
+        let gen = redis.bump_generation(widget, kind).await?;
+        self.widget_gens.set(widget, gen);
+        // Entries served from the L1 are checked against the table too, but
+        // drop them anyway: they would only be misses or stale now.
+        if let Some(l1) = self.l1() {
+            l1.clear();
+        }
+        let message = format!("{} {GENERATION_PREFIX}{widget}", self.instance);
+        if let Err(e) = redis.publish(CHANNEL, &message).await {
+            tracing::warn!(error = %e, "could not announce an invalidation; instances reload it within seconds");
+        }
+        Ok(gen)
+    }
+
+    /// Reloads these widgets' generations from Redis (at start-up, and
+    /// periodically in case an announcement was lost). No-op without Redis.
+    pub async fn reload_generations(&self, widgets: &[&str]) {
+        let Some(redis) = &self.publisher else { return };
+        for widget in widgets {
+            match redis.load_generation(widget).await {
+                Ok(gen) => self.widget_gens.set(widget, gen),
+                Err(e) => tracing::debug!(error = %e, widget, "could not load a widget's generation"),
+            }
+        }
+    }
+
+    /// Listens through sharded pub/sub (a cluster): only the users this
+    /// instance follows. See `sharded`.
+    pub fn start_sharded_feed(
+        self: &Arc<Self>,
+        client: redis::cluster::ClusterClient,
+        pushes: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+    ) {
+        let feed = ShardedFeed::start(client, pushes, Arc::downgrade(self));
+        let _ = self.sharded.set(feed);
+    }
+
+    /// Makes sure this instance hears of `tag`'s user's changes from other
+    /// instances (a no-op but on a cluster, where it subscribes and waits
+    /// for the subscription).
+    pub async fn follow(&self, tag: &str) {
+        if let Some(sharded) = self.sharded.get() {
+            sharded.follow(tag).await;
+        }
+    }
+
+    /// An entry of `key`'s user is now in the L1: hear of its changes.
+    pub(crate) fn follow_soon(&self, key: &CacheKey) {
+        if let (Some(sharded), Some(tag)) = (self.sharded.get(), key.user_tag()) {
+            sharded.follow_soon(tag);
+        }
+    }
+
+    /// Change messages received from other instances so far.
+    pub fn messages_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Users followed on the sharded feed (0 without one).
+    pub fn users_followed(&self) -> u64 {
+        self.sharded.get().map_or(0, |s| s.followed())
+    }
+
+    /// Handles one message of the change feed: `<instance> <key>`, or
+    /// `<instance> gen:<widget>` for an invalidation for all users.
+    pub(crate) async fn handle_message(&self, payload: &str) {
+        let Some((from, key)) = payload.split_once(' ') else {
+            return;
+        };
+        if from == self.instance {
+            return;
+        }
+        self.received.fetch_add(1, Ordering::Relaxed);
+        match key.strip_prefix(GENERATION_PREFIX) {
+            Some(widget) => {
+                if let Some(l1) = self.l1() {
+                    l1.clear();
+                }
+                self.reload_generations(&[widget]).await;
+            }
+            None => {
+                // Evict, then notify: a woken waiter reads the new entry.
+                let key = CacheKey::from_stored(key);
+                if let Some(l1) = self.l1() {
+                    l1.evict(&key).await;
+                }
+                self.waiters.publish(&key);
+            }
+        }
+    }
+
+    /// After a gap in the feed (messages may have been missed): forget the
+    /// L1, and let every waiter look again.
+    pub(crate) fn resync(&self) {
+        if let Some(l1) = self.l1() {
+            l1.clear();
+        }
+        self.waiters.wake_all();
+    }
+
+    /// Listens on [`CHANNEL`] of one Redis server for the life of the
+    /// process, reconnecting after failures. (A cluster uses the sharded
+    /// feed instead: [`Changes::start_sharded_feed`].)
+    pub fn spawn_subscriber(self: &Arc<Self>, client: redis::Client) {
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(changes) = this.upgrade() else { return };
+                match subscribe(&client).await {
+                    Ok(pubsub) => {
+                        // Messages may have been missed while disconnected.
+                        changes.resync();
+                        drop(changes);
+                        let mut stream = pubsub.into_on_message();
+                        while let Some(msg) = stream.next().await {
+                            let Some(changes) = this.upgrade() else { return };
+                            if let Ok(payload) = msg.get_payload::<String>() {
+                                changes.handle_message(&payload).await;
+                            }
+                        }
+                        tracing::warn!("change subscription lost; reconnecting");
+                    }
+                    Err(e) => {
+                        drop(changes);
+                        tracing::debug!(error = %e, "cannot subscribe to changes yet");
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
+
+async fn subscribe(client: &redis::Client) -> redis::RedisResult<redis::aio::PubSub> {
+    let mut pubsub = tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub())
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connect timed out")))??;
+    pubsub.subscribe(CHANNEL).await?;
+    Ok(pubsub)
+}
