@@ -24,6 +24,7 @@ use crate::defence::login_rate::LoginLimiter;
 use crate::defence::replay::{self, ReplayGuard};
 use crate::routes::{self, AppState};
 use crate::session;
+use crate::telemetry::Metrics;
 use crate::upstream::{HttpFetcher, UpstreamSettings};
 use crate::widget::Registry;
 
@@ -81,7 +82,6 @@ impl Application {
     /// Builds the server with the given clock (tests pass a mock clock).
     /// Reads top to bottom: widgets and policy, upstream, store, cache, HTTP.
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        crate::telemetry::prometheus();
         crate::tls::install_provider();
         let registry = Arc::new(match &settings.widgets {
             Some(path) => crate::widget::file::load(path)?,
@@ -141,10 +141,13 @@ impl Application {
             TcpListener::bind(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;
         let address = listener.local_addr()?;
 
+        // This application's own recorder: each worker records to it.
+        let metrics = Metrics::new();
         let state = web::Data::new(AppState {
             cache: Arc::clone(&cache),
             prewarm: settings.prewarm_enabled(),
             invalidation_secret: settings.invalidation_secret.clone().filter(|s| !s.is_empty()),
+            metrics: metrics.clone(),
         });
         let secure = settings.secure_cookies;
         // The operator page; with --admin-token its sampler starts here.
@@ -152,9 +155,12 @@ impl Application {
             settings.admin_token.as_deref(),
             secure,
             Arc::clone(&cache),
+            metrics.clone(),
         ));
         let login_limiter = web::Data::new(LoginLimiter::new(settings.login_rate, settings.trust_forwarded));
         let mut server = HttpServer::new(move || {
+            // Runs once on each worker thread, before it serves.
+            metrics.record_on_this_thread();
             App::new()
                 // Innermost: its 403 still gets the security headers, the session, logs and metrics.
                 .wrap(actix_web::middleware::from_fn(refuse_cross_site))

@@ -77,7 +77,7 @@ impl RootSpanBuilder for RequestSpan {
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// Buckets (seconds) of the duration histograms: sub-millisecond cache hits
 /// up to the 15 s upstream calls.
@@ -85,23 +85,53 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
 ];
 
-/// The process-wide Prometheus recorder, installed on first use. (A
-/// recorder is global; every application in a process, e.g. in tests,
-/// shares it.)
-pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
+/// One application's metrics: a recorder of its own, so that two
+/// applications in one process (the tests run many) never count into each
+/// other's `/metrics`, and a test can assert exact deltas.
+///
+/// A recorder is found per thread: each HTTP worker makes its
+/// application's the one it records to ([`Metrics::record_on_this_thread`]),
+/// and everything a request does, fetch tasks included, runs on its worker.
+#[derive(Clone)]
+pub struct Metrics {
+    recorder: &'static PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Metrics {
+    /// A new recorder, with every series described (and those the alerts
+    /// read registered at zero).
+    pub fn new() -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
             .map(PrometheusBuilder::build_recorder)
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();
-        if metrics::set_global_recorder(recorder).is_err() {
-            tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
-        }
-        describe();
-        handle
-    })
+        // Lives as long as the process: worker threads hold it as their
+        // recorder by reference (one per application built).
+        let recorder: &'static PrometheusRecorder = Box::leak(Box::new(recorder));
+        metrics::with_local_recorder(recorder, describe);
+        Self { recorder, handle }
+    }
+
+    /// Makes this application's recorder the one this thread records to,
+    /// for the rest of the thread's life (called once by each worker).
+    pub fn record_on_this_thread(&self) {
+        // The guard would restore the previous recorder when dropped; a
+        // worker keeps its application's until it ends.
+        std::mem::forget(metrics::set_default_local_recorder(self.recorder));
+    }
+
+    /// The Prometheus text page of everything recorded so far.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The help text of every series the server exports (Prometheus wants one

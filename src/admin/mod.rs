@@ -51,6 +51,8 @@ pub struct Admin {
     /// Mark the page's cookie Secure (`--secure-cookies`).
     secure_cookies: bool,
     cache: Arc<WidgetCache>,
+    /// The application's metrics, which the samples read.
+    metrics: crate::telemetry::Metrics,
     sampler: Sampler,
 }
 
@@ -59,11 +61,17 @@ impl Admin {
     /// task (it takes a first sample at once, and stops by itself when the
     /// application, which owns the returned value, is gone). Must be called
     /// within a Tokio runtime.
-    pub fn start(token: Option<&str>, secure_cookies: bool, cache: Arc<WidgetCache>) -> Arc<Self> {
+    pub fn start(
+        token: Option<&str>,
+        secure_cookies: bool,
+        cache: Arc<WidgetCache>,
+        metrics: crate::telemetry::Metrics,
+    ) -> Arc<Self> {
         let admin = Arc::new(Self {
             token: token.and_then(AdminToken::new),
             secure_cookies,
             cache,
+            metrics,
             sampler: Sampler::new(SAMPLES_KEPT),
         });
         if admin.enabled() {
@@ -104,7 +112,7 @@ impl Admin {
         };
         Sample {
             at_ms: crate::clock::system_now_ms(),
-            reading: reading::Reading::now(),
+            reading: reading::Reading::now(&self.metrics),
             fetches_in_flight: self.cache.fetches_in_flight(),
             open_pages: self.cache.open_pages(),
             store_kind: store.kind(),

@@ -101,9 +101,9 @@ pub struct Reading {
 }
 
 impl Reading {
-    /// The recorder's counters now.
-    pub fn now() -> Self {
-        Self::parse(&crate::telemetry::prometheus().render())
+    /// The application's counters now.
+    pub fn now(metrics: &crate::telemetry::Metrics) -> Self {
+        Self::parse(&metrics.render())
     }
 
     /// Reads a page of the Prometheus text format. Lines it does not

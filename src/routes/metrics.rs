@@ -8,8 +8,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{get, HttpResponse};
 
-use crate::telemetry;
-
 /// `GET /metrics`. Also sets, at scrape time, `percache_fetches_in_flight`
 /// (this process's upstream fetches right now) and, for an in-process store,
 /// `percache_cache_entries` and `percache_cache_bytes`.
@@ -22,7 +20,7 @@ pub async fn scrape(state: actix_web::web::Data<super::AppState>) -> HttpRespons
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(telemetry::prometheus().render())
+        .body(state.metrics.render())
 }
 
 /// Records `percache_http_request_duration_seconds{method,route,status}`.

@@ -28,6 +28,8 @@ pub struct AppState {
     pub prewarm: bool,
     /// Key of the invalidation webhook; `None`: webhook off.
     pub invalidation_secret: Option<String>,
+    /// This application's metrics (`/metrics`).
+    pub metrics: crate::telemetry::Metrics,
 }
 
 /// Registers every route.
