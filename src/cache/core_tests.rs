@@ -115,12 +115,26 @@ impl Core {
         self.cache.get(&self.user, &self.instance).await
     }
 
+    /// Lets the refresh in flight land, then asserts the next read is a hit
+    /// on the `n`th call's data.
+    async fn assert_refreshed_to(&self, n: u64) {
+        self.settle().await;
+        let after = self.get().await;
+        assert_outcome(&after, "hit");
+        assert_eq!(n_of(&after), n);
+    }
+
     /// Lets every spawned fetch run to its end (paused time: no real wait).
     async fn settle(&self) {
         while self.cache.fetches_in_flight() > 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
+}
+
+/// Asserts a lookup's outcome by its metric label (`hit`, `stale`...).
+fn assert_outcome(lookup: &Lookup, label: &str) {
+    assert_eq!(lookup.outcome.label(), label, "{:?}", lookup.outcome);
 }
 
 /// The `n` of an entry the fake upstream made.
@@ -180,11 +194,7 @@ fn a_fresh_entry_is_a_hit_with_no_upstream_call() {
         core.clock.advance(FRESH / 2);
         let lookup = core.get().await;
 
-        assert!(
-            matches!(lookup.outcome, Outcome::Hit { .. }),
-            "{:?}",
-            lookup.outcome
-        );
+        assert_outcome(&lookup, "hit");
         assert_eq!(core.fetcher.calls(), 1);
     });
 }
@@ -203,11 +213,7 @@ fn a_stale_entry_is_served_at_once_and_refreshed_once_in_the_background() {
 
         // Assert: the old data at once, one refresh, then the new data.
         for read in &reads {
-            assert!(
-                matches!(read.outcome, Outcome::Stale { .. }),
-                "{:?}",
-                read.outcome
-            );
+            assert_outcome(&read, "stale");
             assert_eq!(n_of(read), 1);
         }
         core.settle().await;
@@ -217,11 +223,7 @@ fn a_stale_entry_is_served_at_once_and_refreshed_once_in_the_background() {
             "one background refresh for three stale reads"
         );
         let after = core.get().await;
-        assert!(
-            matches!(after.outcome, Outcome::Hit { .. }),
-            "{:?}",
-            after.outcome
-        );
+        assert_outcome(&after, "hit");
         assert_eq!(n_of(&after), 2);
     });
 }
@@ -242,21 +244,10 @@ fn past_ttl_a_slow_upstream_gets_the_old_entry_as_outdated_after_the_soft_timeou
 
         // Assert: served within the soft timeout (300 ms by default), and
         // the fetch goes on to land.
-        assert!(
-            matches!(lookup.outcome, Outcome::Outdated { .. }),
-            "{:?}",
-            lookup.outcome
-        );
+        assert_outcome(&lookup, "outdated");
         assert_eq!(n_of(&lookup), 1);
         assert!(waited < Duration::from_secs(1), "waited {waited:?} (tokio time)");
-        core.settle().await;
-        let after = core.get().await;
-        assert!(
-            matches!(after.outcome, Outcome::Hit { .. }),
-            "{:?}",
-            after.outcome
-        );
-        assert_eq!(n_of(&after), 2);
+        core.assert_refreshed_to(2).await;
     });
 }
 
