@@ -213,7 +213,7 @@ fn a_stale_entry_is_served_at_once_and_refreshed_once_in_the_background() {
 
         // Assert: the old data at once, one refresh, then the new data.
         for read in &reads {
-            assert_outcome(&read, "stale");
+            assert_outcome(read, "stale");
             assert_eq!(n_of(read), 1);
         }
         core.settle().await;
