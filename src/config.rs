@@ -186,7 +186,7 @@ pub struct WidgetDurations(pub Vec<(WidgetId, Duration)>);
 impl WidgetDurations {
     /// The override of one widget, if any (the last one given wins).
     pub fn get(&self, id: &WidgetId) -> Option<Duration> {
-        self.0.iter().rev().find(|(w, _)| w == id).map(|(_, d)| *d)
+        crate::cache::policy::override_of(&self.0, id)
     }
 }
 

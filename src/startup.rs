@@ -18,7 +18,7 @@ use tracing_actix_web::TracingLogger;
 use crate::cache::policy::Lifetimes;
 use crate::cache::{CachePolicy, WidgetCache};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
+use crate::config::{Settings, WidgetDurations};
 use crate::defence::cross_site::refuse_cross_site;
 use crate::defence::login_rate::LoginLimiter;
 use crate::defence::replay::{self, ReplayGuard};
@@ -92,11 +92,12 @@ impl Application {
             ttl: settings.ttl,
             grace: settings.grace,
         };
+        let overrides = |o: &Option<WidgetDurations>| o.as_ref().map_or(Vec::new(), |o| o.0.clone());
         let policy = CachePolicy::new(
             &registry,
             lifetimes,
-            settings.widget_fresh.as_ref(),
-            settings.widget_ttl.as_ref(),
+            &overrides(&settings.widget_fresh),
+            &overrides(&settings.widget_ttl),
         )?;
         let key = session::session_key(settings.session_key.as_deref())?;
 

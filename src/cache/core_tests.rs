@@ -89,7 +89,7 @@ impl Core {
             ttl: TTL,
             grace: Duration::from_secs(3600),
         };
-        let policy = CachePolicy::new(&registry, lifetimes, None, None).unwrap();
+        let policy = CachePolicy::new(&registry, lifetimes, &[], &[]).unwrap();
         let fetcher = Arc::new(FakeFetcher::default());
         let instance = registry.all()[0].default_instance();
         let cache = WidgetCache::new(

@@ -6,7 +6,6 @@ use serde_json::value::RawValue;
 
 use crate::cache::entry::Entry;
 use crate::clock::Millis;
-use crate::config::WidgetDurations;
 use crate::widget::{Registry, WidgetId};
 
 /// The lifetimes one widget's entries get.
@@ -51,17 +50,22 @@ pub enum PolicyError {
     },
 }
 
+/// The duration `overrides` give `id`, if any (the last one given wins).
+pub(crate) fn override_of(overrides: &[(WidgetId, Duration)], id: &WidgetId) -> Option<Duration> {
+    overrides.iter().rev().find(|(w, _)| w == id).map(|(_, d)| *d)
+}
+
 impl CachePolicy {
     /// Every widget's lifetimes. Precedence, most specific first:
     /// `--widget-fresh`/`--widget-ttl`, then the widgets file, then `defaults`.
     pub fn new(
         registry: &Registry,
         defaults: Lifetimes,
-        widget_fresh: Option<&WidgetDurations>,
-        widget_ttl: Option<&WidgetDurations>,
+        widget_fresh: &[(WidgetId, Duration)],
+        widget_ttl: &[(WidgetId, Duration)],
     ) -> Result<Self, PolicyError> {
         for (flag, overrides) in [("--widget-fresh", widget_fresh), ("--widget-ttl", widget_ttl)] {
-            for (id, _) in overrides.map_or(&[][..], |o| &o.0) {
+            for (id, _) in overrides {
                 if registry.get(id.as_str()).is_none() {
                     let known = registry
                         .all()
@@ -78,14 +82,10 @@ impl CachePolicy {
         }
         let mut widgets = Vec::with_capacity(registry.all().len());
         for w in registry.all() {
-            let fresh = widget_fresh
-                .and_then(|o| o.get(&w.id))
+            let fresh = override_of(widget_fresh, &w.id)
                 .or(w.fresh)
                 .unwrap_or(defaults.fresh);
-            let ttl = widget_ttl
-                .and_then(|o| o.get(&w.id))
-                .or(w.ttl)
-                .unwrap_or(defaults.ttl);
+            let ttl = override_of(widget_ttl, &w.id).or(w.ttl).unwrap_or(defaults.ttl);
             if fresh > ttl {
                 return Err(PolicyError::FreshPastTtl {
                     widget: w.id.clone(),
@@ -180,11 +180,11 @@ mod tests {
     #[test]
     fn flags_beat_the_file_which_beats_the_defaults() {
         let reg = parse("w", FILE, &|_| None).unwrap();
-        let p = CachePolicy::new(&reg, defaults(), None, None).unwrap();
+        let p = CachePolicy::new(&reg, defaults(), &[], &[]).unwrap();
         assert_eq!(p.lifetimes(0).ttl, Duration::from_secs(3600));
         assert_eq!(p.lifetimes(1).ttl, Duration::from_secs(600));
         let ttl = parse_widget_durations("a=2h").unwrap();
-        let p = CachePolicy::new(&reg, defaults(), None, Some(&ttl)).unwrap();
+        let p = CachePolicy::new(&reg, defaults(), &[], &ttl.0).unwrap();
         assert_eq!(p.lifetimes(0).ttl, Duration::from_secs(7200));
         let e = p.entry_with_jitter(0, 9, raw_empty(), 1_000, 0.0);
         assert_eq!(e.stale_until, 1_000 + 7_200_000);
@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn fresh_windows_get_up_to_ten_percent_of_jitter() {
         let reg = parse("w", FILE, &|_| None).unwrap();
-        let p = CachePolicy::new(&reg, defaults(), None, None).unwrap();
+        let p = CachePolicy::new(&reg, defaults(), &[], &[]).unwrap();
         let window = |e: &Entry| e.fresh_until - e.fetched_at;
         let none = p.entry_with_jitter(1, 0, raw_empty(), 0, 0.0);
         let most = p.entry_with_jitter(1, 0, raw_empty(), 0, 1.0);
@@ -222,9 +222,9 @@ mod tests {
     fn refuses_unknown_widgets_and_fresh_past_ttl() {
         let reg = parse("w", FILE, &|_| None).unwrap();
         let unknown = parse_widget_durations("zz=1m").unwrap();
-        let e = CachePolicy::new(&reg, defaults(), Some(&unknown), None).unwrap_err();
+        let e = CachePolicy::new(&reg, defaults(), &unknown.0, &[]).unwrap_err();
         assert!(e.to_string().contains("no widget `zz`"), "{e}");
         let long = parse_widget_durations("b=1h").unwrap();
-        assert!(CachePolicy::new(&reg, defaults(), Some(&long), None).is_err());
+        assert!(CachePolicy::new(&reg, defaults(), &long.0, &[]).is_err());
     }
 }
