@@ -13,7 +13,7 @@
 //! **Where the counts come from.** The counts are read from the metrics the
 //! application already records (`percache_cache_requests_total`,
 //! `percache_upstream_requests_total`, `percache_upstream_duration_seconds`,
-//! ...), through the process's [`PrometheusHandle`](crate::telemetry::prometheus),
+//! ...), through the application's own recorder ([`Metrics`](crate::telemetry::Metrics)),
 //! not from counters of our own. Counters of our own would need a hook in the
 //! cache and upstream layers on every request (a second set of books on the
 //! hot path, which could drift from what Prometheus scrapes); reading the

@@ -1,5 +1,7 @@
-//! The per-user widget cache: entries and their policy, keys, the store
-//! backends and the single-flight service that ties them to the upstream.
+//! The per-user widget cache: entries and their policy, keys, the read
+//! policy ([`service`]), single flight ([`flight`]), invalidation, open
+//! pages ([`live`]) and the stores ([`store`]). It fetches through
+//! `upstream::Fetch`, so its core runs in unit tests with a fake.
 
 #[cfg(test)]
 mod core_tests;

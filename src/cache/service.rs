@@ -18,7 +18,7 @@ use crate::cache::generations::Verdict;
 use crate::cache::key::CacheKey;
 use crate::cache::policy::CachePolicy;
 use crate::cache::store::changes::Changes;
-use crate::cache::store::feed::Watch;
+use crate::cache::store::waiters::Watch;
 use crate::cache::store::{LockState, Store};
 use crate::clock::Clock;
 use crate::upstream::{Fetch, FetchError};

@@ -2,7 +2,7 @@
 //! the announcements that carry changes between the instances of a fleet.
 //!
 //! * Every write the cache makes is announced here ([`Changes::announce`]):
-//!   it wakes this process's waiters of the key's user ([`ChangeFeed`]) and,
+//!   it wakes this process's waiters of the key's user ([`Waiters`]) and,
 //!   with Redis, is published for the other instances.
 //! * Other instances' announcements arrive on the Redis channel [`CHANNEL`]
 //!   (one server) or on the user's sharded channel (a cluster). Each one
@@ -24,10 +24,10 @@ use std::time::Duration;
 use deadpool_redis::redis;
 use futures_util::StreamExt;
 
-use super::feed::{ChangeFeed, Watch};
 use super::near::NearCache;
 use super::redis::RedisStore;
 use super::sharded::{channel_of, ShardedFeed};
+use super::waiters::{Waiters, Watch};
 use super::StoreError;
 use crate::cache::generations::{Gen, Generations, Kind};
 use crate::cache::key::CacheKey;
@@ -39,7 +39,7 @@ const GENERATION_PREFIX: &str = "gen:";
 
 /// This process's end of the change feed.
 pub struct Changes {
-    waiters: Arc<ChangeFeed>,
+    waiters: Arc<Waiters>,
     /// Where to announce changes to other instances (Redis backends only).
     publisher: Option<RedisStore>,
     /// Tells our own announcements apart from other instances'.
@@ -68,7 +68,7 @@ impl Changes {
 
     fn new(publisher: Option<RedisStore>, started_ms: i64) -> Arc<Self> {
         Arc::new(Self {
-            waiters: ChangeFeed::new(),
+            waiters: Waiters::new(),
             publisher,
             instance: format!("{}-{started_ms}", std::process::id()),
             l1: OnceLock::new(),

@@ -1,11 +1,14 @@
 //! Where entries live: the [`Store`] trait and its backends, an in-process
-//! bounded store ([`memory::MemoryStore`]) and Redis or Redis Cluster
-//! ([`redis::RedisStore`]), plus [`breaker::Breaker`], which keeps a failing
-//! store from slowing requests down.
+//! bounded store ([`memory::MemoryStore`]), SQLite on disk
+//! ([`sqlite::SqliteStore`]) and Redis or Redis Cluster
+//! ([`redis::RedisStore`]); the layers over them, [`breaker::Breaker`]
+//! (a failing store does not slow requests down) and [`near::NearCache`]
+//! (the L1); and what a fleet shares besides entries: the change feed
+//! ([`changes::Changes`]) and the wait on another instance's fetch
+//! ([`fleet_lock`]). [`stack::from_settings`] puts them together.
 
 pub mod breaker;
 pub mod changes;
-pub mod feed;
 pub mod fleet_lock;
 pub mod memory;
 pub mod near;
@@ -13,6 +16,7 @@ pub mod redis;
 pub mod sharded;
 pub mod sqlite;
 pub mod stack;
+pub mod waiters;
 
 use std::sync::Arc;
 use std::time::Duration;

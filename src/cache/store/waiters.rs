@@ -16,19 +16,19 @@ use crate::cache::key::CacheKey;
 
 /// Waiters by user tag.
 #[derive(Debug, Default)]
-pub struct ChangeFeed {
+pub struct Waiters {
     users: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 /// A registration: while it lives, changes of its user wake it.
 #[derive(Debug)]
 pub struct Watch {
-    feed: Arc<ChangeFeed>,
+    feed: Arc<Waiters>,
     tag: String,
     notify: Arc<Notify>,
 }
 
-impl ChangeFeed {
+impl Waiters {
     /// An empty feed.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
@@ -107,7 +107,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_wakes_only_its_own_user() {
-        let feed = ChangeFeed::new();
+        let feed = Waiters::new();
         let (alice, bob) = (feed.watch(&tag("alice")), feed.watch(&tag("bob")));
         let (a, b) = (alice.notify().notified(), bob.notify().notified());
         tokio::pin!(a, b);
@@ -127,7 +127,7 @@ mod tests {
 
     #[test]
     fn the_last_waiter_of_a_user_unregisters_it() {
-        let feed = ChangeFeed::new();
+        let feed = Waiters::new();
         let one = feed.watch(&tag("alice"));
         let two = feed.watch(&tag("alice"));
         assert_eq!(feed.watched_users(), 1);
