@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{new_client, spawn_app_with, StoreKind, TestApp, TestConfig};
+use crate::helpers::{new_client, spawn_app, StoreKind, TestApp};
 
 const TOKEN: &str = "operator-token-0123456789abcdef";
 
 async fn admin_app(store: StoreKind) -> TestApp {
-    spawn_app_with(TestConfig::new(store).tweak(|s| s.admin_token = Some(TOKEN.into()))).await
+    spawn_app(store)
+        .settings(|s| s.admin_token = Some(TOKEN.into()))
+        .await
 }
 
 fn bearer(token: &str) -> String {
@@ -56,9 +58,9 @@ fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
 async fn without_a_token_the_page_does_not_exist() {
     for token in [None, Some(String::new())] {
         // Arrange
-        let app =
-            spawn_app_with(TestConfig::new(StoreKind::Memory).tweak(move |s| s.admin_token = token.clone()))
-                .await;
+        let app = spawn_app(StoreKind::Memory)
+            .settings(move |s| s.admin_token = token)
+            .await;
         let client = new_client();
 
         // Act

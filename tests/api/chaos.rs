@@ -12,7 +12,7 @@ use percache::cache::key::UserTag;
 use percache::cache::store::redis::RedisStore;
 use percache::cache::Store;
 
-use crate::helpers::{all_instances, login_cookie, BinaryServer, RedisServer, HEAVY};
+use crate::helpers::{all_instances, binary_server, login_cookie, RedisServer, HEAVY};
 
 /// Warm users the load cycles through.
 const USERS: usize = 20;
@@ -82,7 +82,7 @@ async fn redis_outage_and_upstream_faults_under_load_never_give_a_5xx() {
     let mut redis = Some(RedisServer::start());
     let redis_port = redis.as_ref().unwrap().port;
     let redis_url = redis.as_ref().unwrap().url();
-    let mut server = BinaryServer::start(
+    let mut server = binary_server(
         "chaos",
         &[
             "--upstream-url",

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use mock_upstream::Fault;
 
-use crate::helpers::{spawn_app_with, version_of, widget_with, StoreKind, TestApp, TestConfig};
+use crate::helpers::{spawn_app, version_of, widget_with, StoreKind, TestApp};
 
 /// 200 requests for `/widgets/1`, alternating between the two instances.
 async fn burst(app: &TestApp, b: &str, n: usize) -> Vec<(String, String)> {
@@ -16,7 +16,7 @@ async fn burst(app: &TestApp, b: &str, n: usize) -> Vec<(String, String)> {
 
 async fn two_instances_make_one_call_for_a_cold_key(store: StoreKind) {
     // Arrange: instances A and B on one Redis; a slow widget.
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     let b = app.spawn_instance().await;
     app.login("alice").await;
     app.mock.set_delay(1, Duration::from_millis(500));
@@ -58,7 +58,7 @@ async fn two_instances_make_one_call_for_a_cold_key(store: StoreKind) {
 
 async fn a_stale_key_is_refreshed_once_in_the_fleet(store: StoreKind) {
     // Arrange: the entry is cached, then goes stale (the clock is shared).
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     let b = app.spawn_instance().await;
     app.login("alice").await;
     app.widget(1).await;
@@ -104,7 +104,7 @@ async fn a_stale_key_is_refreshed_once_in_the_fleet(store: StoreKind) {
 
 async fn a_failure_in_one_instance_backs_off_the_fleet(store: StoreKind) {
     // Arrange
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     let b = app.spawn_instance().await;
     app.login("alice").await;
     app.mock.set_fault(2, Fault::Error(503));
@@ -126,7 +126,7 @@ async fn a_failure_in_one_instance_backs_off_the_fleet(store: StoreKind) {
     );
 }
 
-crate::cluster_stores!(
+crate::helpers::cluster_stores!(
     two_instances_make_one_call_for_a_cold_key,
     a_stale_key_is_refreshed_once_in_the_fleet,
     a_failure_in_one_instance_backs_off_the_fleet,
@@ -149,7 +149,7 @@ async fn timed_burst(app: &TestApp, b: &str, n: usize) -> Vec<(usize, String, Du
 
 async fn the_other_instances_waiters_are_freed_by_the_change_feed(store: StoreKind) {
     // Arrange: A and B on one Redis; a cold key whose upstream takes 300 ms.
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     let b = app.spawn_instance().await;
     app.login("alice").await;
     app.mock.set_delay(1, Duration::from_millis(300));
@@ -191,7 +191,7 @@ async fn the_other_instances_waiters_are_freed_by_the_change_feed(store: StoreKi
     );
 }
 
-crate::cluster_stores!(the_other_instances_waiters_are_freed_by_the_change_feed);
+crate::helpers::cluster_stores!(the_other_instances_waiters_are_freed_by_the_change_feed);
 
 /// Whether the cluster node on `port` owns `key`'s slot (it answers, rather
 /// than redirecting with MOVED).
@@ -208,11 +208,10 @@ async fn the_change_feed_survives_the_loss_of_the_first_cluster_node() {
     // Arrange: A and B on a three-node cluster, B with a long-lived L1, so only
     // the change feed tells B of A's writes; a user whose keys live on a
     // node that stays up.
-    let mut app = spawn_app_with(TestConfig {
-        l1_ttl: Duration::from_secs(60),
-        ..TestConfig::new(StoreKind::Cluster).without_prewarm()
-    })
-    .await;
+    let mut app = spawn_app(StoreKind::Cluster)
+        .without_prewarm()
+        .settings(|s| s.l1_ttl = Duration::from_secs(60))
+        .await;
     let b = app.spawn_instance().await;
     let first = app.cluster.as_ref().unwrap().nodes[0].port;
     let user = (0..100)
@@ -263,7 +262,7 @@ async fn the_change_feed_survives_the_loss_of_the_first_cluster_node() {
 #[tokio::test]
 async fn on_a_cluster_an_instance_receives_only_the_changes_of_the_users_it_serves() {
     // Arrange: A and B on a cluster; 20 users, none of them served by B yet.
-    let app = spawn_app_with(TestConfig::new(StoreKind::Cluster).without_prewarm()).await;
+    let app = spawn_app(StoreKind::Cluster).without_prewarm().await;
     let (b, b_cache) = app.spawn_instance_with_cache().await;
     let users: Vec<(String, reqwest::Client)> = (0..20)
         .map(|i| (format!("sharded-{i}"), crate::helpers::new_client()))

@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 
 use crate::helpers::{
-    eventually, instance, new_client, spawn_app, spawn_app_with, states, version_of, widget_with, StoreKind,
-    TestConfig,
+    eventually, instance, new_client, spawn_app, states, version_of, widget_with, StoreKind,
 };
 
 /// The `since` of the poller in a page or an `/updates` answer.
@@ -54,7 +53,7 @@ async fn a_refresh_elsewhere_reaches_an_open_page(store: StoreKind) {
     assert!(!answer.contains(r#"data-widget="1""#), "only what changed");
 }
 
-crate::both_stores!(a_refresh_elsewhere_reaches_an_open_page);
+crate::helpers::both_stores!(a_refresh_elsewhere_reaches_an_open_page);
 
 #[tokio::test]
 async fn a_poll_never_carries_another_users_data() {
@@ -125,11 +124,10 @@ async fn a_refresh_through_one_instance_reaches_a_poll_on_another() {
 #[tokio::test]
 async fn the_near_cache_is_coherent_across_instances() {
     // Arrange: a long L1 ttl, so only the invalidation messages can explain coherence.
-    let config = TestConfig {
-        l1_ttl: Duration::from_secs(60),
-        ..TestConfig::new(StoreKind::Redis).without_prewarm()
-    };
-    let app = spawn_app_with(config).await;
+    let app = spawn_app(StoreKind::Redis)
+        .without_prewarm()
+        .settings(|s| s.l1_ttl = Duration::from_secs(60))
+        .await;
     let b = app.spawn_instance().await;
     app.login("alice").await;
     let b_widget = format!("{b}/widgets/1");
@@ -196,7 +194,7 @@ async fn rendering_stale_entries_starts_their_refresh(store: StoreKind) {
     assert_eq!(app.mock.total_calls(), 10);
 }
 
-crate::both_stores!(rendering_stale_entries_starts_their_refresh);
+crate::helpers::both_stores!(rendering_stale_entries_starts_their_refresh);
 
 #[tokio::test]
 async fn without_javascript_the_page_waits_for_every_widget() {
@@ -268,4 +266,4 @@ async fn an_open_page_is_woken_by_its_own_users_changes_only(store: StoreKind) {
     assert!(!answer.contains("bob"), "{answer}");
 }
 
-crate::all_stores!(an_open_page_is_woken_by_its_own_users_changes_only);
+crate::helpers::all_stores!(an_open_page_is_woken_by_its_own_users_changes_only);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, StreamExt};
 use mock_upstream::{MockConfig, MockUpstream};
 
-use crate::helpers::{login_cookie, metric_sample, BinaryServer, ProcStats, RedisServer, HEAVY};
+use crate::helpers::{binary_server, login_cookie, metric_sample, ProcStats, RedisServer, HEAVY};
 
 /// Distinct users signed in during the soak, at most...
 const USERS: usize = 3000;
@@ -131,7 +131,7 @@ async fn thousands_of_users_leave_no_fetch_fd_or_thread_behind() {
         .await
         .unwrap();
     let redis = RedisServer::start();
-    let mut server = BinaryServer::start(
+    let mut server = binary_server(
         "soak",
         &[
             "--upstream-url",

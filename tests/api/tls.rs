@@ -18,8 +18,8 @@ use percache::cache::Store;
 use percache::widget::Registry;
 
 use crate::helpers::{
-    cache_status, eventually, spawn_app_with, version_of, widget_with, RedisCluster, RedisServer, RedisTls,
-    StoreKind, TestConfig,
+    cache_status, eventually, spawn_app, version_of, widget_with, RedisCluster, RedisServer, RedisTls,
+    StoreKind,
 };
 
 /// The token the test API wants, given to percache through `${VAR}`.
@@ -183,12 +183,13 @@ async fn app_in_front_of(api: &HttpsApi, pki: &TestPki, ca: Option<PathBuf>) -> 
     // Every test sets the same value: no race between tests.
     std::env::set_var(TOKEN_VAR, TOKEN);
     let file = api.widgets_file(&pki.dir);
-    spawn_app_with(TestConfig::new(StoreKind::Memory).tweak(move |s| {
-        s.widgets = Some(file.clone());
-        s.upstream_url = None;
-        s.upstream_ca = ca.clone();
-    }))
-    .await
+    spawn_app(StoreKind::Memory)
+        .settings(move |s| {
+            s.widgets = Some(file);
+            s.upstream_url = None;
+            s.upstream_ca = ca;
+        })
+        .await
 }
 
 /// The client side's open TCP connections to `port` (established or
@@ -334,13 +335,14 @@ async fn tls_redis_holds_the_cache_and_carries_the_change_feed(cluster: bool) {
         TlsStore::Cluster(c) => (None, Some(c.nodes())),
     };
     let (s1, n1, ca) = (single.clone(), nodes.clone(), pki.ca.clone());
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).tweak(move |s| {
-        s.redis_url = s1.clone();
-        s.redis_cluster = n1.clone();
-        s.redis_ca = Some(ca.clone());
-        s.l1_ttl = Duration::from_secs(60);
-    }))
-    .await;
+    let app = spawn_app(StoreKind::Memory)
+        .settings(move |s| {
+            s.redis_url = s1;
+            s.redis_cluster = n1;
+            s.redis_ca = Some(ca);
+            s.l1_ttl = Duration::from_secs(60);
+        })
+        .await;
     let b = app.spawn_instance().await;
     app.login("alice").await;
     app.wait_for_calls(5).await;

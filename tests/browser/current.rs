@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::ensure;
 
 use crate::driver::run;
-use crate::helpers::spawn_app_with;
-use crate::page::{config, summary, DELAYS_MS, WAIT};
+use crate::page::{dashboard_app, summary, DELAYS_MS, WAIT};
 
 /// The slack a card gets after its upstream delay to reach the page.
 const SLACK: Duration = Duration::from_millis(300);
@@ -20,7 +19,7 @@ async fn a_reload_past_ttl_shows_every_card_at_once_and_each_turns_current_by_it
         |tab| async move {
             // Arrange: a signed-in user whose five widgets are cached, then
             // the cache's clock goes past ttl (10 min).
-            let app = spawn_app_with(config()).await;
+            let app = dashboard_app().await;
             tab.sign_in(&app, "alice").await?;
             let first = tab.wait_until_loaded().await?;
             app.clock.advance(Duration::from_secs(11 * 60));

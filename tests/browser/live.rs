@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::ensure;
 
 use crate::driver::run;
-use crate::helpers::{new_client, spawn_app_with};
-use crate::page::config;
+use crate::helpers::new_client;
+use crate::page::dashboard_app;
 
 #[tokio::test]
 async fn a_refresh_in_another_tab_updates_the_open_page_in_place() {
@@ -15,7 +15,7 @@ async fn a_refresh_in_another_tab_updates_the_open_page_in_place() {
         "a_refresh_in_another_tab_updates_the_open_page_in_place",
         |tab| async move {
             // Arrange: a loaded dashboard, marked so a reload would be noticed.
-            let app = spawn_app_with(config()).await;
+            let app = dashboard_app().await;
             tab.sign_in(&app, "alice").await?;
             let before = tab.wait_until_loaded().await?;
             let version = |cards: &[crate::page::Card], id: u8| {
@@ -66,7 +66,7 @@ async fn a_refresh_in_another_tab_updates_the_open_page_in_place() {
 #[tokio::test]
 async fn the_dashboard_fits_a_phone_width_screen() {
     run("the_dashboard_fits_a_phone_width_screen", |tab| async move {
-        let app = spawn_app_with(config()).await;
+        let app = dashboard_app().await;
         tab.client.set_window_size(390, 844).await?;
         tab.sign_in(&app, "a-rather-long-username-for-a-phone@example.com")
             .await?;
@@ -91,7 +91,7 @@ async fn the_dashboard_fits_a_phone_width_screen() {
 #[tokio::test]
 async fn every_action_is_reachable_with_the_keyboard() {
     run("every_action_is_reachable_with_the_keyboard", |tab| async move {
-        let app = spawn_app_with(config()).await;
+        let app = dashboard_app().await;
         tab.sign_in(&app, "alice").await?;
         tab.wait_until_loaded().await?;
 
@@ -140,7 +140,7 @@ return worst;
 async fn text_has_enough_contrast_in_every_state() {
     run("text_has_enough_contrast_in_every_state", |tab| async move {
         // Ready cards, an error card, and loading cards on one page.
-        let app = spawn_app_with(config()).await;
+        let app = dashboard_app().await;
         app.mock.set_fault(2, mock_upstream::Fault::Error(503));
         app.mock.set_delay(3, Duration::from_secs(30));
         tab.sign_in(&app, "alice").await?;

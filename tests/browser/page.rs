@@ -8,7 +8,7 @@ use fantoccini::Locator;
 use serde::Deserialize;
 
 use crate::driver::Tab;
-use crate::helpers::{StoreKind, TestApp, TestConfig};
+use crate::helpers::{spawn_app, AppBuilder, StoreKind, TestApp};
 
 /// Mock upstream delays per widget: two fast, one slow, two in between.
 pub const DELAYS_MS: [u64; 5] = [100, 300, 1500, 600, 100];
@@ -16,13 +16,10 @@ pub const DELAYS_MS: [u64; 5] = [100, 300, 1500, 600, 100];
 /// How long any one wait on the page may take.
 pub const WAIT: Duration = Duration::from_secs(15);
 
-/// The test application's configuration: the in-process store, prewarm on,
-/// the short delays above.
-pub fn config() -> TestConfig {
-    TestConfig {
-        delays_ms: DELAYS_MS,
-        ..TestConfig::new(StoreKind::Memory)
-    }
+/// The test application of the page tests: the in-process store, prewarm
+/// on, the short delays above (await it to start it).
+pub fn dashboard_app() -> AppBuilder {
+    spawn_app(StoreKind::Memory).delays_ms(DELAYS_MS)
 }
 
 /// One widget card as the browser shows it (`[data-widget]`).
