@@ -31,7 +31,7 @@ pub use process::Process;
 pub use redis::{RedisCluster, RedisServer, RedisTls};
 pub use server::HttpServer;
 pub use stores::StoreKind;
-pub use wait::{eventually, until, until_blocking};
+pub use wait::{eventually, until, until_blocking, until_ok};
 
 /// A two-worker multi-threaded runtime, for synchronous test runners
 /// (proptest) that drive async code; two workers match the small machine.

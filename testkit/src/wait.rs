@@ -55,3 +55,20 @@ pub fn until_blocking<T>(
         std::thread::sleep(every);
     }
 }
+
+/// Runs the async `attempt` every `every` until it gives `Ok`; past
+/// `within` the test fails with the last `Err` (what the attempt saw then).
+pub async fn until_ok<T, E, Fut>(within: Duration, every: Duration, mut attempt: impl FnMut() -> Fut) -> T
+where
+    E: std::fmt::Display,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(why) if Instant::now() >= deadline => panic!("{why} (after {within:?})"),
+            Err(_) => tokio::time::sleep(every).await,
+        }
+    }
+}

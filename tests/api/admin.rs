@@ -3,11 +3,11 @@
 //! header or the page's own cookie), the CSP kept, store health as the
 //! store really is.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{new_client, spawn_app, StoreKind, TestApp};
+use crate::helpers::{new_client, spawn_app, until_ok, StoreKind, TestApp};
 
 const TOKEN: &str = "operator-token-0123456789abcdef";
 
@@ -32,19 +32,20 @@ async fn get_as(app: &TestApp, path: &str, auth: Option<&str>) -> reqwest::Respo
 
 /// Polls `/admin.json` until `done` holds (panics after 10 s).
 async fn wait_for_figures(app: &TestApp, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let figures: Value = get_as(app, "/admin.json", Some(&bearer(TOKEN)))
-            .await
-            .json()
-            .await
-            .unwrap();
-        if done(&figures) {
-            return figures;
-        }
-        assert!(Instant::now() < deadline, "figures never got there: {figures}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let done = &done;
+    until_ok(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        move || async move {
+            let resp = get_as(app, "/admin.json", Some(&bearer(TOKEN))).await;
+            let figures: Value = resp.json().await.unwrap();
+            match done(&figures) {
+                true => Ok(figures),
+                false => Err(format!("figures never got there: {figures}")),
+            }
+        },
+    )
+    .await
 }
 
 fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {

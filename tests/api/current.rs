@@ -9,8 +9,8 @@ use futures_util::future::join_all;
 use mock_upstream::Fault;
 
 use crate::helpers::{
-    binary_server, cache_status, eventually, login_cookie, metric_sample, spawn_app, states, version_of,
-    StoreKind,
+    binary_server, cache_status, eventually, login_cookie, metric_sample, spawn_app, states, until_ok,
+    version_of, StoreKind,
 };
 
 /// Polls until the mock has seen `n` calls for `user`'s `widget`.
@@ -107,11 +107,18 @@ async fn eager_refresh_starts_late_in_the_fresh_window(store: StoreKind) {
     assert!(late.starts_with("percache; hit; ttl="), "{late}");
     assert_eq!(version_of(&card), 1, "the eager hit serves the entry it has");
     wait_for_widget_calls(&app, "alice", 1, 2).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while version_of(&app.widget(1).await.1) != 2 {
-        assert!(Instant::now() < deadline, "the eager refresh never landed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let app = &app;
+    until_ok(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        move || async move {
+            let version = version_of(&app.widget(1).await.1);
+            (version == 2)
+                .then_some(())
+                .ok_or(format!("the eager refresh never landed (version {version})"))
+        },
+    )
+    .await;
     let after = app.get("/metrics").await.text().await.unwrap();
     let eager = |t: &str| {
         metric_sample(
@@ -337,23 +344,24 @@ async fn a_restart_with_a_data_dir_keeps_every_users_data_even_with_the_upstream
     )
     .await;
     // Let prewarm's entries reach the disk (each card is then inline).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let page = client
-            .get(server.url("/dashboard"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if !states(&page).contains(&"loading".to_owned()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the cache never filled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (client_ref, server_ref, cookie_ref) = (&client, &server, &cookie);
+    until_ok(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        move || async move {
+            let page = client_ref
+                .get(server_ref.url("/dashboard"))
+                .header("cookie", cookie_ref)
+                .send()
+                .await;
+            let page = page.unwrap().text().await.unwrap();
+            let states = states(&page);
+            (!states.contains(&"loading".to_owned()))
+                .then_some(())
+                .ok_or(format!("the cache never filled: {states:?}"))
+        },
+    )
+    .await;
 
     // Act: SIGTERM; the upstream fails from now on; restart on the same disk,
     // once every entry is past its ttl.

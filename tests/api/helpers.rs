@@ -23,7 +23,7 @@ use percache::startup::Application;
 use percache::telemetry;
 pub use testkit::{
     all_stores, both_stores, cluster_stores, eventually, free_port, login_cookie, metric_sample, new_client,
-    until, HttpServer, ProcStats, Process, RedisCluster, RedisServer, RedisTls, Site, StoreKind,
+    until, until_ok, HttpServer, ProcStats, Process, RedisCluster, RedisServer, RedisTls, Site, StoreKind,
 };
 
 /// The session key every test instance shares, so one cookie works on all of them.

@@ -1,12 +1,12 @@
 //! What an operator relies on: metrics that move, graceful shutdown.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mock_upstream::{MockConfig, MockUpstream};
 
 use crate::helpers::{
-    binary_server, binary_server_with_env, eventually, metric_sample, new_client, spawn_app, StoreKind,
-    SESSION_KEY,
+    binary_server, binary_server_with_env, eventually, metric_sample, new_client, spawn_app, until_ok,
+    StoreKind, SESSION_KEY,
 };
 
 /// How much the sample grew between two scrapes.
@@ -154,19 +154,24 @@ async fn json_logs_carry_the_request_id_and_the_cache_outcome() {
     client.get(server.url("/widgets/2")).send().await.unwrap();
 
     // Assert: both lines are there (written by a background thread: poll).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let served = loop {
-        let served: Vec<serde_json::Value> = server
-            .stdout()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON"))
-            .filter(|v| v["fields"]["message"] == "widget served")
-            .collect();
-        if served.len() >= 2 || Instant::now() > deadline {
-            break served;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let server_ref = &server;
+    let served = until_ok(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        move || async move {
+            let served: Vec<serde_json::Value> = server_ref
+                .stdout()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON"))
+                .filter(|v| v["fields"]["message"] == "widget served")
+                .collect();
+            match served.len() >= 2 {
+                true => Ok(served),
+                false => Err(format!("fewer than 2 `widget served` lines: {served:?}")),
+            }
+        },
+    )
+    .await;
     assert_eq!(served.len(), 2, "{served:?}");
     assert_eq!(served[0]["fields"]["outcome"], "miss");
     assert_eq!(served[1]["fields"]["outcome"], "hit");

@@ -23,7 +23,7 @@ use futures_util::stream::{self, StreamExt};
 use mock_upstream::{MockConfig, MockUpstream};
 use tokio::task::JoinHandle;
 
-use crate::helpers::{binary_server, login_cookie, metric_sample, ProcStats, HEAVY};
+use crate::helpers::{binary_server, login_cookie, metric_sample, until, ProcStats, HEAVY};
 
 /// Users whose widget 1 changes.
 const CHANGERS: usize = 20;
@@ -124,14 +124,14 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + bound;
-    while !cond().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {bound:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let done = until(bound, Duration::from_millis(50), || {
+        let cond = cond();
+        async move { cond.await.then_some(()) }
+    });
+    assert!(
+        done.await.is_some(),
+        "timed out after {bound:?} waiting for {what}"
+    );
 }
 
 /// `count` forced refreshes of widget 1, spread over the changers. Returns

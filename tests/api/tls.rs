@@ -18,8 +18,8 @@ use percache::cache::Store;
 use percache::widget::Registry;
 
 use crate::helpers::{
-    cache_status, eventually, spawn_app, version_of, widget_with, RedisCluster, RedisServer, RedisTls,
-    StoreKind,
+    cache_status, eventually, spawn_app, until_ok, version_of, widget_with, RedisCluster, RedisServer,
+    RedisTls, StoreKind,
 };
 
 /// The token the test API wants, given to percache through `${VAR}`.
@@ -373,18 +373,19 @@ async fn tls_redis_holds_the_cache_and_carries_the_change_feed(cluster: bool) {
     assert!(fresh > version_of(&first));
 
     // Assert 2: B serves the new version well before its L1 would expire.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let (_, card) = widget_with(&app.client, &format!("{b}/widgets/1")).await;
-        if version_of(&card) == fresh {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "B never heard of A's refresh over the TLS change feed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (client, b_widget) = (&app.client, &format!("{b}/widgets/1"));
+    until_ok(
+        Duration::from_secs(3),
+        Duration::from_millis(20),
+        move || async move {
+            let (_, card) = widget_with(client, b_widget).await;
+            let heard = version_of(&card) == fresh;
+            heard
+                .then_some(())
+                .ok_or("B never heard of A's refresh over the TLS change feed")
+        },
+    )
+    .await;
     drop(redis);
 }
 
