@@ -16,7 +16,8 @@ FROM rust:${RUST_VERSION}-bookworm AS builder
 WORKDIR /src
 
 # What cargo needs to build the two binaries: the workspace manifest and lock
-# file, every member (the root package and mock_upstream/), assets/ (which
+# file, every member (the root package, mock_upstream/ and testkit/, the
+# test-support crate cargo must see to load the workspace), assets/ (which
 # src/routes/assets.rs embeds with include_bytes!), widgets.example.toml, and benches/, because
 # Cargo.toml declares a [[bench]] target and cargo refuses a manifest whose
 # declared targets are missing. tests/ holds only auto-discovered targets, which
@@ -24,6 +25,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src/ src/
 COPY mock_upstream/ mock_upstream/
+COPY testkit/ testkit/
 COPY assets/ assets/
 COPY benches/ benches/
 # The built-in widgets file is src/widget/builtin.toml; this copy of it is read

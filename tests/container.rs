@@ -1,25 +1,27 @@
 //! The container files (`Dockerfile`, `compose.yaml`, `.dockerignore`) checked
-//! against the repository, as text: no Docker daemon is needed. They cannot
+//! against the repository, as data: no Docker daemon is needed. They cannot
 //! drift from the code unnoticed: COPY sources, binary names, ports, the health
 //! route, the env var names and the non-root user are all checked here.
 //!
 //! The workspace (members, packages, targets) comes from `cargo metadata`, the
 //! server's env names and defaults from its clap command (`Settings::command()`),
-//! `compose.yaml` from `serde_norway`. The mock's clap struct is private to its
-//! binary, so its env names are read from `mock_upstream/src/main.rs` as text.
-//! The Dockerfile has a small parser of its own, which fails loudly on any
-//! instruction it does not know.
+//! `compose.yaml` from `serde_norway`, the Dockerfile from `dockerfile-parser`
+//! and `.dockerignore` from the `ignore` crate's gitignore rules (all through
+//! `testkit`). The mock's clap struct is private to its binary, so its env
+//! names are read from `mock_upstream/src/main.rs` as text.
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
-use cargo_metadata::{MetadataCommand, TargetKind};
 use clap::CommandFactory;
 use percache::config::Settings;
-use serde_norway::Value;
+use testkit::compose::{env_value, environment, flag_or_env, list, text, Value};
+use testkit::dockerfile::{dockerignore, ignored_by, stage_running, Stage};
+use testkit::paths::{files, host_of, is_under, norm, port_of};
+use testkit::workspace::{clap_env, embedded_files, Member};
 
-// ---------------------------------------------------------------- files and addresses
+// ---------------------------------------------------------------- files
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -29,238 +31,39 @@ fn read(rel: &str) -> String {
     fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
 }
 
-/// `./src/` -> `src`, `.` -> ``.
-fn norm(path: &str) -> String {
-    let p = path.trim();
-    let p = p.strip_prefix("./").unwrap_or(p).trim_end_matches('/');
-    if p == "." { "" } else { p }.to_string()
-}
-
-/// Whether `path` (relative to the repository) is `source` or lies under it.
-fn is_under(path: &str, source: &str) -> bool {
-    let (path, source) = (norm(path), norm(source));
-    source.is_empty() || path == source || path.starts_with(&format!("{source}/"))
-}
-
-/// Every file under `dir` (recursively).
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let entries = fs::read_dir(dir).into_iter().flatten().flatten();
-    let paths = entries.map(|e| e.path());
-    paths
-        .flat_map(|p| if p.is_dir() { files(&p) } else { vec![p] })
-        .collect()
-}
-
-/// Resolves `..` and `.` without touching the file system.
-fn lexical(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::ParentDir => drop(out.pop()),
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-fn unquote(s: &str) -> String {
-    let s = s.trim();
-    let quoted = s.len() >= 2 && ["\"", "'"].iter().any(|q| s.starts_with(q) && s.ends_with(q));
-    let n = usize::from(quoted);
-    s[n..s.len() - n].to_string()
-}
-
-/// (host, port) of `host:port`, `scheme://host:port/path` or `[::]:port`.
-fn authority(addr: &str) -> (&str, Option<&str>) {
-    let rest = addr.split_once("://").map_or(addr, |(_, r)| r);
-    let auth = rest.split('/').next().unwrap_or_default();
-    auth.rsplit_once(':').map_or((auth, None), |(h, p)| (h, Some(p)))
-}
-
-fn host_of(addr: &str) -> &str {
-    authority(addr).0
-}
-
-fn port_of(addr: &str) -> u16 {
-    let port = authority(addr).1.unwrap_or_else(|| panic!("no port in {addr:?}"));
-    port.parse()
-        .unwrap_or_else(|_| panic!("bad port {port:?} in {addr:?}"))
-}
-
 // ---------------------------------------------------------------- Dockerfile
 
 /// The instructions the checks understand; any other fails the parse.
 const KEYWORDS: &str = "ARG FROM WORKDIR COPY ADD RUN ENV USER EXPOSE HEALTHCHECK ENTRYPOINT";
 
-#[derive(Debug)]
-struct Instruction {
-    keyword: String,
-    args: String,
-    line: usize,
-}
-
-#[derive(Debug)]
-struct Stage {
-    name: String,
-    base: String,
-    instructions: Vec<Instruction>,
-}
-
-/// A COPY or ADD: `from` is the stage of `--from=`, `None` for the build context.
-struct Copy {
-    from: Option<String>,
-    sources: Vec<String>,
-    dest: String,
-}
-
-impl Stage {
-    fn all<'a>(&'a self, keyword: &'a str) -> impl Iterator<Item = &'a Instruction> + 'a {
-        self.instructions.iter().filter(move |i| i.keyword == keyword)
-    }
-
-    /// The arguments of the last `keyword` instruction.
-    fn last(&self, keyword: &str) -> Option<&str> {
-        let mut all = self.instructions.iter().rev();
-        all.find(|i| i.keyword == keyword).map(|i| i.args.as_str())
-    }
-
-    /// Whether a RUN instruction contains all of `needles`.
-    fn runs(&self, needles: &[&str]) -> bool {
-        self.all("RUN")
-            .any(|r| needles.iter().all(|n| r.args.contains(n)))
-    }
-
-    fn workdir(&self) -> String {
-        self.last("WORKDIR").unwrap_or("/").to_string()
-    }
-
-    fn copies(&self) -> Vec<Copy> {
-        let copies = self
-            .instructions
-            .iter()
-            .filter(|i| ["COPY", "ADD"].contains(&&*i.keyword));
-        let copy = |i: &Instruction| {
-            let (flags, mut rest): (Vec<_>, Vec<_>) =
-                words(&i.args).into_iter().partition(|w| w.starts_with("--"));
-            let dest = rest.pop().filter(|_| !rest.is_empty());
-            let dest = dest.unwrap_or_else(|| {
-                panic!(
-                    "Dockerfile line {}: {} needs a source and a destination",
-                    i.line, i.keyword
-                )
-            });
-            let from = flags.iter().find(|f| f.starts_with("--from"));
-            let from = from.map(|f| f.trim_start_matches("--from=").to_string());
-            Copy {
-                from,
-                sources: rest,
-                dest,
-            }
-        };
-        copies.map(copy).collect()
-    }
-
-    /// COPY instructions whose sources come from the build context (the repository).
-    fn context_copies(&self) -> Vec<Copy> {
-        self.copies().into_iter().filter(|c| c.from.is_none()).collect()
-    }
-
-    /// The environment set by ENV, in order.
-    fn env(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for i in self.all("ENV") {
-            let words: Vec<&str> = i.args.split_whitespace().collect();
-            if words.first().is_some_and(|w| !w.contains('=')) {
-                out.push((words[0].to_string(), words[1..].join(" "))); // legacy `ENV KEY value`
-                continue;
-            }
-            for w in words {
-                let (k, v) = w
-                    .split_once('=')
-                    .unwrap_or_else(|| panic!("Dockerfile line {}: ENV {w:?}", i.line));
-                out.push((k.to_string(), unquote(v)));
-            }
-        }
-        out
-    }
-}
-
-/// Exec form (`["a", "b"]`) or whitespace-separated words.
-fn words(args: &str) -> Vec<String> {
-    match args.trim().strip_prefix('[') {
-        Some(list) => list
-            .trim_end_matches(']')
-            .split(',')
-            .map(unquote)
-            .filter(|w| !w.is_empty())
-            .collect(),
-        None => args.split_whitespace().map(str::to_string).collect(),
-    }
-}
-
-/// The stages of the Dockerfile, with line continuations joined and comments dropped.
+/// The stages of the Dockerfile: only known instructions, only ARG before
+/// the first FROM, a builder and a runtime.
 fn dockerfile() -> Vec<Stage> {
-    let mut stages: Vec<Stage> = Vec::new();
-    let mut current: Option<(usize, String)> = None;
-    for (n, raw) in read("Dockerfile").lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue; // also inside continuations, as Docker does
-        }
-        let (start, mut buf) = current.take().unwrap_or((n + 1, String::new()));
-        buf.push_str(line.trim_end_matches('\\'));
-        if line.ends_with('\\') {
-            current = Some((start, buf + " "));
-            continue;
-        }
-        let (kw, args) = buf.split_once(char::is_whitespace).unwrap_or((&buf, ""));
-        let (keyword, args) = (kw.to_ascii_uppercase(), args.trim().to_string());
+    let parsed = testkit::dockerfile::parse(&read("Dockerfile"))
+        .unwrap_or_else(|e| panic!("the Dockerfile does not parse: {e}"));
+    for (keyword, line) in &parsed.keywords {
         assert!(
             KEYWORDS.split(' ').any(|k| k == keyword),
-            "Dockerfile line {start}: unknown {kw}"
+            "Dockerfile line {line}: unknown {keyword}"
         );
-        if keyword == "FROM" {
-            let w: Vec<&str> = args.split_whitespace().filter(|w| !w.starts_with("--")).collect();
-            let name = match w.as_slice() {
-                [_, as_, name] if as_.eq_ignore_ascii_case("as") => name.to_string(),
-                _ => stages.len().to_string(),
-            };
-            let base = w.first().unwrap_or(&"").to_string();
-            stages.push(Stage {
-                name,
-                base,
-                instructions: Vec::new(),
-            });
-        } else if let Some(stage) = stages.last_mut() {
-            stage.instructions.push(Instruction {
-                keyword,
-                args,
-                line: start,
-            });
-        } else {
-            assert_eq!(
-                keyword, "ARG",
-                "Dockerfile line {start}: only ARG may come before the first FROM"
-            );
-        }
     }
-    assert!(current.is_none(), "Dockerfile ends inside a line continuation");
+    let before_from = parsed.keywords.iter().take_while(|(k, _)| k != "FROM");
+    for (keyword, line) in before_from {
+        assert_eq!(
+            keyword, "ARG",
+            "Dockerfile line {line}: only ARG may come before the first FROM"
+        );
+    }
     assert!(
-        stages.len() >= 2,
+        parsed.stages.len() >= 2,
         "the Dockerfile should be multi-stage (a builder and a runtime)"
     );
-    stages
+    parsed.stages
 }
 
-/// The stage that runs `cargo build`, and the arguments of that RUN.
-fn builder<'a>(stages: &'a [Stage]) -> (&'a Stage, &'a str) {
-    let is_build = |i: &&Instruction| i.keyword == "RUN" && i.args.contains("cargo build");
-    let run = |s: &'a Stage| Some((s, s.instructions.iter().find(is_build)?.args.as_str()));
-    stages
-        .iter()
-        .find_map(run)
-        .expect("no Dockerfile stage runs `cargo build`")
+/// The stage that runs `cargo build`, and the text of that RUN.
+fn builder(stages: &[Stage]) -> (&Stage, String) {
+    stage_running(stages, "cargo build").expect("no Dockerfile stage runs `cargo build`")
 }
 
 /// The last stage: what `docker build` produces.
@@ -270,117 +73,23 @@ fn runtime(stages: &[Stage]) -> &Stage {
 
 /// Binaries the runtime stage copies from the builder: (source path, file name).
 fn shipped_binaries(stages: &[Stage]) -> Vec<(String, String)> {
-    let b = Some(&builder(stages).0.name);
-    let copies = runtime(stages)
-        .copies()
-        .into_iter()
-        .filter(|c| c.from.as_ref() == b);
-    let name = |s: &String| s.rsplit('/').next().unwrap().to_string();
-    copies
-        .flat_map(|c| c.sources)
-        .map(|s| (s.clone(), name(&s)))
-        .collect()
-}
-
-/// Where a context COPY puts `source`, relative to `workdir` (`None` if outside it).
-fn landed_at(source: &str, copy: &Copy, workdir: &str) -> Option<String> {
-    let into_dir = copy.dest.ends_with('/') || copy.dest == "." || copy.sources.len() > 1;
-    let dest = match copy.dest.starts_with('/') {
-        true => Path::new(&copy.dest).strip_prefix(workdir).ok()?.to_path_buf(),
-        false => PathBuf::from(norm(&copy.dest)),
-    };
-    let src = norm(source);
-    let name = src.rsplit('/').next().unwrap();
-    let at = if root().join(&src).is_dir() || !into_dir {
-        dest
-    } else {
-        dest.join(name)
-    };
-    Some(at.to_string_lossy().into_owned())
+    runtime(stages).copied_from(&builder(stages).0.name)
 }
 
 // ---------------------------------------------------------------- workspace and settings
 
-#[derive(Debug)]
-struct Member {
-    /// Relative to the repository: `` for the root package.
-    dir: String,
-    package: String,
-    bins: Vec<String>,
-    /// Files cargo must find to load the manifest: itself, its declared targets
-    /// (`[lib]`, `[[bin]]`, `[[bench]]`, ...; not auto-discovered ones) and its build script.
-    required: Vec<String>,
-}
-
 fn members() -> Vec<Member> {
-    let meta = MetadataCommand::new()
-        .manifest_path(root().join("Cargo.toml"))
-        .no_deps()
-        .exec();
-    let meta = meta.expect("`cargo metadata` cannot load the workspace");
-    let rel = |p: &Path| {
-        p.strip_prefix(&meta.workspace_root)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned()
-    };
-    let member = |p: &cargo_metadata::Package| {
-        let manifest: toml::Table = fs::read_to_string(&p.manifest_path).unwrap().parse().unwrap();
-        let declared = |t: &cargo_metadata::Target| {
-            let key = match t.kind[0] {
-                TargetKind::CustomBuild => return true,
-                TargetKind::Bin | TargetKind::Bench | TargetKind::Test | TargetKind::Example => {
-                    t.kind[0].to_string()
-                }
-                _ => return manifest.contains_key("lib"),
-            };
-            let mut tables = manifest
-                .get(&key)
-                .and_then(|v| v.as_array())
-                .into_iter()
-                .flatten();
-            tables.any(|d| d.get("name").and_then(|n| n.as_str()) == Some(&t.name))
-        };
-        let targets = p
-            .targets
-            .iter()
-            .filter(|t| declared(t))
-            .map(|t| rel(t.src_path.as_std_path()));
-        Member {
-            dir: rel(p.manifest_path.parent().unwrap().as_std_path()),
-            package: p.name.to_string(),
-            bins: p
-                .targets
-                .iter()
-                .filter(|t| t.is_bin())
-                .map(|t| t.name.clone())
-                .collect(),
-            required: std::iter::once(rel(p.manifest_path.as_std_path()))
-                .chain(targets)
-                .collect(),
-        }
-    };
-    meta.workspace_packages().into_iter().map(member).collect()
+    testkit::workspace::members(root())
 }
 
 fn member(dir: &str) -> Member {
-    members()
-        .into_iter()
-        .find(|m| m.dir == dir)
-        .unwrap_or_else(|| panic!("no workspace member `{dir}`"))
+    let found = members().into_iter().find(|m| m.dir == dir);
+    found.unwrap_or_else(|| panic!("no workspace member `{dir}`"))
 }
 
 /// (env name, default value) of every flag of the server that has an env twin.
 fn server_env() -> Vec<(String, Option<String>)> {
-    let cmd = Settings::command();
-    let env = |a: &clap::Arg| {
-        let default = a
-            .get_default_values()
-            .first()
-            .map(|d| d.to_string_lossy().into_owned());
-        Some((a.get_env()?.to_string_lossy().into_owned(), default))
-    };
-    cmd.get_arguments().filter_map(env).collect()
+    clap_env(&Settings::command())
 }
 
 fn default_bind_port() -> u16 {
@@ -392,24 +101,16 @@ fn default_bind_port() -> u16 {
 /// The `env = "..."` names in the mock's source (its clap struct is private to its binary).
 fn mock_env_names() -> BTreeSet<String> {
     let text = read("mock_upstream/src/main.rs");
-    text.split("env = \"")
-        .skip(1)
+    let names = text.split("env = \"").skip(1);
+    names
         .map(|rest| rest.split('"').next().unwrap().to_string())
         .collect()
 }
 
 // ---------------------------------------------------------------- compose.yaml
 
-/// The `services:` mapping of compose.yaml.
-fn compose_services() -> serde_norway::Mapping {
-    let doc: Value = serde_norway::from_str(&read("compose.yaml")).expect("compose.yaml is not YAML");
-    let services = doc
-        .get("services")
-        .and_then(Value::as_mapping)
-        .cloned()
-        .unwrap_or_default();
-    assert!(!services.is_empty(), "compose.yaml has no `services:` mapping");
-    services
+fn compose_services() -> testkit::compose::Mapping {
+    testkit::compose::services(&read("compose.yaml"))
 }
 
 fn service(name: &str) -> Value {
@@ -417,59 +118,9 @@ fn service(name: &str) -> Value {
     svc.unwrap_or_else(|| panic!("compose.yaml has no `{name}` service"))
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Null => String::new(),
-        other => panic!("compose.yaml: expected a scalar, got {other:?}"),
-    }
-}
-
-/// A sequence, or a string split at whitespace (as compose does for `command:`);
-/// the keys of a mapping (`depends_on:` takes both).
-fn list(v: &Value, key: &str) -> Vec<String> {
-    match v.get(key) {
-        Some(Value::Sequence(items)) => items.iter().map(text).collect(),
-        Some(Value::Mapping(m)) => m.keys().map(text).collect(),
-        Some(other) => text(other).split_whitespace().map(str::to_string).collect(),
-        None => Vec::new(),
-    }
-}
-
-/// `environment:` as a mapping or as a list of `KEY=value`.
-fn environment(svc: &Value) -> Vec<(String, String)> {
-    if let Some(Value::Mapping(m)) = svc.get("environment") {
-        return m.iter().map(|(k, v)| (text(k), text(v))).collect();
-    }
-    let split = |kv: &String| {
-        kv.split_once('=')
-            .map_or((kv.clone(), String::new()), |(k, v)| (k.into(), v.into()))
-    };
-    list(svc, "environment").iter().map(split).collect()
-}
-
-fn env_value(svc: &Value, key: &str) -> Option<String> {
-    environment(svc)
-        .into_iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v)
-}
-
 /// The address the mock is told to listen on: `--bind` in its command, else `MOCK_BIND`.
 fn mock_bind(mock: &Value) -> String {
-    let command = list(mock, "command");
-    let flag = command
-        .iter()
-        .position(|w| w == "--bind")
-        .and_then(|i| command.get(i + 1).cloned());
-    let flag = flag.or_else(|| {
-        command
-            .iter()
-            .find_map(|w| Some(w.strip_prefix("--bind=")?.to_string()))
-    });
-    let bind = flag.or_else(|| env_value(mock, "MOCK_BIND"));
+    let bind = flag_or_env(mock, "--bind", "MOCK_BIND");
     bind.expect("the compose `mock` service sets no --bind (nor MOCK_BIND): it would listen on loopback only")
 }
 
@@ -477,12 +128,7 @@ fn mock_bind(mock: &Value) -> String {
 
 #[test]
 fn every_copy_source_exists_in_the_repository_and_is_not_dockerignored() {
-    let ignore: Vec<String> = read(".dockerignore")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!'))
-        .map(|l| norm(l.trim_start_matches('/').trim_start_matches("**/")))
-        .collect();
+    let ignore = dockerignore(root());
     let mut seen = 0;
     for stage in dockerfile() {
         for source in stage.context_copies().into_iter().flat_map(|c| c.sources) {
@@ -501,11 +147,8 @@ fn every_copy_source_exists_in_the_repository_and_is_not_dockerignored() {
                 !path.is_dir() || !files(&path).is_empty(),
                 "{at} is an empty directory (absent from a git checkout)"
             );
-            for pattern in &ignore {
-                assert!(
-                    !is_under(&rel, pattern),
-                    "{at} is excluded by `{pattern}` in .dockerignore"
-                );
+            if let Some(pattern) = ignored_by(&ignore, root(), &rel) {
+                panic!("{at} is excluded by `{pattern}` in .dockerignore");
             }
         }
     }
@@ -524,7 +167,7 @@ fn the_builder_copies_everything_cargo_needs_in_the_repository_layout() {
     for copy in b.context_copies() {
         for source in &copy.sources {
             assert_eq!(
-                landed_at(source, &copy, &workdir).as_deref(),
+                copy.landed_at(source, &workdir, root()).as_deref(),
                 Some(norm(source).as_str()),
                 "builder COPY {source} -> {} (WORKDIR {workdir}) does not keep the repository layout cargo expects",
                 copy.dest
@@ -548,33 +191,16 @@ fn the_builder_copies_everything_cargo_needs_in_the_repository_layout() {
     }
 
     // Files embedded at compile time (include_bytes!/include_str!) must be copied too.
-    let sources = members()
-        .into_iter()
-        .flat_map(|m| files(&root().join(&m.dir).join("src")));
-    let sources = sources.filter(|p| p.extension().is_some_and(|e| e == "rs"));
-    let mut embedded = 0;
-    for file in sources {
-        let text = fs::read_to_string(&file).unwrap();
-        let literals = ["include_bytes!(\"", "include_str!(\""]
-            .into_iter()
-            .flat_map(|m| text.split(m).skip(1));
-        for lit in literals.map(|rest| rest.split('"').next().unwrap()) {
-            let target = lexical(&file.parent().unwrap().join(lit));
-            let outside = || panic!("{} embeds {lit}, outside the repository", file.display());
-            let rel = target
-                .strip_prefix(root())
-                .unwrap_or_else(|_| outside())
-                .to_string_lossy();
-            embedded += 1;
-            assert!(
-                covered(&rel),
-                "{} embeds `{rel}` at compile time, but the builder stage does not COPY it",
-                file.display()
-            );
-        }
+    let embedded: Vec<_> = members().iter().flat_map(|m| embedded_files(root(), m)).collect();
+    for (file, rel) in &embedded {
+        assert!(
+            covered(rel),
+            "{} embeds `{rel}` at compile time, but the builder stage does not COPY it",
+            file.display()
+        );
     }
     assert!(
-        embedded > 0,
+        !embedded.is_empty(),
         "no include_bytes! found: the asset check is not looking in the right place"
     );
 }
@@ -594,6 +220,7 @@ fn the_builder_runs_a_locked_release_build_of_the_shipped_binaries() {
         rt.base
     );
     let run = builder(&stages).1;
+    let run = run.as_str();
     for flag in ["--release", "--locked"] {
         assert!(run.contains(flag), "`cargo build` should use {flag}: {run}");
     }
@@ -639,13 +266,12 @@ fn binary_names_match_the_cargo_bin_targets() {
 
     // The image's ENTRYPOINT: the server, in exec form so SIGTERM reaches it.
     let entry = runtime(&stages)
-        .last("ENTRYPOINT")
+        .entrypoint()
         .expect("the runtime stage has no ENTRYPOINT");
-    assert!(
-        entry.starts_with('['),
-        "ENTRYPOINT should use the exec form [\"...\"] so that SIGTERM reaches the server: {entry}"
-    );
-    let program = words(entry).remove(0);
+    let entry = entry.unwrap_or_else(|shell| {
+        panic!("ENTRYPOINT should use the exec form [\"...\"] so that SIGTERM reaches the server: {shell}")
+    });
+    let program = entry.first().expect("ENTRYPOINT runs nothing");
     let program = program.rsplit('/').next().unwrap();
     assert!(
         server.bins.iter().any(|b| b == program),
@@ -687,7 +313,7 @@ fn the_runtime_image_carries_the_assets_beside_the_binary() {
     let workdir = rt.workdir();
     let carried = rt.context_copies().iter().any(|copy| {
         copy.sources.iter().any(|s| norm(s) == "assets")
-            && landed_at("assets", copy, &workdir).as_deref() == Some("assets")
+            && copy.landed_at("assets", &workdir, root()).as_deref() == Some("assets")
     });
     assert!(
         carried,
@@ -707,7 +333,8 @@ fn ports_agree_with_the_default_bind() {
 
     let exposed: Vec<u16> = rt
         .all("EXPOSE")
-        .flat_map(|i| i.args.split_whitespace())
+        .iter()
+        .flat_map(|args| args.split_whitespace())
         .map(|p| {
             p.trim_end_matches("/tcp")
                 .parse()
@@ -775,13 +402,13 @@ fn the_healthcheck_probes_a_route_of_the_server() {
         read("src/routes/health.rs").contains(&format!("#[get(\"{path}\")]")),
         "HEALTHCHECK probes {path}, which src/routes/health.rs does not serve"
     );
-    let tool = words(check.split(" CMD ").nth(1).unwrap_or_default())
-        .into_iter()
-        .next()
-        .unwrap_or_default();
+    // The first word after CMD, in shell or exec form (`CMD ["curl", ...]`).
+    let cmd = check.split(" CMD ").nth(1).unwrap_or_default();
+    let mut words = cmd.split(|c: char| c.is_whitespace() || "[\",".contains(c));
+    let tool = words.find(|w| !w.is_empty()).unwrap_or_default().to_string();
     if tool == "curl" || tool == "wget" {
         assert!(
-            rt.runs(&["install", &tool]),
+            rt.runs_all(&["install", &tool]),
             "HEALTHCHECK uses {tool}, which the runtime stage does not install"
         );
     }
@@ -803,7 +430,7 @@ fn the_runtime_stage_runs_as_a_non_root_user() {
         assert!(uid > 0, "USER {user} is root");
     } else {
         assert!(
-            rt.runs(&["useradd", name]),
+            rt.runs_all(&["useradd", name]),
             "USER {name} is never created (useradd) in the runtime stage"
         );
     }

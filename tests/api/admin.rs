@@ -3,16 +3,18 @@
 //! header or the page's own cookie), the CSP kept, store health as the
 //! store really is.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{new_client, spawn_app_with, StoreKind, TestApp, TestConfig};
+use crate::helpers::{new_client, spawn_app, until_ok, StoreKind, TestApp};
 
 const TOKEN: &str = "operator-token-0123456789abcdef";
 
 async fn admin_app(store: StoreKind) -> TestApp {
-    spawn_app_with(TestConfig::new(store).tweak(|s| s.admin_token = Some(TOKEN.into()))).await
+    spawn_app(store)
+        .settings(|s| s.admin_token = Some(TOKEN.into()))
+        .await
 }
 
 fn bearer(token: &str) -> String {
@@ -30,19 +32,20 @@ async fn get_as(app: &TestApp, path: &str, auth: Option<&str>) -> reqwest::Respo
 
 /// Polls `/admin.json` until `done` holds (panics after 10 s).
 async fn wait_for_figures(app: &TestApp, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let figures: Value = get_as(app, "/admin.json", Some(&bearer(TOKEN)))
-            .await
-            .json()
-            .await
-            .unwrap();
-        if done(&figures) {
-            return figures;
-        }
-        assert!(Instant::now() < deadline, "figures never got there: {figures}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let done = &done;
+    until_ok(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        move || async move {
+            let resp = get_as(app, "/admin.json", Some(&bearer(TOKEN))).await;
+            let figures: Value = resp.json().await.unwrap();
+            match done(&figures) {
+                true => Ok(figures),
+                false => Err(format!("figures never got there: {figures}")),
+            }
+        },
+    )
+    .await
 }
 
 fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
@@ -56,9 +59,9 @@ fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
 async fn without_a_token_the_page_does_not_exist() {
     for token in [None, Some(String::new())] {
         // Arrange
-        let app =
-            spawn_app_with(TestConfig::new(StoreKind::Memory).tweak(move |s| s.admin_token = token.clone()))
-                .await;
+        let app = spawn_app(StoreKind::Memory)
+            .settings(move |s| s.admin_token = token)
+            .await;
         let client = new_client();
 
         // Act

@@ -1,6 +1,5 @@
 //! Sign-in, sign-out and what a signed-out client gets.
 
-use crate::both_stores;
 use crate::helpers::{spawn_app, StoreKind};
 
 async fn sign_in_sets_a_private_cookie_and_redirects(store: StoreKind) {
@@ -23,7 +22,7 @@ async fn sign_in_sets_a_private_cookie_and_redirects(store: StoreKind) {
     assert!(dashboard.text().await.unwrap().contains("alice"));
 }
 
-both_stores!(sign_in_sets_a_private_cookie_and_redirects);
+crate::helpers::both_stores!(sign_in_sets_a_private_cookie_and_redirects);
 
 #[tokio::test]
 async fn bad_usernames_get_422_with_the_form_and_a_message() {

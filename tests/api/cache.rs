@@ -5,12 +5,11 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use mock_upstream::Fault;
 
-use crate::all_stores;
-use crate::helpers::{cache_status, spawn_app, spawn_app_with, version_of, StoreKind, TestConfig};
+use crate::helpers::{cache_status, spawn_app, version_of, StoreKind};
 
 async fn concurrent_requests_for_a_cold_key_make_one_upstream_call(store: StoreKind) {
     // Arrange: no prewarm, and a slow widget so all requests overlap.
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     app.login("alice").await;
     app.mock.set_delay(1, Duration::from_millis(500));
 
@@ -47,8 +46,8 @@ async fn concurrent_requests_for_a_cold_key_make_one_upstream_call(store: StoreK
 }
 
 async fn fresh_stale_and_expired_follow_the_policy(store: StoreKind) {
-    // Arrange: fresh 60 s, ttl 10 min (the defaults of TestConfig).
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    // Arrange: fresh 60 s, ttl 10 min (the test defaults of helpers::test_settings).
+    let app = spawn_app(store).without_prewarm().await;
     app.login("alice").await;
 
     // A miss fetches and stores.
@@ -101,7 +100,7 @@ async fn fresh_stale_and_expired_follow_the_policy(store: StoreKind) {
 
 async fn an_expired_entry_is_served_when_the_upstream_fails(store: StoreKind) {
     // Arrange: a cached widget, past its ttl but within grace; the upstream fails.
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     app.login("alice").await;
     let (_, before) = app.widget(4).await;
     app.clock.advance(Duration::from_secs(11 * 60));
@@ -131,7 +130,7 @@ async fn an_expired_entry_is_served_when_the_upstream_fails(store: StoreKind) {
 
     // The upstream recovers: after the backoff the next request replaces the entry.
     app.mock.set_fault(4, Fault::Ok);
-    tokio::time::sleep(app.config.failure_backoff).await;
+    tokio::time::sleep(app.settings.failure_backoff).await;
     let (status, body) = app.widget(4).await;
     assert_eq!(status, "percache; fwd=miss; stored");
     assert!(body.contains(r#"data-state="ready""#));
@@ -143,7 +142,7 @@ async fn an_expired_entry_is_served_when_the_upstream_fails(store: StoreKind) {
 
 async fn a_stale_entry_whose_refresh_failed_is_served_as_stale_if_error(store: StoreKind) {
     // Arrange: widget 4 cached, then stale; the upstream starts failing.
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     app.login("alice").await;
     app.widget(4).await;
     app.widget(1).await;
@@ -185,7 +184,7 @@ async fn a_stale_entry_whose_refresh_failed_is_served_as_stale_if_error(store: S
 
     // Recovery: after the backoff the next request refreshes, and new data replaces the old.
     app.mock.set_fault(4, Fault::Ok);
-    tokio::time::sleep(app.config.failure_backoff).await;
+    tokio::time::sleep(app.settings.failure_backoff).await;
     let (status, _) = app.widget(4).await;
     assert!(status.ends_with("detail=revalidating"), "{status}");
     let (_, body) = app.wait_for_fresh_hit(4).await;
@@ -193,7 +192,7 @@ async fn a_stale_entry_whose_refresh_failed_is_served_as_stale_if_error(store: S
 }
 
 async fn a_failure_with_nothing_cached_is_an_error_card_with_retry(store: StoreKind) {
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     app.login("alice").await;
     app.mock.set_fault(2, Fault::Error(404));
 
@@ -218,14 +217,14 @@ async fn a_failure_with_nothing_cached_is_an_error_card_with_retry(store: StoreK
     assert_eq!(app.mock.calls_for("alice", 2), 1, "no call during the backoff");
 
     // ...then it is.
-    tokio::time::sleep(app.config.failure_backoff).await;
+    tokio::time::sleep(app.settings.failure_backoff).await;
     let (status, body) = app.widget(2).await;
     assert_eq!(status, "percache; fwd=miss; stored");
     assert!(body.contains(r#"data-state="ready""#));
 }
 
 async fn forced_refresh_bypasses_freshness(store: StoreKind) {
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     app.login("alice").await;
     app.widget(5).await;
 
@@ -239,7 +238,7 @@ async fn forced_refresh_bypasses_freshness(store: StoreKind) {
     assert_eq!(version_of(&body), 2, "the refreshed entry was stored");
 }
 
-all_stores!(
+crate::helpers::all_stores!(
     concurrent_requests_for_a_cold_key_make_one_upstream_call,
     a_stale_entry_whose_refresh_failed_is_served_as_stale_if_error,
     fresh_stale_and_expired_follow_the_policy,
@@ -250,7 +249,7 @@ all_stores!(
 
 #[tokio::test]
 async fn a_forced_refresh_joins_a_fetch_in_flight() {
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).without_prewarm()).await;
+    let app = spawn_app(StoreKind::Memory).without_prewarm().await;
     app.login("alice").await;
     app.mock.set_delay(3, Duration::from_millis(400));
 
@@ -297,7 +296,7 @@ async fn unknown_widget_ids_are_404() {
 
 #[tokio::test]
 async fn the_json_api_matches_the_spec() {
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).without_prewarm()).await;
+    let app = spawn_app(StoreKind::Memory).without_prewarm().await;
     app.login("alice").await;
 
     let first = app.get("/api/widgets/3").await;
@@ -323,11 +322,10 @@ async fn the_json_api_matches_the_spec() {
 
 #[tokio::test]
 async fn with_no_fresh_window_every_request_fetches_exactly_once() {
-    let config = TestConfig {
-        fresh: Duration::ZERO,
-        ..TestConfig::new(StoreKind::Memory).without_prewarm()
-    };
-    let app = spawn_app_with(config).await;
+    let app = spawn_app(StoreKind::Memory)
+        .without_prewarm()
+        .settings(|s| s.fresh = Duration::ZERO)
+        .await;
     app.login("alice").await;
 
     let (first, _) = app.widget(1).await;

@@ -12,7 +12,7 @@ use percache::cache::key::UserTag;
 use percache::cache::store::redis::RedisStore;
 use percache::cache::Store;
 
-use crate::helpers::{all_instances, login_cookie, BinaryServer, RedisServer, HEAVY};
+use crate::helpers::{all_instances, binary_server, login_cookie, until, RedisServer, HEAVY};
 
 /// Warm users the load cycles through.
 const USERS: usize = 20;
@@ -67,6 +67,14 @@ async fn all_in_redis(store: &RedisStore, users: &[String]) -> bool {
     true
 }
 
+/// Waits (10 s at most, polling every `every`) until every widget of every
+/// user is in Redis; fails the test with `why` otherwise.
+async fn in_redis_within(store: &RedisStore, users: &[String], every: Duration, why: &str) {
+    let done = || async move { all_in_redis(store, users).await.then_some(()) };
+    let done = until(Duration::from_secs(10), every, done).await;
+    assert!(done.is_some(), "{why}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_and_upstream_faults_under_load_never_give_a_5xx() {
     let _heavy = HEAVY.lock().await;
@@ -82,7 +90,7 @@ async fn redis_outage_and_upstream_faults_under_load_never_give_a_5xx() {
     let mut redis = Some(RedisServer::start());
     let redis_port = redis.as_ref().unwrap().port;
     let redis_url = redis.as_ref().unwrap().url();
-    let mut server = BinaryServer::start(
+    let mut server = binary_server(
         "chaos",
         &[
             "--upstream-url",
@@ -125,11 +133,13 @@ async fn redis_outage_and_upstream_faults_under_load_never_give_a_5xx() {
         cookies.push(login_cookie(&client, &base, user).await.unwrap());
     }
     let store = RedisStore::new(&redis_url, Duration::from_secs(2)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !all_in_redis(&store, &users).await {
-        assert!(Instant::now() < deadline, "the warm-up never filled Redis");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    in_redis_within(
+        &store,
+        &users,
+        Duration::from_millis(50),
+        "the warm-up never filled Redis",
+    )
+    .await;
     note("warm: all widgets of all users in Redis; load starts");
 
     // The load: WORKERS loops over users and routes, recording every status
@@ -191,14 +201,8 @@ async fn redis_outage_and_upstream_faults_under_load_never_give_a_5xx() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Before failing the upstream, every entry must be back in Redis (else a
     // key missing from the emptied Redis would have nothing to fall back on).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !all_in_redis(&store, &users).await {
-        assert!(
-            Instant::now() < deadline,
-            "the cache never wrote every entry to the restarted Redis"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let why = "the cache never wrote every entry to the restarted Redis";
+    in_redis_within(&store, &users, Duration::from_millis(100), why).await;
     note("every entry is in Redis again");
 
     mock.set_fault(2, Fault::Error(503));
@@ -262,11 +266,8 @@ async fn redis_outage_and_upstream_faults_under_load_never_give_a_5xx() {
     assert!(!stderr.contains("panicked"), "no panic: {stderr}");
 
     // Entries are (still) written to the restarted Redis.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !all_in_redis(&store, &users).await {
-        assert!(Instant::now() < deadline, "entries are in Redis after the chaos");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let why = "entries are in Redis after the chaos";
+    in_redis_within(&store, &users, Duration::from_millis(100), why).await;
     drop(redis);
     eprintln!("chaos: whole test {:.1} s", t0.elapsed().as_secs_f64());
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::helpers::{spawn_app_with, StoreKind, TestApp, TestConfig};
+use crate::helpers::{spawn_app, StoreKind, TestApp};
 
 /// One simulated second every this much real time.
 const TICK: Duration = Duration::from_millis(50);
@@ -31,14 +31,10 @@ async fn run_clock(app: &TestApp, span: Duration) {
 
 /// Upstream calls in one simulated hour of one user.
 async fn one_hour(eager: f64, live: bool) -> u64 {
-    let app = spawn_app_with(
-        TestConfig {
-            delays_ms: [1000 / 60, 3000 / 60, 15000 / 60, 6000 / 60, 1000 / 60],
-            ..TestConfig::new(StoreKind::Memory)
-        }
-        .tweak(move |s| s.eager_refresh = eager),
-    )
-    .await;
+    let app = spawn_app(StoreKind::Memory)
+        .delays_ms([1000 / 60, 3000 / 60, 15000 / 60, 6000 / 60, 1000 / 60])
+        .settings(move |s| s.eager_refresh = eager)
+        .await;
     app.login("hourly").await;
     for _visit in 0..12 {
         let page = app.get("/dashboard").await.text().await.unwrap();

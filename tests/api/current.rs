@@ -9,8 +9,8 @@ use futures_util::future::join_all;
 use mock_upstream::Fault;
 
 use crate::helpers::{
-    cache_status, eventually, login_cookie, metric_sample, spawn_app_with, states, version_of, BinaryServer,
-    StoreKind, TestConfig,
+    binary_server, cache_status, eventually, login_cookie, metric_sample, spawn_app, states, until_ok,
+    version_of, StoreKind,
 };
 
 /// Polls until the mock has seen `n` calls for `user`'s `widget`.
@@ -30,7 +30,7 @@ async fn wait_for_widget_calls(app: &crate::helpers::TestApp, user: &str, widget
 
 async fn outdated_entries_are_rendered_inline_and_refreshed(store: StoreKind) {
     // Arrange: alice's five widgets are cached, then time passes beyond ttl.
-    let app = spawn_app_with(TestConfig::new(store)).await;
+    let app = spawn_app(store).await;
     app.login("alice").await;
     app.wait_for_calls(5).await;
     for id in 1..=5 {
@@ -56,7 +56,7 @@ async fn outdated_entries_are_rendered_inline_and_refreshed(store: StoreKind) {
 async fn a_slow_upstream_past_ttl_serves_the_outdated_entry_after_the_soft_timeout(store: StoreKind) {
     // Arrange: a cached analytics widget, past ttl; its upstream now takes 3 s
     // (the soft timeout is 300 ms).
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     app.login("alice").await;
     let (_, first) = app.widget(3).await;
     app.clock.advance(Duration::from_secs(11 * 60));
@@ -90,7 +90,7 @@ async fn a_slow_upstream_past_ttl_serves_the_outdated_entry_after_the_soft_timeo
 
 async fn eager_refresh_starts_late_in_the_fresh_window(store: StoreKind) {
     // Arrange: fresh 60 s (less up to 10% of jitter), eager at 0.8.
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     app.login("alice").await;
     app.widget(1).await;
     let before = app.get("/metrics").await.text().await.unwrap();
@@ -107,11 +107,18 @@ async fn eager_refresh_starts_late_in_the_fresh_window(store: StoreKind) {
     assert!(late.starts_with("percache; hit; ttl="), "{late}");
     assert_eq!(version_of(&card), 1, "the eager hit serves the entry it has");
     wait_for_widget_calls(&app, "alice", 1, 2).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while version_of(&app.widget(1).await.1) != 2 {
-        assert!(Instant::now() < deadline, "the eager refresh never landed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let app = &app;
+    until_ok(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        move || async move {
+            let version = version_of(&app.widget(1).await.1);
+            (version == 2)
+                .then_some(())
+                .ok_or(format!("the eager refresh never landed (version {version})"))
+        },
+    )
+    .await;
     let after = app.get("/metrics").await.text().await.unwrap();
     let eager = |t: &str| {
         metric_sample(
@@ -124,7 +131,7 @@ async fn eager_refresh_starts_late_in_the_fresh_window(store: StoreKind) {
     assert_eq!(app.mock.calls_for("alice", 1), 2);
 }
 
-crate::all_stores!(
+crate::helpers::all_stores!(
     outdated_entries_are_rendered_inline_and_refreshed,
     a_slow_upstream_past_ttl_serves_the_outdated_entry_after_the_soft_timeout,
     eager_refresh_starts_late_in_the_fresh_window,
@@ -146,7 +153,7 @@ async fn json_with(app: &crate::helpers::TestApp, id: u8, cc: &str) -> (u16, Str
 #[tokio::test]
 async fn the_json_api_honours_the_requests_cache_directives() {
     // Arrange
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).without_prewarm()).await;
+    let app = spawn_app(StoreKind::Memory).without_prewarm().await;
     app.login("alice").await;
 
     // only-if-cached with nothing cached: 504, and no upstream call.
@@ -219,7 +226,7 @@ async fn poll(app: &crate::helpers::TestApp, since: i64) -> String {
 #[tokio::test]
 async fn an_open_page_refreshes_its_widgets_once_per_fresh_window_and_not_after_closing() {
     // Arrange: alice's five widgets are fresh.
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory)).await;
+    let app = spawn_app(StoreKind::Memory).await;
     app.login("alice").await;
     app.wait_for_calls(5).await;
     for id in 1..=5 {
@@ -324,7 +331,7 @@ async fn a_restart_with_a_data_dir_keeps_every_users_data_even_with_the_upstream
         "--ttl",
         "2s",
     ];
-    let mut server = BinaryServer::start("data-dir-1", &args).await;
+    let mut server = binary_server("data-dir-1", &args).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -337,23 +344,24 @@ async fn a_restart_with_a_data_dir_keeps_every_users_data_even_with_the_upstream
     )
     .await;
     // Let prewarm's entries reach the disk (each card is then inline).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let page = client
-            .get(server.url("/dashboard"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if !states(&page).contains(&"loading".to_owned()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the cache never filled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (client_ref, server_ref, cookie_ref) = (&client, &server, &cookie);
+    until_ok(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        move || async move {
+            let page = client_ref
+                .get(server_ref.url("/dashboard"))
+                .header("cookie", cookie_ref)
+                .send()
+                .await;
+            let page = page.unwrap().text().await.unwrap();
+            let states = states(&page);
+            (!states.contains(&"loading".to_owned()))
+                .then_some(())
+                .ok_or(format!("the cache never filled: {states:?}"))
+        },
+    )
+    .await;
 
     // Act: SIGTERM; the upstream fails from now on; restart on the same disk,
     // once every entry is past its ttl.
@@ -363,7 +371,7 @@ async fn a_restart_with_a_data_dir_keeps_every_users_data_even_with_the_upstream
         mock.set_fault(id, Fault::Error(503));
     }
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let server = BinaryServer::start("data-dir-2", &args).await;
+    let server = binary_server("data-dir-2", &args).await;
     let page = client
         .get(server.url("/dashboard"))
         .header("cookie", &cookie)

@@ -1,6 +1,5 @@
 //! Prewarm and the dashboard page.
 
-use crate::both_stores;
 use crate::helpers::{spawn_app, states, StoreKind};
 
 async fn prewarm_makes_five_calls_and_the_page_then_makes_none(store: StoreKind) {
@@ -60,7 +59,7 @@ async fn a_dashboard_opened_during_prewarm_joins_its_fetches(store: StoreKind) {
     assert_eq!(app.mock.total_calls(), 5, "nothing was fetched twice");
 }
 
-both_stores!(
+crate::helpers::both_stores!(
     prewarm_makes_five_calls_and_the_page_then_makes_none,
     a_dashboard_opened_during_prewarm_joins_its_fetches,
 );

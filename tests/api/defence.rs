@@ -7,7 +7,7 @@ use percache::routes::fallback::ROUTES;
 use percache::routes::invalidate::sign;
 use reqwest::header::HeaderMap;
 
-use crate::helpers::{new_client, spawn_app, spawn_app_with, start_and_fail, StoreKind, TestApp, TestConfig};
+use crate::helpers::{new_client, spawn_app, start_and_fail, StoreKind, TestApp};
 
 /// POSTs to `path` with these extra headers (and a form body for `/login`).
 async fn post_with(
@@ -29,7 +29,7 @@ async fn post_with(
 #[tokio::test]
 async fn cross_site_posts_to_browser_routes_are_refused_with_403() {
     // Arrange: alice is signed in with a cached widget 1.
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).without_prewarm()).await;
+    let app = spawn_app(StoreKind::Memory).without_prewarm().await;
     app.login("alice").await;
     app.widget(1).await;
     let calls_before = app.mock.total_calls();
@@ -80,7 +80,7 @@ async fn cross_site_posts_to_browser_routes_are_refused_with_403() {
 
 #[tokio::test]
 async fn same_origin_and_headerless_posts_keep_working() {
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).without_prewarm()).await;
+    let app = spawn_app(StoreKind::Memory).without_prewarm().await;
     let origin = app.address.clone(); // http://127.0.0.1:<port>
     let allowed: [&[(&str, &str)]; 4] = [
         &[],
@@ -150,11 +150,12 @@ async fn sign_in_from(app: &TestApp, user: &str, forwarded_for: Option<&str>) ->
 /// An app allowing a burst of 10 sign-ins per address, then one per hour
 /// (nothing comes back while the test runs).
 async fn rate_limited_app(trust_forwarded: bool) -> TestApp {
-    spawn_app_with(TestConfig::new(StoreKind::Memory).tweak(move |s| {
-        s.login_rate = parse_login_rate("1/hour").unwrap();
-        s.trust_forwarded = trust_forwarded;
-    }))
-    .await
+    spawn_app(StoreKind::Memory)
+        .settings(move |s| {
+            s.login_rate = parse_login_rate("1/hour").unwrap();
+            s.trust_forwarded = trust_forwarded;
+        })
+        .await
 }
 
 #[tokio::test]
@@ -241,10 +242,10 @@ async fn with_trust_forwarded_each_forwarded_address_has_its_own_limit() {
 
 #[tokio::test]
 async fn the_limit_is_off_with_zero() {
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).without_prewarm().tweak(|s| {
-        s.login_rate = parse_login_rate("0").unwrap();
-    }))
-    .await;
+    let app = spawn_app(StoreKind::Memory)
+        .without_prewarm()
+        .settings(|s| s.login_rate = parse_login_rate("0").unwrap())
+        .await;
     for i in 0..30 {
         assert_eq!(
             sign_in_from(&app, &format!("u{i}"), None).await.status(),
@@ -276,7 +277,7 @@ fn path_of(pattern: &str) -> String {
 #[tokio::test]
 async fn every_route_answers_its_methods_and_405_with_allow_to_others() {
     // Arrange: signed out (every route answers at once).
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).without_prewarm()).await;
+    let app = spawn_app(StoreKind::Memory).without_prewarm().await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -4,7 +4,7 @@
 
 use mock_upstream::Fault;
 
-use crate::helpers::{new_client, spawn_app_with, StoreKind, TestConfig};
+use crate::helpers::{new_client, spawn_app, StoreKind};
 
 /// Hostile usernames and how maud writes them in HTML.
 const HOSTILE: [(&str, &str); 2] = [
@@ -34,11 +34,7 @@ fn assert_escaped(what: &str, html: &str, escaped: &str) {
 
 async fn hostile_names_are_text_everywhere(name: &str, escaped: &str) {
     // Arrange: widget 2's upstream fails, so one card is an error card.
-    let app = spawn_app_with(TestConfig {
-        delays_ms: [5; 5],
-        ..TestConfig::new(StoreKind::Memory)
-    })
-    .await;
+    let app = spawn_app(StoreKind::Memory).delays_ms([5; 5]).await;
     app.mock.set_fault(2, Fault::Error(503));
     let client = new_client();
     assert_eq!(
@@ -107,7 +103,7 @@ async fn a_script_breaking_out_of_an_attribute_is_text_everywhere() {
 
 #[tokio::test]
 async fn the_refused_username_echoed_by_the_login_form_is_escaped() {
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).without_prewarm()).await;
+    let app = spawn_app(StoreKind::Memory).without_prewarm().await;
     for (name, escaped) in HOSTILE {
         // Refused for a control character and for length: the form comes back with the value.
         for (attempt, message) in [

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use mock_upstream::Fault;
 
-use crate::helpers::{spawn_app_with, version_of, widget_with, StoreKind, TestApp, TestConfig};
+use crate::helpers::{eventually, spawn_app, until_ok, version_of, widget_with, StoreKind, TestApp};
 
 /// 200 requests for `/widgets/1`, alternating between the two instances.
 async fn burst(app: &TestApp, b: &str, n: usize) -> Vec<(String, String)> {
@@ -16,7 +16,7 @@ async fn burst(app: &TestApp, b: &str, n: usize) -> Vec<(String, String)> {
 
 async fn two_instances_make_one_call_for_a_cold_key(store: StoreKind) {
     // Arrange: instances A and B on one Redis; a slow widget.
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     let b = app.spawn_instance().await;
     app.login("alice").await;
     app.mock.set_delay(1, Duration::from_millis(500));
@@ -58,7 +58,7 @@ async fn two_instances_make_one_call_for_a_cold_key(store: StoreKind) {
 
 async fn a_stale_key_is_refreshed_once_in_the_fleet(store: StoreKind) {
     // Arrange: the entry is cached, then goes stale (the clock is shared).
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     let b = app.spawn_instance().await;
     app.login("alice").await;
     app.widget(1).await;
@@ -82,19 +82,20 @@ async fn a_stale_key_is_refreshed_once_in_the_fleet(store: StoreKind) {
     assert_eq!(version_of(&body), 2);
     // B sees it too, within the near-cache's bound (the eviction message
     // normally arrives in milliseconds; the L1 ttl here is 1 s).
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
-    loop {
-        let (status, body) = widget_with(&app.client, &format!("{b}/widgets/1")).await;
-        if status.starts_with("percache; hit; ttl=") && !status.contains("revalidating") {
-            assert_eq!(version_of(&body), 2, "B: {status}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "B never saw the refreshed entry: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (client, b_widget) = (&app.client, &format!("{b}/widgets/1"));
+    until_ok(
+        Duration::from_secs(1),
+        Duration::from_millis(20),
+        move || async move {
+            let (status, body) = widget_with(client, b_widget).await;
+            if status.starts_with("percache; hit; ttl=") && !status.contains("revalidating") {
+                assert_eq!(version_of(&body), 2, "B: {status}");
+                return Ok(());
+            }
+            Err(format!("B never saw the refreshed entry: {status}"))
+        },
+    )
+    .await;
     assert_eq!(
         app.mock.calls_for("alice", 1),
         2,
@@ -104,7 +105,7 @@ async fn a_stale_key_is_refreshed_once_in_the_fleet(store: StoreKind) {
 
 async fn a_failure_in_one_instance_backs_off_the_fleet(store: StoreKind) {
     // Arrange
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     let b = app.spawn_instance().await;
     app.login("alice").await;
     app.mock.set_fault(2, Fault::Error(503));
@@ -126,7 +127,7 @@ async fn a_failure_in_one_instance_backs_off_the_fleet(store: StoreKind) {
     );
 }
 
-crate::cluster_stores!(
+crate::helpers::cluster_stores!(
     two_instances_make_one_call_for_a_cold_key,
     a_stale_key_is_refreshed_once_in_the_fleet,
     a_failure_in_one_instance_backs_off_the_fleet,
@@ -149,7 +150,7 @@ async fn timed_burst(app: &TestApp, b: &str, n: usize) -> Vec<(usize, String, Du
 
 async fn the_other_instances_waiters_are_freed_by_the_change_feed(store: StoreKind) {
     // Arrange: A and B on one Redis; a cold key whose upstream takes 300 ms.
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     let b = app.spawn_instance().await;
     app.login("alice").await;
     app.mock.set_delay(1, Duration::from_millis(300));
@@ -191,7 +192,7 @@ async fn the_other_instances_waiters_are_freed_by_the_change_feed(store: StoreKi
     );
 }
 
-crate::cluster_stores!(the_other_instances_waiters_are_freed_by_the_change_feed);
+crate::helpers::cluster_stores!(the_other_instances_waiters_are_freed_by_the_change_feed);
 
 /// Whether the cluster node on `port` owns `key`'s slot (it answers, rather
 /// than redirecting with MOVED).
@@ -208,11 +209,10 @@ async fn the_change_feed_survives_the_loss_of_the_first_cluster_node() {
     // Arrange: A and B on a three-node cluster, B with a long-lived L1, so only
     // the change feed tells B of A's writes; a user whose keys live on a
     // node that stays up.
-    let mut app = spawn_app_with(TestConfig {
-        l1_ttl: Duration::from_secs(60),
-        ..TestConfig::new(StoreKind::Cluster).without_prewarm()
-    })
-    .await;
+    let mut app = spawn_app(StoreKind::Cluster)
+        .without_prewarm()
+        .settings(|s| s.l1_ttl = Duration::from_secs(60))
+        .await;
     let b = app.spawn_instance().await;
     let first = app.cluster.as_ref().unwrap().nodes[0].port;
     let user = (0..100)
@@ -230,40 +230,42 @@ async fn the_change_feed_survives_the_loss_of_the_first_cluster_node() {
 
     // Act: the first node dies; A refreshes the widget.
     app.cluster.as_mut().unwrap().nodes.remove(0);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let fresh = loop {
-        let resp = client.post(app.url("/widgets/1/refresh")).send().await.unwrap();
-        let status = crate::helpers::cache_status(&resp);
-        let card = resp.text().await.unwrap();
-        if status == "percache; fwd=request; stored" {
-            break version_of(&card);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "A could not refresh: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (a_client, refresh) = (&client, &app.url("/widgets/1/refresh"));
+    let fresh = until_ok(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        move || async move {
+            let resp = a_client.post(refresh).send().await.unwrap();
+            let status = crate::helpers::cache_status(&resp);
+            let card = resp.text().await.unwrap();
+            match status == "percache; fwd=request; stored" {
+                true => Ok(version_of(&card)),
+                false => Err(format!("A could not refresh: {status}")),
+            }
+        },
+    )
+    .await;
 
     // Assert: B hears of it through another node, well before its L1 expires.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, card) = widget_with(&client, &format!("{b}/widgets/1")).await;
-        if version_of(&card) >= fresh {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "B never heard of A's refresh after the first node died"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let b_widget = &format!("{b}/widgets/1");
+    until_ok(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        move || async move {
+            let (_, card) = widget_with(a_client, b_widget).await;
+            let version = version_of(&card);
+            let why =
+                || format!("B never heard of A's refresh after the first node died (v{version} < v{fresh})");
+            (version >= fresh).then_some(()).ok_or_else(why)
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn on_a_cluster_an_instance_receives_only_the_changes_of_the_users_it_serves() {
     // Arrange: A and B on a cluster; 20 users, none of them served by B yet.
-    let app = spawn_app_with(TestConfig::new(StoreKind::Cluster).without_prewarm()).await;
+    let app = spawn_app(StoreKind::Cluster).without_prewarm().await;
     let (b, b_cache) = app.spawn_instance_with_cache().await;
     let users: Vec<(String, reqwest::Client)> = (0..20)
         .map(|i| (format!("sharded-{i}"), crate::helpers::new_client()))
@@ -292,29 +294,29 @@ async fn on_a_cluster_an_instance_receives_only_the_changes_of_the_users_it_serv
     // user's widget changes on A, as do everyone else's.
     let (first, client) = &users[0];
     let (_, before) = widget_with(client, &format!("{b}/widgets/1")).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while b_cache.changes().users_followed() == 0 {
-        assert!(std::time::Instant::now() < deadline, "B never followed {first}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let followed = || b_cache.changes().users_followed() > 0;
+    eventually(Duration::from_secs(5), followed, || {
+        format!("B never followed {first}")
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     for (_, client) in &users {
         client.post(app.url("/widgets/1/refresh")).send().await.unwrap();
     }
 
     // Assert 2: B hears of its user's change (and serves it), and of no other.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, card) = widget_with(client, &format!("{b}/widgets/1")).await;
-        if version_of(&card) > version_of(&before) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "B never heard of {first}'s change"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (b_widget, before) = (&format!("{b}/widgets/1"), version_of(&before));
+    until_ok(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        move || async move {
+            let (_, card) = widget_with(client, b_widget).await;
+            (version_of(&card) > before)
+                .then_some(())
+                .ok_or(format!("B never heard of {first}'s change"))
+        },
+    )
+    .await;
     assert_eq!(
         b_cache.changes().messages_received(),
         1,

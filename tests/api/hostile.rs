@@ -12,7 +12,7 @@ use percache::routes::invalidate::sign;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{new_client, spawn_app, spawn_app_with, StoreKind, TestApp, TestConfig};
+use crate::helpers::{new_client, spawn_app, StoreKind, TestApp};
 
 const SECRET: &str = "test-webhook-secret";
 
@@ -843,11 +843,9 @@ async fn hostile_requests_get_4xx_and_the_server_keeps_serving() {
     // Arrange: alice is signed in; an instance with another session key made a cookie too.
     let app = spawn_app(StoreKind::Memory).await;
     let valid = session_cookie(&app, "alice").await;
-    let other = spawn_app_with(TestConfig {
-        session_key: FOREIGN_SESSION_KEY.into(),
-        ..TestConfig::new(StoreKind::Memory)
-    })
-    .await;
+    let other = spawn_app(StoreKind::Memory)
+        .settings(|s| s.session_key = Some(FOREIGN_SESSION_KEY.into()))
+        .await;
     let foreign = session_cookie(&other, "alice").await;
     assert_ne!(valid, foreign);
     let host = app.address.trim_start_matches("http://").to_owned();
@@ -910,7 +908,7 @@ async fn hostile_requests_get_4xx_and_the_server_keeps_serving() {
 /// connection it holds.)
 #[tokio::test]
 async fn webhook_timestamps_at_the_ends_of_i64_are_refused() {
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).without_prewarm()).await;
+    let app = spawn_app(StoreKind::Memory).without_prewarm().await;
     let host = app.address.trim_start_matches("http://").to_owned();
     let mut failures = Vec::new();
     for ts in [i64::MIN, i64::MIN + 1, i64::MAX] {

@@ -1,6 +1,5 @@
 //! No user ever sees another user's data.
 
-use crate::both_stores;
 use crate::helpers::{new_client, spawn_app, widget_with, StoreKind};
 
 async fn a_second_user_never_sees_the_first_users_data(store: StoreKind) {
@@ -71,7 +70,7 @@ async fn a_second_user_never_sees_the_first_users_data(store: StoreKind) {
     );
 }
 
-both_stores!(a_second_user_never_sees_the_first_users_data);
+crate::helpers::both_stores!(a_second_user_never_sees_the_first_users_data);
 
 #[tokio::test]
 async fn names_differing_only_in_case_are_different_users() {

@@ -2,17 +2,15 @@
 
 use std::time::Duration;
 
-use crate::helpers::{spawn_app_with, StoreKind, TestConfig};
+use crate::helpers::{spawn_app, StoreKind};
 
 #[tokio::test]
 async fn background_fetches_are_capped() {
     // Arrange: at most two fetches in flight for background work; slow widgets.
-    let config = TestConfig {
-        max_background: 2,
-        delays_ms: [400, 400, 400, 400, 400],
-        ..TestConfig::new(StoreKind::Memory)
-    };
-    let app = spawn_app_with(config).await;
+    let app = spawn_app(StoreKind::Memory)
+        .delays_ms([400, 400, 400, 400, 400])
+        .settings(|s| s.max_background_fetches = 2)
+        .await;
 
     // Act: sign-in prewarms; the cap lets two of the five start.
     app.login("alice").await;
@@ -27,7 +25,7 @@ async fn background_fetches_are_capped() {
 
 #[tokio::test]
 async fn oversized_bodies_are_refused_with_413() {
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory)).await;
+    let app = spawn_app(StoreKind::Memory).await;
     let form = format!("username={}", "a".repeat(5 * 1024));
     let resp = app
         .client
@@ -51,13 +49,11 @@ async fn oversized_bodies_are_refused_with_413() {
 #[tokio::test]
 async fn upstream_calls_in_flight_are_capped_foreground_waits_background_is_skipped() {
     // Arrange: at most two upstream calls in flight; slow widgets; no prewarm.
-    let config = TestConfig {
-        delays_ms: [300, 300, 300, 300, 300],
-        ..TestConfig::new(StoreKind::Memory)
-    }
-    .without_prewarm()
-    .tweak(|s| s.max_upstream_calls = 2);
-    let app = spawn_app_with(config).await;
+    let app = spawn_app(StoreKind::Memory)
+        .delays_ms([300, 300, 300, 300, 300])
+        .without_prewarm()
+        .settings(|s| s.max_upstream_calls = 2)
+        .await;
     app.login("alice").await;
     let before = app.get("/metrics").await.text().await.unwrap();
 

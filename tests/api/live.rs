@@ -1,13 +1,12 @@
 //! Live refresh (the `/updates` long-poll), the near-cache's coherence
 //! across instances, and the warm dashboard.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 
 use crate::helpers::{
-    eventually, instance, new_client, spawn_app, spawn_app_with, states, version_of, widget_with, StoreKind,
-    TestConfig,
+    eventually, instance, new_client, spawn_app, states, until_ok, version_of, widget_with, StoreKind,
 };
 
 /// The `since` of the poller in a page or an `/updates` answer.
@@ -54,7 +53,7 @@ async fn a_refresh_elsewhere_reaches_an_open_page(store: StoreKind) {
     assert!(!answer.contains(r#"data-widget="1""#), "only what changed");
 }
 
-crate::both_stores!(a_refresh_elsewhere_reaches_an_open_page);
+crate::helpers::both_stores!(a_refresh_elsewhere_reaches_an_open_page);
 
 #[tokio::test]
 async fn a_poll_never_carries_another_users_data() {
@@ -125,11 +124,10 @@ async fn a_refresh_through_one_instance_reaches_a_poll_on_another() {
 #[tokio::test]
 async fn the_near_cache_is_coherent_across_instances() {
     // Arrange: a long L1 ttl, so only the invalidation messages can explain coherence.
-    let config = TestConfig {
-        l1_ttl: Duration::from_secs(60),
-        ..TestConfig::new(StoreKind::Redis).without_prewarm()
-    };
-    let app = spawn_app_with(config).await;
+    let app = spawn_app(StoreKind::Redis)
+        .without_prewarm()
+        .settings(|s| s.l1_ttl = Duration::from_secs(60))
+        .await;
     let b = app.spawn_instance().await;
     app.login("alice").await;
     let b_widget = format!("{b}/widgets/1");
@@ -143,15 +141,18 @@ async fn the_near_cache_is_coherent_across_instances() {
 
     // Assert 1: B serves the new version within the bound (1 s here; the
     // message normally arrives in milliseconds).
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        let (_, body) = widget_with(&app.client, &b_widget).await;
-        if version_of(&body) == 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "B kept serving version 1 from its L1");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (client, b_url) = (&app.client, &b_widget);
+    until_ok(
+        Duration::from_secs(1),
+        Duration::from_millis(20),
+        move || async move {
+            let (_, body) = widget_with(client, b_url).await;
+            (version_of(&body) == 2)
+                .then_some(())
+                .ok_or("B kept serving version 1 from its L1")
+        },
+    )
+    .await;
 
     // Act 2 + Assert 2: an invalidation through A is a miss on B.
     app.cache
@@ -162,18 +163,18 @@ async fn the_near_cache_is_coherent_across_instances() {
         )
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        let (status, _) = widget_with(&app.client, &b_widget).await;
-        if status.starts_with("percache; fwd=miss") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "B kept serving an invalidated entry: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_ok(
+        Duration::from_secs(1),
+        Duration::from_millis(20),
+        move || async move {
+            let (status, _) = widget_with(client, b_url).await;
+            let missed = status.starts_with("percache; fwd=miss");
+            missed
+                .then_some(())
+                .ok_or(format!("B kept serving an invalidated entry: {status}"))
+        },
+    )
+    .await;
 }
 
 async fn rendering_stale_entries_starts_their_refresh(store: StoreKind) {
@@ -196,7 +197,7 @@ async fn rendering_stale_entries_starts_their_refresh(store: StoreKind) {
     assert_eq!(app.mock.total_calls(), 10);
 }
 
-crate::both_stores!(rendering_stale_entries_starts_their_refresh);
+crate::helpers::both_stores!(rendering_stale_entries_starts_their_refresh);
 
 #[tokio::test]
 async fn without_javascript_the_page_waits_for_every_widget() {
@@ -268,4 +269,4 @@ async fn an_open_page_is_woken_by_its_own_users_changes_only(store: StoreKind) {
     assert!(!answer.contains("bob"), "{answer}");
 }
 
-crate::all_stores!(an_open_page_is_woken_by_its_own_users_changes_only);
+crate::helpers::all_stores!(an_open_page_is_woken_by_its_own_users_changes_only);

@@ -1,25 +1,17 @@
 //! What an operator relies on: metrics that move, graceful shutdown.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mock_upstream::{MockConfig, MockUpstream};
 
 use crate::helpers::{
-    eventually, new_client, spawn_app, spawn_app_with, BinaryServer, StoreKind, TestConfig, SESSION_KEY,
+    binary_server, binary_server_with_env, eventually, metric_sample, new_client, spawn_app, until_ok,
+    StoreKind, SESSION_KEY,
 };
 
 /// How much the sample grew between two scrapes.
 fn delta(before: &str, after: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    sample(after, name, labels) - sample(before, name, labels)
-}
-
-/// The value of the sample of `name` whose labels include every `labels` pair (0 if absent).
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_sample(after, name, labels) - metric_sample(before, name, labels)
 }
 
 #[tokio::test]
@@ -68,7 +60,7 @@ async fn metrics_count_hits_misses_and_upstream_calls() {
 
 #[tokio::test]
 async fn metrics_count_misses_and_upstream_errors() {
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).without_prewarm()).await;
+    let app = spawn_app(StoreKind::Memory).without_prewarm().await;
     let client = new_client();
     app.login_with(&client, "metrics-errors").await;
     app.mock.set_fault(4, mock_upstream::Fault::Error(404));
@@ -100,7 +92,7 @@ async fn sigterm_lets_a_slow_request_finish() {
     let mock = MockUpstream::start("127.0.0.1:0", MockConfig::with_delays_ms([10, 10, 1500, 10, 10]))
         .await
         .unwrap();
-    let mut server = BinaryServer::start("sigterm", &["--upstream-url", &mock.url(), "--no-prewarm"]).await;
+    let mut server = binary_server("sigterm", &["--upstream-url", &mock.url(), "--no-prewarm"]).await;
     let client = new_client();
     client
         .post(server.url("/login"))
@@ -143,7 +135,7 @@ async fn json_logs_carry_the_request_id_and_the_cache_outcome() {
         ("LOG_FORMAT", Some("json")),
         ("RUST_LOG", Some("info")),
     ];
-    let server = BinaryServer::start_with_env(
+    let server = binary_server_with_env(
         "json-logs",
         &["--upstream-url", &mock.url(), "--no-prewarm"],
         &env,
@@ -162,19 +154,24 @@ async fn json_logs_carry_the_request_id_and_the_cache_outcome() {
     client.get(server.url("/widgets/2")).send().await.unwrap();
 
     // Assert: both lines are there (written by a background thread: poll).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let served = loop {
-        let served: Vec<serde_json::Value> = server
-            .stdout()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON"))
-            .filter(|v| v["fields"]["message"] == "widget served")
-            .collect();
-        if served.len() >= 2 || Instant::now() > deadline {
-            break served;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let server_ref = &server;
+    let served = until_ok(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        move || async move {
+            let served: Vec<serde_json::Value> = server_ref
+                .stdout()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON"))
+                .filter(|v| v["fields"]["message"] == "widget served")
+                .collect();
+            match served.len() >= 2 {
+                true => Ok(served),
+                false => Err(format!("fewer than 2 `widget served` lines: {served:?}")),
+            }
+        },
+    )
+    .await;
     assert_eq!(served.len(), 2, "{served:?}");
     assert_eq!(served[0]["fields"]["outcome"], "miss");
     assert_eq!(served[1]["fields"]["outcome"], "hit");
@@ -197,7 +194,7 @@ async fn the_random_session_key_fallback_logs_a_warning() {
         ("RUST_LOG", Some("warn")),
         ("LOG_FORMAT", Some("json")),
     ];
-    let server = BinaryServer::start_with_env("random-key", &["--upstream-url", &mock.url()], &env).await;
+    let server = binary_server_with_env("random-key", &["--upstream-url", &mock.url()], &env).await;
 
     let logs = server.stdout();
     let warning = logs

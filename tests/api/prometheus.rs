@@ -12,12 +12,13 @@
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{free_port, spawn_app, StoreKind, TestApp};
+use crate::helpers::{free_port, spawn_app, until, Process, StoreKind, TestApp};
+use testkit::exported_names;
 
 /// `deploy/` in the repository.
 fn deploy(path: &str) -> PathBuf {
@@ -58,30 +59,6 @@ async fn app_after_traffic(user: &str) -> TestApp {
         app.wait_for_fresh_hit(id).await;
     }
     app
-}
-
-/// The metric names a `/metrics` page exports; a histogram's `_bucket`,
-/// `_sum` and `_count` series count as exported.
-fn exported_names(text: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut parts = rest.split_whitespace();
-            if let (Some(name), Some(kind)) = (parts.next(), parts.next()) {
-                names.insert(name.to_owned());
-                let suffixes: &[&str] = match kind {
-                    "histogram" => &["_bucket", "_sum", "_count"],
-                    "summary" => &["_sum", "_count"],
-                    _ => &[],
-                };
-                names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
-            }
-        } else if !line.starts_with('#') && !line.trim().is_empty() {
-            let end = line.find(['{', ' ']).unwrap_or(line.len());
-            names.insert(line[..end].to_owned());
-        }
-    }
-    names
 }
 
 /// The metric names a PromQL expression reads: identifiers outside label
@@ -390,36 +367,16 @@ async fn alerts_and_dashboard_read_only_exported_series() {
     }
 }
 
-/// Waits for `/-/ready` of the Prometheus at `base` (false if the process
-/// exits or 30 s pass).
-async fn wait_ready(child: &mut Child, base: &str) -> bool {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if !matches!(child.try_wait(), Ok(None)) {
-            return false;
-        }
-        if let Ok(resp) = client.get(format!("{base}/-/ready")).send().await {
-            if resp.status() == 200 {
-                return true;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 /// A `prometheus` server on a free loopback port with its own data folder;
 /// killed (and the folder removed) on drop.
 struct PrometheusServer {
-    child: Child,
-    dir: PathBuf,
+    process: Process,
     base: String,
 }
 
 impl PrometheusServer {
     /// Starts Prometheus scraping `target` (`host:port`) every second, with
-    /// the alert rules loaded; waits until it is ready.
+    /// the alert rules loaded; waits (30 s at most) until it is ready.
     async fn start(target: &str) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "percache-prometheus-{}-{}",
@@ -435,31 +392,36 @@ impl PrometheusServer {
             rules = deploy("prometheus/alerts.yml").display(),
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let mut last_error = String::new();
         // Another process may take the free port first: try another.
-        for _ in 0..5 {
+        for attempt in 0..5 {
             let port = free_port();
-            let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-            let mut child = Command::new("prometheus")
+            let mut command = Command::new("prometheus");
+            command
                 .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
                 .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect(
-                    "prometheus must be installed (Debian package `prometheus`; scripts/test.sh installs it)",
-                );
-            let base = format!("http://127.0.0.1:{port}");
-            if wait_ready(&mut child, &base).await {
-                return Self { child, dir, base };
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+            let process =
+                Process::spawn_logged("prometheus", &mut command, &dir, &format!("prometheus-{attempt}"));
+            let mut process = process.expect(
+                "prometheus must be installed (Debian package `prometheus`; scripts/test.sh installs it)",
+            );
+            let (client, base) = (reqwest::Client::new(), format!("http://127.0.0.1:{port}"));
+            let ready_url = format!("{base}/-/ready");
+            let ready = process.ready(Duration::from_secs(30), || {
+                let probe = client.get(&ready_url).send();
+                async move { probe.await.is_ok_and(|r| r.status() == 200) }
+            });
+            match ready.await {
+                Ok(()) => {
+                    let process = process.owns(dir);
+                    return Self { process, base };
+                }
+                Err(e) => last_error = e,
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
-        let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
         let _ = std::fs::remove_dir_all(&dir);
-        panic!("prometheus did not start on any of 5 ports:\n{log}");
+        panic!("prometheus did not start on any of 5 ports: {last_error}");
     }
 
     /// `GET /api/v1/<path>` as JSON.
@@ -477,31 +439,28 @@ impl PrometheusServer {
 
     /// Polls `query` until it returns at least one series (panics after 30 s).
     async fn wait_for_series(&self, query: &str) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let answer = self.api("query", &[("query", query)]).await;
-            if let Some(result) = answer["data"]["result"].as_array().filter(|r| !r.is_empty()) {
-                return result.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Prometheus never had `{query}`: {answer}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let last = &std::sync::Mutex::new(Value::Null);
+        let series = until(
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            move || async move {
+                let answer = self.api("query", &[("query", query)]).await;
+                let result = answer["data"]["result"]
+                    .as_array()
+                    .filter(|r| !r.is_empty())
+                    .cloned();
+                *last.lock().unwrap() = answer;
+                result
+            },
+        )
+        .await;
+        let last = last.lock().unwrap().clone();
+        series.unwrap_or_else(|| panic!("Prometheus never had `{query}`: {last}\n{}", self.log()))
     }
 
+    /// What Prometheus logged (it logs to stderr).
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for PrometheusServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.process.stderr()
     }
 }
 
@@ -553,23 +512,29 @@ async fn a_real_prometheus_scrapes_the_server_and_answers() {
     assert!(seconds > 0.0 && seconds <= 20.0, "p95 {seconds}");
 
     // The alert rules load and evaluate cleanly against the live series.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let rules = prometheus.api("rules", &[]).await;
-        let all: Vec<&Value> = rules["data"]["groups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
-            .collect();
-        let healthy = all.iter().filter(|r| r["health"] == "ok").count();
-        let expected = alert_names().len();
-        if all.len() == expected && healthy == expected {
-            // Nothing fires: every alert waits minutes (`for:`) before it does.
-            assert!(all.iter().all(|r| r["state"] != "firing"), "{rules}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "rules never all evaluated: {rules}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let last = &std::sync::Mutex::new(Value::Null);
+    let prometheus = &prometheus;
+    let evaluated = until(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        move || async move {
+            let rules = prometheus.api("rules", &[]).await;
+            let all: Vec<Value> = rules["data"]["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+                .cloned()
+                .collect();
+            let healthy = all.iter().filter(|r| r["health"] == "ok").count();
+            let expected = alert_names().len();
+            *last.lock().unwrap() = rules;
+            (all.len() == expected && healthy == expected).then_some(all)
+        },
+    )
+    .await;
+    let rules = last.lock().unwrap().clone();
+    let all = evaluated.unwrap_or_else(|| panic!("rules never all evaluated: {rules}"));
+    // Nothing fires: every alert waits minutes (`for:`) before it does.
+    assert!(all.iter().all(|r| r["state"] != "firing"), "{rules}");
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use percache::cache::key::UserTag;
 use percache::cache::Store;
 
-use crate::helpers::{instance, spawn_app, spawn_app_with, StoreKind, TestConfig};
+use crate::helpers::{instance, spawn_app, StoreKind};
 
 #[tokio::test]
 async fn entries_are_stored_under_hashed_keys_with_ttl_plus_grace() {
@@ -32,7 +32,7 @@ async fn entries_are_stored_under_hashed_keys_with_ttl_plus_grace() {
     let entry = store.get(&key).await.unwrap().expect("the entry is in Redis");
     assert_eq!(entry.value()["userId"], "alice");
     let pttl = Duration::from_millis(store.pttl(&key).await.unwrap() as u64);
-    let expected = app.config.ttl + app.config.grace;
+    let expected = app.settings.ttl + app.settings.grace;
     assert!(
         pttl <= expected && pttl > expected - Duration::from_secs(10),
         "PTTL {pttl:?}, expected about {expected:?}"
@@ -58,11 +58,9 @@ fn commandstats(port: u16) -> Vec<(String, u64)> {
 #[tokio::test]
 async fn a_warm_dashboard_with_the_l1_off_is_one_mget() {
     // Arrange: the near-cache off; alice's five widgets fresh in Redis.
-    let app = spawn_app_with(TestConfig {
-        l1_ttl: Duration::ZERO,
-        ..TestConfig::new(StoreKind::Redis)
-    })
-    .await;
+    let app = spawn_app(StoreKind::Redis)
+        .settings(|s| s.l1_ttl = Duration::ZERO)
+        .await;
     app.login("alice").await;
     app.wait_for_calls(5).await;
     for id in 1..=5 {

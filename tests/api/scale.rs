@@ -23,7 +23,7 @@ use futures_util::stream::{self, StreamExt};
 use mock_upstream::{MockConfig, MockUpstream};
 use tokio::task::JoinHandle;
 
-use crate::helpers::{login_cookie, metric_sample, BinaryServer, ProcStats, HEAVY};
+use crate::helpers::{binary_server, login_cookie, metric_sample, until, ProcStats, HEAVY};
 
 /// Users whose widget 1 changes.
 const CHANGERS: usize = 20;
@@ -124,14 +124,14 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + bound;
-    while !cond().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {bound:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let done = until(bound, Duration::from_millis(50), || {
+        let cond = cond();
+        async move { cond.await.then_some(()) }
+    });
+    assert!(
+        done.await.is_some(),
+        "timed out after {bound:?} waiting for {what}"
+    );
 }
 
 /// `count` forced refreshes of widget 1, spread over the changers. Returns
@@ -300,7 +300,7 @@ async fn cpu_per_change_with_2000_open_pages() {
     let mock = MockUpstream::start("127.0.0.1:0", MockConfig::with_delays_ms([1; 5]))
         .await
         .unwrap();
-    let server = BinaryServer::start(
+    let server = binary_server(
         "scale-cpu",
         &["--upstream-url", &mock.url(), "--no-prewarm", "--workers", "2"],
     )
@@ -482,7 +482,7 @@ async fn rss_per_cached_entry_with_4000_users() {
     let mock = MockUpstream::start("127.0.0.1:0", MockConfig::with_delays_ms([1; 5]))
         .await
         .unwrap();
-    let server = BinaryServer::start(
+    let server = binary_server(
         "scale-rss",
         &[
             "--upstream-url",
@@ -542,7 +542,7 @@ async fn byte_capacity_is_honoured_within_10_percent() {
     let mock = MockUpstream::start("127.0.0.1:0", MockConfig::with_delays_ms([1; 5]))
         .await
         .unwrap();
-    let server = BinaryServer::start(
+    let server = binary_server(
         "scale-bytes",
         &[
             "--upstream-url",

@@ -10,7 +10,7 @@ use percache::config::Settings;
 use percache::session::{session_key, SessionKeyError, MIN_KEY_BYTES};
 use percache::startup::Application;
 
-use crate::helpers::{new_client, spawn_app, spawn_app_with, StoreKind, TestConfig};
+use crate::helpers::{new_client, spawn_app, StoreKind};
 use crate::hostile::{session_cookie, FOREIGN_SESSION_KEY};
 
 /// Every way the cookie value could be read back as bytes: as is, percent-decoded,
@@ -81,11 +81,9 @@ async fn the_cookie_does_not_reveal_the_username() {
 async fn a_cookie_made_with_another_key_is_signed_out_not_an_error() {
     // Arrange: alice signed in on an instance with a different key.
     let app = spawn_app(StoreKind::Memory).await;
-    let other = spawn_app_with(TestConfig {
-        session_key: FOREIGN_SESSION_KEY.into(),
-        ..TestConfig::new(StoreKind::Memory)
-    })
-    .await;
+    let other = spawn_app(StoreKind::Memory)
+        .settings(|s| s.session_key = Some(FOREIGN_SESSION_KEY.into()))
+        .await;
     let foreign = session_cookie(&other, "alice").await;
     let client = new_client();
     let get = |path: &str| client.get(app.url(path)).header("cookie", &foreign).send();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, StreamExt};
 use mock_upstream::{MockConfig, MockUpstream};
 
-use crate::helpers::{login_cookie, metric_sample, BinaryServer, ProcStats, RedisServer, HEAVY};
+use crate::helpers::{binary_server, login_cookie, metric_sample, until, ProcStats, RedisServer, HEAVY};
 
 /// Distinct users signed in during the soak, at most...
 const USERS: usize = 3000;
@@ -131,7 +131,7 @@ async fn thousands_of_users_leave_no_fetch_fd_or_thread_behind() {
         .await
         .unwrap();
     let redis = RedisServer::start();
-    let mut server = BinaryServer::start(
+    let mut server = binary_server(
         "soak",
         &[
             "--upstream-url",
@@ -156,10 +156,10 @@ async fn thousands_of_users_leave_no_fetch_fd_or_thread_behind() {
         let warm = visit(&client, &base, "soak-warm-up").await;
         assert!(warm.iter().all(|(_, s)| (200..400).contains(s)), "{warm:?}");
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while in_flight(&base).await > 0.0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Settle (5 s at most) before the baseline; not a check of its own.
+    let base_ref = &base;
+    let settled = move || async move { (in_flight(base_ref).await <= 0.0).then_some(()) };
+    until(Duration::from_secs(5), Duration::from_millis(50), settled).await;
     let before = ProcStats::of(pid);
 
     // Act: USERS distinct users, CONCURRENCY at a time, through one

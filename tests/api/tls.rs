@@ -18,8 +18,8 @@ use percache::cache::Store;
 use percache::widget::Registry;
 
 use crate::helpers::{
-    cache_status, eventually, spawn_app_with, version_of, widget_with, RedisCluster, RedisServer, RedisTls,
-    StoreKind, TestConfig,
+    cache_status, eventually, spawn_app, until_ok, version_of, widget_with, RedisCluster, RedisServer,
+    RedisTls, StoreKind,
 };
 
 /// The token the test API wants, given to percache through `${VAR}`.
@@ -183,12 +183,13 @@ async fn app_in_front_of(api: &HttpsApi, pki: &TestPki, ca: Option<PathBuf>) -> 
     // Every test sets the same value: no race between tests.
     std::env::set_var(TOKEN_VAR, TOKEN);
     let file = api.widgets_file(&pki.dir);
-    spawn_app_with(TestConfig::new(StoreKind::Memory).tweak(move |s| {
-        s.widgets = Some(file.clone());
-        s.upstream_url = None;
-        s.upstream_ca = ca.clone();
-    }))
-    .await
+    spawn_app(StoreKind::Memory)
+        .settings(move |s| {
+            s.widgets = Some(file);
+            s.upstream_url = None;
+            s.upstream_ca = ca;
+        })
+        .await
 }
 
 /// The client side's open TCP connections to `port` (established or
@@ -334,13 +335,14 @@ async fn tls_redis_holds_the_cache_and_carries_the_change_feed(cluster: bool) {
         TlsStore::Cluster(c) => (None, Some(c.nodes())),
     };
     let (s1, n1, ca) = (single.clone(), nodes.clone(), pki.ca.clone());
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).tweak(move |s| {
-        s.redis_url = s1.clone();
-        s.redis_cluster = n1.clone();
-        s.redis_ca = Some(ca.clone());
-        s.l1_ttl = Duration::from_secs(60);
-    }))
-    .await;
+    let app = spawn_app(StoreKind::Memory)
+        .settings(move |s| {
+            s.redis_url = s1;
+            s.redis_cluster = n1;
+            s.redis_ca = Some(ca);
+            s.l1_ttl = Duration::from_secs(60);
+        })
+        .await;
     let b = app.spawn_instance().await;
     app.login("alice").await;
     app.wait_for_calls(5).await;
@@ -371,18 +373,19 @@ async fn tls_redis_holds_the_cache_and_carries_the_change_feed(cluster: bool) {
     assert!(fresh > version_of(&first));
 
     // Assert 2: B serves the new version well before its L1 would expire.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let (_, card) = widget_with(&app.client, &format!("{b}/widgets/1")).await;
-        if version_of(&card) == fresh {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "B never heard of A's refresh over the TLS change feed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (client, b_widget) = (&app.client, &format!("{b}/widgets/1"));
+    until_ok(
+        Duration::from_secs(3),
+        Duration::from_millis(20),
+        move || async move {
+            let (_, card) = widget_with(client, b_widget).await;
+            let heard = version_of(&card) == fresh;
+            heard
+                .then_some(())
+                .ok_or("B never heard of A's refresh over the TLS change feed")
+        },
+    )
+    .await;
     drop(redis);
 }
 

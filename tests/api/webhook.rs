@@ -1,9 +1,10 @@
 //! The HMAC-signed invalidation webhook, seen through two instances.
 
+use std::time::Duration;
+
 use percache::routes::invalidate::sign;
 
-use crate::both_stores;
-use crate::helpers::{spawn_app_with, widget_with, StoreKind, TestApp, TestConfig};
+use crate::helpers::{spawn_app, until_ok, widget_with, StoreKind, TestApp};
 
 const SECRET: &str = "test-webhook-secret";
 
@@ -31,7 +32,7 @@ fn now_secs(app: &TestApp) -> i64 {
 #[tokio::test]
 async fn a_signed_invalidation_makes_the_next_request_a_miss_on_every_instance() {
     // Arrange: alice's widgets 1 and 3 are cached; a second instance shares Redis.
-    let app = spawn_app_with(TestConfig::new(StoreKind::Redis).without_prewarm()).await;
+    let app = spawn_app(StoreKind::Redis).without_prewarm().await;
     let b = app.spawn_instance().await;
     app.login("alice").await;
     app.widget(1).await;
@@ -60,7 +61,7 @@ async fn a_signed_invalidation_makes_the_next_request_a_miss_on_every_instance()
 
 #[tokio::test]
 async fn without_widgets_every_widget_of_the_user_is_invalidated() {
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).without_prewarm()).await;
+    let app = spawn_app(StoreKind::Memory).without_prewarm().await;
     app.login("alice").await;
     for id in 1..=5 {
         app.widget(id).await;
@@ -81,7 +82,7 @@ async fn without_widgets_every_widget_of_the_user_is_invalidated() {
 #[tokio::test]
 async fn wrong_signatures_and_old_timestamps_are_refused() {
     // Arrange
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).without_prewarm()).await;
+    let app = spawn_app(StoreKind::Memory).without_prewarm().await;
     app.login("alice").await;
     app.widget(1).await;
     let body = r#"{"userId":"alice","widgets":[1]}"#;
@@ -136,7 +137,7 @@ async fn wrong_signatures_and_old_timestamps_are_refused() {
 
 #[tokio::test]
 async fn well_signed_but_bad_bodies_are_422() {
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory)).await;
+    let app = spawn_app(StoreKind::Memory).await;
     let now = now_secs(&app);
     for body in [
         r#"{"userId":"alice","widgets":[9]}"#,
@@ -155,11 +156,9 @@ async fn well_signed_but_bad_bodies_are_422() {
 
 #[tokio::test]
 async fn the_webhook_is_off_without_a_secret() {
-    let config = TestConfig {
-        invalidation_secret: None,
-        ..TestConfig::new(StoreKind::Memory)
-    };
-    let app = spawn_app_with(config).await;
+    let app = spawn_app(StoreKind::Memory)
+        .settings(|s| s.invalidation_secret = None)
+        .await;
     let resp = invalidate(&app.address, r#"{"userId":"alice"}"#, now_secs(&app), SECRET).await;
     assert_eq!(resp.status(), 404);
 }
@@ -179,7 +178,7 @@ async fn send_signed(base: &str, body: &str, ts: &str, signature: &str) -> reqwe
 
 async fn a_signature_is_accepted_once(store: StoreKind) {
     // Arrange: one signed request, as a captured one would be.
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     let body = r#"{"userId":"alice","widgets":[1]}"#;
     let ts = now_secs(&app).to_string();
     let signature = sign(SECRET.as_bytes(), &ts, body.as_bytes());
@@ -205,12 +204,12 @@ async fn a_signature_is_accepted_once(store: StoreKind) {
     assert_eq!(fresh.status(), 200, "a fresh signature works");
 }
 
-both_stores!(a_signature_is_accepted_once);
+crate::helpers::both_stores!(a_signature_is_accepted_once);
 
 #[tokio::test]
 async fn a_replay_to_another_instance_sharing_redis_is_refused() {
     // Arrange: two instances on one Redis; alice's widget 1 cached.
-    let app = spawn_app_with(TestConfig::new(StoreKind::Redis).without_prewarm()).await;
+    let app = spawn_app(StoreKind::Redis).without_prewarm().await;
     let b = app.spawn_instance().await;
     app.login("alice").await;
     app.widget(1).await;
@@ -248,7 +247,7 @@ async fn a_replay_to_another_instance_sharing_redis_is_refused() {
 #[tokio::test]
 async fn a_request_that_was_not_carried_out_can_be_sent_again() {
     // Arrange: a well-signed request for a widget that does not exist.
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory).without_prewarm()).await;
+    let app = spawn_app(StoreKind::Memory).without_prewarm().await;
     let body = r#"{"userId":"alice","widgets":[9]}"#;
     let now = now_secs(&app);
 
@@ -264,7 +263,7 @@ async fn a_request_that_was_not_carried_out_can_be_sent_again() {
 /// Widget 3 of alice and bob cached, and widget 1 of alice; a second instance
 /// where the store is shared (Redis or the cluster).
 async fn two_users_cached(store: StoreKind) -> (TestApp, Option<String>, reqwest::Client) {
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     let b = (store != StoreKind::Memory).then_some(app.spawn_instance().await);
     let bob = crate::helpers::new_client();
     app.login("alice").await;
@@ -292,18 +291,19 @@ async fn all_users_invalidation_makes_every_users_entries_misses_in_o1(store: St
     let (status, _) = app.widget(3).await;
     assert_eq!(status, "percache; fwd=miss; stored");
     let bob_on = b.clone().unwrap_or_else(|| app.address.clone());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    loop {
-        let (status, _) = widget_with(&bob, &format!("{bob_on}/widgets/3")).await;
-        if status.starts_with("percache; fwd=miss") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "bob's widget 3 was still served: {status}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let (bob_ref, bob_widget) = (&bob, &format!("{bob_on}/widgets/3"));
+    until_ok(
+        Duration::from_secs(3),
+        Duration::from_millis(20),
+        move || async move {
+            let (status, _) = widget_with(bob_ref, bob_widget).await;
+            let missed = status.starts_with("percache; fwd=miss");
+            missed
+                .then_some(())
+                .ok_or(format!("bob's widget 3 was still served: {status}"))
+        },
+    )
+    .await;
     let (status, _) = app.widget(1).await;
     assert!(
         status.starts_with("percache; hit"),
@@ -367,23 +367,24 @@ async fn soft_invalidation_serves_entries_stale_while_they_refresh(store: StoreK
     let (status, card) = widget_with(&bob, &app.url("/widgets/3")).await;
     assert!(status.ends_with("detail=revalidating"), "{status}");
     assert_eq!(crate::helpers::version_of(&card), 1);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let (status, card) = widget_with(&bob, &app.url("/widgets/3")).await;
-        if !status.contains("detail") && crate::helpers::version_of(&card) == 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "bob's widget never refreshed: {status}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let (bob_ref, bob_widget) = (&bob, &app.url("/widgets/3"));
+    until_ok(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        move || async move {
+            let (status, card) = widget_with(bob_ref, bob_widget).await;
+            let refreshed = !status.contains("detail") && crate::helpers::version_of(&card) == 2;
+            refreshed
+                .then_some(())
+                .ok_or(format!("bob's widget never refreshed: {status}"))
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn all_users_and_user_id_together_is_a_422() {
-    let app = spawn_app_with(TestConfig::new(StoreKind::Memory)).await;
+    let app = spawn_app(StoreKind::Memory).await;
     for body in [
         r#"{"userId":"alice","widgets":[3],"allUsers":true}"#,
         r#"{"widgets":[3]}"#,
@@ -393,7 +394,7 @@ async fn all_users_and_user_id_together_is_a_422() {
     }
 }
 
-crate::all_stores!(
+crate::helpers::all_stores!(
     all_users_invalidation_makes_every_users_entries_misses_in_o1,
     soft_invalidation_serves_entries_stale_while_they_refresh,
 );

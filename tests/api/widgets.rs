@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::helpers::{cache_status, spawn_app, spawn_app_with, start_and_fail, StoreKind, TestConfig};
+use crate::helpers::{cache_status, spawn_app, start_and_fail, StoreKind};
 
 /// A scratch folder for this test's files.
 fn scratch(name: &str) -> PathBuf {
@@ -70,7 +70,7 @@ fn a_bad_widgets_file_stops_start_up_with_the_file_line_and_reason() {
 
 async fn two_values_are_two_entries_and_the_same_values_one(store: StoreKind) {
     // Arrange: the built-in analytics widget takes `days` (7, 14, 30).
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     app.login("alice").await;
 
     // Act
@@ -116,12 +116,10 @@ params = { days = { values = [7, 30], default = 7 }, zone = { values = ["eu", "u
     )
     .unwrap();
     let f = file.clone();
-    let app = spawn_app_with(
-        TestConfig::new(store)
-            .without_prewarm()
-            .tweak(move |s| s.widgets = Some(f.clone())),
-    )
-    .await;
+    let app = spawn_app(store)
+        .without_prewarm()
+        .settings(move |s| s.widgets = Some(f))
+        .await;
     app.login("alice").await;
 
     // Act
@@ -148,7 +146,7 @@ params = { days = { values = [7, 30], default = 7 }, zone = { values = ["eu", "u
 
 async fn bad_parameters_are_refused_with_no_upstream_call(store: StoreKind) {
     // Arrange
-    let app = spawn_app_with(TestConfig::new(store).without_prewarm()).await;
+    let app = spawn_app(store).without_prewarm().await;
     app.login("alice").await;
 
     // Act
@@ -184,7 +182,7 @@ async fn bad_parameters_are_refused_with_no_upstream_call(store: StoreKind) {
     assert_eq!(after, "percache; fwd=miss; stored", "and no entry was made");
 }
 
-crate::both_stores!(
+crate::helpers::both_stores!(
     two_values_are_two_entries_and_the_same_values_one,
     parameters_in_another_order_share_one_entry,
     bad_parameters_are_refused_with_no_upstream_call,
@@ -209,16 +207,14 @@ async fn a_changed_definition_makes_its_old_entries_misses() {
     assert_ne!(changed, percache::widget::file::BUILTIN);
     std::fs::write(&file, changed).unwrap();
     let (redis, upstream, f) = (app.settings.redis_url.clone(), app.mock.url(), file.clone());
-    let other = spawn_app_with(
-        TestConfig::new(StoreKind::Memory)
-            .without_prewarm()
-            .tweak(move |s| {
-                s.widgets = Some(f.clone());
-                s.redis_url = redis.clone();
-                s.upstream_url = Some(upstream.clone());
-            }),
-    )
-    .await;
+    let other = spawn_app(StoreKind::Memory)
+        .without_prewarm()
+        .settings(move |s| {
+            s.widgets = Some(f);
+            s.redis_url = redis;
+            s.upstream_url = Some(upstream);
+        })
+        .await;
     other.login("alice").await;
 
     // Act

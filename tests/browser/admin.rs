@@ -10,7 +10,7 @@ use fantoccini::Locator;
 use serde_json::Value;
 
 use crate::driver::run;
-use crate::helpers::{new_client, spawn_app_with, StoreKind, TestApp, TestConfig};
+use crate::helpers::{new_client, spawn_app, StoreKind, TestApp};
 
 const TOKEN: &str = "browser-operator-token";
 
@@ -82,14 +82,14 @@ async fn the_operator_page_after_a_load_run() {
     run("the_operator_page_after_a_load_run", |tab| async move {
         // Arrange: a server with the operator page, through a load run, and
         // one dashboard left open (its live connection, held by this test).
-        let config = TestConfig {
-            delays_ms: [40, 120, 400, 200, 40],
-            fresh: Duration::from_secs(3),
-            ttl: Duration::from_secs(30),
-            ..TestConfig::new(StoreKind::Memory)
-        }
-        .tweak(|s| s.admin_token = Some(TOKEN.into()));
-        let app = spawn_app_with(config).await;
+        let app = spawn_app(StoreKind::Memory)
+            .delays_ms([40, 120, 400, 200, 40])
+            .settings(|s| {
+                s.fresh = Duration::from_secs(3);
+                s.ttl = Duration::from_secs(30);
+                s.admin_token = Some(TOKEN.into());
+            })
+            .await;
         load_run(&app).await?;
         app.login("open-page").await;
         // It polls again each time an answer comes (a refreshed widget), as

@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::ensure;
+use anyhow::{bail, ensure};
 
 use crate::driver::run;
-use crate::helpers::spawn_app_with;
-use crate::page::{config, summary, DELAYS_MS, WAIT};
+use crate::helpers::until;
+use crate::page::{dashboard_app, summary, DELAYS_MS, WAIT};
 
 /// The slack a card gets after its upstream delay to reach the page.
 const SLACK: Duration = Duration::from_millis(300);
@@ -20,7 +20,7 @@ async fn a_reload_past_ttl_shows_every_card_at_once_and_each_turns_current_by_it
         |tab| async move {
             // Arrange: a signed-in user whose five widgets are cached, then
             // the cache's clock goes past ttl (10 min).
-            let app = spawn_app_with(config()).await;
+            let app = dashboard_app().await;
             tab.sign_in(&app, "alice").await?;
             let first = tab.wait_until_loaded().await?;
             app.clock.advance(Duration::from_secs(11 * 60));
@@ -92,16 +92,21 @@ async fn a_reload_past_ttl_shows_every_card_at_once_and_each_turns_current_by_it
                 anyhow::Ok(v.as_str().unwrap_or_default().to_owned())
             };
             let before = age().await?;
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                let now = age().await?;
-                if now != before {
-                    ensure!(now.starts_with("updated ") && now.ends_with(" ago"), "{now}");
-                    break;
-                }
-                ensure!(Instant::now() < deadline, "\"{before}\" never advanced");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let (age, before_ref) = (&age, &before);
+            let advanced = until(
+                Duration::from_secs(5),
+                Duration::from_millis(100),
+                move || async move {
+                    match age().await {
+                        Ok(now) => (now != *before_ref).then_some(Ok(now)),
+                        Err(e) => Some(Err(e)),
+                    }
+                },
+            );
+            let now = advanced
+                .await
+                .unwrap_or_else(|| bail!("\"{before}\" never advanced"))?;
+            ensure!(now.starts_with("updated ") && now.ends_with(" ago"), "{now}");
             Ok(())
         },
     )

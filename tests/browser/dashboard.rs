@@ -6,15 +6,14 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context as _};
 
 use crate::driver::run;
-use crate::helpers::spawn_app_with;
-use crate::page::{config, summary, WAIT};
+use crate::page::{dashboard_app, summary, WAIT};
 
 #[tokio::test]
 async fn sign_in_shows_skeletons_then_each_widget_as_it_arrives() {
     run(
         "sign_in_shows_skeletons_then_each_widget_as_it_arrives",
         |tab| async move {
-            let app = spawn_app_with(config()).await;
+            let app = dashboard_app().await;
 
             tab.sign_in(&app, "alice").await?;
             let landed = Instant::now();
@@ -101,7 +100,7 @@ async fn a_reload_shows_every_widget_at_once_without_upstream_calls() {
     run(
         "a_reload_shows_every_widget_at_once_without_upstream_calls",
         |tab| async move {
-            let app = spawn_app_with(config()).await;
+            let app = dashboard_app().await;
             tab.sign_in(&app, "alice").await?;
             let before = tab.wait_until_loaded().await?;
             let calls = app.mock.total_calls();
@@ -153,7 +152,7 @@ async fn a_reload_shows_every_widget_at_once_without_upstream_calls() {
 #[tokio::test]
 async fn the_refresh_button_fetches_that_widget_again() {
     run("the_refresh_button_fetches_that_widget_again", |tab| async move {
-        let app = spawn_app_with(config()).await;
+        let app = dashboard_app().await;
         tab.sign_in(&app, "alice").await?;
         tab.wait_until_loaded().await?;
         let before = tab.card(1).await?;
@@ -196,7 +195,7 @@ async fn the_refresh_button_fetches_that_widget_again() {
 #[tokio::test]
 async fn signing_out_returns_to_the_sign_in_page() {
     run("signing_out_returns_to_the_sign_in_page", |tab| async move {
-        let app = spawn_app_with(config()).await;
+        let app = dashboard_app().await;
         tab.sign_in(&app, "alice").await?;
 
         tab.click(r#"form[method="post"][action="/logout"] button[type="submit"]"#)
@@ -218,7 +217,7 @@ async fn signing_out_returns_to_the_sign_in_page() {
 #[tokio::test]
 async fn a_parameter_control_reloads_just_its_card() {
     run("a_parameter_control_reloads_just_its_card", |tab| async move {
-        let app = spawn_app_with(config()).await;
+        let app = dashboard_app().await;
         tab.sign_in(&app, "alice").await?;
         let before = tab.wait_until_loaded().await?;
         let points = || async {

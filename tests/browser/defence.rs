@@ -7,8 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::driver::run;
-use crate::helpers::spawn_app_with;
-use crate::page::config;
+use crate::page::dashboard_app;
 
 /// A bare HTTP server on 127.0.0.1 that answers every request with `html`
 /// (the attacker's site). Returns its port; it runs until the test ends.
@@ -48,7 +47,7 @@ async fn a_form_on_another_site_cannot_sign_the_browser_in() {
         |tab| async move {
             // Arrange: percache on 127.0.0.1, the attacker's page on `localhost`
             // (another host name: another site), with a form that signs in as mallory.
-            let app = spawn_app_with(config()).await;
+            let app = dashboard_app().await;
             let page = format!(
                 r#"<!doctype html><html><head><title>Win a prize</title></head><body>
                <form method="post" action="{}">

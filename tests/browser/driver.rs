@@ -11,9 +11,9 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use fantoccini::wd::{Capabilities, TimeoutConfiguration};
@@ -21,7 +21,7 @@ use fantoccini::{Client, ClientBuilder};
 use futures_util::FutureExt as _;
 use serde_json::{json, Value};
 
-use crate::helpers::free_port;
+use crate::helpers::{free_port, Process};
 
 /// Debian's browser and driver (packages `chromium` and `chromium-driver`).
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -140,7 +140,8 @@ pub async fn save_screenshot(client: &Client, name: &str) -> anyhow::Result<Path
 /// the browser profile and the driver's log.
 struct Browser {
     client: Option<Client>,
-    driver: Child,
+    /// `None` once dropped: it must be killed before the browsers it started.
+    driver: Option<Process>,
     driver_url: String,
     workdir: PathBuf,
     profile: PathBuf,
@@ -160,13 +161,14 @@ impl Browser {
 
         let port = free_port();
         let log = workdir.join("chromedriver.log");
-        let driver = Command::new(CHROMEDRIVER)
+        let mut command = Command::new(CHROMEDRIVER);
+        command
             .arg(format!("--port={port}"))
             .arg(format!("--log-path={}", log.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+            .stderr(Stdio::null());
+        let driver = Process::spawn(CHROMEDRIVER, &mut command);
         let driver = match driver {
             Ok(child) => child,
             Err(e) => {
@@ -179,7 +181,7 @@ impl Browser {
         };
         let mut browser = Self {
             client: None,
-            driver,
+            driver: Some(driver),
             driver_url: format!("http://127.0.0.1:{port}"),
             workdir,
             profile,
@@ -211,31 +213,23 @@ impl Browser {
         Ok(browser)
     }
 
-    /// Waits until chromedriver answers `GET /status` with `ready: true`.
+    /// Waits (20 s at most) until chromedriver answers `GET /status` with
+    /// `ready: true`.
     async fn wait_for_driver(&mut self) -> anyhow::Result<()> {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.driver.try_wait()? {
-                bail!("chromedriver exited ({status}):\n{}", self.driver_log_tail());
+        let (http, status) = (reqwest::Client::new(), format!("{}/status", self.driver_url));
+        let driver = self.driver.as_mut().context("no chromedriver")?;
+        let ready = driver.ready(Duration::from_secs(20), || {
+            let probe = http.get(&status).timeout(Duration::from_secs(2)).send();
+            async move {
+                let Ok(resp) = probe.await else { return false };
+                let body = resp.json::<Value>().await.unwrap_or_default();
+                body["value"]["ready"] == Value::Bool(true)
             }
-            let ready = http
-                .get(format!("{}/status", self.driver_url))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if let Ok(resp) = ready {
-                if let Ok(body) = resp.json::<Value>().await {
-                    if body["value"]["ready"] == Value::Bool(true) {
-                        return Ok(());
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("chromedriver did not answer on {}", self.driver_url);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+        if let Err(e) = ready.await {
+            bail!("{e}\nchromedriver log (tail):\n{}", self.driver_log_tail());
         }
+        Ok(())
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -327,43 +321,16 @@ pub async fn console_log(client: &Client, driver_url: &str) -> Vec<String> {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-        kill_browsers_using(&self.profile);
-        // The browser may still be writing its profile for a moment.
-        for _ in 0..20 {
+        drop(self.driver.take());
+        // Only the browser this test started has our profile on its command line.
+        testkit::process::kill_all_with_arg(&format!("--user-data-dir={}", self.profile.display()));
+        // The browser may still be writing its profile for a moment: retry
+        // for 2 s, then leave the folder (a temporary one) behind.
+        testkit::until_blocking(Duration::from_secs(2), Duration::from_millis(100), || {
             match std::fs::remove_dir_all(&self.workdir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                _ => break,
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => None,
+                _ => Some(()),
             }
-        }
-    }
-}
-
-/// Kills, by pid, any process left running with our profile directory on
-/// its command line (only the browser this test started has it).
-fn kill_browsers_using(profile: &Path) {
-    let needle = format!("--user-data-dir={}", profile.display());
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in procs.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.split('\0').any(|arg| arg == needle) {
-            let _ = Command::new("kill")
-                .args(["-KILL", pid])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        });
     }
 }

@@ -7,15 +7,14 @@ use anyhow::ensure;
 use mock_upstream::Fault;
 
 use crate::driver::run;
-use crate::helpers::spawn_app_with;
-use crate::page::{config, summary};
+use crate::page::{dashboard_app, summary};
 
 #[tokio::test]
 async fn a_failing_widget_shows_an_error_with_retry_and_recovers() {
     run(
         "a_failing_widget_shows_an_error_with_retry_and_recovers",
         |tab| async move {
-            let app = spawn_app_with(config()).await;
+            let app = dashboard_app().await;
             // Nothing cached for this user, and widget 2's source is down.
             app.mock.set_fault(2, Fault::Error(503));
 
@@ -66,7 +65,7 @@ async fn refreshing_an_expired_widget_while_its_source_fails_shows_stale_if_erro
     run(
         "refreshing_an_expired_widget_while_its_source_fails_shows_stale_if_error",
         |tab| async move {
-            let app = spawn_app_with(config()).await;
+            let app = dashboard_app().await;
             tab.sign_in(&app, "carol").await?;
             tab.wait_until_loaded().await?;
             let before = tab.card(4).await?;

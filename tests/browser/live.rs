@@ -1,13 +1,13 @@
 //! Live refresh in the real browser: a refresh that lands elsewhere updates
 //! the open page in place, without a reload; and the phone-width layout.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::ensure;
+use anyhow::{bail, ensure};
 
 use crate::driver::run;
-use crate::helpers::{new_client, spawn_app_with};
-use crate::page::config;
+use crate::helpers::{new_client, until};
+use crate::page::dashboard_app;
 
 #[tokio::test]
 async fn a_refresh_in_another_tab_updates_the_open_page_in_place() {
@@ -15,7 +15,7 @@ async fn a_refresh_in_another_tab_updates_the_open_page_in_place() {
         "a_refresh_in_another_tab_updates_the_open_page_in_place",
         |tab| async move {
             // Arrange: a loaded dashboard, marked so a reload would be noticed.
-            let app = spawn_app_with(config()).await;
+            let app = dashboard_app().await;
             tab.sign_in(&app, "alice").await?;
             let before = tab.wait_until_loaded().await?;
             let version = |cards: &[crate::page::Card], id: u8| {
@@ -35,19 +35,21 @@ async fn a_refresh_in_another_tab_updates_the_open_page_in_place() {
             ensure!(resp.status() == 200, "refresh answered {}", resp.status());
 
             // Assert: within a second or two the card shows the new version, in place.
-            let deadline = Instant::now() + Duration::from_secs(3);
-            loop {
-                let cards = tab.cards().await?;
-                if version(&cards, 4) != old {
-                    ensure!(cards.iter().all(|c| c.state == "ready"), "all cards still ready");
-                    break;
-                }
-                ensure!(
-                    Instant::now() < deadline,
-                    "card 4 was not updated live: still {old:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let (tab_ref, old_ref) = (&tab, &old);
+            let updated = until(
+                Duration::from_secs(3),
+                Duration::from_millis(50),
+                move || async move {
+                    match tab_ref.cards().await {
+                        Ok(cards) => (version(&cards, 4) != *old_ref).then_some(Ok(cards)),
+                        Err(e) => Some(Err(e)),
+                    }
+                },
+            );
+            let cards = updated
+                .await
+                .unwrap_or_else(|| bail!("card 4 was not updated live: still {old:?}"))?;
+            ensure!(cards.iter().all(|c| c.state == "ready"), "all cards still ready");
             let kept = tab
                 .client
                 .execute("return window.__notReloaded === true;", vec![])
@@ -66,7 +68,7 @@ async fn a_refresh_in_another_tab_updates_the_open_page_in_place() {
 #[tokio::test]
 async fn the_dashboard_fits_a_phone_width_screen() {
     run("the_dashboard_fits_a_phone_width_screen", |tab| async move {
-        let app = spawn_app_with(config()).await;
+        let app = dashboard_app().await;
         tab.client.set_window_size(390, 844).await?;
         tab.sign_in(&app, "a-rather-long-username-for-a-phone@example.com")
             .await?;
@@ -91,7 +93,7 @@ async fn the_dashboard_fits_a_phone_width_screen() {
 #[tokio::test]
 async fn every_action_is_reachable_with_the_keyboard() {
     run("every_action_is_reachable_with_the_keyboard", |tab| async move {
-        let app = spawn_app_with(config()).await;
+        let app = dashboard_app().await;
         tab.sign_in(&app, "alice").await?;
         tab.wait_until_loaded().await?;
 
@@ -140,15 +142,24 @@ return worst;
 async fn text_has_enough_contrast_in_every_state() {
     run("text_has_enough_contrast_in_every_state", |tab| async move {
         // Ready cards, an error card, and loading cards on one page.
-        let app = spawn_app_with(config()).await;
+        let app = dashboard_app().await;
         app.mock.set_fault(2, mock_upstream::Fault::Error(503));
         app.mock.set_delay(3, Duration::from_secs(30));
         tab.sign_in(&app, "alice").await?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tab.card(2).await?.state != "error" {
-            ensure!(Instant::now() < deadline, "card 2 never showed its error");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let tab_ref = &tab;
+        let error = until(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            move || async move {
+                match tab_ref.card(2).await {
+                    Ok(card) => (card.state == "error").then_some(Ok(())),
+                    Err(e) => Some(Err(e)),
+                }
+            },
+        );
+        error
+            .await
+            .unwrap_or_else(|| bail!("card 2 never showed its error"))?;
         let low = tab.client.execute(CONTRAST_JS, vec![]).await?;
         ensure!(
             low.as_array().is_some_and(Vec::is_empty),

@@ -9,7 +9,7 @@
 //! `dashboard-widget-error.png` there.
 
 #[path = "../api/helpers.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod helpers;
 
 mod driver;

@@ -1,14 +1,14 @@
 //! What the tests read from and do on the page: card snapshots through the
 //! stable hooks of SPEC §8, polling with a deadline, signing in.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _};
 use fantoccini::Locator;
 use serde::Deserialize;
 
 use crate::driver::Tab;
-use crate::helpers::{StoreKind, TestApp, TestConfig};
+use crate::helpers::{spawn_app, until, AppBuilder, StoreKind, TestApp};
 
 /// Mock upstream delays per widget: two fast, one slow, two in between.
 pub const DELAYS_MS: [u64; 5] = [100, 300, 1500, 600, 100];
@@ -16,13 +16,10 @@ pub const DELAYS_MS: [u64; 5] = [100, 300, 1500, 600, 100];
 /// How long any one wait on the page may take.
 pub const WAIT: Duration = Duration::from_secs(15);
 
-/// The test application's configuration: the in-process store, prewarm on,
-/// the short delays above.
-pub fn config() -> TestConfig {
-    TestConfig {
-        delays_ms: DELAYS_MS,
-        ..TestConfig::new(StoreKind::Memory)
-    }
+/// The test application of the page tests: the in-process store, prewarm
+/// on, the short delays above (await it to start it).
+pub fn dashboard_app() -> AppBuilder {
+    spawn_app(StoreKind::Memory).delays_ms(DELAYS_MS)
 }
 
 /// One widget card as the browser shows it (`[data-widget]`).
@@ -92,20 +89,29 @@ impl Tab {
         what: &str,
         done: impl Fn(&[Card]) -> bool,
     ) -> anyhow::Result<Vec<Card>> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let cards = self.cards().await?;
-            if done(&cards) {
-                return Ok(cards);
-            }
-            if Instant::now() > deadline {
+        let last = &std::sync::Mutex::new(Vec::new());
+        let done = &done;
+        // A driver error ends the wait at once (`Some(Err)`); `None` is a timeout.
+        let cards = until(WAIT, Duration::from_millis(25), move || async move {
+            let cards = match self.cards().await {
+                Ok(cards) => cards,
+                Err(e) => return Some(Err(e)),
+            };
+            let finished = done(&cards);
+            *last.lock().unwrap() = cards.clone();
+            finished.then_some(Ok(cards))
+        })
+        .await;
+        match cards {
+            Some(cards) => cards,
+            None => {
+                let cards = last.lock().unwrap().clone();
+                let console = self.console().await;
                 bail!(
-                    "timed out waiting for {what}; cards: {}; console: {:?}",
-                    summary(&cards),
-                    self.console().await
-                );
+                    "timed out waiting for {what}; cards: {}; console: {console:?}",
+                    summary(&cards)
+                )
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
@@ -124,17 +130,19 @@ impl Tab {
 
     /// Waits until the browser is on `path`.
     pub async fn wait_for_path(&self, path: &str) -> anyhow::Result<()> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let now = self.path().await?;
-            if now == path {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("expected to be on {path}, still on {now}");
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let last = &std::sync::Mutex::new(String::new());
+        let arrived = until(WAIT, Duration::from_millis(25), move || async move {
+            let now = match self.path().await {
+                Ok(now) => now,
+                Err(e) => return Some(Err(e)),
+            };
+            let there = now == path;
+            *last.lock().unwrap() = now;
+            there.then_some(Ok(()))
+        })
+        .await;
+        let now = last.lock().unwrap().clone();
+        arrived.unwrap_or_else(|| bail!("expected to be on {path}, still on {now}"))
     }
 
     /// Clicks the first element matching `css`.
