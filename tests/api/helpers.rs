@@ -110,7 +110,7 @@ impl AppBuilder {
         let mut settings = test_settings(mock.url(), redis.as_ref(), cluster.as_ref());
         self.changes.into_iter().for_each(|change| change(&mut settings));
         let clock = MockClock::new();
-        let (address, cache) = run(&settings, &clock).await;
+        let (address, cache, stopper) = run(&settings, &clock).await;
         let site = Site::new(address);
         TestApp {
             site,
@@ -120,6 +120,7 @@ impl AppBuilder {
             redis,
             cluster,
             settings,
+            stopper,
         }
     }
 }
@@ -145,16 +146,47 @@ pub struct TestApp {
     pub cluster: Option<RedisCluster>,
     /// The settings the app was built with; further instances reuse them.
     pub settings: Settings,
+    /// Stops the server in-process, as SIGTERM stops the binary.
+    stopper: Stopper,
 }
 
-/// Builds and runs an application; returns its base URL and its cache.
-async fn run(settings: &Settings, clock: &Arc<MockClock>) -> (String, Arc<WidgetCache>) {
+/// The trigger of an application's graceful stop and the task it runs in.
+struct Stopper {
+    trigger: Arc<tokio::sync::Notify>,
+    running: Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
+}
+
+/// Builds and runs an application until its [`Stopper`] fires; returns its
+/// base URL and its cache.
+async fn run(settings: &Settings, clock: &Arc<MockClock>) -> (String, Arc<WidgetCache>, Stopper) {
     let app = Application::build_with_clock(settings.clone(), clock.clone()).await;
     let app = app.expect("the test application builds");
     let address = format!("http://{}", app.address());
     let cache = app.cache();
-    tokio::spawn(app.run_until_stopped());
-    (address, cache)
+    let trigger = Arc::new(tokio::sync::Notify::new());
+    let fired = Arc::clone(&trigger);
+    let running = tokio::spawn(app.run_until(async move { fired.notified().await }));
+    let stopper = Stopper {
+        trigger,
+        running: Mutex::new(Some(running)),
+    };
+    (address, cache, stopper)
+}
+
+impl TestApp {
+    /// Stops the server gracefully (`Application::run_until`) and waits,
+    /// at most 20 s, until it has stopped.
+    #[allow(dead_code)]
+    pub async fn stop(&self) {
+        self.stopper.trigger.notify_one();
+        let running = self.stopper.running.lock().unwrap().take();
+        let running = running.expect("the application is stopped only once");
+        let stopped = tokio::time::timeout(Duration::from_secs(20), running).await;
+        let result = stopped.expect("the server stops within 20 s");
+        result
+            .expect("the server task ends")
+            .expect("the server ends cleanly");
+    }
 }
 
 impl std::ops::Deref for TestApp {
@@ -182,7 +214,8 @@ impl TestApp {
 
     /// As [`TestApp::spawn_instance`], with the instance's cache.
     pub async fn spawn_instance_with_cache(&self) -> (String, Arc<WidgetCache>) {
-        run(&self.settings, &self.clock).await
+        let (address, cache, _stopper) = run(&self.settings, &self.clock).await;
+        (address, cache)
     }
 
     /// `GET /widgets/{id}` → (Cache-Status, body).

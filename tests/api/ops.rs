@@ -5,8 +5,8 @@ use std::time::Duration;
 use mock_upstream::{MockConfig, MockUpstream};
 
 use crate::helpers::{
-    binary_server, binary_server_with_env, eventually, metric_sample, new_client, spawn_app, until_ok,
-    StoreKind, SESSION_KEY,
+    binary_server, binary_server_with_env, eventually, instance, metric_sample, new_client, spawn_app,
+    until_ok, StoreKind, SESSION_KEY,
 };
 
 /// How much the sample grew between two scrapes.
@@ -16,41 +16,45 @@ fn delta(before: &str, after: &str, name: &str, labels: &[(&str, &str)]) -> f64 
 
 #[tokio::test]
 async fn metrics_count_hits_misses_and_upstream_calls() {
-    // Arrange
+    // Arrange: prewarm's 5 upstream calls have landed.
     let app = spawn_app(StoreKind::Memory).await;
-    let before = app.get("/metrics").await.text().await.unwrap();
-
-    // Act: prewarm (5 upstream calls), then hits.
     app.login("metrics-user").await;
     app.wait_for_calls(5).await;
     for id in 1..=5 {
         app.wait_for_fresh_hit(id).await;
     }
-    app.widget(2).await;
+    let before = app.get("/metrics").await.text().await.unwrap();
+
+    // Act: three hits on widget 2.
+    for _ in 0..3 {
+        app.widget(2).await;
+    }
     let after = app.get("/metrics").await.text().await.unwrap();
 
-    // Assert (other tests share the process-wide recorder: counters only grow)
+    // Assert: the app has a recorder of its own, so the counts are exact.
     let delta = |name: &str, labels: &[(&str, &str)]| delta(&before, &after, name, labels);
-    assert!(
-        delta(
-            "percache_cache_requests_total",
-            &[("widget", "2"), ("outcome", "hit")]
-        ) >= 2.0
+    let count = |name: &str, labels: &[(&str, &str)]| metric_sample(&after, name, labels);
+    let hits = [("widget", "2"), ("outcome", "hit")];
+    assert_eq!(delta("percache_cache_requests_total", &hits), 3.0);
+    let widget_200 = [("route", "/widgets/{id}"), ("status", "200")];
+    assert_eq!(
+        delta("percache_http_request_duration_seconds_count", &widget_200),
+        3.0
     );
-    assert!(
-        delta(
-            "percache_upstream_requests_total",
-            &[("widget", "3"), ("status", "200")]
-        ) >= 1.0
+    assert_eq!(
+        delta("percache_upstream_requests_total", &[]),
+        0.0,
+        "hits call nothing"
     );
-    assert!(delta("percache_prewarm_total", &[]) >= 5.0);
-    assert!(delta("percache_refresh_total", &[("outcome", "ok")]) >= 5.0);
-    assert!(delta("percache_upstream_duration_seconds_count", &[("widget", "3")]) >= 1.0);
-    assert!(
-        delta(
-            "percache_http_request_duration_seconds_count",
-            &[("route", "/widgets/{id}"), ("status", "200")]
-        ) >= 6.0
+    // Since start: prewarm's calls, one per widget, and nothing else.
+    assert_eq!(count("percache_prewarm_total", &[]), 5.0);
+    assert_eq!(count("percache_refresh_total", &[("outcome", "ok")]), 5.0);
+    let widget_3 = [("widget", "3"), ("status", "200")];
+    assert_eq!(count("percache_upstream_requests_total", &widget_3), 1.0);
+    assert_eq!(count("percache_upstream_requests_total", &[]), 5.0);
+    assert_eq!(
+        count("percache_upstream_duration_seconds_count", &[("widget", "3")]),
+        1.0
     );
     assert!(
         after.contains("# TYPE percache_upstream_duration_seconds histogram"),
@@ -60,29 +64,26 @@ async fn metrics_count_hits_misses_and_upstream_calls() {
 
 #[tokio::test]
 async fn metrics_count_misses_and_upstream_errors() {
+    // Arrange
     let app = spawn_app(StoreKind::Memory).without_prewarm().await;
     let client = new_client();
     app.login_with(&client, "metrics-errors").await;
     app.mock.set_fault(4, mock_upstream::Fault::Error(404));
     let before = app.get("/metrics").await.text().await.unwrap();
 
+    // Act: one request, whose one upstream call fails (a 404 is not retried).
     client.get(app.url("/widgets/4")).send().await.unwrap();
     app.mock.set_fault(4, mock_upstream::Fault::Ok);
-
     let after = app.get("/metrics").await.text().await.unwrap();
+
+    // Assert: exactly that call and that outcome.
     let delta = |name: &str, labels: &[(&str, &str)]| delta(&before, &after, name, labels);
-    assert!(
-        delta(
-            "percache_upstream_requests_total",
-            &[("widget", "4"), ("status", "404")]
-        ) >= 1.0
-    );
-    assert!(
-        delta(
-            "percache_cache_requests_total",
-            &[("widget", "4"), ("outcome", "error")]
-        ) >= 1.0
-    );
+    let failed = [("widget", "4"), ("status", "404")];
+    assert_eq!(delta("percache_upstream_requests_total", &failed), 1.0);
+    assert_eq!(delta("percache_upstream_requests_total", &[]), 1.0);
+    let errors = [("widget", "4"), ("outcome", "error")];
+    assert_eq!(delta("percache_cache_requests_total", &errors), 1.0);
+    assert_eq!(delta("percache_cache_requests_total", &[]), 1.0);
 }
 
 /// The real binary: SIGTERM while a slow request is in flight lets it finish.
@@ -240,4 +241,34 @@ async fn the_in_process_store_reports_its_entries_and_bytes() {
         "{metrics}"
     );
     assert!(metrics.contains("# TYPE percache_cache_bytes gauge"), "{metrics}");
+}
+
+/// In-process graceful stop (`Application::run_until`, what SIGTERM
+/// triggers in the binary): the fetches in flight land in the store before
+/// the server ends.
+#[tokio::test]
+async fn a_graceful_stop_lets_the_fetches_in_flight_land() {
+    // Arrange: sign-in starts five fetches; widget 3's takes 1.5 s.
+    let app = spawn_app(StoreKind::Memory)
+        .delays_ms([10, 10, 1500, 10, 10])
+        .await;
+    app.login("stopping").await;
+    assert_eq!(app.cache.fetches_in_flight(), 5, "prewarm is under way");
+
+    // Act
+    app.stop().await;
+
+    // Assert: every prewarmed widget is in the store, the slow one included,
+    // and the server no longer answers.
+    let user = percache::user::UserId::parse("stopping").unwrap();
+    for id in ["1", "2", "3", "4", "5"] {
+        let key = user.tag().key(&instance(id));
+        let stored = app.cache.store().get(&key).await.unwrap();
+        assert!(stored.is_some(), "widget {id} landed before the stop ended");
+    }
+    assert_eq!(app.cache.fetches_in_flight(), 0);
+    assert!(
+        app.client.get(app.url("/healthz")).send().await.is_err(),
+        "stopped"
+    );
 }
