@@ -87,37 +87,15 @@ impl Application {
             Some(path) => crate::widget::file::load(path)?,
             None => Registry::builtin(),
         });
-        let lifetimes = Lifetimes {
-            fresh: settings.fresh,
-            ttl: settings.ttl,
-            grace: settings.grace,
-        };
-        let overrides = |o: &Option<WidgetDurations>| o.as_ref().map_or(Vec::new(), |o| o.0.clone());
-        let policy = CachePolicy::new(
-            &registry,
-            lifetimes,
-            &overrides(&settings.widget_fresh),
-            &overrides(&settings.widget_ttl),
-        )?;
-        let key = session::session_key(settings.session_key.as_deref())?;
-
+        let policy = policy_of(&settings, &registry)?;
         let (upstream_url, mock) = upstream_or_mock(&settings, &registry).await?;
-        let tls = crate::tls::client_config(settings.upstream_ca.as_deref()).context("--upstream-ca")?;
-        let upstream = UpstreamSettings::new(
-            &upstream_url,
-            &registry.upstream().headers,
-            settings.upstream_timeout,
-            tls,
-        )
-        .context("upstream headers")?;
-        let fetcher = Arc::new(HttpFetcher::new(Arc::new(upstream)));
-
+        let fetcher = fetcher_of(&settings, &registry, &upstream_url)?;
         let stack = crate::cache::store_from_settings(&settings, Arc::clone(&clock)).await?;
         // The webhook's "seen once" record: in the shared Redis when there is one.
-        let replay_guard = web::Data::new(match stack.redis {
+        let replay_guard = match stack.redis {
             Some(redis) => ReplayGuard::redis(redis, routes::invalidate::REPLAY_WINDOW),
             None => ReplayGuard::in_memory(replay::MEMORY_CAPACITY, routes::invalidate::REPLAY_WINDOW),
-        });
+        };
         let cache = Arc::new(
             WidgetCache::new(
                 stack.store,
@@ -141,56 +119,29 @@ impl Application {
         let listener =
             TcpListener::bind(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;
         let address = listener.local_addr()?;
-
         // This application's own recorder: each worker records to it.
         let metrics = Metrics::new();
-        let state = web::Data::new(AppState {
-            cache: Arc::clone(&cache),
-            prewarm: settings.prewarm_enabled(),
-            invalidation_secret: settings.invalidation_secret.clone().filter(|s| !s.is_empty()),
-            metrics: metrics.clone(),
-        });
-        let secure = settings.secure_cookies;
-        // The operator page; with --admin-token its sampler starts here.
-        let admin = web::Data::from(crate::admin::Admin::start(
-            settings.admin_token.as_deref(),
-            secure,
-            Arc::clone(&cache),
-            metrics.clone(),
-        ));
-        let login_limiter = web::Data::new(LoginLimiter::new(settings.login_rate, settings.trust_forwarded));
-        let mut server = HttpServer::new(move || {
-            // Runs once on each worker thread, before it serves.
-            metrics.record_on_this_thread();
-            App::new()
-                // Innermost: its 403 still gets the security headers, the session, logs and metrics.
-                .wrap(actix_web::middleware::from_fn(refuse_cross_site))
-                .wrap(
-                    DefaultHeaders::new()
-                        .add(("Content-Security-Policy", CSP))
-                        .add(("X-Content-Type-Options", "nosniff"))
-                        .add(("X-Frame-Options", "DENY"))
-                        .add(("Referrer-Policy", "same-origin")),
-                )
-                .wrap(session::middleware(key.clone(), secure))
-                .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
-                .wrap(actix_web::middleware::from_fn(routes::metrics::track))
-                .app_data(state.clone())
-                .app_data(admin.clone())
-                .app_data(replay_guard.clone())
-                .app_data(login_limiter.clone())
-                .app_data(web::FormConfig::default().limit(FORM_LIMIT))
-                .app_data(web::PathConfig::default())
-                .configure(routes::configure)
-        })
-        .listen(listener)?;
-        // Signals are handled in `run_until_stopped`, which lets background
-        // refreshes finish before the workers stop.
-        server = server.disable_signals().shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
-        if settings.workers > 0 {
-            server = server.workers(settings.workers);
-        }
-        let server = server.run();
+        let shared = Shared {
+            state: web::Data::new(AppState {
+                cache: Arc::clone(&cache),
+                prewarm: settings.prewarm_enabled(),
+                invalidation_secret: settings.invalidation_secret.clone().filter(|s| !s.is_empty()),
+                metrics: metrics.clone(),
+            }),
+            // The operator page; with --admin-token its sampler starts here.
+            admin: web::Data::from(crate::admin::Admin::start(
+                settings.admin_token.as_deref(),
+                settings.secure_cookies,
+                Arc::clone(&cache),
+                metrics.clone(),
+            )),
+            replay_guard: web::Data::new(replay_guard),
+            login_limiter: web::Data::new(LoginLimiter::new(settings.login_rate, settings.trust_forwarded)),
+            session_key: session::session_key(settings.session_key.as_deref())?,
+            secure_cookies: settings.secure_cookies,
+            metrics,
+        };
+        let server = http_server(listener, settings.workers, shared)?;
         Ok(Self {
             address,
             server,
@@ -264,4 +215,79 @@ async fn upstream_or_mock(
         .context("starting the in-process mock upstream")?;
     tracing::info!(url = %mock.url(), "no --upstream-url: started the mock upstream in-process");
     Ok((mock.url(), Some(mock)))
+}
+
+/// Every widget's lifetimes: the flags' defaults and per-widget overrides,
+/// and the widgets file's.
+fn policy_of(settings: &Settings, registry: &Registry) -> anyhow::Result<CachePolicy> {
+    let lifetimes = Lifetimes {
+        fresh: settings.fresh,
+        ttl: settings.ttl,
+        grace: settings.grace,
+    };
+    let overrides = |o: &Option<WidgetDurations>| o.as_ref().map_or(Vec::new(), |o| o.0.clone());
+    let fresh = overrides(&settings.widget_fresh);
+    let ttl = overrides(&settings.widget_ttl);
+    Ok(CachePolicy::new(registry, lifetimes, &fresh, &ttl)?)
+}
+
+/// The widgets API at `url`, over TLS trusting `--upstream-ca` too, with
+/// the widgets file's headers on every call.
+fn fetcher_of(settings: &Settings, registry: &Registry, url: &str) -> anyhow::Result<Arc<HttpFetcher>> {
+    let tls = crate::tls::client_config(settings.upstream_ca.as_deref()).context("--upstream-ca")?;
+    let headers = &registry.upstream().headers;
+    let upstream =
+        UpstreamSettings::new(url, headers, settings.upstream_timeout, tls).context("upstream headers")?;
+    Ok(Arc::new(HttpFetcher::new(Arc::new(upstream))))
+}
+
+/// What every worker's `App` shares.
+struct Shared {
+    state: web::Data<AppState>,
+    admin: web::Data<crate::admin::Admin>,
+    replay_guard: web::Data<ReplayGuard>,
+    login_limiter: web::Data<LoginLimiter>,
+    session_key: actix_web::cookie::Key,
+    secure_cookies: bool,
+    metrics: Metrics,
+}
+
+/// The HTTP server on `listener`: the middleware stack (outermost last) and
+/// the routes. `workers` 0: one per core. Signals are not its business:
+/// [`Application::run_until`] stops it, after the background fetches land.
+fn http_server(listener: TcpListener, workers: usize, shared: Shared) -> std::io::Result<Server> {
+    let mut server = HttpServer::new(move || {
+        // Runs once on each worker thread, before it serves.
+        shared.metrics.record_on_this_thread();
+        App::new()
+            // Innermost: its 403 still gets the security headers, the session, logs and metrics.
+            .wrap(actix_web::middleware::from_fn(refuse_cross_site))
+            .wrap(
+                DefaultHeaders::new()
+                    .add(("Content-Security-Policy", CSP))
+                    .add(("X-Content-Type-Options", "nosniff"))
+                    .add(("X-Frame-Options", "DENY"))
+                    .add(("Referrer-Policy", "same-origin")),
+            )
+            .wrap(session::middleware(
+                shared.session_key.clone(),
+                shared.secure_cookies,
+            ))
+            .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
+            .wrap(actix_web::middleware::from_fn(routes::metrics::track))
+            .app_data(shared.state.clone())
+            .app_data(shared.admin.clone())
+            .app_data(shared.replay_guard.clone())
+            .app_data(shared.login_limiter.clone())
+            .app_data(web::FormConfig::default().limit(FORM_LIMIT))
+            .app_data(web::PathConfig::default())
+            .configure(routes::configure)
+    })
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
+    if workers > 0 {
+        server = server.workers(workers);
+    }
+    Ok(server.run())
 }
