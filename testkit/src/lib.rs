@@ -12,6 +12,7 @@ pub mod compose;
 pub mod dockerfile;
 pub mod html;
 pub mod http;
+pub mod in_process;
 pub mod metrics;
 pub mod net;
 pub mod paths;
@@ -24,6 +25,7 @@ pub mod wait;
 pub mod workspace;
 
 pub use http::{login_cookie, new_client, Site};
+pub use in_process::InProcess;
 pub use metrics::{exported_names, metric_sample};
 pub use net::free_port;
 pub use proc_stats::ProcStats;

@@ -23,7 +23,8 @@ use percache::startup::Application;
 use percache::telemetry;
 pub use testkit::{
     all_stores, both_stores, cluster_stores, eventually, free_port, login_cookie, metric_sample, new_client,
-    until, until_ok, HttpServer, ProcStats, Process, RedisCluster, RedisServer, RedisTls, Site, StoreKind,
+    until, until_ok, HttpServer, InProcess, ProcStats, Process, RedisCluster, RedisServer, RedisTls, Site,
+    StoreKind,
 };
 
 /// The session key every test instance shares, so one cookie works on all of them.
@@ -147,45 +148,25 @@ pub struct TestApp {
     /// The settings the app was built with; further instances reuse them.
     pub settings: Settings,
     /// Stops the server in-process, as SIGTERM stops the binary.
-    stopper: Stopper,
+    stopper: InProcess,
 }
 
-/// The trigger of an application's graceful stop and the task it runs in.
-struct Stopper {
-    trigger: Arc<tokio::sync::Notify>,
-    running: Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
-}
-
-/// Builds and runs an application until its [`Stopper`] fires; returns its
-/// base URL and its cache.
-async fn run(settings: &Settings, clock: &Arc<MockClock>) -> (String, Arc<WidgetCache>, Stopper) {
+/// Builds and runs an application until the test stops it; returns its
+/// base URL, its cache and its stop.
+async fn run(settings: &Settings, clock: &Arc<MockClock>) -> (String, Arc<WidgetCache>, InProcess) {
     let app = Application::build_with_clock(settings.clone(), clock.clone()).await;
     let app = app.expect("the test application builds");
     let address = format!("http://{}", app.address());
     let cache = app.cache();
-    let trigger = Arc::new(tokio::sync::Notify::new());
-    let fired = Arc::clone(&trigger);
-    let running = tokio::spawn(app.run_until(async move { fired.notified().await }));
-    let stopper = Stopper {
-        trigger,
-        running: Mutex::new(Some(running)),
-    };
-    (address, cache, stopper)
+    (address, cache, InProcess::spawn(|stop| app.run_until(stop)))
 }
 
 impl TestApp {
-    /// Stops the server gracefully (`Application::run_until`) and waits,
-    /// at most 20 s, until it has stopped.
+    /// Stops the server gracefully (`Application::run_until`), as SIGTERM
+    /// stops the binary, and waits until it has stopped.
     #[allow(dead_code)]
     pub async fn stop(&self) {
-        self.stopper.trigger.notify_one();
-        let running = self.stopper.running.lock().unwrap().take();
-        let running = running.expect("the application is stopped only once");
-        let stopped = tokio::time::timeout(Duration::from_secs(20), running).await;
-        let result = stopped.expect("the server stops within 20 s");
-        result
-            .expect("the server task ends")
-            .expect("the server ends cleanly");
+        self.stopper.stop(Duration::from_secs(20)).await;
     }
 }
 
