@@ -18,7 +18,7 @@ use tracing_actix_web::TracingLogger;
 use crate::cache::policy::Lifetimes;
 use crate::cache::{CachePolicy, WidgetCache};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Settings, WidgetDurations};
+use crate::config::Settings;
 use crate::defence::cross_site::refuse_cross_site;
 use crate::defence::login_rate::LoginLimiter;
 use crate::defence::replay::{self, ReplayGuard};
@@ -225,10 +225,9 @@ fn policy_of(settings: &Settings, registry: &Registry) -> anyhow::Result<CachePo
         ttl: settings.ttl,
         grace: settings.grace,
     };
-    let overrides = |o: &Option<WidgetDurations>| o.as_ref().map_or(Vec::new(), |o| o.0.clone());
-    let fresh = overrides(&settings.widget_fresh);
-    let ttl = overrides(&settings.widget_ttl);
-    Ok(CachePolicy::new(registry, lifetimes, &fresh, &ttl)?)
+    let fresh = settings.widget_fresh.as_ref().map_or(&[][..], |o| &o.0);
+    let ttl = settings.widget_ttl.as_ref().map_or(&[][..], |o| &o.0);
+    Ok(CachePolicy::new(registry, lifetimes, fresh, ttl)?)
 }
 
 /// The widgets API at `url`, over TLS trusting `--upstream-ca` too, with

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,10 +46,10 @@ impl FakeFetcher {
         self.calls.load(Ordering::SeqCst)
     }
     fn set_delay(&self, delay: Duration) {
-        *self.delay.lock().unwrap() = delay;
+        *self.delay.lock().unwrap_or_else(PoisonError::into_inner) = delay;
     }
     fn set_failure(&self, failure: Option<FetchError>) {
-        *self.failure.lock().unwrap() = failure;
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = failure;
     }
 }
 
@@ -57,12 +57,17 @@ impl FakeFetcher {
 impl Fetch for FakeFetcher {
     async fn fetch(&self, _user: &str, _instance: &Instance) -> Result<Box<RawValue>, FetchError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        let delay = *self.delay.lock().unwrap();
+        let delay = *self.delay.lock().unwrap_or_else(PoisonError::into_inner);
         tokio::time::sleep(delay).await;
-        if let Some(failure) = self.failure.lock().unwrap().clone() {
+        let failure = self
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(failure) = failure {
             return Err(failure);
         }
-        Ok(RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap())
+        RawValue::from_string(format!(r#"{{"n":{n}}}"#)).map_err(|e| FetchError::Body(e.to_string()))
     }
 }
 

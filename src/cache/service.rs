@@ -79,6 +79,11 @@ pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default `--failure-backoff`.
 pub const DEFAULT_FAILURE_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How long a request waits for a fetch: the upstream's timeout plus a margin.
+fn wait_deadline(upstream_timeout: Duration) -> Duration {
+    upstream_timeout + Duration::from_secs(1)
+}
+
 /// The last errors' table: kept as long as a backoff lasts (the clock decides).
 fn last_errors(failure_backoff: Duration) -> moka::sync::Cache<CacheKey, (Arc<str>, i64)> {
     moka::sync::Cache::builder()
@@ -121,7 +126,7 @@ impl WidgetCache {
     /// How long a request waits for a fetch: at most the upstream's timeout
     /// (`--upstream-timeout`) plus a margin; the fleet-wide lock lives as long.
     pub fn with_upstream_timeout(mut self, upstream_timeout: Duration) -> Self {
-        self.wait_deadline = upstream_timeout + Duration::from_secs(1);
+        self.wait_deadline = wait_deadline(upstream_timeout);
         self.lock_ttl = self.wait_deadline;
         self
     }
@@ -144,7 +149,7 @@ impl WidgetCache {
         policy: CachePolicy,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let wait_deadline = DEFAULT_UPSTREAM_TIMEOUT + Duration::from_secs(1);
+        let wait_deadline = wait_deadline(DEFAULT_UPSTREAM_TIMEOUT);
         let failure_backoff = DEFAULT_FAILURE_BACKOFF;
         Self {
             store,
