@@ -24,6 +24,7 @@ use crate::defence::login_rate::LoginLimiter;
 use crate::defence::replay::{self, ReplayGuard};
 use crate::routes::{self, AppState};
 use crate::session;
+use crate::session::decoded::DecodedSessions;
 use crate::telemetry::Metrics;
 use crate::upstream::{HttpFetcher, UpstreamSettings};
 use crate::widget::Registry;
@@ -139,6 +140,7 @@ impl Application {
             login_limiter: web::Data::new(LoginLimiter::new(settings.login_rate, settings.trust_forwarded)),
             session_key: session::session_key(settings.session_key.as_deref())?,
             secure_cookies: settings.secure_cookies,
+            decoded_sessions: DecodedSessions::new(),
             metrics,
         };
         let server = http_server(listener, settings.workers, shared)?;
@@ -248,6 +250,8 @@ struct Shared {
     login_limiter: web::Data<LoginLimiter>,
     session_key: actix_web::cookie::Key,
     secure_cookies: bool,
+    /// Session cookies already decoded, for every worker.
+    decoded_sessions: DecodedSessions,
     metrics: Metrics,
 }
 
@@ -271,6 +275,7 @@ fn http_server(listener: TcpListener, workers: usize, shared: Shared) -> std::io
             .wrap(session::middleware(
                 shared.session_key.clone(),
                 shared.secure_cookies,
+                &shared.decoded_sessions,
             ))
             .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
             .wrap(actix_web::middleware::from_fn(routes::metrics::track))

@@ -1,6 +1,5 @@
 //! The JSON API.
 
-use actix_session::Session;
 use actix_web::http::header;
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -11,7 +10,7 @@ use crate::cache::status::{cache_status, HEADER};
 use crate::cache::{Directives, Outcome};
 use crate::clock::rfc3339;
 use crate::error::ApiError;
-use crate::session;
+use crate::session::CurrentUser;
 use crate::widget::WidgetId;
 
 /// The body of `GET /api/widgets/{id}` (SPEC §5).
@@ -36,11 +35,11 @@ struct WidgetJson<'a> {
 pub async fn widget_json(
     req: HttpRequest,
     id: web::Path<String>,
-    session: Session,
+    user: CurrentUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let instance = resolve(state.cache.registry(), &id, req.query_string())?;
-    let user = session::current_user(&session).ok_or(ApiError::SignedOut)?;
+    let user = user.into_inner().ok_or(ApiError::SignedOut)?;
     let directives = Directives::parse(
         req.headers()
             .get_all(header::CACHE_CONTROL)

@@ -17,13 +17,14 @@ use super::AppState;
 use crate::defence::login_rate::LoginLimiter;
 use crate::error::{PageError, SignInError};
 use crate::session;
+use crate::session::CurrentUser;
 use crate::user::UserId;
 use crate::views;
 
 /// `GET /`: to the dashboard when signed in, else to the sign-in page.
 #[get("/")]
-pub async fn index(session: Session) -> HttpResponse {
-    match session::current_user(&session) {
+pub async fn index(user: CurrentUser) -> HttpResponse {
+    match user.into_inner() {
         Some(_) => see_other("/dashboard"),
         None => see_other("/login"),
     }
@@ -31,8 +32,8 @@ pub async fn index(session: Session) -> HttpResponse {
 
 /// `GET /login`: the form (or the dashboard when already signed in).
 #[get("/login")]
-pub async fn login_form(session: Session) -> HttpResponse {
-    if session::current_user(&session).is_some() {
+pub async fn login_form(user: CurrentUser) -> HttpResponse {
+    if user.into_inner().is_some() {
         return see_other("/dashboard");
     }
     html(StatusCode::OK, views::login_page(None, ""))

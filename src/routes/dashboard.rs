@@ -1,13 +1,12 @@
 //! The dashboard page.
 
-use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::{get, web, HttpResponse};
 use futures_util::future::join_all;
 
 use super::respond::{html, see_other};
 use super::AppState;
-use crate::session;
+use crate::session::CurrentUser;
 use crate::views;
 
 /// `?wait=1`: the no-JavaScript variant.
@@ -22,10 +21,10 @@ pub struct DashboardQuery {
 #[get("/dashboard")]
 pub async fn dashboard(
     query: web::Query<DashboardQuery>,
-    session: Session,
+    user: CurrentUser,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let Some(user) = session::current_user(&session) else {
+    let Some(user) = user.into_inner() else {
         return see_other("/login");
     };
     let since = state.cache.now();

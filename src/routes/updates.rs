@@ -14,7 +14,6 @@
 
 use std::time::Duration;
 
-use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::{get, web, HttpResponse};
 use maud::html;
@@ -22,7 +21,7 @@ use maud::html;
 use super::respond::html;
 use super::AppState;
 use crate::error::PageError;
-use crate::session;
+use crate::session::CurrentUser;
 use crate::views;
 
 /// How long one poll is held open when nothing changes.
@@ -38,10 +37,10 @@ pub struct UpdatesQuery {
 #[get("/updates")]
 pub async fn updates(
     query: web::Query<UpdatesQuery>,
-    session: Session,
+    user: CurrentUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let user = session::current_user(&session).ok_or(PageError::SignedOut)?;
+    let user = user.into_inner().ok_or(PageError::SignedOut)?;
     let _open = state.cache.open_page();
     let since = query.since.unwrap_or_else(|| state.cache.now());
     let changed = state.cache.wait_for_change(&user, since, LONG_POLL).await;

@@ -1,6 +1,5 @@
 //! Widget fragments for htmx.
 
-use actix_session::Session;
 use actix_web::http::header;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 
@@ -8,7 +7,7 @@ use super::AppState;
 use crate::cache::status::{cache_status, HEADER};
 use crate::cache::Lookup;
 use crate::error::PageError;
-use crate::session;
+use crate::session::CurrentUser;
 use crate::user::UserId;
 use crate::views;
 use crate::widget::params::ParamError;
@@ -42,11 +41,11 @@ pub(crate) fn resolve(registry: &Registry, raw_id: &str, query: &str) -> Result<
 fn instance_and_user(
     req: &HttpRequest,
     raw: &str,
-    session: &Session,
+    user: CurrentUser,
     state: &AppState,
 ) -> Result<(Instance, UserId), PageError> {
     let instance = resolve(state.cache.registry(), raw, req.query_string())?;
-    let user = session::current_user(session).ok_or(PageError::SignedOut)?;
+    let user = user.into_inner().ok_or(PageError::SignedOut)?;
     Ok((instance, user))
 }
 
@@ -55,10 +54,10 @@ fn instance_and_user(
 pub async fn widget_fragment(
     req: HttpRequest,
     id: web::Path<String>,
-    session: Session,
+    user: CurrentUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let (instance, user) = instance_and_user(&req, &id, &session, &state)?;
+    let (instance, user) = instance_and_user(&req, &id, user, &state)?;
     let lookup = state.cache.get(&user, &instance).await;
     Ok(fragment(&lookup))
 }
@@ -68,10 +67,10 @@ pub async fn widget_fragment(
 pub async fn refresh(
     req: HttpRequest,
     id: web::Path<String>,
-    session: Session,
+    user: CurrentUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let (instance, user) = instance_and_user(&req, &id, &session, &state)?;
+    let (instance, user) = instance_and_user(&req, &id, user, &state)?;
     let lookup = state.cache.refresh(&user, &instance).await;
     Ok(fragment(&lookup))
 }

@@ -1,11 +1,21 @@
 //! The session: who is signed in, kept in a private (encrypted and signed)
-//! cookie by actix-session's cookie store.
+//! cookie by actix-session's cookie store, decoded once per cookie
+//! ([`decoded`]).
+
+pub mod decoded;
 
 use actix_session::config::{CookieContentSecurity, PersistentSession};
 use actix_session::storage::CookieSessionStore;
-use actix_session::{Session, SessionInsertError, SessionMiddleware};
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+
+use actix_session::{Session, SessionExt as _, SessionInsertError, SessionMiddleware};
 use actix_web::cookie::{time::Duration as CookieDuration, Key, SameSite};
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest};
 use base64::Engine as _;
+
+use decoded::{Decoded, DecodedSessions, Sessions};
 
 use crate::user::UserId;
 
@@ -48,22 +58,53 @@ pub fn session_key(raw: Option<&str>) -> Result<Key, SessionKeyError> {
     Ok(Key::from(&bytes))
 }
 
-/// The session middleware: private cookie, HttpOnly, SameSite=Lax, 7 days.
-pub fn middleware(key: Key, secure: bool) -> SessionMiddleware<CookieSessionStore> {
-    SessionMiddleware::builder(CookieSessionStore::default(), key)
+/// The session middleware: private cookie, HttpOnly, SameSite=Lax, 7 days,
+/// behind the application's cache of decoded cookies.
+pub fn middleware(key: Key, secure: bool, decoded: &DecodedSessions) -> Sessions {
+    let cookie = SessionMiddleware::builder(CookieSessionStore::default(), key)
         .cookie_name(COOKIE_NAME.to_owned())
         .cookie_content_security(CookieContentSecurity::Private)
         .cookie_http_only(true)
         .cookie_same_site(SameSite::Lax)
         .cookie_secure(secure)
         .session_lifecycle(PersistentSession::default().session_ttl(CookieDuration::days(7)))
-        .build()
+        .build();
+    decoded.in_front_of(cookie)
 }
 
 /// The signed-in user, if any. Anything odd in the session means "signed out".
 pub fn current_user(session: &Session) -> Option<UserId> {
     let name: String = session.get(USER_FIELD).ok().flatten()?;
     UserId::parse(&name).ok()
+}
+
+/// The request's signed-in user, if any: an extractor for handlers that
+/// only read the session. It takes the user the middleware already knows
+/// for this cookie, or decodes the session (and leaves the user for the
+/// middleware to remember).
+pub struct CurrentUser(Option<UserId>);
+
+impl CurrentUser {
+    /// The user, or `None` when signed out.
+    pub fn into_inner(self) -> Option<UserId> {
+        self.0
+    }
+}
+
+impl FromRequest for CurrentUser {
+    type Error = Infallible;
+    type Future = Ready<Result<Self, Infallible>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        if let Some(Decoded(user)) = req.extensions().get::<Decoded>() {
+            return ready(Ok(Self(Some(user.clone()))));
+        }
+        let user = current_user(&req.get_session());
+        if let Some(user) = &user {
+            req.extensions_mut().insert(Decoded(user.clone()));
+        }
+        ready(Ok(Self(user)))
+    }
 }
 
 /// Signs `user` in, with a fresh session (no fixation).

@@ -1,0 +1,177 @@
+//! Sessions decoded once per cookie, not once per request.
+//!
+//! actix-session's cookie store decrypts and parses the session cookie on
+//! every request, and the username is then validated and hashed again. A
+//! dashboard sends the same cookie on every request of a visit, so the
+//! decoded user is kept here, keyed by the cookie's value (the map hashes
+//! it; a hit compares the whole value), and a read-only request (`GET`,
+//! `HEAD`) with a cookie seen before skips actix-session altogether.
+//!
+//! Why this cannot sign anyone in as someone else: an entry is only ever
+//! learnt from a request that actix-session itself decrypted and verified,
+//! and maps that exact cookie value to the user it held. Cookie sessions
+//! keep no state on the server, so a cookie value means the same user for
+//! as long as the key lasts: caching it changes nothing about who a
+//! request is. A response that changes, renews or purges the session forgets
+//! the cookie it came with.
+//!
+//! Requests that may write the session (`POST`, …) always go through
+//! actix-session, so every `Set-Cookie` it would send is still sent.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix_session::storage::CookieSessionStore;
+use actix_session::{SessionExt as _, SessionMiddleware, SessionStatus};
+use actix_web::body::MessageBody;
+use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::Method;
+use actix_web::HttpMessage as _;
+use futures_util::future::{Either, LocalBoxFuture};
+
+use super::COOKIE_NAME;
+use crate::user::UserId;
+
+/// Most cookies remembered. About 300 bytes each (the cookie and the user):
+/// 3 MiB for 10,000 signed-in visitors.
+const CAPACITY: u64 = 10_000;
+/// A cookie not seen for this long is forgotten (decoded again if it comes back).
+const IDLE: Duration = Duration::from_secs(3600);
+
+/// The user a request's session holds, once known: put in the request's
+/// extensions by the middleware (a cookie seen before) or by
+/// [`super::CurrentUser`] (decoded now, for the middleware to learn).
+#[derive(Clone)]
+pub(super) struct Decoded(pub(super) UserId);
+
+/// The decoded cookies of one application, shared by its workers.
+#[derive(Clone)]
+pub struct DecodedSessions(moka::sync::Cache<Box<str>, UserId>);
+
+impl DecodedSessions {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_idle(IDLE)
+                .build(),
+        )
+    }
+
+    /// The session middleware with this cache in front of it: actix-session
+    /// (`cookie`) decodes what the cache does not know.
+    pub(super) fn in_front_of(&self, cookie: SessionMiddleware<CookieSessionStore>) -> Sessions {
+        Sessions {
+            cookie,
+            decoded: self.clone(),
+        }
+    }
+
+    fn get(&self, cookie: &str) -> Option<UserId> {
+        self.0.get(cookie)
+    }
+
+    /// After actix-session handled a request: remember the user it decoded
+    /// from `cookie` if the session is unchanged, forget the cookie if the
+    /// session changed.
+    fn learn<B>(&self, cookie: &str, read_only: bool, res: &ServiceResponse<B>) {
+        let status = res.request().get_session().status();
+        match status {
+            SessionStatus::Unchanged if read_only => {
+                if let Some(Decoded(user)) = res.request().extensions().get::<Decoded>() {
+                    self.0.insert(cookie.into(), user.clone());
+                }
+            }
+            SessionStatus::Unchanged => {}
+            _ => self.0.invalidate(cookie),
+        }
+    }
+}
+
+impl Default for DecodedSessions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The middleware: [`DecodedSessions`] in front of actix-session's.
+pub struct Sessions {
+    cookie: SessionMiddleware<CookieSessionStore>,
+    decoded: DecodedSessions,
+}
+
+impl<S, B> Transform<S, ServiceRequest> for Sessions
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    S::Future: 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Transform = SessionsService<S, CookieService<S>>;
+    type InitError = ();
+    type Future = LocalBoxFuture<'static, Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        // One inner service, reached two ways: directly (a known cookie) or
+        // through actix-session.
+        let service = Rc::new(service);
+        let cookie = self.cookie.new_transform(Rc::clone(&service));
+        let decoded = self.decoded.clone();
+        Box::pin(async move {
+            Ok(SessionsService {
+                service,
+                cookie: Rc::new(cookie.await?),
+                decoded,
+            })
+        })
+    }
+}
+
+/// actix-session's service over the same inner service.
+type CookieService<S> = <SessionMiddleware<CookieSessionStore> as Transform<Rc<S>, ServiceRequest>>::Transform;
+
+/// The service [`Sessions`] builds for each worker: `S` reached directly,
+/// or through actix-session's `C`.
+pub struct SessionsService<S, C> {
+    service: Rc<S>,
+    cookie: Rc<C>,
+    decoded: DecodedSessions,
+}
+
+impl<S, C, B> Service<ServiceRequest> for SessionsService<S, C>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    S::Future: 'static,
+    C: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = Either<S::Future, LocalBoxFuture<'static, Result<ServiceResponse<B>, actix_web::Error>>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+        // The same cookie actix-session would read: the first of that name,
+        // and none at all if the header does not parse.
+        let cookie = req.cookie(COOKIE_NAME);
+        if read_only {
+            if let Some(user) = cookie.as_ref().and_then(|c| self.decoded.get(c.value())) {
+                req.extensions_mut().insert(Decoded(user));
+                return Either::Left(self.service.call(req));
+            }
+        }
+        let through = Rc::clone(&self.cookie);
+        let decoded = self.decoded.clone();
+        Either::Right(Box::pin(async move {
+            let res = through.call(req).await?;
+            if let Some(cookie) = cookie {
+                decoded.learn(cookie.value(), read_only, &res);
+            }
+            Ok(res)
+        }))
+    }
+}
