@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -262,6 +263,7 @@ fn http_server(listener: TcpListener, workers: usize, shared: Shared) -> std::io
     let mut server = HttpServer::new(move || {
         // Runs once on each worker thread, before it serves.
         shared.metrics.record_on_this_thread();
+        let routes = Rc::new(routes::metrics::RouteTable::default());
         App::new()
             // Innermost: its 403 still gets the security headers, the session, logs and metrics.
             .wrap(actix_web::middleware::from_fn(refuse_cross_site))
@@ -278,7 +280,9 @@ fn http_server(listener: TcpListener, workers: usize, shared: Shared) -> std::io
                 &shared.decoded_sessions,
             ))
             .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
-            .wrap(actix_web::middleware::from_fn(routes::metrics::track))
+            .wrap(actix_web::middleware::from_fn(move |req, next| {
+                routes::metrics::track(Rc::clone(&routes), req, next)
+            }))
             .app_data(shared.state.clone())
             .app_data(shared.admin.clone())
             .app_data(shared.replay_guard.clone())

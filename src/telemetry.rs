@@ -11,9 +11,16 @@ use std::io::IsTerminal as _;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::HttpMessage as _;
+use std::rc::Rc;
+
 use tracing::Span;
+
+use crate::routes::metrics::Route;
 use tracing_actix_web::{RequestId, RootSpanBuilder};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::LogFormat;
 
@@ -24,26 +31,55 @@ pub fn init(format: LogFormat) {
     if GUARD.get().is_some() {
         return;
     }
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let installed = match format {
-        LogFormat::Json => builder
+    // The writer thread drains the queue into this buffer and writes it when
+    // the queue is empty: under load, one write for many lines instead of a
+    // system call per line (the thread shares the cores with the workers);
+    // when idle, every line is written as soon as it comes.
+    let buffered = std::io::BufWriter::with_capacity(LOG_BUFFER_BYTES, std::io::stdout());
+    let (writer, guard) = tracing_appender::non_blocking(buffered);
+    let (targets, env) = filter(std::env::var("RUST_LOG").ok().as_deref());
+    let ansi = std::io::stdout().is_terminal();
+    let fmt = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .compact()
-            .with_ansi(std::io::stdout().is_terminal())
-            .try_init(),
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .boxed(),
     };
+    let installed = tracing_subscriber::registry()
+        .with(targets)
+        .with(env)
+        .with(fmt)
+        .try_init();
     if installed.is_ok() {
         // Kept for the life of the process: dropping it stops the writer.
         let _ = GUARD.set(guard);
     }
+}
+
+/// What the log writer thread gathers before one write.
+const LOG_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The level filter of `RUST_LOG` (default `info`). Levels per target (the
+/// usual `info,percache=debug`) are a static filter, decided once per
+/// call site. Only directives on spans or fields need `EnvFilter`, which
+/// also does work on every span entered, so it is used only for those.
+fn filter(rust_log: Option<&str>) -> (Option<Targets>, Option<EnvFilter>) {
+    let directives = rust_log
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .unwrap_or("info");
+    if let Ok(targets) = directives.parse::<Targets>() {
+        return (Some(targets), None);
+    }
+    let env = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    (None, Some(env))
 }
 
 /// The root span of every request: method, route pattern, request id and,
@@ -57,10 +93,12 @@ impl RootSpanBuilder for RequestSpan {
             .get::<RequestId>()
             .map(ToString::to_string)
             .unwrap_or_default();
+        // Found once per path by the metrics middleware, which runs first.
+        let route = request.extensions().get::<Route>().map(|r| Rc::clone(&r.0));
         tracing::info_span!(
             "request",
             method = %request.method(),
-            route = request.match_pattern().as_deref().unwrap_or("unmatched"),
+            route = route.as_deref().unwrap_or("unmatched"),
             request_id = %request_id,
             status = tracing::field::Empty,
         )

@@ -4,6 +4,7 @@ use actix_web::http::header;
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
+use super::respond::log_served;
 use super::widgets::resolve;
 use super::AppState;
 use crate::cache::status::{cache_status, HEADER};
@@ -47,7 +48,7 @@ pub async fn widget_json(
     )?;
     let lookup = state.cache.get_with(&user, &instance, directives).await;
     let widget = instance.id();
-    tracing::info!(%widget, outcome = lookup.outcome.label(), "widget served");
+    log_served(&lookup);
     let status = cache_status(&lookup);
     if lookup.outcome == Outcome::OnlyIfCached {
         return Ok(HttpResponse::GatewayTimeout()

@@ -3,6 +3,7 @@
 use actix_web::http::header;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 
+use super::respond::log_served;
 use super::AppState;
 use crate::cache::status::{cache_status, HEADER};
 use crate::cache::Lookup;
@@ -78,7 +79,7 @@ pub async fn refresh(
 /// A card response. Errors are 200 too: htmx only swaps 2xx responses, and
 /// the error card (with its retry button) is what should be shown.
 fn fragment(lookup: &Lookup) -> HttpResponse {
-    tracing::info!(widget = %lookup.instance.id(), outcome = lookup.outcome.label(), "widget served");
+    log_served(lookup);
     HttpResponse::Ok()
         .insert_header((HEADER, cache_status(lookup)))
         .insert_header((header::CACHE_CONTROL, "private, no-store"))

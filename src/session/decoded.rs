@@ -25,7 +25,7 @@ use actix_session::storage::CookieSessionStore;
 use actix_session::{SessionExt as _, SessionMiddleware, SessionStatus};
 use actix_web::body::MessageBody;
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::Method;
+use actix_web::http::{header, Method};
 use actix_web::HttpMessage as _;
 use futures_util::future::{Either, LocalBoxFuture};
 
@@ -130,7 +130,8 @@ where
 }
 
 /// actix-session's service over the same inner service.
-type CookieService<S> = <SessionMiddleware<CookieSessionStore> as Transform<Rc<S>, ServiceRequest>>::Transform;
+type CookieService<S> =
+    <SessionMiddleware<CookieSessionStore> as Transform<Rc<S>, ServiceRequest>>::Transform;
 
 /// The service [`Sessions`] builds for each worker: `S` reached directly,
 /// or through actix-session's `C`.
@@ -155,23 +156,35 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
-        // The same cookie actix-session would read: the first of that name,
-        // and none at all if the header does not parse.
-        let cookie = req.cookie(COOKIE_NAME);
         if read_only {
-            if let Some(user) = cookie.as_ref().and_then(|c| self.decoded.get(c.value())) {
+            if let Some(user) = session_cookie(&req).and_then(|value| self.decoded.get(value)) {
                 req.extensions_mut().insert(Decoded(user));
                 return Either::Left(self.service.call(req));
             }
         }
+        let cookie: Option<Box<str>> = session_cookie(&req).map(Into::into);
         let through = Rc::clone(&self.cookie);
         let decoded = self.decoded.clone();
         Either::Right(Box::pin(async move {
             let res = through.call(req).await?;
             if let Some(cookie) = cookie {
-                decoded.learn(cookie.value(), read_only, &res);
+                decoded.learn(&cookie, read_only, &res);
             }
             Ok(res)
         }))
     }
+}
+
+/// The raw value of the request's session cookie: the first cookie of that
+/// name, as actix-session reads it, found without parsing (and copying)
+/// every cookie of the header. It is only a key here: a value is only ever
+/// learnt from a request that actix-session decoded.
+fn session_cookie(req: &ServiceRequest) -> Option<&str> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(';'))
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| name.trim() == COOKIE_NAME)
+        .map(|(_, value)| value.trim())
 }

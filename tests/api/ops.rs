@@ -134,7 +134,8 @@ async fn json_logs_carry_the_request_id_and_the_cache_outcome() {
     let env = [
         ("SESSION_KEY", Some(SESSION_KEY)),
         ("LOG_FORMAT", Some("json")),
-        ("RUST_LOG", Some("info")),
+        // Fresh hits are logged at debug (misses and the rest at info).
+        ("RUST_LOG", Some("info,percache=debug")),
     ];
     let server = binary_server_with_env(
         "json-logs",
@@ -182,6 +183,63 @@ async fn json_logs_carry_the_request_id_and_the_cache_outcome() {
         assert_eq!(line["span"]["route"], "/widgets/{id}");
     }
     assert_ne!(served[0]["span"]["request_id"], served[1]["span"]["request_id"]);
+}
+
+/// At `info`, a fresh hit writes no line (it is counted in
+/// `percache_cache_requests_total`); a miss does.
+#[tokio::test]
+async fn at_info_a_fresh_hit_writes_no_log_line() {
+    // Arrange
+    let mock = MockUpstream::start("127.0.0.1:0", MockConfig::with_delays_ms([10, 10, 10, 10, 10]))
+        .await
+        .unwrap();
+    let env = [
+        ("SESSION_KEY", Some(SESSION_KEY)),
+        ("LOG_FORMAT", Some("json")),
+        ("RUST_LOG", Some("info")),
+    ];
+    let server = binary_server_with_env(
+        "info-logs",
+        &["--upstream-url", &mock.url(), "--no-prewarm"],
+        &env,
+    )
+    .await;
+    let client = new_client();
+    client
+        .post(server.url("/login"))
+        .form(&[("username", "alice")])
+        .send()
+        .await
+        .unwrap();
+
+    // Act: a miss, a hit, then another miss; each response comes after its
+    // line was queued, so the last miss's line comes after any line of the hit.
+    for path in ["/widgets/2", "/widgets/2", "/widgets/4"] {
+        let res = client.get(server.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+
+    // Assert
+    let server_ref = &server;
+    let outcomes = until_ok(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        move || async move {
+            let outcomes: Vec<String> = server_ref
+                .stdout()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON"))
+                .filter(|v| v["fields"]["message"] == "widget served")
+                .map(|v| format!("{}:{}", v["fields"]["widget"], v["fields"]["outcome"]))
+                .collect();
+            match outcomes.iter().any(|o| o.starts_with("\"4\"")) {
+                true => Ok(outcomes),
+                false => Err(format!("no line for widget 4 yet: {outcomes:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(outcomes, [r#""2":"miss""#, r#""4":"miss""#], "{outcomes:?}");
 }
 
 /// Without `SESSION_KEY` the server starts with a random key, and says so.

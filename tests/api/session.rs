@@ -188,3 +188,51 @@ async fn the_application_does_not_start_with_a_short_session_key() {
     assert!(message.contains("at least 64 bytes"), "{message}");
     assert!(message.contains("2 bytes"), "{message}");
 }
+
+/// Cookies are decoded once and remembered (`session::decoded`): a
+/// remembered cookie still means its own user only, and a cookie that
+/// differs from a remembered one by one character is decoded (and refused)
+/// like any other.
+#[tokio::test]
+async fn a_remembered_cookie_means_its_own_user_and_nothing_else() {
+    // Arrange: alice's and bob's cookies, each already seen (and remembered).
+    let app = spawn_app(StoreKind::Memory).await;
+    let mut alice = session_cookie(&app, "alice").await;
+    let bob = session_cookie(&app, "bob").await;
+    let client = new_client();
+    let whose = |cookie: String| {
+        let request = client.get(app.url("/api/widgets/1")).header("cookie", cookie);
+        async move {
+            let resp = request.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap();
+            (status, body["data"]["userId"].as_str().unwrap_or("").to_owned())
+        }
+    };
+    assert_eq!(whose(alice.clone()).await, (200, "alice".to_owned()));
+    assert_eq!(whose(bob.clone()).await, (200, "bob".to_owned()));
+
+    // Act: both, interleaved, many times; then alice's with one character changed.
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        seen.push(whose(alice.clone()).await);
+        seen.push(whose(bob.clone()).await);
+    }
+    let last = alice.pop().map(|c| if c == 'A' { 'B' } else { 'A' });
+    let tampered = format!("{alice}{}", last.unwrap_or('A'));
+    let (tampered_status, _) = whose(tampered.clone()).await;
+    // Another cookie in the header does not change whose the session is.
+    let (both_status, both_user) = whose(format!("theme=dark; {bob}; percache_session=x")).await;
+
+    // Assert
+    for (i, pair) in seen.chunks(2).enumerate() {
+        assert_eq!(pair[0], (200, "alice".to_owned()), "round {i}");
+        assert_eq!(pair[1], (200, "bob".to_owned()), "round {i}");
+    }
+    assert_eq!(tampered_status, 401, "a tampered cookie is signed out");
+    assert_eq!(
+        (both_status, both_user.as_str()),
+        (200, "bob"),
+        "the first session cookie counts"
+    );
+}
