@@ -98,6 +98,8 @@ impl Application {
             Some(redis) => ReplayGuard::redis(redis, routes::invalidate::REPLAY_WINDOW),
             None => ReplayGuard::in_memory(replay::MEMORY_CAPACITY, routes::invalidate::REPLAY_WINDOW),
         };
+        // This application's own recorder: each worker records to it.
+        let metrics = Metrics::new();
         let cache = Arc::new(
             WidgetCache::new(
                 stack.store,
@@ -112,7 +114,8 @@ impl Application {
             .with_max_background(settings.max_background_fetches)
             .with_max_upstream_calls(settings.max_upstream_calls as usize)
             .with_soft_timeout(settings.soft_timeout)
-            .with_eager_refresh(settings.eager_refresh),
+            .with_eager_refresh(settings.eager_refresh)
+            .with_recorder(metrics.recorder()),
         );
         // Invalidations for all users made before this instance started.
         cache.reload_generations().await;
@@ -121,8 +124,6 @@ impl Application {
         let listener =
             TcpListener::bind(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;
         let address = listener.local_addr()?;
-        // This application's own recorder: each worker records to it.
-        let metrics = Metrics::new();
         let shared = Shared {
             state: web::Data::new(AppState {
                 cache: Arc::clone(&cache),

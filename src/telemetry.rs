@@ -160,6 +160,11 @@ impl Metrics {
         std::mem::forget(metrics::set_default_local_recorder(self.recorder));
     }
 
+    /// The recorder itself, to register handles with from any thread.
+    pub fn recorder(&self) -> &'static PrometheusRecorder {
+        self.recorder
+    }
+
     /// The Prometheus text page of everything recorded so far.
     pub fn render(&self) -> String {
         self.handle.render()

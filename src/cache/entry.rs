@@ -1,5 +1,9 @@
 //! One cached widget value with its lifetimes, and its wire encoding.
 
+use std::fmt;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -28,6 +32,57 @@ pub struct Entry {
     /// widget's invalidation thresholds, the entry is a miss or stale.
     #[serde(default)]
     pub generation: u64,
+    /// The responses' bytes made from this entry, on first use (never stored).
+    #[serde(skip)]
+    pub rendered: Rendered,
+}
+
+/// What the responses that serve an entry make of it, made once, on the
+/// first request that needs it, and kept with the entry for as long as a
+/// store holds it (the in-process store, the L1): every later hit
+/// assembles these bytes instead of decoding and rendering the data again.
+///
+/// It depends only on the entry and its widget instance (which the entry's
+/// key names), never on the request, the moment or the state the entry is
+/// served in, so it can never show one user's data to another. It is not
+/// data: never stored, never compared, and a copy of an entry (made to
+/// change it) starts without it. Made lazily rather than when the entry is
+/// stored, so that entries nobody reads (a sign-in's prewarm of widgets not
+/// on screen, Redis entries read once) cost no rendering and no memory.
+#[derive(Default)]
+pub struct Rendered {
+    /// The card's parts (`views::prerender`).
+    pub card: OnceLock<RenderedCard>,
+    /// The JSON API's whole body for a fresh entry (`routes::api`).
+    pub json_fresh: OnceLock<Bytes>,
+}
+
+/// A card's parts that do not depend on the state it is shown in.
+#[derive(Debug)]
+pub struct RenderedCard {
+    /// The body's HTML (the view kind's, for the data), escaped by maud.
+    pub body: String,
+    /// The upstream's `version` field, for the card's `data-version`.
+    pub version: Option<u64>,
+    /// The whole ready card but its age, cut where the age goes: `(before,
+    /// after)`. `None` if the card could not be cut (then it is rendered).
+    pub ready: Option<(String, String)>,
+}
+
+impl Clone for Rendered {
+    /// Empty: a copy of an entry is made to change it.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rendered")
+            .field("card", &self.card.get().is_some())
+            .field("json_fresh", &self.json_fresh.get().is_some())
+            .finish()
+    }
 }
 
 /// Where an entry stands at a given moment.
@@ -121,6 +176,7 @@ mod tests {
             grace_until: 86_401_000,
             fingerprint: 7,
             generation: 2,
+            rendered: Rendered::default(),
         }
     }
 

@@ -5,6 +5,7 @@
 
 #[cfg(test)]
 mod core_tests;
+pub mod counters;
 pub mod directives;
 pub mod entry;
 pub mod flight;

@@ -33,18 +33,36 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every label, in the order of [`Outcome::index`].
+    pub const LABELS: [&'static str; 9] = [
+        "hit",
+        "eager",
+        "outdated",
+        "only_if_cached",
+        "stale",
+        "collapsed",
+        "miss",
+        "stale_if_error",
+        "error",
+    ];
+
     /// The label of `percache_cache_requests_total{outcome}` and of logs.
     pub fn label(&self) -> &'static str {
+        Self::LABELS[self.index()]
+    }
+
+    /// The position of the outcome's label in [`Outcome::LABELS`].
+    pub fn index(&self) -> usize {
         match self {
-            Outcome::Hit { .. } => "hit",
-            Outcome::Eager { .. } => "eager",
-            Outcome::Outdated { .. } => "outdated",
-            Outcome::OnlyIfCached => "only_if_cached",
-            Outcome::Stale { .. } => "stale",
-            Outcome::Miss { collapsed: true } | Outcome::Forced { collapsed: true } => "collapsed",
-            Outcome::Miss { .. } | Outcome::Forced { .. } => "miss",
-            Outcome::StaleIfError { .. } => "stale_if_error",
-            Outcome::Error { .. } => "error",
+            Outcome::Hit { .. } => 0,
+            Outcome::Eager { .. } => 1,
+            Outcome::Outdated { .. } => 2,
+            Outcome::OnlyIfCached => 3,
+            Outcome::Stale { .. } => 4,
+            Outcome::Miss { collapsed: true } | Outcome::Forced { collapsed: true } => 5,
+            Outcome::Miss { .. } | Outcome::Forced { .. } => 6,
+            Outcome::StaleIfError { .. } => 7,
+            Outcome::Error { .. } => 8,
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::upstream::{Fetch, FetchError};
 use crate::user::UserId;
 use crate::widget::{Instance, Registry};
 
+use super::counters::CacheCounters;
 use super::flight::{seen, FetchResult, Fetched, Flight, Start};
 pub use super::invalidation::{GENERATION_RELOAD, MAX_INSTANCES_INVALIDATED};
 pub use super::outcome::{Lookup, Outcome};
@@ -64,6 +65,8 @@ pub struct WidgetCache {
     pub(super) tasks: TaskTracker,
     /// Pages with a live connection on this instance (see `cache::live`).
     pub(crate) open_pages: std::sync::atomic::AtomicUsize,
+    /// `percache_cache_requests_total`, one handle per series.
+    pub(super) counters: CacheCounters,
 }
 
 /// Default `--max-upstream-calls`.
@@ -151,6 +154,7 @@ impl WidgetCache {
     ) -> Self {
         let wait_deadline = wait_deadline(DEFAULT_UPSTREAM_TIMEOUT);
         let failure_backoff = DEFAULT_FAILURE_BACKOFF;
+        let counters = CacheCounters::new(&registry, None);
         Self {
             store,
             changes,
@@ -169,7 +173,15 @@ impl WidgetCache {
             last_errors: last_errors(failure_backoff),
             open_pages: std::sync::atomic::AtomicUsize::new(0),
             tasks: TaskTracker::new(),
+            counters,
         }
+    }
+
+    /// Counts requests into `recorder` (the application's own), wherever
+    /// they run; without it, into the recorder of the thread counting.
+    pub fn with_recorder(mut self, recorder: &'static (dyn metrics::Recorder + Sync)) -> Self {
+        self.counters = CacheCounters::new(&self.registry, Some(recorder));
+        self
     }
 
     /// The store behind the cache.
@@ -544,12 +556,7 @@ impl WidgetCache {
         store_unavailable: bool,
         now: i64,
     ) -> Lookup {
-        metrics::counter!(
-            "percache_cache_requests_total",
-            "widget" => instance.id().label(),
-            "outcome" => outcome.label(),
-        )
-        .increment(1);
+        self.counters.count(instance.id(), outcome);
         Lookup {
             instance: instance.clone(),
             entry,

@@ -2,11 +2,13 @@
 
 use actix_web::http::header;
 use actix_web::{get, web, HttpRequest, HttpResponse};
+use bytes::Bytes;
 use serde::Serialize;
 
 use super::respond::log_served;
 use super::widgets::resolve;
 use super::AppState;
+use crate::cache::entry::Entry;
 use crate::cache::status::{cache_status, HEADER};
 use crate::cache::{Directives, Outcome};
 use crate::clock::rfc3339;
@@ -29,6 +31,20 @@ struct WidgetJson<'a> {
     fresh_until: String,
     /// End of ttl: after it the entry is a miss.
     expires_at: String,
+}
+
+impl<'a> WidgetJson<'a> {
+    fn of(id: &'a WidgetId, entry: &'a Entry, cached: bool, stale: bool) -> Self {
+        Self {
+            id,
+            data: &entry.data,
+            cached,
+            stale,
+            fetched_at: rfc3339(entry.fetched_at),
+            fresh_until: rfc3339(entry.fresh_until),
+            expires_at: rfc3339(entry.stale_until),
+        }
+    }
 }
 
 /// `GET /api/widgets/{id}`: the signed-in user's widget as JSON.
@@ -63,25 +79,24 @@ pub async fn widget_json(
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(serde_json::json!({ "id": widget, "error": message })));
     };
-    let body = WidgetJson {
-        id: widget,
-        data: &entry.data,
-        cached: matches!(
-            lookup.outcome,
-            Outcome::Hit { .. }
-                | Outcome::Eager { .. }
-                | Outcome::Stale { .. }
-                | Outcome::Outdated { .. }
-                | Outcome::StaleIfError { .. }
-        ),
-        stale: matches!(
-            lookup.outcome,
-            Outcome::Stale { .. } | Outcome::Outdated { .. } | Outcome::StaleIfError { .. }
-        ),
-        fetched_at: rfc3339(entry.fetched_at),
-        fresh_until: rfc3339(entry.fresh_until),
-        expires_at: rfc3339(entry.stale_until),
-    };
+    let fresh = matches!(lookup.outcome, Outcome::Hit { .. } | Outcome::Eager { .. });
+    if fresh {
+        // A fresh entry's body is the same for every request: made once.
+        let body = entry.rendered.json_fresh.get_or_init(|| {
+            Bytes::from(serde_json::to_vec(&WidgetJson::of(widget, entry, true, false)).unwrap_or_default())
+        });
+        return Ok(HttpResponse::Ok()
+            .insert_header((HEADER, status))
+            .insert_header((header::CACHE_CONTROL, "private, no-store"))
+            .content_type("application/json")
+            .body(body.clone()));
+    }
+    // Not fresh: served from the cache only if stale (a miss was fetched now).
+    let stale = matches!(
+        lookup.outcome,
+        Outcome::Stale { .. } | Outcome::Outdated { .. } | Outcome::StaleIfError { .. }
+    );
+    let body = WidgetJson::of(widget, entry, stale, stale);
     Ok(HttpResponse::Ok()
         .insert_header((HEADER, status))
         .insert_header((header::CACHE_CONTROL, "private, no-store"))

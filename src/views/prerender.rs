@@ -1,158 +1,125 @@
-//! Card bodies rendered once per fetched entry, not once per hit.
+//! Card parts rendered once per entry, not once per hit.
 //!
 //! A card's body (the view kind's HTML for the upstream's data) depends only
 //! on the entry and its widget instance, never on the state the card is shown
 //! in (ready, stale, outdated…). Decoding the upstream's JSON and rendering it
-//! is most of a card's cost, so a hit reuses the body rendered for the same
-//! entry by an earlier hit, and only the few state-dependent parts around it
-//! (badge, age, fetched-at) are written per request.
+//! is most of a card's cost. So is, for the common case of a fresh hit, the
+//! rest of the ready card around it (title, controls, buttons), where only
+//! the age changes from one hit to the next. Both are made on the first
+//! request that shows the entry and kept with it ([`Entry::rendered`]): a
+//! later hit on an entry that a store holds (the in-process store, the L1)
+//! writes the age between two pre-rendered halves.
 //!
-//! The bodies live in a small process-wide cache beside the stores, bounded
-//! in bytes ([`CAPACITY_BYTES`]), so the stores' own per-entry footprint and
-//! byte capacity stay as they are. It is keyed by the entry's address and
-//! holds a [`Weak`] to the entry: while a slot exists, its allocation cannot
-//! be reused, so an entry found at a slot's address *is* that slot's entry.
-//! A body can never be shown for another entry, let alone another user's.
-//!
-//! Only entries that a store also holds (the in-process store, the L1) are
-//! kept: an entry decoded for one request only (Redis with the L1 off) is
-//! never seen again, and keeping it would only evict useful bodies.
+//! An entry decoded for one request only (Redis with the L1 off) is dropped
+//! with what was rendered for it.
 
-use std::sync::{Arc, LazyLock, Weak};
-
-use moka::sync::Cache;
 use serde_json::Value;
 
-use super::kinds;
-use crate::cache::entry::Entry;
+use super::{kinds, widget};
+use crate::cache::entry::{Entry, RenderedCard};
 use crate::widget::Instance;
 
-/// The most bytes of rendered bodies kept: about 1,000 cards of the mock's,
-/// the dashboards of the 200 most recently active users of an instance. A
-/// fixed cost (it keeps the RSS per cached entry of a store of 20,000
-/// entries within 1.5 KiB); a larger one would serve more users' hits
-/// pre-rendered, at about 1.5 times its size in RSS.
-pub const CAPACITY_BYTES: u64 = 1 << 20;
-
-/// The state-independent part of a card, rendered once.
-#[derive(Debug)]
-pub struct Body {
-    /// The body's HTML, escaped by maud when it was rendered.
-    pub html: String,
-    /// The upstream's `version` field, for the card's `data-version`.
-    pub version: Option<u64>,
+/// The card parts of `entry` for `instance`: those an earlier request
+/// rendered for the same entry, or rendered now.
+pub fn card<'e>(entry: &'e Entry, instance: &Instance) -> &'e RenderedCard {
+    entry.rendered.card.get_or_init(|| render(entry, instance))
 }
 
-#[derive(Clone)]
-struct Slot {
-    /// Held, never read: keeps the entry's allocation, and so its address,
-    /// from being reused while the slot lives.
-    _entry: Weak<Entry>,
-    body: Arc<Body>,
-}
-
-static BODIES: LazyLock<Cache<usize, Slot>> = LazyLock::new(|| {
-    Cache::builder()
-        .max_capacity(CAPACITY_BYTES)
-        .weigher(|_, slot: &Slot| {
-            u32::try_from(slot.body.html.len() + std::mem::size_of::<Slot>() + 64).unwrap_or(u32::MAX)
-        })
-        .build()
-});
-
-/// The body of `entry`'s card for `instance`: the one rendered by an earlier
-/// hit on the same entry, or rendered now.
-pub fn body(entry: &Arc<Entry>, instance: &Instance) -> Arc<Body> {
-    let address = Arc::as_ptr(entry) as usize;
-    // `entry` is alive, so a slot at its address holds a `Weak` to it (see
-    // the module doc): the body is this entry's.
-    if let Some(slot) = BODIES.get(&address) {
-        return slot.body;
-    }
-    let body = Arc::new(render(entry, instance));
-    if Arc::strong_count(entry) > 1 {
-        BODIES.insert(
-            address,
-            Slot {
-                _entry: Arc::downgrade(entry),
-                body: Arc::clone(&body),
-            },
-        );
-    }
-    body
-}
-
-fn render(entry: &Entry, instance: &Instance) -> Body {
+fn render(entry: &Entry, instance: &Instance) -> RenderedCard {
     let data = entry.value();
-    Body {
-        html: kinds::body(instance.widget.view.as_ref(), &data, &instance.params).into_string(),
-        version: data.get("version").and_then(Value::as_u64),
-    }
+    let body = kinds::body(instance.widget.view.as_ref(), &data, &instance.params).into_string();
+    let version = data.get("version").and_then(Value::as_u64);
+    let ready = widget::ready_halves(instance, entry, &body, version);
+    RenderedCard { body, version, ready }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::cache::{Lookup, Outcome};
     use crate::widget::Registry;
 
-    fn entry(json: &str) -> Arc<Entry> {
+    fn entry(json: &str, fetched_at: i64) -> Arc<Entry> {
         Arc::new(Entry {
             data: serde_json::value::RawValue::from_string(json.to_owned()).unwrap(),
-            fetched_at: 0,
-            fresh_until: 1,
-            stale_until: 2,
-            grace_until: 3,
+            fetched_at,
+            fresh_until: fetched_at + 1_000_000,
+            stale_until: fetched_at + 2_000_000,
+            grace_until: fetched_at + 3_000_000,
             fingerprint: 0,
             generation: 0,
+            rendered: Default::default(),
         })
     }
 
-    fn profile() -> Instance {
-        Registry::builtin().get("1").unwrap().default_instance()
+    fn instance(id: &str) -> Instance {
+        Registry::builtin().get(id).unwrap().default_instance()
     }
 
-    #[test]
-    fn an_entry_a_store_holds_is_rendered_once() {
-        let instance = profile();
-        let e = entry(r#"{"name":"alice","version":3}"#);
-        let _held_by_a_store = Arc::clone(&e);
-
-        let first = body(&e, &instance);
-        let second = body(&e, &instance);
-
-        assert!(
-            Arc::ptr_eq(&first, &second),
-            "the second hit reuses the first body"
-        );
-        assert!(first.html.contains("alice"));
-        assert_eq!(first.version, Some(3));
-    }
-
-    #[test]
-    fn another_entry_never_gets_an_earlier_entrys_body() {
-        let instance = profile();
-        // Entries created and dropped one after the other: the allocator is
-        // free to reuse an address once nothing points at it.
-        for i in 0..200 {
-            let e = entry(&format!(r#"{{"name":"user-{i}","version":{i}}}"#));
-            let _held = Arc::clone(&e);
-
-            let b = body(&e, &instance);
-
-            assert!(b.html.contains(&format!("user-{i}<")), "entry {i}: {}", b.html);
-            assert_eq!(b.version, Some(i));
+    fn lookup(instance: &Instance, entry: &Arc<Entry>, outcome: Outcome, now: i64) -> Lookup {
+        Lookup {
+            instance: instance.clone(),
+            entry: Some(Arc::clone(entry)),
+            outcome,
+            error: None,
+            store_unavailable: false,
+            now,
         }
     }
 
     #[test]
-    fn an_entry_only_this_request_holds_is_not_kept() {
-        let instance = profile();
-        let e = entry(r#"{"name":"once","version":1}"#);
+    fn an_entry_is_rendered_once() {
+        let instance = instance("1");
+        let e = entry(r#"{"name":"alice","version":3}"#, 0);
 
-        let first = body(&e, &instance);
-        let second = body(&e, &instance);
+        let first: *const RenderedCard = card(&e, &instance);
+        let second: *const RenderedCard = card(&e, &instance);
 
-        assert!(!Arc::ptr_eq(&first, &second), "rendered again: nothing kept it");
-        assert_eq!(first.html, second.html);
+        assert_eq!(first, second, "the second hit reuses the first rendering");
+        let parts = card(&e, &instance);
+        assert!(parts.body.contains("alice"));
+        assert_eq!(parts.version, Some(3));
+        assert!(parts.ready.is_some(), "the ready card is cut where its age goes");
+    }
+
+    #[test]
+    fn a_copy_of_an_entry_is_rendered_again() {
+        let instance = instance("1");
+        let e = entry(r#"{"name":"alice","version":3}"#, 0);
+        let _ = card(&e, &instance);
+
+        let mut copy = (*e).clone();
+        copy.data = serde_json::value::RawValue::from_string(r#"{"name":"bob","version":4}"#.into()).unwrap();
+
+        assert!(card(&copy, &instance).body.contains("bob"));
+        assert!(!card(&copy, &instance).body.contains("alice"));
+    }
+
+    /// A card assembled from the halves is the card rendered in one go,
+    /// whatever the age, and for widgets with parameters too.
+    #[test]
+    fn an_assembled_ready_card_is_the_rendered_one() {
+        for (id, json) in [
+            ("1", r#"{"name":"<b>alice</b>","version":3}"#),
+            ("3", r#"{"days":7,"points":[1,2,3],"version":9}"#),
+        ] {
+            let instance = instance(id);
+            for age_ms in [0, 59_000, 61_000, 7_200_000, 200_000_000] {
+                let held = entry(json, 1_000);
+                let once = entry(json, 1_000);
+                let hit = lookup(&instance, &held, Outcome::Hit { ttl: 1 }, 1_000 + age_ms);
+                let fresh = lookup(&instance, &once, Outcome::Hit { ttl: 1 }, 1_000 + age_ms);
+
+                let assembled = widget::widget_card(&hit).into_string();
+                let again = widget::widget_card(&hit).into_string();
+                let rendered = widget::render_card(&fresh, false).into_string();
+
+                assert_eq!(assembled, rendered, "widget {id}, age {age_ms} ms");
+                assert_eq!(again, rendered, "widget {id}, age {age_ms} ms, second hit");
+                assert!(assembled.contains(r#"data-state="ready""#));
+            }
+        }
     }
 }

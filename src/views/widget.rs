@@ -1,7 +1,8 @@
 //! Widget cards: one partial per state (loading, ready, stale,
 //! stale-if-error, error); the body is rendered by the widget's view kind
-//! (`views::kinds`) once per entry (`views::prerender`), and enum parameters
-//! get a control that reloads the card.
+//! (`views::kinds`) once per entry (`views::prerender`), as is the whole
+//! ready card but its age, and enum parameters get a control that reloads
+//! the card.
 //!
 //! Every card's outer element carries the stable hooks of SPEC §8:
 //! `data-widget`, `data-state`, `data-fetched-at` once it has data, and
@@ -10,6 +11,7 @@
 use maud::{html, Markup, PreEscaped};
 
 use super::prerender;
+use crate::cache::entry::Entry;
 use crate::cache::{Lookup, Outcome};
 use crate::clock::{hh_mm, rfc3339};
 use crate::widget::Instance;
@@ -40,9 +42,35 @@ pub fn live_card(lookup: &Lookup) -> Markup {
     card(lookup, true)
 }
 
+/// Where the age goes in the ready card rendered once per entry: an HTML
+/// comment, which escaped text (all upstream data, every name) can never
+/// produce, and which nothing after the age (the refresh button) holds.
+const AGE_SLOT: &str = "<!--age-->";
+
 fn card(lookup: &Lookup, oob: bool) -> Markup {
+    if let (
+        Some(entry),
+        Outcome::Hit { .. } | Outcome::Eager { .. } | Outcome::Miss { .. } | Outcome::Forced { .. },
+        false,
+    ) = (lookup.entry.as_deref(), lookup.outcome, oob)
+    {
+        if let Some((before, after)) = &prerender::card(entry, &lookup.instance).ready {
+            // The ready card: its two pre-rendered halves and the age.
+            let age = age_secs(lookup, entry);
+            let mut html = String::with_capacity(before.len() + after.len() + 64);
+            html.push_str(before);
+            html.push_str(&age_span(age).into_string());
+            html.push_str(after);
+            return PreEscaped(html);
+        }
+    }
+    render_card(lookup, oob)
+}
+
+/// The card rendered from its template (every state; the ready one is
+/// assembled from its halves by [`card`] instead, to the same bytes).
+pub(super) fn render_card(lookup: &Lookup, oob: bool) -> Markup {
     let instance = &lookup.instance;
-    let widget = instance.id();
     let Some(entry) = lookup.entry.as_ref() else {
         let message = match &lookup.error {
             Some(e) => format!("Could not load this widget ({e})."),
@@ -68,25 +96,86 @@ fn card(lookup: &Lookup, oob: bool) -> Markup {
         ),
         _ => ("ready", None),
     };
-    let age = ((lookup.now - entry.fetched_at) / 1000).max(0);
-    let body = prerender::body(entry, instance);
-    html! {
-        article.card.{ "state-" (state) } id={ "widget-" (widget) } data-widget=(widget)
-            data-state=(state) data-fetched-at=(rfc3339(entry.fetched_at))
-            data-version=[body.version] aria-live="polite"
-            hx-swap-oob=[oob.then_some("true")] {
-            header {
-                h2 { (instance.widget.title) }
-                (param_controls(instance))
-                @if let Some(badge) = &badge { span.badge role="status" { (badge) } }
-            }
-            div.body { (PreEscaped(body.html.as_str())) }
-            footer {
-                span.age data-age=(age) { "updated " (ago(age)) " ago" }
-                (refresh_button(instance, "refresh", "Refresh"))
+    let parts = prerender::card(entry, instance);
+    let frame = Frame {
+        instance,
+        entry,
+        state,
+        badge: badge.as_deref(),
+        body: &parts.body,
+        version: parts.version,
+        oob,
+    };
+    frame.render(age_span(age_secs(lookup, entry)))
+}
+
+/// The ready card of `entry`, rendered once with [`AGE_SLOT`] for its age
+/// and cut there: `(before, after)`.
+pub(super) fn ready_halves(
+    instance: &Instance,
+    entry: &Entry,
+    body: &str,
+    version: Option<u64>,
+) -> Option<(String, String)> {
+    let frame = Frame {
+        instance,
+        entry,
+        state: "ready",
+        badge: None,
+        body,
+        version,
+        oob: false,
+    };
+    let whole = frame.render(PreEscaped(AGE_SLOT.to_owned())).into_string();
+    whole
+        .rsplit_once(AGE_SLOT)
+        .map(|(before, after)| (before.to_owned(), after.to_owned()))
+}
+
+/// A card with data: everything but its age is known from the entry, the
+/// instance and the state.
+struct Frame<'a> {
+    instance: &'a Instance,
+    entry: &'a Entry,
+    state: &'a str,
+    badge: Option<&'a str>,
+    body: &'a str,
+    version: Option<u64>,
+    oob: bool,
+}
+
+impl Frame<'_> {
+    fn render(&self, age: Markup) -> Markup {
+        let instance = self.instance;
+        let widget = instance.id();
+        html! {
+            article.card.{ "state-" (self.state) } id={ "widget-" (widget) } data-widget=(widget)
+                data-state=(self.state) data-fetched-at=(rfc3339(self.entry.fetched_at))
+                data-version=[self.version] aria-live="polite"
+                hx-swap-oob=[self.oob.then_some("true")] {
+                header {
+                    h2 { (instance.widget.title) }
+                    (param_controls(instance))
+                    @if let Some(badge) = self.badge { span.badge role="status" { (badge) } }
+                }
+                div.body { (PreEscaped(self.body)) }
+                footer {
+                    (age)
+                    (refresh_button(instance, "refresh", "Refresh"))
+                }
             }
         }
     }
+}
+
+/// Whole seconds since the entry was fetched.
+fn age_secs(lookup: &Lookup, entry: &Entry) -> i64 {
+    ((lookup.now - entry.fetched_at) / 1000).max(0)
+}
+
+/// The card's age, the only part of a ready card that changes between hits.
+fn age_span(age: i64) -> Markup {
+    html! { span.age data-age=(age) { "updated " (ago(age)) " ago" } }
 }
 
 /// An error card with a retry button; one widget's failure stays in its card.

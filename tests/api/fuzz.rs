@@ -47,6 +47,7 @@ fn entry() -> impl Strategy<Value = Entry> {
             grace_until,
             fingerprint,
             generation,
+            rendered: Default::default(),
         },
     )
 }
@@ -279,6 +280,7 @@ fn every_f64_round_trips() {
         grace_until: 0,
         fingerprint: 0,
         generation: 0,
+        rendered: Default::default(),
     };
     let decoded = Entry::decode(&entry.encode()).unwrap();
     assert_eq!(decoded, entry);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use moka::future::Cache;
+use moka::sync::Cache;
 use moka::Expiry;
 
 use super::{LockState, Store, StoreError, Usage};
@@ -132,12 +132,12 @@ impl MemoryStore {
     /// The failure marker of `key`, if its backoff lasts.
     async fn failure(&self, key: &CacheKey) -> Option<Failure> {
         let now = self.clock.now_ms();
-        self.failures.get(key).await.filter(|f| now < f.until)
+        self.failures.get(key).filter(|f| now < f.until)
     }
 
     /// Number of entries (approximate, for tests and metrics).
     pub async fn len(&self) -> u64 {
-        self.cache.run_pending_tasks().await;
+        self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
 
@@ -150,18 +150,18 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError> {
-        Ok(self.cache.get(key).await.map(|s| s.entry))
+        Ok(self.cache.get(key).map(|s| s.entry))
     }
 
     async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
         let bytes = u32::try_from(entry_bytes(key, &entry)).unwrap_or(u32::MAX);
         self.bytes.fetch_add(u64::from(bytes), Ordering::Relaxed);
-        self.cache.insert(key.clone(), Stored { entry, ttl, bytes }).await;
+        self.cache.insert(key.clone(), Stored { entry, ttl, bytes });
         Ok(())
     }
 
     async fn usage(&self) -> Option<Usage> {
-        self.cache.run_pending_tasks().await;
+        self.cache.run_pending_tasks();
         Some(Usage {
             entries: self.cache.entry_count(),
             bytes: self.bytes.load(Ordering::Relaxed),
@@ -170,7 +170,7 @@ impl Store for MemoryStore {
 
     async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError> {
         for key in keys {
-            self.cache.invalidate(key).await;
+            self.cache.invalidate(key);
         }
         Ok(())
     }
@@ -198,9 +198,9 @@ impl Store for MemoryStore {
             Some((status, ttl)) => {
                 let until = self.clock.now_ms().saturating_add(ttl.as_millis() as Millis);
                 let failure = Failure { status, ttl, until };
-                self.failures.insert(key.clone(), failure).await
+                self.failures.insert(key.clone(), failure)
             }
-            None => self.failures.invalidate(key).await,
+            None => self.failures.invalidate(key),
         }
         Ok(())
     }
@@ -241,6 +241,7 @@ mod tests {
             grace_until: v,
             fingerprint: 0,
             generation: 0,
+            rendered: Default::default(),
         })
     }
 
@@ -292,7 +293,7 @@ mod tests {
                 for hot in 0..5 {
                     let _ = store.get(&UserTag::of(&format!("user{hot}")).key(&first())).await;
                 }
-                store.cache.run_pending_tasks().await;
+                store.cache.run_pending_tasks();
                 assert!(
                     store.get(&key).await.unwrap().is_some(),
                     "{capacity:?}: entry {i} was refused on a full store"

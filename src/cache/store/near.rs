@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use moka::future::Cache;
+use moka::sync::Cache;
 
 use super::changes::Changes;
 use super::{LockState, Store, StoreError};
@@ -73,7 +73,7 @@ impl NearCache {
     /// `key`'s entry in the L1, if it is there and its time there lasts.
     async fn l1_get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
         let now = self.clock.now_ms();
-        self.l1.get(key).await.filter(|n| now < n.until).map(|n| n.entry)
+        self.l1.get(key).filter(|n| now < n.until).map(|n| n.entry)
     }
 
     /// Keeps `entry` in the L1 for `--l1-ttl` and follows its user's changes.
@@ -82,14 +82,14 @@ impl NearCache {
             .clock
             .now_ms()
             .saturating_add(self.l1_ttl.as_millis() as Millis);
-        self.l1.insert(key.clone(), Near { entry, until }).await;
+        self.l1.insert(key.clone(), Near { entry, until });
         self.changes.follow_soon(key);
     }
 
     /// Another instance changed `key`: forget it here.
     pub(crate) async fn evict(&self, key: &CacheKey) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.l1.invalidate(key).await;
+        self.l1.invalidate(key);
     }
 
     /// Forgets everything (an invalidation for all users, a gap in the feed).
@@ -155,7 +155,7 @@ impl Store for NearCache {
 
     async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError> {
         for key in keys {
-            self.l1.invalidate(key).await;
+            self.l1.invalidate(key);
         }
         self.inner.delete(keys).await
     }

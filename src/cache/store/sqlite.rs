@@ -311,6 +311,7 @@ mod tests {
             grace_until: v + 3,
             fingerprint: 42,
             generation: 0,
+            rendered: Default::default(),
         })
     }
 
