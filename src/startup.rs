@@ -25,7 +25,6 @@ use crate::defence::login_rate::LoginLimiter;
 use crate::defence::replay::{self, ReplayGuard};
 use crate::routes::{self, AppState};
 use crate::session;
-use crate::session::decoded::DecodedSessions;
 use crate::telemetry::Metrics;
 use crate::upstream::{HttpFetcher, UpstreamSettings};
 use crate::widget::Registry;
@@ -142,7 +141,6 @@ impl Application {
             login_limiter: web::Data::new(LoginLimiter::new(settings.login_rate, settings.trust_forwarded)),
             session_key: session::session_key(settings.session_key.as_deref())?,
             secure_cookies: settings.secure_cookies,
-            decoded_sessions: DecodedSessions::new(),
             metrics,
         };
         let server = http_server(listener, settings.workers, shared)?;
@@ -252,8 +250,6 @@ struct Shared {
     login_limiter: web::Data<LoginLimiter>,
     session_key: actix_web::cookie::Key,
     secure_cookies: bool,
-    /// Session cookies already decoded, for every worker.
-    decoded_sessions: DecodedSessions,
     metrics: Metrics,
 }
 
@@ -278,7 +274,6 @@ fn http_server(listener: TcpListener, workers: usize, shared: Shared) -> std::io
             .wrap(session::middleware(
                 shared.session_key.clone(),
                 shared.secure_cookies,
-                &shared.decoded_sessions,
             ))
             .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
             .wrap(actix_web::middleware::from_fn(move |req, next| {

@@ -88,18 +88,14 @@ pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        let request_id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        let request_id = request.extensions().get::<RequestId>().copied();
         // Found once per path by the metrics middleware, which runs first.
         let route = request.extensions().get::<Route>().map(|r| Rc::clone(&r.0));
         tracing::info_span!(
             "request",
             method = %request.method(),
             route = route.as_deref().unwrap_or("unmatched"),
-            request_id = %request_id,
+            request_id = tracing::field::display(DisplayOrEmpty(request_id)),
             status = tracing::field::Empty,
         )
     }
@@ -110,6 +106,18 @@ impl RootSpanBuilder for RequestSpan {
             Err(error) => error.as_response_error().status_code().as_u16(),
         };
         span.record("status", status);
+    }
+}
+
+/// A request id, or nothing: written straight into the span's fields.
+struct DisplayOrEmpty(Option<RequestId>);
+
+impl std::fmt::Display for DisplayOrEmpty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(id) => id.fmt(f),
+            None => Ok(()),
+        }
     }
 }
 
@@ -244,5 +252,29 @@ fn describe() {
     metrics::gauge!("percache_open_pages").increment(0.0);
     for kind in ["foreground_waited", "background_skipped"] {
         metrics::counter!("percache_upstream_capped_total", "kind" => kind).increment(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_per_target_are_a_static_filter_and_span_directives_need_env_filter() {
+        for plain in [
+            None,
+            Some(""),
+            Some("info"),
+            Some("warn,percache=debug"),
+            Some("percache::cache=trace"),
+        ] {
+            let (targets, env) = filter(plain);
+            assert!(targets.is_some() && env.is_none(), "{plain:?}");
+        }
+        let (targets, env) = filter(Some("info,[request{route=/dashboard}]=debug"));
+        assert!(targets.is_none() && env.is_some(), "a span directive");
+        let (targets, _) = filter(None);
+        let targets = targets.map(|t| t.to_string());
+        assert_eq!(targets.as_deref(), Some("info"), "the default is info");
     }
 }

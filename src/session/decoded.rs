@@ -13,13 +13,18 @@
 //! keep no state on the server, so a cookie value means the same user for
 //! as long as the key lasts: caching it changes nothing about who a
 //! request is. A response that changes, renews or purges the session forgets
-//! the cookie it came with.
+//! the cookie it came with (on its worker: to the others, as to actix-session,
+//! the cookie still holds what it held).
+//!
+//! Each worker keeps its own: a lookup takes no lock and touches no memory
+//! that another core writes.
 //!
 //! Requests that may write the session (`POST`, …) always go through
 //! actix-session, so every `Set-Cookie` it would send is still sent.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
 
 use actix_session::storage::CookieSessionStore;
 use actix_session::{SessionExt as _, SessionMiddleware, SessionStatus};
@@ -32,11 +37,9 @@ use futures_util::future::{Either, LocalBoxFuture};
 use super::COOKIE_NAME;
 use crate::user::UserId;
 
-/// Most cookies remembered. About 300 bytes each (the cookie and the user):
-/// 3 MiB for 10,000 signed-in visitors.
-const CAPACITY: u64 = 10_000;
-/// A cookie not seen for this long is forgotten (decoded again if it comes back).
-const IDLE: Duration = Duration::from_secs(3600);
+/// Most cookies a worker remembers before it starts over. About 300 bytes
+/// each (the cookie and the user): 3 MiB per worker for 10,000 visitors.
+const CAPACITY: usize = 10_000;
 
 /// The user a request's session holds, once known: put in the request's
 /// extensions by the middleware (a cookie seen before) or by
@@ -44,32 +47,15 @@ const IDLE: Duration = Duration::from_secs(3600);
 #[derive(Clone)]
 pub(super) struct Decoded(pub(super) UserId);
 
-/// The decoded cookies of one application, shared by its workers.
-#[derive(Clone)]
-pub struct DecodedSessions(moka::sync::Cache<Box<str>, UserId>);
+/// The cookies one worker has decoded. Per worker, like the worker's
+/// services: no lock and no atomic on the way of a request (each worker
+/// decodes a cookie once).
+#[derive(Default)]
+struct DecodedSessions(RefCell<HashMap<Box<str>, UserId>>);
 
 impl DecodedSessions {
-    /// An empty cache.
-    pub fn new() -> Self {
-        Self(
-            moka::sync::Cache::builder()
-                .max_capacity(CAPACITY)
-                .time_to_idle(IDLE)
-                .build(),
-        )
-    }
-
-    /// The session middleware with this cache in front of it: actix-session
-    /// (`cookie`) decodes what the cache does not know.
-    pub(super) fn in_front_of(&self, cookie: SessionMiddleware<CookieSessionStore>) -> Sessions {
-        Sessions {
-            cookie,
-            decoded: self.clone(),
-        }
-    }
-
     fn get(&self, cookie: &str) -> Option<UserId> {
-        self.0.get(cookie)
+        self.0.borrow().get(cookie).cloned()
     }
 
     /// After actix-session handled a request: remember the user it decoded
@@ -77,28 +63,34 @@ impl DecodedSessions {
     /// session changed.
     fn learn<B>(&self, cookie: &str, read_only: bool, res: &ServiceResponse<B>) {
         let status = res.request().get_session().status();
+        let mut known = self.0.borrow_mut();
         match status {
             SessionStatus::Unchanged if read_only => {
                 if let Some(Decoded(user)) = res.request().extensions().get::<Decoded>() {
-                    self.0.insert(cookie.into(), user.clone());
+                    if known.len() >= CAPACITY {
+                        known.clear();
+                    }
+                    known.insert(cookie.into(), user.clone());
                 }
             }
             SessionStatus::Unchanged => {}
-            _ => self.0.invalidate(cookie),
+            _ => {
+                known.remove(cookie);
+            }
         }
     }
 }
 
-impl Default for DecodedSessions {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// The middleware: [`DecodedSessions`] in front of actix-session's.
+/// The middleware: the decoded cookies in front of actix-session's.
 pub struct Sessions {
     cookie: SessionMiddleware<CookieSessionStore>,
-    decoded: DecodedSessions,
+}
+
+impl Sessions {
+    /// actix-session's middleware (`cookie`), behind each worker's decoded cookies.
+    pub fn in_front_of(cookie: SessionMiddleware<CookieSessionStore>) -> Self {
+        Self { cookie }
+    }
 }
 
 impl<S, B> Transform<S, ServiceRequest> for Sessions
@@ -118,12 +110,11 @@ where
         // through actix-session.
         let service = Rc::new(service);
         let cookie = self.cookie.new_transform(Rc::clone(&service));
-        let decoded = self.decoded.clone();
         Box::pin(async move {
             Ok(SessionsService {
                 service,
                 cookie: Rc::new(cookie.await?),
-                decoded,
+                decoded: Rc::default(),
             })
         })
     }
@@ -138,7 +129,7 @@ type CookieService<S> =
 pub struct SessionsService<S, C> {
     service: Rc<S>,
     cookie: Rc<C>,
-    decoded: DecodedSessions,
+    decoded: Rc<DecodedSessions>,
 }
 
 impl<S, C, B> Service<ServiceRequest> for SessionsService<S, C>
@@ -164,7 +155,7 @@ where
         }
         let cookie: Option<Box<str>> = session_cookie(&req).map(Into::into);
         let through = Rc::clone(&self.cookie);
-        let decoded = self.decoded.clone();
+        let decoded = Rc::clone(&self.decoded);
         Either::Right(Box::pin(async move {
             let res = through.call(req).await?;
             if let Some(cookie) = cookie {

@@ -15,7 +15,7 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest};
 use base64::Engine as _;
 
-use decoded::{Decoded, DecodedSessions, Sessions};
+use decoded::{Decoded, Sessions};
 
 use crate::user::UserId;
 
@@ -59,8 +59,8 @@ pub fn session_key(raw: Option<&str>) -> Result<Key, SessionKeyError> {
 }
 
 /// The session middleware: private cookie, HttpOnly, SameSite=Lax, 7 days,
-/// behind the application's cache of decoded cookies.
-pub fn middleware(key: Key, secure: bool, decoded: &DecodedSessions) -> Sessions {
+/// behind each worker's decoded cookies.
+pub fn middleware(key: Key, secure: bool) -> Sessions {
     let cookie = SessionMiddleware::builder(CookieSessionStore::default(), key)
         .cookie_name(COOKIE_NAME.to_owned())
         .cookie_content_security(CookieContentSecurity::Private)
@@ -69,7 +69,7 @@ pub fn middleware(key: Key, secure: bool, decoded: &DecodedSessions) -> Sessions
         .cookie_secure(secure)
         .session_lifecycle(PersistentSession::default().session_ttl(CookieDuration::days(7)))
         .build();
-    decoded.in_front_of(cookie)
+    Sessions::in_front_of(cookie)
 }
 
 /// The signed-in user, if any. Anything odd in the session means "signed out".

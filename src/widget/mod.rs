@@ -90,7 +90,8 @@ pub struct Widget {
     /// A hash of what decides the data and its rendering (path, parameters,
     /// view): an entry stored under another fingerprint is a miss.
     pub fingerprint: u64,
-    defaults: Canonical,
+    /// Shared by every default instance (no copy per request).
+    defaults: Arc<Canonical>,
     default_hash: Option<Arc<str>>,
 }
 
@@ -113,7 +114,7 @@ impl Widget {
             bytes.copy_from_slice(&digest[..8]);
             u64::from_be_bytes(bytes)
         };
-        let defaults = Canonical::defaults(&params);
+        let defaults = Arc::new(Canonical::defaults(&params));
         let default_hash = defaults.hash().map(Arc::from);
         let [fresh, ttl, grace] = lifetimes;
         Self {
@@ -136,7 +137,7 @@ impl Widget {
     pub fn default_instance(self: &Arc<Self>) -> Instance {
         Instance {
             widget: Arc::clone(self),
-            params: Arc::new(self.defaults.clone()),
+            params: Arc::clone(&self.defaults),
             hash: self.default_hash.clone(),
         }
     }
@@ -191,7 +192,7 @@ impl Instance {
 
     /// Whether the parameters are all at their defaults.
     pub fn is_default(&self) -> bool {
-        *self.params == self.widget.defaults
+        self.params == self.widget.defaults
     }
 
     /// The card's URL (`/widgets/3?days=30`); `suffix` goes after the id (`/refresh`).
