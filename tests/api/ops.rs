@@ -6,7 +6,7 @@ use mock_upstream::{MockConfig, MockUpstream};
 
 use crate::helpers::{
     binary_server, binary_server_with_env, eventually, instance, metric_sample, new_client, spawn_app,
-    until_ok, StoreKind, SESSION_KEY,
+    until_ok, HttpServer, StoreKind, SESSION_KEY,
 };
 
 /// How much the sample grew between two scrapes.
@@ -123,57 +123,67 @@ async fn sigterm_lets_a_slow_request_finish() {
     assert!(status.success(), "clean exit: {status}");
 }
 
-/// `LOG_FORMAT=json`: one JSON object per line, with the request id and the
-/// cache outcome of each widget request.
-#[tokio::test]
-async fn json_logs_carry_the_request_id_and_the_cache_outcome() {
-    // Arrange: the real binary, logging JSON.
+/// The real binary logging JSON at `rust_log`, with alice signed in.
+async fn json_logging_server(name: &str, rust_log: &str) -> (MockUpstream, HttpServer, reqwest::Client) {
     let mock = MockUpstream::start("127.0.0.1:0", MockConfig::with_delays_ms([10, 10, 10, 10, 10]))
         .await
         .unwrap();
     let env = [
         ("SESSION_KEY", Some(SESSION_KEY)),
         ("LOG_FORMAT", Some("json")),
-        // Fresh hits are logged at debug (misses and the rest at info).
-        ("RUST_LOG", Some("info,percache=debug")),
+        ("RUST_LOG", Some(rust_log)),
     ];
-    let server = binary_server_with_env(
-        "json-logs",
-        &["--upstream-url", &mock.url(), "--no-prewarm"],
-        &env,
-    )
-    .await;
+    let server = binary_server_with_env(name, &["--upstream-url", &mock.url(), "--no-prewarm"], &env).await;
     let client = new_client();
-
-    // Act: a miss, then a hit.
-    client
+    let login = client
         .post(server.url("/login"))
         .form(&[("username", "alice")])
         .send()
         .await
         .unwrap();
-    client.get(server.url("/widgets/2")).send().await.unwrap();
-    client.get(server.url("/widgets/2")).send().await.unwrap();
+    assert_eq!(login.status(), 303);
+    (mock, server, client)
+}
 
-    // Assert: both lines are there (written by a background thread: poll).
-    let server_ref = &server;
-    let served = until_ok(
+/// The `widget served` lines of `server`, once `enough` says they are all
+/// there (a background thread writes them: poll).
+async fn served_lines(
+    server: &HttpServer,
+    enough: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let enough = &enough;
+    until_ok(
         Duration::from_secs(10),
         Duration::from_millis(50),
         move || async move {
-            let served: Vec<serde_json::Value> = server_ref
+            let served: Vec<serde_json::Value> = server
                 .stdout()
                 .lines()
                 .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON"))
                 .filter(|v| v["fields"]["message"] == "widget served")
                 .collect();
-            match served.len() >= 2 {
+            match enough(&served) {
                 true => Ok(served),
-                false => Err(format!("fewer than 2 `widget served` lines: {served:?}")),
+                false => Err(format!("not all `widget served` lines yet: {served:?}")),
             }
         },
     )
-    .await;
+    .await
+}
+
+/// `LOG_FORMAT=json`: one JSON object per line, with the request id and the
+/// cache outcome of each widget request.
+#[tokio::test]
+async fn json_logs_carry_the_request_id_and_the_cache_outcome() {
+    // Arrange: fresh hits are logged at debug (misses and the rest at info).
+    let (_mock, server, client) = json_logging_server("json-logs", "info,percache=debug").await;
+
+    // Act: a miss, then a hit.
+    client.get(server.url("/widgets/2")).send().await.unwrap();
+    client.get(server.url("/widgets/2")).send().await.unwrap();
+
+    // Assert
+    let served = served_lines(&server, |lines| lines.len() >= 2).await;
     assert_eq!(served.len(), 2, "{served:?}");
     assert_eq!(served[0]["fields"]["outcome"], "miss");
     assert_eq!(served[1]["fields"]["outcome"], "hit");
@@ -190,27 +200,7 @@ async fn json_logs_carry_the_request_id_and_the_cache_outcome() {
 #[tokio::test]
 async fn at_info_a_fresh_hit_writes_no_log_line() {
     // Arrange
-    let mock = MockUpstream::start("127.0.0.1:0", MockConfig::with_delays_ms([10, 10, 10, 10, 10]))
-        .await
-        .unwrap();
-    let env = [
-        ("SESSION_KEY", Some(SESSION_KEY)),
-        ("LOG_FORMAT", Some("json")),
-        ("RUST_LOG", Some("info")),
-    ];
-    let server = binary_server_with_env(
-        "info-logs",
-        &["--upstream-url", &mock.url(), "--no-prewarm"],
-        &env,
-    )
-    .await;
-    let client = new_client();
-    client
-        .post(server.url("/login"))
-        .form(&[("username", "alice")])
-        .send()
-        .await
-        .unwrap();
+    let (_mock, server, client) = json_logging_server("info-logs", "info").await;
 
     // Act: a miss, a hit, then another miss; each response comes after its
     // line was queued, so the last miss's line comes after any line of the hit.
@@ -220,25 +210,14 @@ async fn at_info_a_fresh_hit_writes_no_log_line() {
     }
 
     // Assert
-    let server_ref = &server;
-    let outcomes = until_ok(
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        move || async move {
-            let outcomes: Vec<String> = server_ref
-                .stdout()
-                .lines()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON"))
-                .filter(|v| v["fields"]["message"] == "widget served")
-                .map(|v| format!("{}:{}", v["fields"]["widget"], v["fields"]["outcome"]))
-                .collect();
-            match outcomes.iter().any(|o| o.starts_with("\"4\"")) {
-                true => Ok(outcomes),
-                false => Err(format!("no line for widget 4 yet: {outcomes:?}")),
-            }
-        },
-    )
+    let served = served_lines(&server, |lines| {
+        lines.iter().any(|l| l["fields"]["widget"] == "4")
+    })
     .await;
+    let outcomes: Vec<String> = served
+        .iter()
+        .map(|v| format!("{}:{}", v["fields"]["widget"], v["fields"]["outcome"]))
+        .collect();
     assert_eq!(outcomes, [r#""2":"miss""#, r#""4":"miss""#], "{outcomes:?}");
 }
 
