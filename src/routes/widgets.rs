@@ -1,5 +1,7 @@
 //! Widget fragments for htmx.
 
+use std::sync::Arc;
+
 use actix_web::http::header;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 
@@ -44,7 +46,7 @@ fn instance_and_user(
     raw: &str,
     user: CurrentUser,
     state: &AppState,
-) -> Result<(Instance, UserId), PageError> {
+) -> Result<(Instance, Arc<UserId>), PageError> {
     let instance = resolve(state.cache.registry(), raw, req.query_string())?;
     let user = user.into_inner().ok_or(PageError::SignedOut)?;
     Ok((instance, user))

@@ -25,6 +25,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use actix_session::storage::CookieSessionStore;
 use actix_session::{SessionExt as _, SessionMiddleware, SessionStatus};
@@ -45,16 +46,16 @@ const CAPACITY: usize = 10_000;
 /// extensions by the middleware (a cookie seen before) or by
 /// [`super::CurrentUser`] (decoded now, for the middleware to learn).
 #[derive(Clone)]
-pub(super) struct Decoded(pub(super) UserId);
+pub(super) struct Decoded(pub(super) Arc<UserId>);
 
 /// The cookies one worker has decoded. Per worker, like the worker's
 /// services: no lock and no atomic on the way of a request (each worker
 /// decodes a cookie once).
 #[derive(Default)]
-struct DecodedSessions(RefCell<HashMap<Box<str>, UserId>>);
+struct DecodedSessions(RefCell<HashMap<Box<str>, Arc<UserId>>>);
 
 impl DecodedSessions {
-    fn get(&self, cookie: &str) -> Option<UserId> {
+    fn get(&self, cookie: &str) -> Option<Arc<UserId>> {
         self.0.borrow().get(cookie).cloned()
     }
 
@@ -70,7 +71,7 @@ impl DecodedSessions {
                     if known.len() >= CAPACITY {
                         known.clear();
                     }
-                    known.insert(cookie.into(), user.clone());
+                    known.insert(cookie.into(), Arc::clone(user));
                 }
             }
             SessionStatus::Unchanged => {}

@@ -8,6 +8,7 @@ use actix_session::config::{CookieContentSecurity, PersistentSession};
 use actix_session::storage::CookieSessionStore;
 use std::convert::Infallible;
 use std::future::{ready, Ready};
+use std::sync::Arc;
 
 use actix_session::{Session, SessionExt as _, SessionInsertError, SessionMiddleware};
 use actix_web::cookie::{time::Duration as CookieDuration, Key, SameSite};
@@ -82,11 +83,12 @@ pub fn current_user(session: &Session) -> Option<UserId> {
 /// only read the session. It takes the user the middleware already knows
 /// for this cookie, or decodes the session (and leaves the user for the
 /// middleware to remember).
-pub struct CurrentUser(Option<UserId>);
+pub struct CurrentUser(Option<Arc<UserId>>);
 
 impl CurrentUser {
-    /// The user, or `None` when signed out.
-    pub fn into_inner(self) -> Option<UserId> {
+    /// The user, or `None` when signed out (shared with the worker's
+    /// decoded cookies: no copy per request).
+    pub fn into_inner(self) -> Option<Arc<UserId>> {
         self.0
     }
 }
@@ -97,11 +99,11 @@ impl FromRequest for CurrentUser {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         if let Some(Decoded(user)) = req.extensions().get::<Decoded>() {
-            return ready(Ok(Self(Some(user.clone()))));
+            return ready(Ok(Self(Some(Arc::clone(user)))));
         }
-        let user = current_user(&req.get_session());
+        let user = current_user(&req.get_session()).map(Arc::new);
         if let Some(user) = &user {
-            req.extensions_mut().insert(Decoded(user.clone()));
+            req.extensions_mut().insert(Decoded(Arc::clone(user)));
         }
         ready(Ok(Self(user)))
     }

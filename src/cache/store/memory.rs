@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 use moka::Expiry;
 
+use super::recent::Recent;
 use super::{LockState, Store, StoreError, Usage};
 use crate::cache::entry::Entry;
 use crate::cache::key::CacheKey;
@@ -19,6 +20,8 @@ use crate::config::Capacity;
 struct Stored {
     entry: Arc<Entry>,
     ttl: Duration,
+    /// When moka drops it (`ttl` after the put): a remembered read ends then too.
+    until: Instant,
     /// The entry's weight in bytes (see [`entry_bytes`]).
     bytes: u32,
 }
@@ -80,6 +83,8 @@ pub struct MemoryStore {
     bytes: Arc<AtomicU64>,
     /// What failure backoffs are timed by.
     clock: Arc<dyn Clock>,
+    /// Each thread's last reads, good until the next write.
+    recent: Arc<Recent>,
 }
 
 impl MemoryStore {
@@ -120,6 +125,7 @@ impl MemoryStore {
                 .build(),
             bytes,
             clock: Arc::new(SystemClock),
+            recent: Arc::new(Recent::new()),
         }
     }
 
@@ -150,13 +156,32 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError> {
-        Ok(self.cache.get(key).map(|s| s.entry))
+        // The count first: a write after it makes this read one to forget.
+        let writes = self.recent.writes();
+        if let Some(entry) = self.recent.get(key, writes) {
+            return Ok(Some(entry));
+        }
+        let stored = self.cache.get(key);
+        if let Some(stored) = &stored {
+            self.recent.remember(key, &stored.entry, stored.until, writes);
+        }
+        Ok(stored.map(|s| s.entry))
     }
 
     async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
         let bytes = u32::try_from(entry_bytes(key, &entry)).unwrap_or(u32::MAX);
         self.bytes.fetch_add(u64::from(bytes), Ordering::Relaxed);
-        self.cache.insert(key.clone(), Stored { entry, ttl, bytes });
+        let until = Instant::now() + ttl;
+        self.cache.insert(
+            key.clone(),
+            Stored {
+                entry,
+                ttl,
+                until,
+                bytes,
+            },
+        );
+        self.recent.wrote();
         Ok(())
     }
 
@@ -172,6 +197,7 @@ impl Store for MemoryStore {
         for key in keys {
             self.cache.invalidate(key);
         }
+        self.recent.wrote();
         Ok(())
     }
 
@@ -310,7 +336,37 @@ mod tests {
             .put(&key, entry(1), Duration::from_millis(20))
             .await
             .unwrap();
+        let before = store.get(&key).await.unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
-        assert!(store.get(&key).await.unwrap().is_none());
+        assert!(before.is_some());
+        assert!(
+            store.get(&key).await.unwrap().is_none(),
+            "a read remembered before ends too"
+        );
+    }
+
+    /// Reads are remembered per thread (`store::recent`), but never past a
+    /// write, nor for another store.
+    #[tokio::test]
+    async fn a_read_after_a_write_or_a_delete_sees_it() {
+        let store = MemoryStore::new(100);
+        let other = MemoryStore::new(100);
+        let key = UserTag::of("alice").key(&first());
+        let ttl = Duration::from_secs(60);
+        store.put(&key, entry(1), ttl).await.unwrap();
+        other.put(&key, entry(9), ttl).await.unwrap();
+
+        let first_read = store.get(&key).await.unwrap().map(|e| e.fetched_at);
+        let remembered = store.get(&key).await.unwrap().map(|e| e.fetched_at);
+        let others = other.get(&key).await.unwrap().map(|e| e.fetched_at);
+        store.put(&key, entry(2), ttl).await.unwrap();
+        let after_put = store.get(&key).await.unwrap().map(|e| e.fetched_at);
+        store.delete(std::slice::from_ref(&key)).await.unwrap();
+        let after_delete = store.get(&key).await.unwrap();
+
+        assert_eq!((first_read, remembered), (Some(1), Some(1)));
+        assert_eq!(others, Some(9), "another store's entry, not this one's");
+        assert_eq!(after_put, Some(2), "the write is seen at once");
+        assert!(after_delete.is_none(), "the delete is seen at once");
     }
 }

@@ -12,6 +12,7 @@ pub mod changes;
 pub mod fleet_lock;
 pub mod memory;
 pub mod near;
+mod recent;
 pub mod redis;
 pub mod sharded;
 pub mod sqlite;
