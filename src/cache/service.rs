@@ -399,7 +399,7 @@ impl WidgetCache {
 
     /// The user's dashboard: every widget at its defaults, and their keys.
     pub(crate) fn dashboard_keys(&self, user: &UserId) -> (Vec<Instance>, Vec<CacheKey>) {
-        let instances: Vec<Instance> = self.registry.all().iter().map(|w| w.default_instance()).collect();
+        let instances: Vec<Instance> = self.registry.defaults().to_vec();
         let keys = instances.iter().map(|i| user.tag().key(i)).collect();
         (instances, keys)
     }

@@ -36,7 +36,7 @@ pub(crate) fn resolve(registry: &Registry, raw_id: &str, query: &str) -> Result<
         serde_urlencoded::from_str(query)
             .map_err(|e| Unresolved::Params(ParamError::Malformed(e.to_string())))?
     };
-    widget.instance(&pairs).map_err(Unresolved::Params)
+    registry.instance(widget, &pairs).map_err(Unresolved::Params)
 }
 
 /// Resolves the widget instance and the signed-in user, in that order (an

@@ -8,7 +8,9 @@
 //! `data-widget`, `data-state`, `data-fetched-at` once it has data, and
 //! `aria-busy` while loading.
 
-use maud::{html, Markup, PreEscaped};
+use std::fmt::Write as _;
+
+use maud::{html, Markup, PreEscaped, Render};
 
 use super::prerender;
 use crate::cache::entry::Entry;
@@ -59,7 +61,7 @@ fn card(lookup: &Lookup, oob: bool) -> Markup {
             let age = age_secs(lookup, entry);
             let mut html = String::with_capacity(before.len() + after.len() + 64);
             html.push_str(before);
-            html.push_str(&age_span(age).into_string());
+            age_span(age).render_to(&mut html);
             html.push_str(after);
             return PreEscaped(html);
         }
@@ -106,7 +108,7 @@ pub(super) fn render_card(lookup: &Lookup, oob: bool) -> Markup {
         version: parts.version,
         oob,
     };
-    frame.render(age_span(age_secs(lookup, entry)))
+    frame.render(age_span(age_secs(lookup, entry)).render())
 }
 
 /// The ready card of `entry`, rendered once with [`AGE_SLOT`] for its age
@@ -174,8 +176,22 @@ fn age_secs(lookup: &Lookup, entry: &Entry) -> i64 {
 }
 
 /// The card's age, the only part of a ready card that changes between hits.
-fn age_span(age: i64) -> Markup {
-    html! { span.age data-age=(age) { "updated " (ago(age)) " ago" } }
+fn age_span(age: i64) -> AgeSpan {
+    AgeSpan(age)
+}
+
+/// `<span class="age" data-age="…">updated … ago</span>`, written straight
+/// into the card (no string of its own); only digits and fixed words, so
+/// nothing to escape.
+struct AgeSpan(i64);
+
+impl Render for AgeSpan {
+    fn render_to(&self, buffer: &mut String) {
+        let secs = self.0;
+        let _ = write!(buffer, r#"<span class="age" data-age="{secs}">updated "#);
+        write_ago(buffer, secs);
+        buffer.push_str(" ago</span>");
+    }
 }
 
 /// An error card with a retry button; one widget's failure stays in its card.
@@ -230,12 +246,19 @@ fn param_controls(instance: &Instance) -> Markup {
 
 /// An age in words, as `assets/ages.js` writes it: `40 s`, `12 min`, `3 h`, `2 d`.
 pub fn ago(secs: i64) -> String {
-    match secs {
-        s if s < 60 => format!("{s} s"),
-        s if s < 3600 => format!("{} min", s / 60),
-        s if s < 86_400 => format!("{} h", s / 3600),
-        s => format!("{} d", s / 86_400),
-    }
+    let mut s = String::with_capacity(8);
+    write_ago(&mut s, secs);
+    s
+}
+
+fn write_ago(buffer: &mut String, secs: i64) {
+    // Writing to a String cannot fail.
+    let _ = match secs {
+        s if s < 60 => write!(buffer, "{s} s"),
+        s if s < 3600 => write!(buffer, "{} min", s / 60),
+        s if s < 86_400 => write!(buffer, "{} h", s / 3600),
+        s => write!(buffer, "{} d", s / 86_400),
+    };
 }
 
 /// A small fragment for request errors (unknown widget, signed out).

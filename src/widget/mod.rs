@@ -135,11 +135,11 @@ impl Widget {
 
     /// The instance with every parameter at its default (the dashboard's).
     pub fn default_instance(self: &Arc<Self>) -> Instance {
-        Instance {
-            widget: Arc::clone(self),
-            params: Arc::clone(&self.defaults),
-            hash: self.default_hash.clone(),
-        }
+        Instance::new(
+            Arc::clone(self),
+            Arc::clone(&self.defaults),
+            self.default_hash.clone(),
+        )
     }
 
     /// The instance for a request's query parameters; refused when one is
@@ -150,11 +150,7 @@ impl Widget {
         }
         let params = Canonical::resolve(&self.params, given)?;
         let hash = params.hash().map(Arc::from);
-        Ok(Instance {
-            widget: Arc::clone(self),
-            params: Arc::new(params),
-            hash,
-        })
+        Ok(Instance::new(Arc::clone(self), Arc::new(params), hash))
     }
 
     /// Every instance (every combination of parameter values), at most `cap`.
@@ -163,19 +159,24 @@ impl Widget {
             .into_iter()
             .map(|params| {
                 let hash = params.hash().map(Arc::from);
-                Instance {
-                    widget: Arc::clone(self),
-                    params: Arc::new(params),
-                    hash,
-                }
+                Instance::new(Arc::clone(self), Arc::new(params), hash)
             })
             .collect()
     }
 }
 
 /// A widget with canonical parameters: what one cache entry holds.
+///
+/// One shared allocation, so that a copy (each request's lookup has one)
+/// is a single reference count, not one per part: the count of a widget's
+/// default instance is touched by every worker, and each touch of a count
+/// that another core just wrote costs a transfer of its cache line.
 #[derive(Debug, Clone)]
-pub struct Instance {
+pub struct Instance(Arc<InstanceParts>);
+
+/// What an [`Instance`] is made of (its fields, through `Deref`).
+#[derive(Debug)]
+pub struct InstanceParts {
     /// The widget.
     pub widget: Arc<Widget>,
     /// Its canonical parameters.
@@ -184,7 +185,20 @@ pub struct Instance {
     pub hash: Option<Arc<str>>,
 }
 
+impl std::ops::Deref for Instance {
+    type Target = InstanceParts;
+
+    fn deref(&self) -> &InstanceParts {
+        &self.0
+    }
+}
+
 impl Instance {
+    /// The instance of `widget` with `params`.
+    pub fn new(widget: Arc<Widget>, params: Arc<Canonical>, hash: Option<Arc<str>>) -> Self {
+        Self(Arc::new(InstanceParts { widget, params, hash }))
+    }
+
     /// The widget's id.
     pub fn id(&self) -> &WidgetId {
         &self.widget.id
@@ -219,13 +233,21 @@ pub struct UpstreamConfig {
 #[derive(Debug)]
 pub struct Registry {
     widgets: Vec<Arc<Widget>>,
+    /// Each widget's default instance, made once (the dashboard's, and most
+    /// requests'), in the same order.
+    defaults: Vec<Instance>,
     upstream: UpstreamConfig,
 }
 
 impl Registry {
     /// A registry of these widgets (ids unique, indexes in order).
     pub fn new(widgets: Vec<Arc<Widget>>, upstream: UpstreamConfig) -> Self {
-        Self { widgets, upstream }
+        let defaults = widgets.iter().map(Widget::default_instance).collect();
+        Self {
+            widgets,
+            defaults,
+            upstream,
+        }
     }
 
     /// The built-in five widgets of the mock.
@@ -242,7 +264,24 @@ impl Registry {
 
     /// The default instance of the widget with this id.
     pub fn default_instance(&self, id: &str) -> Option<Instance> {
-        self.get(id).map(Widget::default_instance)
+        let at = self.widgets.iter().position(|w| w.id.as_str() == id)?;
+        self.defaults.get(at).cloned()
+    }
+
+    /// Every widget's default instance, in page order.
+    pub fn defaults(&self) -> &[Instance] {
+        &self.defaults
+    }
+
+    /// The instance of `widget` (one of this registry's) for a request's
+    /// query parameters: its shared default instance when there are none.
+    pub fn instance(&self, widget: &Arc<Widget>, given: &[(String, String)]) -> Result<Instance, ParamError> {
+        if given.is_empty() {
+            if let Some(default) = self.defaults.iter().find(|d| Arc::ptr_eq(&d.widget, widget)) {
+                return Ok(default.clone());
+            }
+        }
+        widget.instance(given)
     }
 
     /// Every widget, in page order.

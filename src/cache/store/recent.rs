@@ -38,7 +38,9 @@ thread_local! {
 struct Reads {
     store: u64,
     writes: u64,
-    entries: HashMap<CacheKey, (Arc<Entry>, Instant)>,
+    /// Keys are the server's own (a hash of the user, a widget id): a fast
+    /// hasher, seeded per process.
+    entries: HashMap<CacheKey, (Arc<Entry>, Instant), foldhash::fast::RandomState>,
 }
 
 /// The write count of one store, and its threads' reads.
