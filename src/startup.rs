@@ -279,7 +279,8 @@ fn http_server(listener: TcpListener, workers: usize, shared: Shared) -> std::io
             .wrap(actix_web::middleware::from_fn(move |req, next| {
                 routes::metrics::track(Rc::clone(&routes), req, next)
             }))
-            .app_data(shared.state.clone())
+            // This worker's own copy (see `AppState`).
+            .app_data(web::Data::new(AppState::clone(&shared.state)))
             .app_data(shared.admin.clone())
             .app_data(shared.replay_guard.clone())
             .app_data(shared.login_limiter.clone())

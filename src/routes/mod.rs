@@ -20,7 +20,10 @@ use actix_web::web;
 use crate::cache::WidgetCache;
 pub(crate) use widgets::Unresolved;
 
-/// State shared by every worker.
+/// State shared by every worker (each worker holds its own copy, which
+/// shares the cache: a request's handle on it is then a count that only its
+/// own worker touches).
+#[derive(Clone)]
 pub struct AppState {
     /// The widget cache.
     pub cache: Arc<WidgetCache>,

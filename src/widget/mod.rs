@@ -11,6 +11,7 @@ pub mod path;
 pub mod view;
 
 use std::fmt;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -199,6 +200,15 @@ impl Instance {
         Self(Arc::new(InstanceParts { widget, params, hash }))
     }
 
+    /// The same instance in an allocation of its own (with a count of its own).
+    fn copy(&self) -> Self {
+        Self::new(
+            Arc::clone(&self.widget),
+            Arc::clone(&self.params),
+            self.hash.clone(),
+        )
+    }
+
     /// The widget's id.
     pub fn id(&self) -> &WidgetId {
         &self.widget.id
@@ -232,11 +242,24 @@ pub struct UpstreamConfig {
 /// The widgets of one server, in page order.
 #[derive(Debug)]
 pub struct Registry {
+    /// This registry among all (the key of each thread's default instances).
+    id: u64,
     widgets: Vec<Arc<Widget>>,
     /// Each widget's default instance, made once (the dashboard's, and most
-    /// requests'), in the same order.
+    /// requests'), in the same order; each thread copies them once
+    /// ([`Registry::defaults`]).
     defaults: Vec<Instance>,
     upstream: UpstreamConfig,
+}
+
+/// Registries made so far: each gets its own id.
+static NEXT_REGISTRY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+/// Registries whose default instances a thread keeps (tests make many).
+const REGISTRIES_PER_THREAD: usize = 8;
+
+thread_local! {
+    /// This thread's copies of the default instances, by registry id.
+    static DEFAULTS_HERE: std::cell::RefCell<Vec<(u64, Rc<[Instance]>)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Registry {
@@ -244,6 +267,7 @@ impl Registry {
     pub fn new(widgets: Vec<Arc<Widget>>, upstream: UpstreamConfig) -> Self {
         let defaults = widgets.iter().map(Widget::default_instance).collect();
         Self {
+            id: NEXT_REGISTRY.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             widgets,
             defaults,
             upstream,
@@ -265,19 +289,31 @@ impl Registry {
     /// The default instance of the widget with this id.
     pub fn default_instance(&self, id: &str) -> Option<Instance> {
         let at = self.widgets.iter().position(|w| w.id.as_str() == id)?;
-        self.defaults.get(at).cloned()
+        self.defaults().get(at).cloned()
     }
 
-    /// Every widget's default instance, in page order.
-    pub fn defaults(&self) -> &[Instance] {
-        &self.defaults
+    /// Every widget's default instance, in page order: this thread's copies
+    /// (made on its first call), so that the reference counts a request
+    /// touches are its own worker's, not shared with every other core.
+    pub fn defaults(&self) -> Rc<[Instance]> {
+        DEFAULTS_HERE.with_borrow_mut(|here| {
+            if let Some((_, copies)) = here.iter().find(|(id, _)| *id == self.id) {
+                return Rc::clone(copies);
+            }
+            let copies: Rc<[Instance]> = self.defaults.iter().map(Instance::copy).collect();
+            if here.len() >= REGISTRIES_PER_THREAD {
+                here.remove(0);
+            }
+            here.push((self.id, Rc::clone(&copies)));
+            copies
+        })
     }
 
     /// The instance of `widget` (one of this registry's) for a request's
-    /// query parameters: its shared default instance when there are none.
+    /// query parameters: this thread's default instance when there are none.
     pub fn instance(&self, widget: &Arc<Widget>, given: &[(String, String)]) -> Result<Instance, ParamError> {
         if given.is_empty() {
-            if let Some(default) = self.defaults.iter().find(|d| Arc::ptr_eq(&d.widget, widget)) {
+            if let Some(default) = self.defaults().iter().find(|d| Arc::ptr_eq(&d.widget, widget)) {
                 return Ok(default.clone());
             }
         }

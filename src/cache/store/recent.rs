@@ -85,7 +85,12 @@ impl Recent {
                 reads.writes = writes;
                 reads.entries.clear();
             }
-            reads.entries.insert(key.clone(), (Arc::clone(entry), until));
+            // A copy of its own: its count is then touched by this thread
+            // only, however many threads serve the same entry (what it
+            // renders is made once per thread).
+            reads
+                .entries
+                .insert(key.clone(), (Arc::new(Entry::clone(entry)), until));
         })
     }
 
