@@ -114,7 +114,7 @@ impl Application {
             .with_max_upstream_calls(settings.max_upstream_calls as usize)
             .with_soft_timeout(settings.soft_timeout)
             .with_eager_refresh(settings.eager_refresh)
-            .with_recorder(metrics.recorder()),
+            .with_metrics(&metrics),
         );
         // Invalidations for all users made before this instance started.
         cache.reload_generations().await;

@@ -116,7 +116,7 @@ impl std::fmt::Display for DisplayOrEmpty {
     }
 }
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
@@ -137,6 +137,8 @@ const BUCKETS: &[f64] = &[
 pub struct Metrics {
     recorder: &'static PrometheusRecorder,
     handle: PrometheusHandle,
+    /// Counts kept outside the recorder, written into it before each render.
+    sources: Arc<Mutex<Vec<Arc<dyn Fn() + Send + Sync>>>>,
 }
 
 impl Metrics {
@@ -152,7 +154,11 @@ impl Metrics {
         // recorder by reference (one per application built).
         let recorder: &'static PrometheusRecorder = Box::leak(Box::new(recorder));
         metrics::with_local_recorder(recorder, describe);
-        Self { recorder, handle }
+        Self {
+            recorder,
+            handle,
+            sources: Arc::default(),
+        }
     }
 
     /// Makes this application's recorder the one this thread records to,
@@ -168,8 +174,25 @@ impl Metrics {
         self.recorder
     }
 
+    /// Runs `publish` before every render: it writes into the recorder the
+    /// counts kept outside it (see `cache::counters`).
+    pub fn publish_before_render(&self, publish: Arc<dyn Fn() + Send + Sync>) {
+        self.sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(publish);
+    }
+
     /// The Prometheus text page of everything recorded so far.
     pub fn render(&self) -> String {
+        let sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for publish in sources {
+            publish();
+        }
         self.handle.render()
     }
 }

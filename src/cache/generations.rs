@@ -12,7 +12,9 @@
 //! announcement is lost). With an in-process store they live here only.
 
 use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
 
 /// One widget's generation counter and thresholds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -86,38 +88,51 @@ impl Gen {
 }
 
 /// The generations of every widget, by id, as this instance knows them.
+///
+/// Every read of an entry asks for its widget's generation, and only an
+/// invalidation changes one: readers load the current map without taking a
+/// lock (a lock's count, written by every reader, would move between cores
+/// on each read), and a change swaps in a new map.
 #[derive(Debug, Default)]
 pub struct Generations {
-    by_widget: RwLock<HashMap<String, Gen>>,
+    by_widget: ArcSwap<HashMap<String, Gen>>,
+    /// Serialises the changes (each one reads, then swaps).
+    changing: Mutex<()>,
 }
 
 impl Generations {
     /// A widget's generation (all zero until its first invalidation).
     pub fn get(&self, widget: &str) -> Gen {
-        self.by_widget
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(widget)
-            .copied()
-            .unwrap_or_default()
+        self.by_widget.load().get(widget).copied().unwrap_or_default()
+    }
+
+    /// Changes the map under the writers' lock, then publishes it.
+    fn change<T>(&self, f: impl FnOnce(&mut HashMap<String, Gen>) -> T) -> T {
+        let _changing = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = HashMap::clone(&self.by_widget.load());
+        let out = f(&mut map);
+        self.by_widget.store(Arc::new(map));
+        out
     }
 
     /// Records what the shared store says; never goes back (a late reload
     /// cannot undo a newer bump seen through another path).
     pub fn set(&self, widget: &str, gen: Gen) {
-        let mut map = self.by_widget.write().unwrap_or_else(PoisonError::into_inner);
-        let known = map.entry(widget.to_owned()).or_default();
-        if gen.current >= known.current {
-            *known = gen;
-        }
+        self.change(|map| {
+            let known = map.entry(widget.to_owned()).or_default();
+            if gen.current >= known.current {
+                *known = gen;
+            }
+        });
     }
 
     /// Bumps a widget here (in-process stores) and returns its new generation.
     pub fn bump(&self, widget: &str, kind: Kind) -> Gen {
-        let mut map = self.by_widget.write().unwrap_or_else(PoisonError::into_inner);
-        let gen = map.entry(widget.to_owned()).or_default();
-        *gen = gen.bumped(kind);
-        *gen
+        self.change(|map| {
+            let gen = map.entry(widget.to_owned()).or_default();
+            *gen = gen.bumped(kind);
+            *gen
+        })
     }
 }
 

@@ -65,8 +65,8 @@ pub struct WidgetCache {
     pub(super) tasks: TaskTracker,
     /// Pages with a live connection on this instance (see `cache::live`).
     pub(crate) open_pages: std::sync::atomic::AtomicUsize,
-    /// `percache_cache_requests_total`, one handle per series.
-    pub(super) counters: CacheCounters,
+    /// `percache_cache_requests_total`.
+    pub(super) counters: Arc<CacheCounters>,
 }
 
 /// Default `--max-upstream-calls`.
@@ -154,7 +154,7 @@ impl WidgetCache {
     ) -> Self {
         let wait_deadline = wait_deadline(DEFAULT_UPSTREAM_TIMEOUT);
         let failure_backoff = DEFAULT_FAILURE_BACKOFF;
-        let counters = CacheCounters::new(&registry, None);
+        let counters = Arc::new(CacheCounters::new(&registry, None));
         Self {
             store,
             changes,
@@ -177,10 +177,13 @@ impl WidgetCache {
         }
     }
 
-    /// Counts requests into `recorder` (the application's own), wherever
+    /// Counts requests into `metrics` (the application's own), wherever
     /// they run; without it, into the recorder of the thread counting.
-    pub fn with_recorder(mut self, recorder: &'static (dyn metrics::Recorder + Sync)) -> Self {
-        self.counters = CacheCounters::new(&self.registry, Some(recorder));
+    pub fn with_metrics(mut self, metrics: &crate::telemetry::Metrics) -> Self {
+        let counters = Arc::new(CacheCounters::new(&self.registry, Some(metrics.recorder())));
+        let published = Arc::clone(&counters);
+        metrics.publish_before_render(Arc::new(move || published.publish()));
+        self.counters = counters;
         self
     }
 
