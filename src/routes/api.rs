@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::respond::log_served;
-use super::widgets::resolve;
+use super::widgets::{resolve, widget_id};
 use super::AppState;
 use crate::cache::entry::Entry;
 use crate::cache::status::{cache_status, HEADER};
@@ -51,11 +51,10 @@ impl<'a> WidgetJson<'a> {
 #[get("/api/widgets/{id}")]
 pub async fn widget_json(
     req: HttpRequest,
-    id: web::Path<String>,
     user: CurrentUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let instance = resolve(state.cache.registry(), &id, req.query_string())?;
+    let instance = resolve(state.cache.registry(), widget_id(&req), req.query_string())?;
     let user = user.into_inner().ok_or(ApiError::SignedOut)?;
     let directives = Directives::parse(
         req.headers()

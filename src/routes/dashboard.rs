@@ -8,6 +8,7 @@ use super::respond::{html, see_other};
 use super::AppState;
 use crate::session::CurrentUser;
 use crate::views;
+use crate::views::DashboardCard;
 
 /// `?wait=1`: the no-JavaScript variant.
 #[derive(serde::Deserialize)]
@@ -41,18 +42,17 @@ pub async fn dashboard(
         return html(StatusCode::OK, views::dashboard_page(&user, &cards, None, false));
     }
     // Every widget in one store round trip.
-    let cards: Vec<_> = state
+    let cards: Vec<DashboardCard> = state
         .cache
         .peek_all(&user)
         .await
         .into_iter()
         .map(|(instance, lookup)| match lookup {
-            Some(lookup) => (views::widget_card(&lookup), false),
-            None => (views::loading_card(&instance), true),
+            Some(lookup) => DashboardCard::Ready(lookup),
+            None => DashboardCard::Loading(instance),
         })
         .collect();
-    let waiting = cards.iter().any(|(_, placeholder)| *placeholder);
-    let cards: Vec<_> = cards.into_iter().map(|(card, _)| card).collect();
+    let waiting = cards.iter().any(|card| matches!(card, DashboardCard::Loading(_)));
     html(
         StatusCode::OK,
         views::dashboard_page(&user, &cards, Some(since), waiting),

@@ -39,15 +39,19 @@ pub(crate) fn resolve(registry: &Registry, raw_id: &str, query: &str) -> Result<
     registry.instance(widget, &pairs).map_err(Unresolved::Params)
 }
 
+/// The `{id}` of the request's path, as routed (borrowed, not copied).
+pub(crate) fn widget_id(req: &HttpRequest) -> &str {
+    req.match_info().query("id")
+}
+
 /// Resolves the widget instance and the signed-in user, in that order (an
 /// unknown widget is 404 whoever asks).
 fn instance_and_user(
     req: &HttpRequest,
-    raw: &str,
     user: CurrentUser,
     state: &AppState,
 ) -> Result<(Instance, Arc<UserId>), PageError> {
-    let instance = resolve(state.cache.registry(), raw, req.query_string())?;
+    let instance = resolve(state.cache.registry(), widget_id(req), req.query_string())?;
     let user = user.into_inner().ok_or(PageError::SignedOut)?;
     Ok((instance, user))
 }
@@ -56,11 +60,10 @@ fn instance_and_user(
 #[get("/widgets/{id}")]
 pub async fn widget_fragment(
     req: HttpRequest,
-    id: web::Path<String>,
     user: CurrentUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let (instance, user) = instance_and_user(&req, &id, user, &state)?;
+    let (instance, user) = instance_and_user(&req, user, &state)?;
     let lookup = state.cache.get(&user, &instance).await;
     Ok(fragment(&lookup))
 }
@@ -69,11 +72,10 @@ pub async fn widget_fragment(
 #[post("/widgets/{id}/refresh")]
 pub async fn refresh(
     req: HttpRequest,
-    id: web::Path<String>,
     user: CurrentUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let (instance, user) = instance_and_user(&req, &id, user, &state)?;
+    let (instance, user) = instance_and_user(&req, user, &state)?;
     let lookup = state.cache.refresh(&user, &instance).await;
     Ok(fragment(&lookup))
 }

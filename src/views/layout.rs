@@ -1,6 +1,6 @@
 //! The HTML document shell shared by every page.
 
-use maud::{html, Markup, DOCTYPE};
+use maud::{html, Markup, Render, DOCTYPE};
 
 /// htmx's vendored version; part of the asset URL so browsers can cache it forever.
 pub const HTMX_VERSION: &str = "2.0.4";
@@ -11,8 +11,9 @@ pub fn page(title: &str, body: Markup) -> Markup {
     page_with_head(title, None, body)
 }
 
-/// A full page with extra elements in `<head>`.
-pub fn page_with_head(title: &str, head_extra: Option<Markup>, body: Markup) -> Markup {
+/// A full page with extra elements in `<head>`. The body renders straight
+/// into the page (a `Markup`, or a view that writes itself).
+pub fn page_with_head(title: &str, head_extra: Option<Markup>, body: impl Render) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {

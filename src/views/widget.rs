@@ -50,6 +50,13 @@ pub fn live_card(lookup: &Lookup) -> Markup {
 const AGE_SLOT: &str = "<!--age-->";
 
 fn card(lookup: &Lookup, oob: bool) -> Markup {
+    let mut html = String::new();
+    write_card(lookup, oob, &mut html);
+    PreEscaped(html)
+}
+
+/// Writes the card for `lookup` at the end of `buffer`.
+fn write_card(lookup: &Lookup, oob: bool, buffer: &mut String) {
     if let (
         Some(entry),
         Outcome::Hit { .. } | Outcome::Eager { .. } | Outcome::Miss { .. } | Outcome::Forced { .. },
@@ -58,15 +65,32 @@ fn card(lookup: &Lookup, oob: bool) -> Markup {
     {
         if let Some((before, after)) = &prerender::card(entry, &lookup.instance).ready {
             // The ready card: its two pre-rendered halves and the age.
-            let age = age_secs(lookup, entry);
-            let mut html = String::with_capacity(before.len() + after.len() + 64);
-            html.push_str(before);
-            age_span(age).render_to(&mut html);
-            html.push_str(after);
-            return PreEscaped(html);
+            buffer.reserve(before.len() + after.len() + 64);
+            buffer.push_str(before);
+            age_span(age_secs(lookup, entry)).render_to(buffer);
+            buffer.push_str(after);
+            return;
         }
     }
-    render_card(lookup, oob)
+    render_card(lookup, oob).render_to(buffer);
+}
+
+/// A card of the dashboard: the widget's data, or a placeholder that htmx
+/// loads. Renders straight into the page.
+pub enum DashboardCard {
+    /// Data the cache holds.
+    Ready(Lookup),
+    /// Nothing yet: the loading card.
+    Loading(Instance),
+}
+
+impl Render for DashboardCard {
+    fn render_to(&self, buffer: &mut String) {
+        match self {
+            DashboardCard::Ready(lookup) => write_card(lookup, false, buffer),
+            DashboardCard::Loading(instance) => loading_card(instance).render_to(buffer),
+        }
+    }
 }
 
 /// The card rendered from its template (every state; the ready one is
