@@ -126,6 +126,9 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
 ];
 
+/// Writes counts kept outside the recorder into it (see [`Metrics::render`]).
+pub type Publish = Arc<dyn Fn() + Send + Sync>;
+
 /// One application's metrics: a recorder of its own, so that two
 /// applications in one process (the tests run many) never count into each
 /// other's `/metrics`, and a test can assert exact deltas.
@@ -138,7 +141,7 @@ pub struct Metrics {
     recorder: &'static PrometheusRecorder,
     handle: PrometheusHandle,
     /// Counts kept outside the recorder, written into it before each render.
-    sources: Arc<Mutex<Vec<Arc<dyn Fn() + Send + Sync>>>>,
+    sources: Arc<Mutex<Vec<Publish>>>,
 }
 
 impl Metrics {
@@ -176,7 +179,7 @@ impl Metrics {
 
     /// Runs `publish` before every render: it writes into the recorder the
     /// counts kept outside it (see `cache::counters`).
-    pub fn publish_before_render(&self, publish: Arc<dyn Fn() + Send + Sync>) {
+    pub fn publish_before_render(&self, publish: Publish) {
         self.sources
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
