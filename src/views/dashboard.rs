@@ -1,6 +1,8 @@
 //! The dashboard page: a header with the user and five widget cards.
 
-use maud::{html, Markup, Render};
+use std::sync::LazyLock;
+
+use maud::{html, Markup, PreEscaped, Render};
 
 use super::page_with_head;
 use crate::user::UserId;
@@ -18,18 +20,49 @@ pub fn dashboard_page<C: Render>(
     live_since: Option<i64>,
     waiting: bool,
 ) -> Markup {
-    let head = waiting.then(|| {
+    let body = Body {
+        user,
+        cards,
+        live_since,
+    };
+    match &SHELLS[usize::from(waiting)] {
+        Some((before, after)) => {
+            let mut page = String::with_capacity(before.len() + after.len() + PAGE_BODY_BYTES);
+            page.push_str(before);
+            body.render_to(&mut page);
+            page.push_str(after);
+            PreEscaped(page)
+        }
+        None => page_with_head("Dashboard", head(waiting), body),
+    }
+}
+
+/// About what a body of five cards takes, so the page is written without
+/// growing its buffer.
+const PAGE_BODY_BYTES: usize = 8 * 1024;
+
+/// Where the body goes in the shells rendered once: an HTML comment, which
+/// nothing escaped can produce.
+const BODY_SLOT: &str = "<!--body-->";
+
+/// The dashboard's page around its body (without and with the no-script
+/// redirect), rendered once and cut where the body goes: it is the same for
+/// every user and every request.
+static SHELLS: LazyLock<[Option<(String, String)>; 2]> = LazyLock::new(|| {
+    [false, true].map(|waiting| {
+        let whole = page_with_head("Dashboard", head(waiting), PreEscaped(BODY_SLOT)).into_string();
+        whole
+            .split_once(BODY_SLOT)
+            .map(|(before, after)| (before.to_owned(), after.to_owned()))
+    })
+});
+
+/// The extra `<head>` of a page with placeholders: without JavaScript, go
+/// to the variant that waits on the server.
+fn head(waiting: bool) -> Option<Markup> {
+    waiting.then(|| {
         html! { noscript { meta http-equiv="refresh" content="0; url=/dashboard?wait=1"; } }
-    });
-    page_with_head(
-        "Dashboard",
-        head,
-        Body {
-            user,
-            cards,
-            live_since,
-        },
-    )
+    })
 }
 
 /// The page's body: the top bar, then each card written into the page as
@@ -77,5 +110,30 @@ impl<C: Render> Render for Body<'_, C> {
 pub fn live_poller(since: i64) -> Markup {
     html! {
         div #live hidden hx-get={ "/updates?since=" (since) } hx-trigger="load, every 30s" hx-swap="outerHTML" {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_from_its_shell_is_the_page_rendered_whole() {
+        let user = UserId::parse("<alice>").unwrap();
+        let cards = [PreEscaped("<article>1</article>".to_owned())];
+        for waiting in [false, true] {
+            let body = Body {
+                user: &user,
+                cards: &cards,
+                live_since: Some(42),
+            };
+
+            let fast = dashboard_page(&user, &cards, Some(42), waiting).into_string();
+            let whole = page_with_head("Dashboard", head(waiting), body).into_string();
+
+            assert_eq!(fast, whole, "waiting: {waiting}");
+            assert!(fast.contains("&lt;alice&gt;"));
+            assert_eq!(fast.contains("url=/dashboard?wait=1"), waiting);
+        }
     }
 }

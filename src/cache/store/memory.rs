@@ -141,6 +141,17 @@ impl MemoryStore {
         self.failures.get(key).filter(|f| now < f.until)
     }
 
+    /// One read: this thread's last one if no write came since `writes`
+    /// and it lasts past `now`, else the store's (remembered).
+    fn read(&self, key: &CacheKey, writes: u64, now: Instant) -> Option<Arc<Entry>> {
+        if let Some(entry) = self.recent.get(key, writes, now) {
+            return Some(entry);
+        }
+        let stored = self.cache.get(key)?;
+        self.recent.remember(key, &stored.entry, stored.until, writes);
+        Some(stored.entry)
+    }
+
     /// Number of entries (approximate, for tests and metrics).
     pub async fn len(&self) -> u64 {
         self.cache.run_pending_tasks();
@@ -157,15 +168,12 @@ impl MemoryStore {
 impl Store for MemoryStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError> {
         // The count first: a write after it makes this read one to forget.
-        let writes = self.recent.writes();
-        if let Some(entry) = self.recent.get(key, writes) {
-            return Ok(Some(entry));
-        }
-        let stored = self.cache.get(key);
-        if let Some(stored) = &stored {
-            self.recent.remember(key, &stored.entry, stored.until, writes);
-        }
-        Ok(stored.map(|s| s.entry))
+        Ok(self.read(key, self.recent.writes(), Instant::now()))
+    }
+
+    async fn get_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<Arc<Entry>>>, StoreError> {
+        let (writes, now) = (self.recent.writes(), Instant::now());
+        Ok(keys.iter().map(|key| self.read(key, writes, now)).collect())
     }
 
     async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {

@@ -63,14 +63,15 @@ impl Recent {
         self.writes.load(Ordering::Acquire)
     }
 
-    /// The entry this thread read for `key`, if no write came since.
-    pub(super) fn get(&self, key: &CacheKey, writes: u64) -> Option<Arc<Entry>> {
+    /// The entry this thread read for `key`, if no write came since and
+    /// the store still holds it at `now`.
+    pub(super) fn get(&self, key: &CacheKey, writes: u64, now: Instant) -> Option<Arc<Entry>> {
         READS.with_borrow(|reads| {
             if reads.store != self.store || reads.writes != writes {
                 return None;
             }
             match reads.entries.get(key) {
-                Some((entry, until)) if Instant::now() < *until => Some(Arc::clone(entry)),
+                Some((entry, until)) if now < *until => Some(Arc::clone(entry)),
                 _ => None,
             }
         })
