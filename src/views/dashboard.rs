@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use maud::{html, Markup, PreEscaped, Render};
 
-use super::page_with_head;
+use super::{page_with_head, prerender};
 use crate::user::UserId;
 
 /// The page around its cards (inline data or placeholders), which render
@@ -49,12 +49,8 @@ const BODY_SLOT: &str = "<!--body-->";
 /// redirect), rendered once and cut where the body goes: it is the same for
 /// every user and every request.
 static SHELLS: LazyLock<[Option<(String, String)>; 2]> = LazyLock::new(|| {
-    [false, true].map(|waiting| {
-        let whole = page_with_head("Dashboard", head(waiting), PreEscaped(BODY_SLOT)).into_string();
-        whole
-            .split_once(BODY_SLOT)
-            .map(|(before, after)| (before.to_owned(), after.to_owned()))
-    })
+    [false, true]
+        .map(|waiting| prerender::cut_at(BODY_SLOT, |body| page_with_head("Dashboard", head(waiting), body)))
 });
 
 /// The extra `<head>` of a page with placeholders: without JavaScript, go

@@ -13,6 +13,7 @@
 //! An entry decoded for one request only (Redis with the L1 off) is dropped
 //! with what was rendered for it.
 
+use maud::{Markup, PreEscaped};
 use serde_json::Value;
 
 use super::{kinds, widget};
@@ -23,6 +24,17 @@ use crate::widget::Instance;
 /// rendered for the same entry, or rendered now.
 pub fn card<'e>(entry: &'e Entry, instance: &Instance) -> &'e RenderedCard {
     entry.rendered.card.get_or_init(|| render(entry, instance))
+}
+
+/// Markup rendered once with `slot` (an HTML comment, which no escaped text
+/// can produce) where the part that changes from response to response goes,
+/// and cut there: `(before, after)`. The last slot counts: what follows it
+/// is the template's own markup. `None` if the template left the slot out.
+pub(super) fn cut_at(slot: &str, render: impl FnOnce(Markup) -> Markup) -> Option<(String, String)> {
+    let whole = render(PreEscaped(slot.to_owned())).into_string();
+    whole
+        .rsplit_once(slot)
+        .map(|(before, after)| (before.to_owned(), after.to_owned()))
 }
 
 fn render(entry: &Entry, instance: &Instance) -> RenderedCard {

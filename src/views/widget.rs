@@ -152,10 +152,7 @@ pub(super) fn ready_halves(
         version,
         oob: false,
     };
-    let whole = frame.render(PreEscaped(AGE_SLOT.to_owned())).into_string();
-    whole
-        .rsplit_once(AGE_SLOT)
-        .map(|(before, after)| (before.to_owned(), after.to_owned()))
+    prerender::cut_at(AGE_SLOT, |age| frame.render(age))
 }
 
 /// A card with data: everything but its age is known from the entry, the
