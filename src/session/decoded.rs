@@ -30,6 +30,7 @@ use std::sync::Arc;
 use actix_session::storage::CookieSessionStore;
 use actix_session::{SessionExt as _, SessionMiddleware, SessionStatus};
 use actix_web::body::MessageBody;
+use actix_web::cookie::Cookie;
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::{header, Method};
 use actix_web::HttpMessage as _;
@@ -149,12 +150,12 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
         if read_only {
-            if let Some(user) = session_cookie(&req).and_then(|value| self.decoded.get(value)) {
+            if let Some(user) = session_cookie(&req).and_then(|c| self.decoded.get(c.value())) {
                 req.extensions_mut().insert(Decoded(user));
                 return Either::Left(self.service.call(req));
             }
         }
-        let cookie: Option<Box<str>> = session_cookie(&req).map(Into::into);
+        let cookie: Option<Box<str>> = session_cookie(&req).map(|c| c.value().into());
         let through = Rc::clone(&self.cookie);
         let decoded = Rc::clone(&self.decoded);
         Either::Right(Box::pin(async move {
@@ -167,16 +168,27 @@ where
     }
 }
 
-/// The raw value of the request's session cookie: the first cookie of that
-/// name, as actix-session reads it, found without parsing (and copying)
-/// every cookie of the header. It is only a key here: a value is only ever
-/// learnt from a request that actix-session decoded.
-fn session_cookie(req: &ServiceRequest) -> Option<&str> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .filter_map(|h| h.to_str().ok())
-        .flat_map(|h| h.split(';'))
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(name, _)| name.trim() == COOKIE_NAME)
-        .map(|(_, value)| value.trim())
+/// The request's session cookie, as actix-session finds it: the first
+/// cookie of that name that `HttpRequest::cookies` would keep (the same
+/// parse, percent-decoding included, which skips a pair it cannot parse),
+/// found without copying every cookie of the header. Its value is only a
+/// key here: a value is only ever learnt from a request that actix-session
+/// decoded, and both must have read the same cookie. Were they to differ (a
+/// raw `percache_session=%FF` ahead of a good cookie, which actix skips), a
+/// worker would learn the bad value as the good cookie's user and serve
+/// that user to whoever sends it.
+///
+/// `None` when a Cookie header is not UTF-8: actix then reads no cookie.
+fn session_cookie(req: &ServiceRequest) -> Option<Cookie<'_>> {
+    let mut headers = req.headers().get_all(header::COOKIE);
+    headers.try_fold(None, |found, h| {
+        let h = std::str::from_utf8(h.as_bytes()).ok()?;
+        Some(found.or_else(|| {
+            h.split(';')
+                .map(str::trim)
+                .filter(|pair| !pair.is_empty())
+                .filter_map(|pair| Cookie::parse_encoded(pair).ok())
+                .find(|c| c.name() == COOKIE_NAME)
+        }))
+    })?
 }

@@ -223,6 +223,12 @@ async fn a_remembered_cookie_means_its_own_user_and_nothing_else() {
     let (tampered_status, _) = whose(tampered.clone()).await;
     // Another cookie in the header does not change whose the session is.
     let (both_status, both_user) = whose(format!("theme=dark; {bob}; percache_session=x")).await;
+    // A session cookie actix cannot read (not UTF-8 once percent-decoded)
+    // ahead of bob's: actix-session skips it and reads bob's, and the bad
+    // value alone must not then stand for bob (a cookie set from a sibling
+    // site, say, that anyone could send).
+    let (tossed_status, tossed_user) = whose(format!("percache_session=%FF; {bob}")).await;
+    let (alone_status, _) = whose("percache_session=%FF".to_owned()).await;
 
     // Assert
     for (i, pair) in seen.chunks(2).enumerate() {
@@ -235,4 +241,10 @@ async fn a_remembered_cookie_means_its_own_user_and_nothing_else() {
         (200, "bob"),
         "the first session cookie counts"
     );
+    assert_eq!(
+        (tossed_status, tossed_user.as_str()),
+        (200, "bob"),
+        "the cookie actix reads counts"
+    );
+    assert_eq!(alone_status, 401, "a value actix never read is nobody's session");
 }
