@@ -16,11 +16,23 @@
 #   (f) GET /dashboard        memory server, all five widgets inline
 #   (g) GET /api/widgets/1    memory server (JSON)
 #   (n) GET /api/widgets/1    nginx proxy_cache hit (the peer)
+#   (p) GET /api/widgets/1    memory server, at an offered rate both can serve
+#   (q) GET /api/widgets/1    nginx, at the same offered rate
 # and prints one table: requests/s, p50, p99, ratio to (a), non-2xx count,
 # Redis commands per request, plus the mock's call count during the runs (a
 # warm cache makes none), each server's peak RSS and the log volume it wrote,
 # then the ratios of issue 12, all from this one run: warm hit / healthz,
 # warm dashboard / healthz, percache / nginx on a warm JSON hit (and p99s).
+#
+# Rows (a) to (n) are closed loops at saturation: each connection sends its
+# next request as soon as the last one is answered, so the client and the
+# server share the 2 cores, and the faster server leaves the client more
+# work, and each more runnable threads: a p99 there says as much about the
+# scheduler as about the server. Rows (p) and (q) compare tails the usual
+# way, at one offered load: both servers get EQUAL_LOAD (default 0.8) of the
+# slower one's saturated rate, paced by oha (`-q`), latency counted from
+# when each request was due (`--latency-correction`, so a stall that
+# delays the requests behind it counts against the server).
 #
 # A run with any non-2xx response, any client-side error or any upstream
 # call during the load is void: the script says so and exits 1.
@@ -31,12 +43,14 @@
 #   CONNECTIONS  concurrent connections (default 64)
 #   DELAYS_MS    mock delays (default 50,50,50,50,50)
 #   RUST_LOG     passed to the servers (default: their own, info)
+#   EQUAL_LOAD   share of the slower saturated rate for (p) and (q) (default 0.8)
 #   KEEP_LOGS=1  keep the temporary directory with the server logs
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 DELAYS_MS=${DELAYS_MS:-50,50,50,50,50}
+EQUAL_LOAD=${EQUAL_LOAD:-0.8}
 HOST=127.0.0.1
 USERNAME=loadtest
 # A fixed 64-byte key (128 hex chars): both servers and every run agree.
@@ -82,6 +96,8 @@ OHA_WAIT=()
 if oha --help 2>&1 | grep -q -- '--wait-ongoing-requests-after-deadline'; then
     OHA_WAIT=(--wait-ongoing-requests-after-deadline)
 fi
+oha --help 2>&1 | grep -q -- '--latency-correction' ||
+    die "this oha has no --latency-correction (the equal-load rows need it): cargo install oha --locked"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/percache-load.XXXXXX")
 PIDS=()
@@ -257,16 +273,17 @@ warm nginx "$NGINX_PATH"
 log "caches warm; resetting the mock's stats"
 curl -sf -X POST "$MOCK_URL/stats/reset" >/dev/null
 
-# run LABEL SERVER PATH DESCRIPTION: one oha run; one row of $WORK/rows.tsv.
+# run LABEL SERVER PATH DESCRIPTION [OHA FLAGS...]: one oha run; one row of $WORK/rows.tsv.
 : >"$WORK/rows.tsv"
 run() {
     local label=$1 name=$2 path=$3 what=$4 headers=() cmds0 log0
+    shift 4
     [[ "$path" != /healthz ]] && headers=(-H "Cookie: ${COOKIE[$name]}")
     log "($label) $name ${URL[$name]}$path for $DURATION with $CONNECTIONS connections"
     cmds0=$(redis_cmds)
     log0=$(stat -c %s "$WORK/$name.log" 2>/dev/null || echo 0)
     oha -z "$DURATION" -c "$CONNECTIONS" --no-tui "${OHA_JSON[@]}" "${OHA_WAIT[@]}" \
-        "${headers[@]}" "${URL[$name]}$path" >"$WORK/$label.json" 2>"$WORK/$label.oha.err" ||
+        "$@" "${headers[@]}" "${URL[$name]}$path" >"$WORK/$label.json" 2>"$WORK/$label.oha.err" ||
         die "oha failed for ($label): $(cat "$WORK/$label.oha.err")"
     # The INFO call that takes the second reading counts itself: minus one.
     printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$name" "$what" \
@@ -284,6 +301,14 @@ fi
 run f memory /dashboard "GET /dashboard (5 inline)"
 run g memory /api/widgets/1 "GET /api/widgets/1"
 run n nginx "$NGINX_PATH" "GET /api/widgets/1 (peer)"
+# The equal offered load: EQUAL_LOAD of the slower of (g) and (n).
+RATE=$(WORK="$WORK" EQUAL_LOAD="$EQUAL_LOAD" python3 -c '
+import json, os
+rps = [json.load(open(os.path.join(os.environ["WORK"], l + ".json")))["summary"]["requestsPerSec"] for l in "gn"]
+print(max(1, int(float(os.environ["EQUAL_LOAD"]) * min(rps))))')
+echo "$RATE" >"$WORK/rate"
+run p memory /api/widgets/1 "GET /api/widgets/1 @ rate" -q "$RATE" --latency-correction
+run q nginx "$NGINX_PATH" "GET /api/widgets/1 @ rate" -q "$RATE" --latency-correction
 
 curl -sf "$MOCK_URL/stats" >"$WORK/mock-stats.json"
 : >"$WORK/servers.tsv"
@@ -383,8 +408,16 @@ if "n" in by:
         if label in by:
             print(
                 f"  percache ({name}) / nginx, warm JSON hit: {ratio(label, 'n'):.2f} req/s  "
-                f"(target >= 1.0); p99 {by[label]['p99']:.2f} ms vs nginx {by['n']['p99']:.2f} ms"
+                f"(target >= 1.0); p99 {by[label]['p99']:.2f} ms vs nginx {by['n']['p99']:.2f} ms "
+                "(each at saturation)"
             )
+if "p" in by and "q" in by:
+    rate = open(os.path.join(work, "rate")).read().strip()
+    print(
+        f"  p99 at one offered load, {rate} req/s (oha -q, --latency-correction): "
+        f"percache (memory) {by['p']['p99']:.2f} ms vs nginx {by['q']['p99']:.2f} ms "
+        f"(p50 {by['p']['p50']:.2f} vs {by['q']['p50']:.2f})"
+    )
 void = [r["label"] for r in rows if r["non2xx"] or r["errors"] or not r["ok"]]
 if void:
     print(f"VOID: non-2xx responses or client errors in ({', '.join(void)}): no figure of this run counts")
