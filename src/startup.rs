@@ -72,6 +72,8 @@ pub struct Application {
     upstream_url: String,
     /// The in-process mock, when no upstream URL was given; kept alive with the server.
     mock: Option<MockUpstream>,
+    /// Its recorder, kept up while the server runs.
+    metrics: Metrics,
 }
 
 impl Application {
@@ -141,7 +143,7 @@ impl Application {
             login_limiter: web::Data::new(LoginLimiter::new(settings.login_rate, settings.trust_forwarded)),
             session_key: session::session_key(settings.session_key.as_deref())?,
             secure_cookies: settings.secure_cookies,
-            metrics,
+            metrics: metrics.clone(),
         };
         let server = http_server(listener, settings.workers, shared)?;
         Ok(Self {
@@ -150,6 +152,7 @@ impl Application {
             cache,
             upstream_url,
             mock,
+            metrics,
         })
     }
 
@@ -193,8 +196,10 @@ impl Application {
             }
             handle.stop(true).await;
         });
+        let upkeep = tokio::spawn(self.metrics.keep_up());
         let result = self.server.await;
         on_shutdown.abort();
+        upkeep.abort();
         if let Some(mock) = self.mock {
             mock.stop().await;
         }

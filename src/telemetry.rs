@@ -126,6 +126,10 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
 ];
 
+/// How often the histograms' samples are folded into their buckets between
+/// scrapes (the exporter's own default): see [`Metrics::keep_up`].
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Writes counts kept outside the recorder into it (see [`Metrics::render`]).
 pub type Publish = Arc<dyn Fn() + Send + Sync>;
 
@@ -184,6 +188,23 @@ impl Metrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(publish);
+    }
+
+    /// Folds, every [`UPKEEP_EVERY`], the samples each histogram holds
+    /// into its buckets. Runs for as long as it is polled (the server's life).
+    ///
+    /// Why: a histogram of this recorder keeps every value recorded until
+    /// something drains it, which a scrape does. With nobody scraping
+    /// `/metrics`, each request's duration sample stayed in memory: about
+    /// 20 bytes a request, 6 MB for every 300,000 (`build_recorder`, which
+    /// an application of its own needs, starts no upkeep task of its own).
+    pub async fn keep_up(self) {
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.handle.run_upkeep();
+        }
     }
 
     /// The Prometheus text page of everything recorded so far.
