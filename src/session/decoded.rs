@@ -22,6 +22,7 @@
 //! Requests that may write the session (`POST`, …) always go through
 //! actix-session, so every `Set-Cookie` it would send is still sent.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -150,12 +151,12 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
         if read_only {
-            if let Some(user) = session_cookie(&req).and_then(|c| self.decoded.get(c.value())) {
+            if let Some(user) = session_cookie(&req).and_then(|value| self.decoded.get(&value)) {
                 req.extensions_mut().insert(Decoded(user));
                 return Either::Left(self.service.call(req));
             }
         }
-        let cookie: Option<Box<str>> = session_cookie(&req).map(|c| c.value().into());
+        let cookie: Option<Box<str>> = session_cookie(&req).map(|value| value.into());
         let through = Rc::clone(&self.cookie);
         let decoded = Rc::clone(&self.decoded);
         Either::Right(Box::pin(async move {
@@ -179,7 +180,7 @@ where
 /// that user to whoever sends it.
 ///
 /// `None` when a Cookie header is not UTF-8: actix then reads no cookie.
-fn session_cookie(req: &ServiceRequest) -> Option<Cookie<'_>> {
+fn session_cookie(req: &ServiceRequest) -> Option<Cow<'_, str>> {
     let mut headers = req.headers().get_all(header::COOKIE);
     headers.try_fold(None, |found, h| {
         let h = std::str::from_utf8(h.as_bytes()).ok()?;
@@ -187,8 +188,76 @@ fn session_cookie(req: &ServiceRequest) -> Option<Cookie<'_>> {
             h.split(';')
                 .map(str::trim)
                 .filter(|pair| !pair.is_empty())
-                .filter_map(|pair| Cookie::parse_encoded(pair).ok())
-                .find(|c| c.name() == COOKIE_NAME)
+                .filter_map(parse_pair)
+                .find(|(name, _)| name == COOKIE_NAME)
+                .map(|(_, value)| value)
         }))
     })?
+}
+
+/// One `name=value` pair as `Cookie::parse_encoded` reads it (both
+/// trimmed, the value unquoted, both percent-decoded), or `None` where that
+/// fails. The parse itself only runs for a pair with a `%`: without one,
+/// decoding changes nothing, and splitting at the `=` gives the same strings
+/// without scanning the value twice.
+fn parse_pair(pair: &str) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
+    if pair.contains('%') {
+        let cookie = Cookie::parse_encoded(pair).ok()?;
+        return Some((cookie.name().to_owned().into(), cookie.value().to_owned().into()));
+    }
+    let (name, value) = pair.split_once('=')?;
+    let name = name.trim();
+    if name.is_empty() {
+        return None;
+    }
+    let value = value.trim();
+    let unquoted = match value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
+        true => &value[1..value.len() - 1],
+        false => value,
+    };
+    Some((name.into(), unquoted.trim().into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What actix reads from one pair (`HttpRequest::cookies`).
+    fn actix_reads(pair: &str) -> Option<(String, String)> {
+        Cookie::parse_encoded(pair)
+            .ok()
+            .map(|c| (c.name().to_owned(), c.value().to_owned()))
+    }
+
+    fn ours(pair: &str) -> Option<(String, String)> {
+        parse_pair(pair).map(|(n, v)| (n.into_owned(), v.into_owned()))
+    }
+
+    #[test]
+    fn a_pair_reads_as_actix_reads_it() {
+        for pair in [
+            "percache_session=abc",
+            " percache_session = \"abc\" ",
+            "percache_session=\"",
+            "percache_session=\"\"",
+            "percache_session=\" a \"",
+            "percache%5Fsession=abc",
+            "percache_session=%FF",
+            "percache_session=a%3Db",
+            "=abc",
+            "junk",
+            "a==b",
+        ] {
+            assert_eq!(ours(pair), actix_reads(pair), "{pair:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_pair_reads_as_actix_reads_it(pair in "[ -:<-~]{0,24}") {
+            // Printable ASCII but `;`: the header is split at `;` first.
+            prop_assert_eq!(ours(&pair), actix_reads(&pair));
+        }
+    }
 }
