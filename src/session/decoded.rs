@@ -53,8 +53,14 @@ pub(super) struct Decoded(pub(super) Arc<UserId>);
 /// The cookies one worker has decoded. Per worker, like the worker's
 /// services: no lock and no atomic on the way of a request (each worker
 /// decodes a cookie once).
+///
+/// Hashed with foldhash (seeded per map), not SipHash: a lookup hashes the
+/// whole cookie, some 200 bytes, on every request. Flooding it with
+/// colliding keys is not open to a client: only cookies that actix-session
+/// verified are ever inserted, and their values are sealed with a random
+/// nonce the client does not choose.
 #[derive(Default)]
-struct DecodedSessions(RefCell<HashMap<Box<str>, Arc<UserId>>>);
+struct DecodedSessions(RefCell<HashMap<Box<str>, Arc<UserId>, foldhash::fast::RandomState>>);
 
 impl DecodedSessions {
     fn get(&self, cookie: &str) -> Option<Arc<UserId>> {
