@@ -39,7 +39,10 @@
 # Everything it starts is stopped on exit.
 #
 # Environment:
-#   DURATION     per-scenario duration for `oha -z` (default 10s)
+#   DURATION     duration of each oha run, `oha -z` (default 5s)
+#   ROUNDS       rounds (default 3): each round runs every scenario once, so
+#                a ratio compares runs spread over the same minutes, not two
+#                10-second windows of a shared, drifting machine
 #   CONNECTIONS  concurrent connections (default 64)
 #   DELAYS_MS    mock delays (default 50,50,50,50,50)
 #   RUST_LOG     passed to the servers (default: their own, info)
@@ -47,7 +50,8 @@
 #   KEEP_LOGS=1  keep the temporary directory with the server logs
 set -euo pipefail
 
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 DELAYS_MS=${DELAYS_MS:-50,50,50,50,50}
 EQUAL_LOAD=${EQUAL_LOAD:-0.8}
@@ -273,42 +277,51 @@ warm nginx "$NGINX_PATH"
 log "caches warm; resetting the mock's stats"
 curl -sf -X POST "$MOCK_URL/stats/reset" >/dev/null
 
-# run LABEL SERVER PATH DESCRIPTION [OHA FLAGS...]: one oha run; one row of $WORK/rows.tsv.
+# run LABEL SERVER PATH DESCRIPTION [OHA FLAGS...]: one oha run (round
+# $ROUND); one row of $WORK/rows.tsv.
 : >"$WORK/rows.tsv"
 run() {
-    local label=$1 name=$2 path=$3 what=$4 headers=() cmds0 log0
+    local label=$1 name=$2 path=$3 what=$4 headers=() cmds0 log0 out
     shift 4
+    out="$WORK/$label.$ROUND"
     [[ "$path" != /healthz ]] && headers=(-H "Cookie: ${COOKIE[$name]}")
-    log "($label) $name ${URL[$name]}$path for $DURATION with $CONNECTIONS connections"
+    log "round $ROUND/$ROUNDS ($label) $name ${URL[$name]}$path for $DURATION with $CONNECTIONS connections"
     cmds0=$(redis_cmds)
     log0=$(stat -c %s "$WORK/$name.log" 2>/dev/null || echo 0)
     oha -z "$DURATION" -c "$CONNECTIONS" --no-tui "${OHA_JSON[@]}" "${OHA_WAIT[@]}" \
-        "$@" "${headers[@]}" "${URL[$name]}$path" >"$WORK/$label.json" 2>"$WORK/$label.oha.err" ||
-        die "oha failed for ($label): $(cat "$WORK/$label.oha.err")"
+        "$@" "${headers[@]}" "${URL[$name]}$path" >"$out.json" 2>"$out.oha.err" ||
+        die "oha failed for ($label): $(cat "$out.oha.err")"
     # The INFO call that takes the second reading counts itself: minus one.
-    printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$name" "$what" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$ROUND" "$name" "$what" \
         $(($(redis_cmds) - cmds0 - 1)) $(($(stat -c %s "$WORK/$name.log" 2>/dev/null || echo 0) - log0)) \
         >>"$WORK/rows.tsv"
 }
 
-run a memory /healthz "GET /healthz (baseline)"
-run b memory /widgets/1 "GET /widgets/1"
-run c redis /widgets/1 "GET /widgets/1"
-run d redis /api/widgets/1 "GET /api/widgets/1"
-if [[ -n "${URL[redis-nol1]:-}" ]]; then
-    run e redis-nol1 /widgets/1 "GET /widgets/1 (L1 off)"
-fi
-run f memory /dashboard "GET /dashboard (5 inline)"
-run g memory /api/widgets/1 "GET /api/widgets/1"
-run n nginx "$NGINX_PATH" "GET /api/widgets/1 (peer)"
-# The equal offered load: EQUAL_LOAD of the slower of (g) and (n).
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    run a memory /healthz "GET /healthz (baseline)"
+    run b memory /widgets/1 "GET /widgets/1"
+    run c redis /widgets/1 "GET /widgets/1"
+    run d redis /api/widgets/1 "GET /api/widgets/1"
+    if [[ -n "${URL[redis-nol1]:-}" ]]; then
+        run e redis-nol1 /widgets/1 "GET /widgets/1 (L1 off)"
+    fi
+    run f memory /dashboard "GET /dashboard (5 inline)"
+    run g memory /api/widgets/1 "GET /api/widgets/1"
+    run n nginx "$NGINX_PATH" "GET /api/widgets/1 (peer)"
+done
+# The equal offered load: EQUAL_LOAD of the slower of (g) and (n), each
+# over all its rounds.
 RATE=$(WORK="$WORK" EQUAL_LOAD="$EQUAL_LOAD" python3 -c '
-import json, os
-rps = [json.load(open(os.path.join(os.environ["WORK"], l + ".json")))["summary"]["requestsPerSec"] for l in "gn"]
-print(max(1, int(float(os.environ["EQUAL_LOAD"]) * min(rps))))')
+import glob, json, os
+def rps(label):
+    runs = [json.load(open(p)) for p in glob.glob(os.path.join(os.environ["WORK"], label + ".*.json"))]
+    return sum(j["summary"]["requestsPerSec"] * j["summary"]["total"] for j in runs) / sum(j["summary"]["total"] for j in runs)
+print(max(1, int(float(os.environ["EQUAL_LOAD"]) * min(rps("g"), rps("n")))))')
 echo "$RATE" >"$WORK/rate"
-run p memory /api/widgets/1 "GET /api/widgets/1 @ rate" -q "$RATE" --latency-correction
-run q nginx "$NGINX_PATH" "GET /api/widgets/1 @ rate" -q "$RATE" --latency-correction
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    run p memory /api/widgets/1 "GET /api/widgets/1 @ rate" -q "$RATE" --latency-correction
+    run q nginx "$NGINX_PATH" "GET /api/widgets/1 @ rate" -q "$RATE" --latency-correction
+done
 
 curl -sf "$MOCK_URL/stats" >"$WORK/mock-stats.json"
 : >"$WORK/servers.tsv"
@@ -318,7 +331,7 @@ for name in "${SERVERS[@]}" nginx; do
         >>"$WORK/servers.tsv"
 done
 
-WORK="$WORK" DURATION="$DURATION" CONNECTIONS="$CONNECTIONS" \
+WORK="$WORK" DURATION="$DURATION" ROUNDS="$ROUNDS" CONNECTIONS="$CONNECTIONS" \
     OHA_VERSION="$(oha --version 2>/dev/null | head -1)" \
     RUST_LOG_SHOWN="${RUST_LOG:-unset (info)}" python3 - <<'PY'
 import json
@@ -327,12 +340,13 @@ import os
 work = os.environ["WORK"]
 
 
-def load(label):
-    with open(os.path.join(work, label + ".json")) as f:
+def load(label, round_):
+    with open(os.path.join(work, f"{label}.{round_}.json")) as f:
         j = json.load(f)
     codes = {int(k): int(v) for k, v in (j.get("statusCodeDistribution") or {}).items()}
     pct = j.get("latencyPercentiles") or {}
     return {
+        "seconds": float(j["summary"]["total"]),
         "rps": float(j["summary"]["requestsPerSec"]),
         "p50": float(pct.get("p50") or 0.0) * 1000.0,
         "p99": float(pct.get("p99") or 0.0) * 1000.0,
@@ -342,19 +356,49 @@ def load(label):
     }
 
 
-rows = []
+def median(xs):
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+# One row per scenario, over its rounds: requests/s is all its requests over
+# all its time; p50 and p99 are the medians of the rounds' (percentiles of
+# separate runs do not add up); counts are sums.
+rows, by_label = [], {}
 with open(os.path.join(work, "rows.tsv")) as f:
     for line in f:
-        label, server, what, cmds, log_bytes = line.rstrip("\n").split("\t")
-        r = load(label)
-        r.update(label=label, server=server, what=what, cmds=int(cmds), log=int(log_bytes))
-        r["n"] = r["ok"] + r["non2xx"]
-        rows.append(r)
+        label, round_, server, what, cmds, log_bytes = line.rstrip("\n").split("\t")
+        r = load(label, round_)
+        r.update(cmds=int(cmds), log=int(log_bytes))
+        if label not in by_label:
+            by_label[label] = dict(label=label, server=server, what=what, runs=[])
+            rows.append(by_label[label])
+        by_label[label]["runs"].append(r)
+for row in rows:
+    runs = row["runs"]
+    errors = {}
+    for r in runs:
+        for kind, count in r["errors"].items():
+            errors[kind] = errors.get(kind, 0) + count
+    row.update(
+        rps=sum(r["rps"] * r["seconds"] for r in runs) / (sum(r["seconds"] for r in runs) or 1.0),
+        p50=median([r["p50"] for r in runs]),
+        p99=median([r["p99"] for r in runs]),
+        ok=sum(r["ok"] for r in runs),
+        non2xx=sum(r["non2xx"] for r in runs),
+        errors=errors,
+        cmds=sum(r["cmds"] for r in runs),
+        log=sum(r["log"] for r in runs),
+        per_round=[r["rps"] for r in runs],
+    )
+    row["n"] = row["ok"] + row["non2xx"]
 base = rows[0]["rps"] or 1.0
 
 print()
 print(
-    f"percache load test: oha -z {os.environ['DURATION']} -c {os.environ['CONNECTIONS']}, "
+    f"percache load test: {os.environ['ROUNDS']} rounds of oha -z {os.environ['DURATION']} "
+    f"-c {os.environ['CONNECTIONS']} per scenario, "
     f"127.0.0.1, warm cache, RUST_LOG={os.environ['RUST_LOG_SHOWN']} "
     f"({os.environ['OHA_VERSION']}, {os.cpu_count()} CPUs)"
 )
@@ -418,6 +462,18 @@ if "p" in by and "q" in by:
         f"percache (memory) {by['p']['p99']:.2f} ms vs nginx {by['q']['p99']:.2f} ms "
         f"(p50 {by['p']['p50']:.2f} vs {by['q']['p50']:.2f})"
     )
+
+
+def per_round(a, b):
+    if a in by and b in by:
+        return ", ".join(f"{x / y:.2f}" for x, y in zip(by[a]["per_round"], by[b]["per_round"]) if y)
+    return "-"
+
+
+print(
+    f"  each round: hit / healthz {per_round('b', 'a')}; dashboard / healthz {per_round('f', 'a')}; "
+    f"percache (memory) / nginx {per_round('g', 'n')}"
+)
 void = [r["label"] for r in rows if r["non2xx"] or r["errors"] or not r["ok"]]
 if void:
     print(f"VOID: non-2xx responses or client errors in ({', '.join(void)}): no figure of this run counts")
