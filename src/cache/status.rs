@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use actix_web::http::header::{HeaderName, HeaderValue};
+
 use crate::cache::service::{Lookup, Outcome};
 
 /// The header's name.
@@ -9,10 +11,14 @@ pub const HEADER: &str = "cache-status";
 
 /// Renders `Cache-Status` for a lookup, e.g. `percache; hit; ttl=42`.
 pub fn cache_status(lookup: &Lookup) -> String {
-    let mut s = String::from("percache; ");
+    // Room for the longest value without growing; a hit's number written
+    // by itoa, not through the formatting machinery (it is on every hit).
+    let mut s = String::with_capacity(64);
+    s.push_str("percache; ");
     match &lookup.outcome {
         Outcome::Hit { ttl } | Outcome::Eager { ttl } => {
-            let _ = write!(s, "hit; ttl={ttl}");
+            s.push_str("hit; ttl=");
+            s.push_str(itoa::Buffer::new().format(*ttl));
         }
         Outcome::Outdated { ttl } => {
             let _ = write!(s, "hit; ttl={ttl}; detail=outdated");
@@ -44,4 +50,13 @@ pub fn cache_status(lookup: &Lookup) -> String {
         s.push_str("; detail=store-unavailable");
     }
     s
+}
+
+/// The header, name and value, ready for a response's header map (neither
+/// parsed again on the way out).
+pub fn header(lookup: &Lookup) -> (HeaderName, HeaderValue) {
+    let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(cache_status(lookup)))
+        // Unreachable: the value is ASCII made above.
+        .unwrap_or_else(|_| HeaderValue::from_static("percache"));
+    (HeaderName::from_static(HEADER), value)
 }

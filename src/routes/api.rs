@@ -5,11 +5,11 @@ use actix_web::{get, web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::respond::log_served;
+use super::respond::{log_served, widget_ok, JSON};
 use super::widgets::{resolve, widget_id};
 use super::AppState;
 use crate::cache::entry::Entry;
-use crate::cache::status::{cache_status, HEADER};
+use crate::cache::status;
 use crate::cache::{Directives, Outcome};
 use crate::clock::rfc3339;
 use crate::error::ApiError;
@@ -64,17 +64,17 @@ pub async fn widget_json(
     let lookup = state.cache.get_with(&user, &instance, directives).await;
     let widget = instance.id();
     log_served(&lookup);
-    let status = cache_status(&lookup);
     if lookup.outcome == Outcome::OnlyIfCached {
         return Ok(HttpResponse::GatewayTimeout()
-            .insert_header((HEADER, status))
+            .insert_header(status::header(&lookup))
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(serde_json::json!({ "id": widget, "error": "only-if-cached: no usable entry" })));
     }
     let Some(entry) = lookup.entry.as_deref() else {
+        let status = status::header(&lookup);
         let message = lookup.error.map(|e| e.to_string()).unwrap_or_default();
         return Ok(HttpResponse::BadGateway()
-            .insert_header((HEADER, status))
+            .insert_header(status)
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(serde_json::json!({ "id": widget, "error": message })));
     };
@@ -84,11 +84,7 @@ pub async fn widget_json(
         let body = entry.rendered.json_fresh.get_or_init(|| {
             Bytes::from(serde_json::to_vec(&WidgetJson::of(widget, entry, true, false)).unwrap_or_default())
         });
-        return Ok(HttpResponse::Ok()
-            .insert_header((HEADER, status))
-            .insert_header((header::CACHE_CONTROL, "private, no-store"))
-            .content_type("application/json")
-            .body(body.clone()));
+        return Ok(widget_ok(&lookup, JSON, body.clone()));
     }
     // Not fresh: served from the cache only if stale (a miss was fetched now).
     let stale = matches!(
@@ -97,7 +93,7 @@ pub async fn widget_json(
     );
     let body = WidgetJson::of(widget, entry, stale, stale);
     Ok(HttpResponse::Ok()
-        .insert_header((HEADER, status))
+        .insert_header(status::header(&lookup))
         .insert_header((header::CACHE_CONTROL, "private, no-store"))
         .json(body))
 }

@@ -1,10 +1,39 @@
 //! The responses the page routes share: HTML that no shared cache keeps,
 //! and redirects.
 
-use actix_web::http::{header, StatusCode};
+use actix_web::body::MessageBody;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 
-use crate::cache::{Lookup, Outcome};
+use crate::cache::{status, Lookup, Outcome};
+
+/// `Content-Type` of HTML responses.
+pub(crate) const HTML: &str = "text/html; charset=utf-8";
+/// `Content-Type` of JSON responses.
+pub(crate) const JSON: &str = "application/json";
+
+/// A 200 answering a widget request from `lookup`: its `Cache-Status`,
+/// `private, no-store` (a user's data, for no shared cache) and
+/// `content_type`. The response and its headers are made directly, not
+/// through the builder, which parses each name and value it is given and
+/// copies each value: on a warm hit that was a fifth of the handler's work.
+pub(crate) fn widget_ok(
+    lookup: &Lookup,
+    content_type: &'static str,
+    body: impl MessageBody + 'static,
+) -> HttpResponse {
+    let mut res = HttpResponse::with_body(StatusCode::OK, body).map_into_boxed_body();
+    let (name, value) = status::header(lookup);
+    let headers = res.headers_mut();
+    headers.insert(name, value);
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
 
 /// Logs how a widget request was answered, with the request's span (its
 /// id and route). A fresh hit, the steady state of a warm cache, is logged
@@ -29,10 +58,12 @@ pub(crate) fn see_other(to: &'static str) -> HttpResponse {
         .finish()
 }
 
-/// An HTML response that no shared cache may keep.
+/// An HTML response that no shared cache may keep (made as
+/// [`widget_ok`] is: the dashboard is one).
 pub(crate) fn html(status: StatusCode, body: maud::Markup) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .content_type("text/html; charset=utf-8")
-        .body(body.into_string())
+    let mut res = HttpResponse::with_body(status, body.into_string()).map_into_boxed_body();
+    let headers = res.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(HTML));
+    res
 }

@@ -2,12 +2,10 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 
-use super::respond::log_served;
+use super::respond::{log_served, widget_ok, HTML};
 use super::AppState;
-use crate::cache::status::{cache_status, HEADER};
 use crate::cache::Lookup;
 use crate::error::PageError;
 use crate::session::CurrentUser;
@@ -84,9 +82,5 @@ pub async fn refresh(
 /// the error card (with its retry button) is what should be shown.
 fn fragment(lookup: &Lookup) -> HttpResponse {
     log_served(lookup);
-    HttpResponse::Ok()
-        .insert_header((HEADER, cache_status(lookup)))
-        .insert_header((header::CACHE_CONTROL, "private, no-store"))
-        .content_type("text/html; charset=utf-8")
-        .body(views::widget_card(lookup).into_string())
+    widget_ok(lookup, HTML, views::widget_card(lookup).into_string())
 }
