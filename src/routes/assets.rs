@@ -17,6 +17,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../assets/ages.js"),
     ),
     (
+        "leaving.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/leaving.js"),
+    ),
+    (
         "app.css",
         "text/css; charset=utf-8",
         include_bytes!("../../assets/app.css"),

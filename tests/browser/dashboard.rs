@@ -215,6 +215,53 @@ async fn signing_out_returns_to_the_sign_in_page() {
 }
 
 #[tokio::test]
+async fn once_the_sign_out_form_is_sent_the_page_sends_no_more_requests() {
+    run(
+        "once_the_sign_out_form_is_sent_the_page_sends_no_more_requests",
+        |tab| async move {
+            let app = dashboard_app().await;
+            tab.sign_in(&app, "alice").await?;
+            tab.wait_until_loaded().await?;
+            // Whether htmx cancels a request to /widgets/1 made now (its
+            // htmx:beforeRequest is seen after the page's own listeners).
+            let try_request = r#"
+                let cancelled = null;
+                document.addEventListener('htmx:beforeRequest',
+                    (e) => { cancelled = e.defaultPrevented; }, { once: true });
+                htmx.ajax('GET', '/widgets/1', { target: '#widget-1', swap: 'outerHTML' });
+                return cancelled;"#;
+
+            // Arrange: the page polls as usual before signing out.
+            let before = tab.client.execute(try_request, vec![]).await?;
+            // Act: the sign-out form is submitted (and held on the page, so
+            // that the moment between the post and the navigation, when the
+            // cookie is already gone, lasts for the test).
+            tab.client
+                .execute(
+                    r#"const form = document.querySelector('form[action="/logout"]');
+                       form.addEventListener('submit', (e) => e.preventDefault(), { once: true });
+                       form.requestSubmit();"#,
+                    vec![],
+                )
+                .await?;
+            let after = tab.client.execute(try_request, vec![]).await?;
+
+            // Assert
+            ensure!(
+                before == serde_json::json!(false),
+                "before signing out, a request goes out: {before}"
+            );
+            ensure!(
+                after == serde_json::json!(true),
+                "after the sign-out form, htmx sends nothing: {after}"
+            );
+            Ok(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_parameter_control_reloads_just_its_card() {
     run("a_parameter_control_reloads_just_its_card", |tab| async move {
         let app = dashboard_app().await;
