@@ -91,9 +91,6 @@ pub async fn widget_json(
         lookup.outcome,
         Outcome::Stale { .. } | Outcome::Outdated { .. } | Outcome::StaleIfError { .. }
     );
-    let body = WidgetJson::of(widget, entry, stale, stale);
-    Ok(HttpResponse::Ok()
-        .insert_header(status::header(&lookup))
-        .insert_header((header::CACHE_CONTROL, "private, no-store"))
-        .json(body))
+    let body = serde_json::to_vec(&WidgetJson::of(widget, entry, stale, stale)).unwrap_or_default();
+    Ok(widget_ok(&lookup, JSON, body))
 }

@@ -187,18 +187,22 @@ where
 ///
 /// `None` when a Cookie header is not UTF-8: actix then reads no cookie.
 fn session_cookie(req: &ServiceRequest) -> Option<Cow<'_, str>> {
-    let mut headers = req.headers().get_all(header::COOKIE);
-    headers.try_fold(None, |found, h| {
+    let mut found = None;
+    for h in req.headers().get_all(header::COOKIE) {
+        // Checked on every header, even past the cookie: one that is not
+        // UTF-8 makes actix read none.
         let h = std::str::from_utf8(h.as_bytes()).ok()?;
-        Some(found.or_else(|| {
-            h.split(';')
+        if found.is_none() {
+            found = h
+                .split(';')
                 .map(str::trim)
                 .filter(|pair| !pair.is_empty())
                 .filter_map(parse_pair)
                 .find(|(name, _)| name == COOKIE_NAME)
-                .map(|(_, value)| value)
-        }))
-    })?
+                .map(|(_, value)| value);
+        }
+    }
+    found
 }
 
 /// One `name=value` pair as `Cookie::parse_encoded` reads it (both
