@@ -22,7 +22,6 @@
 //! Requests that may write the session (`POST`, …) always go through
 //! actix-session, so every `Set-Cookie` it would send is still sent.
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -31,11 +30,11 @@ use std::sync::Arc;
 use actix_session::storage::CookieSessionStore;
 use actix_session::{SessionExt as _, SessionMiddleware, SessionStatus};
 use actix_web::body::MessageBody;
-use actix_web::cookie::Cookie;
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::{header, Method};
 use actix_web::HttpMessage as _;
 use futures_util::future::{Either, LocalBoxFuture};
+use percent_encoding::percent_decode_str;
 
 use super::COOKIE_NAME;
 use crate::user::UserId;
@@ -157,7 +156,7 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
         if read_only {
-            if let Some(user) = session_cookie(&req).and_then(|value| self.decoded.get(&value)) {
+            if let Some(user) = session_cookie(&req).and_then(|value| self.decoded.get(value)) {
                 req.extensions_mut().insert(Decoded(user));
                 return Either::Left(self.service.call(req));
             }
@@ -176,17 +175,20 @@ where
 }
 
 /// The request's session cookie, as actix-session finds it: the first
-/// cookie of that name that `HttpRequest::cookies` would keep (the same
-/// parse, percent-decoding included, which skips a pair it cannot parse),
-/// found without copying every cookie of the header. Its value is only a
-/// key here: a value is only ever learnt from a request that actix-session
-/// decoded, and both must have read the same cookie. Were they to differ (a
-/// raw `percache_session=%FF` ahead of a good cookie, which actix skips), a
-/// worker would learn the bad value as the good cookie's user and serve
-/// that user to whoever sends it.
+/// cookie of that name that `HttpRequest::cookies` would keep (it skips a
+/// pair it cannot parse, percent-decoding included), found without copying
+/// every cookie of the header. Its value is only a key here: a value is only
+/// ever learnt from a request that actix-session decoded, and both must have
+/// read the same cookie. Were they to differ (a raw `percache_session=%FF`
+/// ahead of a good cookie, which actix skips), a worker would learn the bad
+/// value as the good cookie's user and serve that user to whoever sends it.
+///
+/// The key is the value as sent (trimmed and unquoted, not decoded): the
+/// value actix-session decrypts is its percent-decoding, a function of it,
+/// so one key still means one session.
 ///
 /// `None` when a Cookie header is not UTF-8: actix then reads no cookie.
-fn session_cookie(req: &ServiceRequest) -> Option<Cow<'_, str>> {
+fn session_cookie(req: &ServiceRequest) -> Option<&str> {
     let mut found = None;
     for h in req.headers().get_all(header::COOKIE) {
         // Checked on every header, even past the cookie: one that is not
@@ -197,51 +199,76 @@ fn session_cookie(req: &ServiceRequest) -> Option<Cow<'_, str>> {
                 .split(';')
                 .map(str::trim)
                 .filter(|pair| !pair.is_empty())
-                .filter_map(parse_pair)
-                .find(|(name, _)| name == COOKIE_NAME)
-                .map(|(_, value)| value);
+                .find_map(session_value);
         }
     }
     found
 }
 
-/// One `name=value` pair as `Cookie::parse_encoded` reads it (both
-/// trimmed, the value unquoted, both percent-decoded), or `None` where that
-/// fails. The parse itself only runs for a pair with a `%`: without one,
-/// decoding changes nothing, and splitting at the `=` gives the same strings
-/// without scanning the value twice.
-fn parse_pair(pair: &str) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
-    if pair.contains('%') {
-        let cookie = Cookie::parse_encoded(pair).ok()?;
-        return Some((cookie.name().to_owned().into(), cookie.value().to_owned().into()));
-    }
+/// The value of one `name=value` pair, as sent, if `Cookie::parse_encoded`
+/// reads the pair as the session cookie: a non-empty name that decodes to
+/// [`COOKIE_NAME`], and a name and a value that both decode to UTF-8.
+///
+/// What the parse does, without its copies: split at the first `=`, trim
+/// both sides, unquote and trim the value. The session cookie's value is
+/// base64 with `%2F`-style escapes, so a request's pair has a `%`, and
+/// decoding it into a new string (what the parse does) was most of a warm
+/// hit's session cost. A pair of ASCII whose escapes all decode to ASCII
+/// decodes to UTF-8, which is all the check needs; any other pair (rare: a
+/// client's own cookie) goes through the decoding itself.
+fn session_value(pair: &str) -> Option<&str> {
     let (name, value) = pair.split_once('=')?;
     let name = name.trim();
-    if name.is_empty() {
-        return None;
-    }
     let value = value.trim();
-    let unquoted = match value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
-        true => &value[1..value.len() - 1],
+    let value = match value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
+        true => value[1..value.len() - 1].trim(),
         false => value,
     };
-    Some((name.into(), unquoted.trim().into()))
+    let named = match name.contains('%') {
+        false => name == COOKIE_NAME,
+        true => percent_decode_str(name).eq(COOKIE_NAME.bytes()),
+    };
+    // A name that decodes to the cookie's name decodes to UTF-8.
+    (named && decodes_to_utf8(value)).then_some(value)
+}
+
+/// Whether the percent-decoding of `s` is UTF-8, as
+/// `PercentDecode::decode_utf8` finds it.
+fn decodes_to_utf8(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    // An escape decodes to a byte below 0x80 when its first digit is 0 to 7;
+    // `%` not followed by two hex digits stays as it is.
+    let escapes_ascii = || {
+        bytes.iter().enumerate().all(|(i, &b)| {
+            b != b'%'
+                || !matches!(bytes.get(i + 1..i + 3), Some([hi, lo]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit())
+                || bytes[i + 1] <= b'7'
+        })
+    };
+    if !s.contains('%') || (s.is_ascii() && escapes_ascii()) {
+        return true;
+    }
+    percent_decode_str(s).decode_utf8().is_ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::cookie::Cookie;
     use proptest::prelude::*;
 
-    /// What actix reads from one pair (`HttpRequest::cookies`).
-    fn actix_reads(pair: &str) -> Option<(String, String)> {
+    /// The session cookie's value that actix reads from one pair
+    /// (`HttpRequest::cookies`, then the cookie of that name).
+    fn actix_reads(pair: &str) -> Option<String> {
         Cookie::parse_encoded(pair)
             .ok()
-            .map(|c| (c.name().to_owned(), c.value().to_owned()))
+            .filter(|c| c.name() == COOKIE_NAME)
+            .map(|c| c.value().to_owned())
     }
 
-    fn ours(pair: &str) -> Option<(String, String)> {
-        parse_pair(pair).map(|(n, v)| (n.into_owned(), v.into_owned()))
+    /// What our key stands for: the value it decodes to.
+    fn ours(pair: &str) -> Option<String> {
+        session_value(pair).map(|v| percent_decode_str(v).decode_utf8_lossy().into_owned())
     }
 
     #[test]
@@ -253,8 +280,18 @@ mod tests {
             "percache_session=\"\"",
             "percache_session=\" a \"",
             "percache%5Fsession=abc",
+            "percache%5fsession=a%2Fb",
+            "percache%5Fsession=%FF",
             "percache_session=%FF",
+            "percache_session=%C3%A9",
+            "percache_session=%C3",
+            "percache_session=%E9t%C3%A9",
+            "percache_session=é%A9",
+            "percache_session=%%41%4",
             "percache_session=a%3Db",
+            "percache_session=nGJH9YenLLdbY8%2FkX4iZH8n24YW+ADE7gPCvQy67xtq0Yp6U7Gtj4W15HG%2F84BGqp3RX",
+            "percache_session%FF=abc",
+            "other=abc",
             "=abc",
             "junk",
             "a==b",
@@ -263,9 +300,41 @@ mod tests {
         }
     }
 
+    /// Names that are, or are close to, the session cookie's; values with
+    /// escapes (ASCII, UTF-8 and not), quotes, spaces and `=`.
+    fn pairs() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            Just(COOKIE_NAME.to_owned()),
+            Just(format!(" {COOKIE_NAME} ")),
+            Just("percache%5Fsession".to_owned()),
+            Just("percache%5fsession".to_owned()),
+            Just("percache_sessio%6E%FF".to_owned()),
+            "[ -:<-~]{0,6}",
+        ];
+        let piece = prop_oneof![
+            "[ -:<-~]{1,4}",
+            Just("%".to_owned()),
+            Just("\"".to_owned()),
+            Just("é".to_owned()),
+            "%[0-9A-Fa-f]{2}",
+            "%[0-9A-Fa-f]",
+        ];
+        let value = prop::collection::vec(piece, 0..8).prop_map(|p| p.concat());
+        (name, prop::option::of(value)).prop_map(|(n, v)| match v {
+            Some(v) => format!("{n}={v}"),
+            None => n,
+        })
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
         #[test]
-        fn any_pair_reads_as_actix_reads_it(pair in "[ -:<-~]{0,24}") {
+        fn any_pair_reads_as_actix_reads_it(pair in pairs()) {
+            prop_assert_eq!(ours(&pair), actix_reads(&pair));
+        }
+
+        #[test]
+        fn any_printable_pair_reads_as_actix_reads_it(pair in "[ -:<-~]{0,24}") {
             // Printable ASCII but `;`: the header is split at `;` first.
             prop_assert_eq!(ours(&pair), actix_reads(&pair));
         }
