@@ -10,14 +10,13 @@
 //! ([`CacheCounters::publish`], run by `Metrics::render`), so every scrape
 //! sees every request counted before it.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use metrics::{Counter, Recorder};
 
 use super::Outcome;
-use crate::widget::{Registry, WidgetId};
+use crate::widget::{Registry, Widget, WidgetId};
 
 /// Shards per series: at least the workers of a typical instance.
 const SHARDS: usize = 8;
@@ -46,7 +45,9 @@ pub struct CacheCounters {
     /// The application's recorder; `None`: count straight into whichever
     /// recorder the counting thread has (no publishing then).
     recorder: Option<&'static (dyn Recorder + Sync)>,
-    by_widget: HashMap<WidgetId, Vec<Series>>,
+    /// Each widget's series, at the widget's index in the registry: found
+    /// on every request without hashing its id.
+    by_widget: Vec<(WidgetId, Vec<Series>)>,
 }
 
 impl CacheCounters {
@@ -66,8 +67,13 @@ impl CacheCounters {
     }
 
     /// Counts one request of `widget` answered with `outcome`.
-    pub fn count(&self, widget: &WidgetId, outcome: Outcome) {
-        match (self.recorder, self.by_widget.get(widget)) {
+    pub fn count(&self, widget: &Widget, outcome: Outcome) {
+        let series = self
+            .by_widget
+            .get(widget.index)
+            .filter(|(id, _)| *id == widget.id)
+            .map(|(_, series)| series);
+        match (self.recorder, series) {
             (Some(_), Some(series)) => {
                 let shard = SHARD.with(|s| *s);
                 series[outcome.index()].shards[shard]
@@ -76,7 +82,7 @@ impl CacheCounters {
             }
             // Not a widget of the registry (cannot happen), or no recorder
             // of its own: counted at once.
-            _ => counter(widget, outcome.label()).increment(1),
+            _ => counter(&widget.id, outcome.label()).increment(1),
         }
     }
 
@@ -121,11 +127,11 @@ mod tests {
         ));
         let registry = Registry::builtin();
         let counters = Arc::new(CacheCounters::new(&registry, Some(recorder)));
-        let widget = registry.all()[0].id.clone();
+        let widget = Arc::clone(&registry.all()[0]);
 
         let threads: Vec<_> = (0..12)
             .map(|_| {
-                let (counters, widget) = (Arc::clone(&counters), widget.clone());
+                let (counters, widget) = (Arc::clone(&counters), Arc::clone(&widget));
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
                         counters.count(&widget, Outcome::Hit { ttl: 1 });
@@ -145,7 +151,7 @@ mod tests {
             text.lines()
                 .find(|l| {
                     l.contains(&format!(r#"outcome="{outcome}""#))
-                        && l.contains(&format!(r#"widget="{widget}""#))
+                        && l.contains(&format!(r#"widget="{}""#, widget.id))
                 })
                 .and_then(|l| l.rsplit(' ').next())
                 .map(str::to_owned)

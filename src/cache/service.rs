@@ -559,7 +559,7 @@ impl WidgetCache {
         store_unavailable: bool,
         now: i64,
     ) -> Lookup {
-        self.counters.count(instance.id(), outcome);
+        self.counters.count(&instance.widget, outcome);
         Lookup {
             instance: instance.clone(),
             entry,

@@ -8,6 +8,8 @@ use crate::cache::service::{Lookup, Outcome};
 
 /// The header's name.
 pub const HEADER: &str = "cache-status";
+/// The header's name, checked once when compiled (see `routes::respond`).
+static NAME: HeaderName = HeaderName::from_static(HEADER);
 
 /// Renders `Cache-Status` for a lookup, e.g. `percache; hit; ttl=42`.
 pub fn cache_status(lookup: &Lookup) -> String {
@@ -58,5 +60,5 @@ pub fn header(lookup: &Lookup) -> (HeaderName, HeaderValue) {
     let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(cache_status(lookup)))
         // Unreachable: the value is ASCII made above.
         .unwrap_or_else(|_| HeaderValue::from_static("percache"));
-    (HeaderName::from_static(HEADER), value)
+    (NAME.clone(), value)
 }

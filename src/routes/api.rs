@@ -84,7 +84,7 @@ pub async fn widget_json(
         let body = entry.rendered.json_fresh.get_or_init(|| {
             Bytes::from(serde_json::to_vec(&WidgetJson::of(widget, entry, true, false)).unwrap_or_default())
         });
-        return Ok(widget_ok(&lookup, JSON, body.clone()));
+        return Ok(widget_ok(&lookup, &JSON, body.clone()));
     }
     // Not fresh: served from the cache only if stale (a miss was fetched now).
     let stale = matches!(
@@ -92,5 +92,5 @@ pub async fn widget_json(
         Outcome::Stale { .. } | Outcome::Outdated { .. } | Outcome::StaleIfError { .. }
     );
     let body = serde_json::to_vec(&WidgetJson::of(widget, entry, stale, stale)).unwrap_or_default();
-    Ok(widget_ok(&lookup, JSON, body))
+    Ok(widget_ok(&lookup, &JSON, body))
 }

@@ -82,5 +82,5 @@ pub async fn refresh(
 /// the error card (with its retry button) is what should be shown.
 fn fragment(lookup: &Lookup) -> HttpResponse {
     log_served(lookup);
-    widget_ok(lookup, HTML, views::widget_card(lookup).into_string())
+    widget_ok(lookup, &HTML, views::widget_card(lookup).into_string())
 }

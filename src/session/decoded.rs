@@ -236,19 +236,19 @@ fn session_value(pair: &str) -> Option<&str> {
 /// `PercentDecode::decode_utf8` finds it.
 fn decodes_to_utf8(s: &str) -> bool {
     let bytes = s.as_bytes();
-    // An escape decodes to a byte below 0x80 when its first digit is 0 to 7;
-    // `%` not followed by two hex digits stays as it is.
-    let escapes_ascii = || {
-        bytes.iter().enumerate().all(|(i, &b)| {
-            b != b'%'
-                || !matches!(bytes.get(i + 1..i + 3), Some([hi, lo]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit())
-                || bytes[i + 1] <= b'7'
-        })
-    };
-    if !s.contains('%') || (s.is_ascii() && escapes_ascii()) {
+    let mut escapes = memchr::memchr_iter(b'%', bytes).peekable();
+    if escapes.peek().is_none() {
+        // Nothing to decode: the value is the UTF-8 it was.
         return true;
     }
-    percent_decode_str(s).decode_utf8().is_ok()
+    // An escape decodes to a byte below 0x80 when its first digit is 0 to 7;
+    // `%` not followed by two hex digits stays as it is.
+    let ascii = s.is_ascii()
+        && escapes.all(|i| match bytes.get(i + 1..i + 3) {
+            Some([hi, lo]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => *hi <= b'7',
+            _ => true,
+        });
+    ascii || percent_decode_str(s).decode_utf8().is_ok()
 }
 
 #[cfg(test)]
