@@ -26,7 +26,7 @@ use super::memory::MemoryStore;
 use super::{LockState, Store, StoreError, Usage};
 use crate::cache::entry::Entry;
 use crate::cache::key::CacheKey;
-use crate::clock::system_now_ms;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Capacity;
 
 /// The database file in the data directory.
@@ -36,10 +36,12 @@ pub const PURGE_EVERY: Duration = Duration::from_secs(30);
 /// Puts between two capacity checks.
 const TRIM_EVERY_PUTS: u64 = 1024;
 
-/// Entries in SQLite, with their expiry in real time (like Redis keys).
+/// Entries in SQLite, each row expiring when its entry's grace ends, by the
+/// cache's clock (a mock clock in tests, so that expiry needs no waiting).
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    clock: Arc<dyn Clock>,
     capacity: Capacity,
     puts: Arc<AtomicU64>,
     markers: MemoryStore,
@@ -72,11 +74,19 @@ impl SqliteStore {
         .map_err(|e| StoreError::Connection(format!("{}: {e}", path.display())))?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            clock: Arc::new(SystemClock),
             capacity,
             puts: Arc::new(AtomicU64::new(0)),
             markers: MemoryStore::bounded(capacity),
             path,
         })
+    }
+
+    /// Expires rows and times failure backoffs by `clock` (the cache's own).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.markers = self.markers.with_clock(Arc::clone(&clock));
+        self.clock = clock;
+        self
     }
 
     /// The database file.
@@ -96,8 +106,8 @@ impl SqliteStore {
     /// Deletes expired rows, then the rows beyond the capacity that expire
     /// soonest. Returns how many rows went.
     pub async fn purge(&self) -> Result<usize, StoreError> {
-        let capacity = self.capacity;
-        self.run(move |conn| purge_rows(conn, capacity)).await
+        let (capacity, now) = (self.capacity, self.clock.now_ms());
+        self.run(move |conn| purge_rows(conn, capacity, now)).await
     }
 
     /// Rows in the table (for tests and gauges).
@@ -114,13 +124,14 @@ impl SqliteStore {
 
     /// Purges every [`PURGE_EVERY`] for as long as the store lives.
     pub fn spawn_purger(&self) {
-        let (conn, capacity) = (Arc::downgrade(&self.conn), self.capacity);
+        let (conn, capacity, clock) = (Arc::downgrade(&self.conn), self.capacity, Arc::clone(&self.clock));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(PURGE_EVERY);
             loop {
                 tick.tick().await;
                 let Some(conn) = conn.upgrade() else { return };
-                match run_on(conn, move |c| purge_rows(c, capacity)).await {
+                let now = clock.now_ms();
+                match run_on(conn, move |c| purge_rows(c, capacity, now)).await {
                     Ok(n) if n > 0 => tracing::debug!(rows = n, "purged the on-disk cache"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "could not purge the on-disk cache"),
@@ -144,9 +155,10 @@ where
     .map_err(|e| StoreError::Command(format!("sqlite task: {e}")))?
 }
 
-/// Deletes expired rows, then the rows beyond `capacity` that expire soonest.
-fn purge_rows(conn: &Connection, capacity: Capacity) -> rusqlite::Result<usize> {
-    let expired = conn.execute("DELETE FROM entries WHERE expires_at <= ?1", [system_now_ms()])?;
+/// Deletes the rows expired at `now`, then the rows beyond `capacity` that
+/// expire soonest.
+fn purge_rows(conn: &Connection, capacity: Capacity, now: i64) -> rusqlite::Result<usize> {
+    let expired = conn.execute("DELETE FROM entries WHERE expires_at <= ?1", [now])?;
     let trimmed = match capacity {
         Capacity::Entries(max) => {
             let max = i64::try_from(max).unwrap_or(i64::MAX);
@@ -188,12 +200,12 @@ fn purge_rows(conn: &Connection, capacity: Capacity) -> rusqlite::Result<usize> 
 #[async_trait]
 impl Store for SqliteStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError> {
-        let k = key.as_str().to_owned();
+        let (k, now) = (key.as_str().to_owned(), self.clock.now_ms());
         let raw: Option<Vec<u8>> = self
             .run(move |conn| {
                 conn.query_row(
                     "SELECT value FROM entries WHERE key = ?1 AND expires_at > ?2",
-                    params![k, system_now_ms()],
+                    params![k, now],
                     |r| r.get(0),
                 )
                 .optional()
@@ -210,7 +222,10 @@ impl Store for SqliteStore {
 
     async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
         let (k, value) = (key.as_str().to_owned(), entry.encode());
-        let expires_at = system_now_ms().saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
+        let expires_at = self
+            .clock
+            .now_ms()
+            .saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
         self.run(move |conn| {
             conn.execute(
                 "INSERT INTO entries (key, value, expires_at) VALUES (?1, ?2, ?3)
@@ -294,6 +309,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use crate::cache::key::UserTag;
+    use crate::clock::MockClock;
     use crate::widget::Registry;
 
     fn dir(name: &str) -> PathBuf {
@@ -338,22 +354,32 @@ mod tests {
 
     #[tokio::test]
     async fn expired_rows_are_not_served_and_are_purged() {
+        // Arrange: one row for a minute, one for an hour, on a mock clock.
         let d = dir("expiry");
-        let store = SqliteStore::open(&d, Capacity::Entries(100)).unwrap();
+        let clock = MockClock::new();
+        let store = SqliteStore::open(&d, Capacity::Entries(100))
+            .unwrap()
+            .with_clock(Arc::clone(&clock) as Arc<dyn Clock>);
         store
-            .put(&key("a"), entry(1), Duration::from_millis(1))
+            .put(&key("a"), entry(1), Duration::from_secs(60))
             .await
             .unwrap();
         store
-            .put(&key("b"), entry(2), Duration::from_secs(60))
+            .put(&key("b"), entry(2), Duration::from_secs(3600))
             .await
             .unwrap();
-        // Expiry is real time, as with Redis keys: wait out one millisecond.
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while store.get(&key("a")).await.unwrap().is_some() {
-            assert!(std::time::Instant::now() < deadline, "the row never expired");
-            tokio::task::yield_now().await;
-        }
+        assert!(
+            store.get(&key("a")).await.unwrap().is_some(),
+            "served before it expires"
+        );
+        assert_eq!(store.purge().await.unwrap(), 0, "nothing expired yet");
+
+        // Act: the clock passes the first row's expiry.
+        clock.advance(Duration::from_secs(61));
+
+        // Assert: that row is no longer served, and is purged; the other stays.
+        assert_eq!(store.get(&key("a")).await.unwrap(), None);
+        assert!(store.get(&key("b")).await.unwrap().is_some());
         assert_eq!(store.purge().await.unwrap(), 1);
         assert_eq!(store.len().await.unwrap(), 1);
         let _ = std::fs::remove_dir_all(&d);

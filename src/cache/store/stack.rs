@@ -79,7 +79,8 @@ pub async fn from_settings(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow
         // On disk, behind the breaker like Redis: a failing disk fails open.
         Some(dir) => {
             let sqlite = SqliteStore::open(dir, settings.memory_capacity)
-                .with_context(|| format!("--data-dir {}", dir.display()))?;
+                .with_context(|| format!("--data-dir {}", dir.display()))?
+                .with_clock(Arc::clone(&clock));
             sqlite.spawn_purger();
             tracing::info!(path = %sqlite.path().display(), "cache kept on disk");
             Arc::new(Breaker::new(
