@@ -9,7 +9,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
@@ -74,6 +75,8 @@ pub struct Application {
     mock: Option<MockUpstream>,
     /// Its recorder, kept up while the server runs.
     metrics: Metrics,
+    /// What the server's workers share, for [`Application::app`].
+    shared: Shared,
 }
 
 impl Application {
@@ -145,7 +148,7 @@ impl Application {
             secure_cookies: settings.secure_cookies,
             metrics: metrics.clone(),
         };
-        let server = http_server(listener, settings.workers, shared)?;
+        let server = http_server(listener, settings.workers, shared.clone())?;
         Ok(Self {
             address,
             server,
@@ -153,6 +156,7 @@ impl Application {
             upstream_url,
             mock,
             metrics,
+            shared,
         })
     }
 
@@ -169,6 +173,25 @@ impl Application {
     /// The upstream in use.
     pub fn upstream_url(&self) -> &str {
         &self.upstream_url
+    }
+
+    /// The application a worker serves, with the server's state and
+    /// middleware, to call in-process with `actix_web::test` (the
+    /// whole-request benchmarks: every layer but the socket). Call it on an
+    /// actix runtime; requests it serves count in this server's metrics.
+    pub fn app(
+        &self,
+    ) -> App<
+        impl ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<impl MessageBody>,
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+    > {
+        self.shared.metrics.record_on_this_thread();
+        app(&self.shared)
     }
 
     /// Runs until SIGTERM or SIGINT, then stops gracefully (see [`Application::run_until`]).
@@ -248,6 +271,7 @@ fn fetcher_of(settings: &Settings, registry: &Registry, url: &str) -> anyhow::Re
 }
 
 /// What every worker's `App` shares.
+#[derive(Clone)]
 struct Shared {
     state: web::Data<AppState>,
     admin: web::Data<crate::admin::Admin>,
@@ -258,40 +282,14 @@ struct Shared {
     metrics: Metrics,
 }
 
-/// The HTTP server on `listener`: the middleware stack (outermost last) and
-/// the routes. `workers` 0: one per core. Signals are not its business:
-/// [`Application::run_until`] stops it, after the background fetches land.
+/// The HTTP server on `listener`: every worker serves [`app`]. `workers` 0:
+/// one per core. Signals are not its business: [`Application::run_until`]
+/// stops it, after the background fetches land.
 fn http_server(listener: TcpListener, workers: usize, shared: Shared) -> std::io::Result<Server> {
     let mut server = HttpServer::new(move || {
         // Runs once on each worker thread, before it serves.
         shared.metrics.record_on_this_thread();
-        let routes = Rc::new(routes::metrics::RouteTable::default());
-        App::new()
-            // Innermost: its 403 still gets the security headers, the session, logs and metrics.
-            .wrap(actix_web::middleware::from_fn(refuse_cross_site))
-            .wrap(
-                DefaultHeaders::new()
-                    .add(("Content-Security-Policy", CSP))
-                    .add(("X-Content-Type-Options", "nosniff"))
-                    .add(("X-Frame-Options", "DENY"))
-                    .add(("Referrer-Policy", "same-origin")),
-            )
-            .wrap(session::middleware(
-                shared.session_key.clone(),
-                shared.secure_cookies,
-            ))
-            .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
-            .wrap(actix_web::middleware::from_fn(move |req, next| {
-                routes::metrics::track(Rc::clone(&routes), req, next)
-            }))
-            // This worker's own copy (see `AppState`).
-            .app_data(web::Data::new(AppState::clone(&shared.state)))
-            .app_data(shared.admin.clone())
-            .app_data(shared.replay_guard.clone())
-            .app_data(shared.login_limiter.clone())
-            .app_data(web::FormConfig::default().limit(FORM_LIMIT))
-            .app_data(web::PathConfig::default())
-            .configure(routes::configure)
+        app(&shared)
     })
     .listen(listener)?
     .disable_signals()
@@ -300,4 +298,46 @@ fn http_server(listener: TcpListener, workers: usize, shared: Shared) -> std::io
         server = server.workers(workers);
     }
     Ok(server.run())
+}
+
+/// One worker's application: the middleware stack (outermost last) and the
+/// routes, over the state every worker shares.
+fn app(
+    shared: &Shared,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let routes = Rc::new(routes::metrics::RouteTable::default());
+    App::new()
+        // Innermost: its 403 still gets the security headers, the session, logs and metrics.
+        .wrap(actix_web::middleware::from_fn(refuse_cross_site))
+        .wrap(
+            DefaultHeaders::new()
+                .add(("Content-Security-Policy", CSP))
+                .add(("X-Content-Type-Options", "nosniff"))
+                .add(("X-Frame-Options", "DENY"))
+                .add(("Referrer-Policy", "same-origin")),
+        )
+        .wrap(session::middleware(
+            shared.session_key.clone(),
+            shared.secure_cookies,
+        ))
+        .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
+        .wrap(actix_web::middleware::from_fn(move |req, next| {
+            routes::metrics::track(Rc::clone(&routes), req, next)
+        }))
+        // This worker's own copy (see `AppState`).
+        .app_data(web::Data::new(AppState::clone(&shared.state)))
+        .app_data(shared.admin.clone())
+        .app_data(shared.replay_guard.clone())
+        .app_data(shared.login_limiter.clone())
+        .app_data(web::FormConfig::default().limit(FORM_LIMIT))
+        .app_data(web::PathConfig::default())
+        .configure(routes::configure)
 }
