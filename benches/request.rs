@@ -20,7 +20,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use mock_upstream::{MockConfig, MockUpstream};
 
 use percache::config::{LogFormat, Settings};
-use percache::startup::Application;
+use percache::startup::{self, Application};
 
 /// The request paths, each after a warm-up that made it a hit.
 const PATHS: [(&str, &str); 4] = [
@@ -72,7 +72,7 @@ fn bench_requests(c: &mut Criterion) {
             .expect("the application builds");
         (mock, app)
     });
-    let service = system.block_on(test::init_service(app.app()));
+    let service = system.block_on(test::init_service(startup::app(app.shared())));
 
     // Arrange: one user signed in, every widget warm. The cookie is sealed
     // with a random nonce, and its base64 has a `/` (sent as `%2F`) about

@@ -75,7 +75,7 @@ pub struct Application {
     mock: Option<MockUpstream>,
     /// Its recorder, kept up while the server runs.
     metrics: Metrics,
-    /// What the server's workers share, for [`Application::app`].
+    /// What the server's workers share, for [`app`].
     shared: Shared,
 }
 
@@ -175,23 +175,10 @@ impl Application {
         &self.upstream_url
     }
 
-    /// The application a worker serves, with the server's state and
-    /// middleware, to call in-process with `actix_web::test` (the
-    /// whole-request benchmarks: every layer but the socket). Call it on an
-    /// actix runtime; requests it serves count in this server's metrics.
-    pub fn app(
-        &self,
-    ) -> App<
-        impl ServiceFactory<
-            ServiceRequest,
-            Config = (),
-            Response = ServiceResponse<impl MessageBody>,
-            Error = actix_web::Error,
-            InitError = (),
-        >,
-    > {
-        self.shared.metrics.record_on_this_thread();
-        app(&self.shared)
+    /// What the server's workers share: give it to [`app`] to call the
+    /// application in-process.
+    pub fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// Runs until SIGTERM or SIGINT, then stops gracefully (see [`Application::run_until`]).
@@ -272,7 +259,7 @@ fn fetcher_of(settings: &Settings, registry: &Registry, url: &str) -> anyhow::Re
 
 /// What every worker's `App` shares.
 #[derive(Clone)]
-struct Shared {
+pub struct Shared {
     state: web::Data<AppState>,
     admin: web::Data<crate::admin::Admin>,
     replay_guard: web::Data<ReplayGuard>,
@@ -286,14 +273,10 @@ struct Shared {
 /// one per core. Signals are not its business: [`Application::run_until`]
 /// stops it, after the background fetches land.
 fn http_server(listener: TcpListener, workers: usize, shared: Shared) -> std::io::Result<Server> {
-    let mut server = HttpServer::new(move || {
-        // Runs once on each worker thread, before it serves.
-        shared.metrics.record_on_this_thread();
-        app(&shared)
-    })
-    .listen(listener)?
-    .disable_signals()
-    .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
+    let mut server = HttpServer::new(move || app(&shared))
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
     if workers > 0 {
         server = server.workers(workers);
     }
@@ -301,8 +284,11 @@ fn http_server(listener: TcpListener, workers: usize, shared: Shared) -> std::io
 }
 
 /// One worker's application: the middleware stack (outermost last) and the
-/// routes, over the state every worker shares.
-fn app(
+/// routes, over the state every worker shares. Built once on each worker
+/// thread, before it serves; the whole-request benchmarks call it
+/// in-process with `actix_web::test` (every layer but the socket), on an
+/// actix runtime, and the requests they make count in the server's metrics.
+pub fn app(
     shared: &Shared,
 ) -> App<
     impl ServiceFactory<
@@ -313,6 +299,7 @@ fn app(
         InitError = (),
     >,
 > {
+    shared.metrics.record_on_this_thread();
     let routes = Rc::new(routes::metrics::RouteTable::default());
     App::new()
         // Innermost: its 403 still gets the security headers, the session, logs and metrics.
