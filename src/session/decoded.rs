@@ -155,13 +155,16 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+        // Found once: the lookup below and the learning after actix-session
+        // both key on it.
+        let cookie = session_cookie(&req);
         if read_only {
-            if let Some(user) = session_cookie(&req).and_then(|value| self.decoded.get(value)) {
+            if let Some(user) = cookie.and_then(|value| self.decoded.get(value)) {
                 req.extensions_mut().insert(Decoded(user));
                 return Either::Left(self.service.call(req));
             }
         }
-        let cookie: Option<Box<str>> = session_cookie(&req).map(|value| value.into());
+        let cookie: Option<Box<str>> = cookie.map(Into::into);
         let through = Rc::clone(&self.cookie);
         let decoded = Rc::clone(&self.decoded);
         Either::Right(Box::pin(async move {
