@@ -73,9 +73,8 @@ pub struct Application {
     upstream_url: String,
     /// The in-process mock, when no upstream URL was given; kept alive with the server.
     mock: Option<MockUpstream>,
-    /// Its recorder, kept up while the server runs.
-    metrics: Metrics,
-    /// What the server's workers share, for [`app`].
+    /// What the server's workers share, for [`app`]; its recorder is kept
+    /// up while the server runs.
     shared: Shared,
 }
 
@@ -146,7 +145,7 @@ impl Application {
             login_limiter: web::Data::new(LoginLimiter::new(settings.login_rate, settings.trust_forwarded)),
             session_key: session::session_key(settings.session_key.as_deref())?,
             secure_cookies: settings.secure_cookies,
-            metrics: metrics.clone(),
+            metrics,
         };
         let server = http_server(listener, settings.workers, shared.clone())?;
         Ok(Self {
@@ -155,7 +154,6 @@ impl Application {
             cache,
             upstream_url,
             mock,
-            metrics,
             shared,
         })
     }
@@ -206,7 +204,7 @@ impl Application {
             }
             handle.stop(true).await;
         });
-        let upkeep = tokio::spawn(self.metrics.keep_up());
+        let upkeep = tokio::spawn(self.shared.metrics.clone().keep_up());
         let result = self.server.await;
         on_shutdown.abort();
         upkeep.abort();
