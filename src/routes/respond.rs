@@ -9,8 +9,9 @@ use actix_web::HttpResponse;
 use crate::cache::{status, Lookup, Outcome};
 
 // The header values responses share, checked once when compiled: made at
-// run time, `HeaderValue::from_static` checks every byte on every response,
-// a sixth of a warm hit's handler. A response takes a copy of one (a static
+// run time, `HeaderValue::from_static` checks every byte on every response
+// (about 470 instructions of a warm hit's 7k-instruction handler, callgrind).
+// A response takes a copy of one (a static
 // `Bytes`: no allocation, no count).
 
 /// `Content-Type` of HTML responses.
