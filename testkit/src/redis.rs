@@ -17,28 +17,29 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
-        Self::start_on_any_port(|_| Vec::new())
+        Self::start_on_any_port(|_| Vec::new(), &[])
     }
 
     /// Tries free ports until a server comes up: another test may take a
     /// port between `free_port()` and redis-server binding it. `extra`
-    /// gives more arguments for a port.
-    pub fn start_on_any_port(extra: impl Fn(u16) -> Vec<String>) -> Self {
+    /// gives more arguments for a port; `cli` is what `redis-cli` needs to
+    /// reach it (TLS).
+    pub fn start_on_any_port(extra: impl Fn(u16) -> Vec<String>, cli: &[String]) -> Self {
         (0..5)
             .find_map(|_| {
                 let port = free_port();
-                Self::try_start(port, &extra(port)).ok()
+                Self::try_start(port, &extra(port), cli).ok()
             })
             .expect("redis-server did not start on any of 5 free ports")
     }
 
     /// On this exact port (a restart after a kill).
     pub fn start_on(port: u16) -> Self {
-        Self::try_start(port, &[])
+        Self::try_start(port, &[], &[])
             .unwrap_or_else(|e| panic!("redis-server did not start on port {port}: {e}"))
     }
 
-    fn try_start(port: u16, extra: &[String]) -> Result<Self, String> {
+    fn try_start(port: u16, extra: &[String], cli: &[String]) -> Result<Self, String> {
         let mut command = Command::new("redis-server");
         command
             .args([
@@ -56,10 +57,14 @@ impl RedisServer {
             .stderr(Stdio::null());
         let mut process = Process::spawn("redis-server", &mut command)
             .expect("redis-server must be installed (scripts/test.sh installs it)");
-        // An exit (e.g. the port was taken) means the port is not ours.
-        process.ready_blocking(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })?;
+        // Ready means *this* process answers on the port. A bare TCP connect
+        // is not enough: the kernel accepts on the client port before the
+        // server has bound its cluster bus port (port + 10000), and if that
+        // bind fails the server exits a moment later; and a port taken by
+        // another test's server would answer for it. An exit means the port
+        // is not ours, and the caller tries another.
+        let ours = format!("process_id:{}", process.pid());
+        process.ready_blocking(Duration::from_secs(10), || answers_as(port, cli, &ours))?;
         Ok(Self {
             _process: process,
             port,
@@ -69,6 +74,18 @@ impl RedisServer {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+}
+
+/// Whether the server on `port` says, in `INFO server`, the `process_id:`
+/// line `ours`.
+fn answers_as(port: u16, cli: &[String], ours: &str) -> bool {
+    Command::new("redis-cli")
+        .args(cli)
+        .args(["-p", &port.to_string(), "info", "server"])
+        .stderr(Stdio::null())
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim_end() == ours))
+        .unwrap_or(false)
 }
 
 /// The TLS files of a TLS-only Redis: server certificate, key, and the CA
@@ -145,8 +162,9 @@ impl RedisCluster {
             args.extend(tls.map(|t| t.server_args(port)).unwrap_or_default());
             args
         };
-        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_on_any_port(node)).collect();
         let cli_tls = tls.map(RedisTls::cli_args).unwrap_or_default();
+        let nodes: Vec<RedisServer> =
+            (0..3).map(|_| RedisServer::start_on_any_port(node, &cli_tls)).collect();
         let mut create = Command::new("redis-cli");
         create.args(&cli_tls).arg("--cluster").arg("create");
         create.args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));

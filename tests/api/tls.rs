@@ -310,7 +310,8 @@ impl TestPki {
 /// A `redis-server` that speaks only TLS, with the test PKI.
 fn tls_redis(pki: &TestPki) -> RedisServer {
     let tls = pki.redis();
-    RedisServer::start_on_any_port(move |port| tls.server_args(port))
+    let cli = tls.cli_args();
+    RedisServer::start_on_any_port(move |port| tls.server_args(port), &cli)
 }
 
 /// Where the TLS Redis is: one server or a cluster (kept alive by the test).
