@@ -18,6 +18,10 @@
 #   (n) GET /api/widgets/1    nginx proxy_cache hit (the peer)
 #   (p) GET /api/widgets/1    memory server, at an offered rate both can serve
 #   (q) GET /api/widgets/1    nginx, at the same offered rate
+#   (r) GET /healthz          memory server, one worker pinned to CPU 1
+#   (s) GET /api/widgets/1    the same pinned server
+#   (t) GET /api/widgets/1    nginx, one worker pinned to CPU 1
+# (r to t only with 2 CPUs or more: oha runs pinned to CPU 0 for them)
 # and prints one table: requests/s, p50, p99, ratio to (a), non-2xx count,
 # Redis commands per request, plus the mock's call count during the runs (a
 # warm cache makes none), each server's peak RSS and the log volume it wrote,
@@ -32,7 +36,10 @@
 # way, at one offered load: both servers get EQUAL_LOAD (default 0.8) of the
 # slower one's saturated rate, paced by oha (`-q`), latency counted from
 # when each request was due (`--latency-correction`, so a stall that
-# delays the requests behind it counts against the server).
+# delays the requests behind it counts against the server). Rows (r) to (t)
+# take the scheduler out of a saturated run instead: the client alone on one
+# CPU, each server one worker alone on the other, so that no runnable thread
+# waits for a core another holds, and a p99 measures the server's queue.
 #
 # A run with any non-2xx response, any client-side error or any upstream
 # call during the load is void: the script says so and exits 1.
@@ -169,7 +176,9 @@ wait_for mock-upstream "$MOCK_PID" curl -sf "$MOCK_URL/stats"
 
 declare -A URL PID COOKIE
 SERVERS=()
-# start_server NAME [EXTRA FLAGS...]: a percache on a free port, logging to $WORK/NAME.log.
+# start_server NAME [EXTRA FLAGS...]: a percache on a free port, logging to
+# $WORK/NAME.log; run under ${LAUNCH[@]} when set (taskset for the pinned rows).
+LAUNCH=()
 start_server() {
     local name=$1 port
     shift
@@ -177,7 +186,7 @@ start_server() {
     # A long freshness window keeps every measured request a fresh hit however
     # long DURATION is (with the default 60 s, runs past it would refresh).
     # Every client here is 127.0.0.1: no sign-in rate limit (LOGIN_RATE=0).
-    LOGIN_RATE=0 "$PERCACHE_BIN" --bind "$HOST:$port" --upstream-url "$MOCK_URL" \
+    LOGIN_RATE=0 "${LAUNCH[@]}" "$PERCACHE_BIN" --bind "$HOST:$port" --upstream-url "$MOCK_URL" \
         --fresh 1h --ttl 2h "$@" >"$WORK/$name.log" 2>&1 &
     PID[$name]=$!
     PIDS+=("$!")
@@ -193,31 +202,35 @@ if "$PERCACHE_BIN" --help 2>/dev/null | grep -q -- '--l1-ttl'; then
 fi
 
 # The peer: nginx caching the mock's JSON per session cookie, as one would
-# put it in front of a per-user API without percache. One worker per core,
-# like percache; no access log (percache logs each request at info, which
-# only makes the comparison harder for percache).
-NGINX_PORT=$(free_port)
-mkdir -p "$WORK/nginx/cache" "$WORK/nginx/logs"
+# put it in front of a per-user API without percache. No access log
+# (percache logs a hit at debug, so neither writes a line per request).
+# start_nginx NAME WORKERS: on a free port, its files under $WORK/NAME,
+# run under ${LAUNCH[@]} when set.
 nginx_user=
 [[ "$(id -u)" == 0 ]] && nginx_user="user root root;"
-cat >"$WORK/nginx/nginx.conf" <<CONF
+start_nginx() {
+    local name=$1 workers=$2 port dir
+    port=$(free_port)
+    dir="$WORK/$name"
+    mkdir -p "$dir/cache" "$dir/logs"
+    cat >"$dir/nginx.conf" <<CONF
 $nginx_user
 daemon off;
-worker_processes auto;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log warn;
+worker_processes $workers;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
-    client_body_temp_path $WORK/nginx/client_body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    proxy_cache_path $WORK/nginx/cache levels=1:2 keys_zone=peruser:10m max_size=64m inactive=2h use_temp_path=off;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    proxy_cache_path $dir/cache levels=1:2 keys_zone=peruser:10m max_size=64m inactive=2h use_temp_path=off;
     upstream mock { server $HOST:$MOCK_PORT; keepalive 16; }
     server {
-        listen $HOST:$NGINX_PORT;
+        listen $HOST:$port;
         location = /healthz { return 200 "ok\n"; }
         location /api/widgets/ {
             proxy_pass http://mock;
@@ -233,11 +246,26 @@ http {
     }
 }
 CONF
-"$NGINX_BIN" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx/logs/stdout.log" 2>&1 &
-PID[nginx]=$!
-PIDS+=("$!")
-URL[nginx]="http://$HOST:$NGINX_PORT"
-wait_for nginx "${PID[nginx]}" curl -sf "${URL[nginx]}/healthz"
+    "${LAUNCH[@]}" "$NGINX_BIN" -p "$dir" -c "$dir/nginx.conf" >"$dir/logs/stdout.log" 2>&1 &
+    PID[$name]=$!
+    PIDS+=("$!")
+    URL[$name]="http://$HOST:$port"
+    wait_for "$name" "${PID[$name]}" curl -sf "${URL[$name]}/healthz"
+}
+# One worker per core, like percache.
+start_nginx nginx auto
+
+# The pinned pair, for a saturated p99 that is the server's and not the
+# scheduler's: one percache worker and one nginx worker, each alone on CPU 1,
+# while oha runs on CPU 0 (see rows r to t). Only with 2 CPUs or more.
+PINNED=0
+if [[ "$(nproc)" -ge 2 ]] && command -v taskset >/dev/null; then
+    PINNED=1
+    LAUNCH=(taskset -c 1)
+    start_server memory-1cpu --workers 1
+    start_nginx nginx-1cpu 1
+    LAUNCH=()
+fi
 
 # sign_in NAME: signs USERNAME in on server NAME, prints the Cookie header value.
 sign_in() {
@@ -274,12 +302,17 @@ done
 COOKIE[nginx]=${COOKIE[memory]}
 NGINX_PATH="/api/widgets/1?userId=$USERNAME"
 warm nginx "$NGINX_PATH"
+if ((PINNED)); then
+    COOKIE[nginx-1cpu]=${COOKIE[memory-1cpu]}
+    warm nginx-1cpu "$NGINX_PATH"
+fi
 log "caches warm; resetting the mock's stats"
 curl -sf -X POST "$MOCK_URL/stats/reset" >/dev/null
 
 # run LABEL SERVER PATH DESCRIPTION [OHA FLAGS...]: one oha run (round
 # $ROUND); one row of $WORK/rows.tsv.
 : >"$WORK/rows.tsv"
+OHA_LAUNCH=()
 run() {
     local label=$1 name=$2 path=$3 what=$4 headers=() cmds0 log0 out
     shift 4
@@ -288,7 +321,7 @@ run() {
     log "round $ROUND/$ROUNDS ($label) $name ${URL[$name]}$path for $DURATION with $CONNECTIONS connections"
     cmds0=$(redis_cmds)
     log0=$(stat -c %s "$WORK/$name.log" 2>/dev/null || echo 0)
-    oha -z "$DURATION" -c "$CONNECTIONS" --no-tui "${OHA_JSON[@]}" "${OHA_WAIT[@]}" \
+    "${OHA_LAUNCH[@]}" oha -z "$DURATION" -c "$CONNECTIONS" --no-tui "${OHA_JSON[@]}" "${OHA_WAIT[@]}" \
         "$@" "${headers[@]}" "${URL[$name]}$path" >"$out.json" 2>"$out.oha.err" ||
         die "oha failed for ($label): $(cat "$out.oha.err")"
     # The INFO call that takes the second reading counts itself: minus one.
@@ -322,10 +355,22 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     run p memory /api/widgets/1 "GET /api/widgets/1 @ rate" -q "$RATE" --latency-correction
     run q nginx "$NGINX_PATH" "GET /api/widgets/1 @ rate" -q "$RATE" --latency-correction
 done
+# The pinned rows: saturated again, but oha alone on CPU 0 and each server
+# one worker alone on CPU 1, so that no thread waits for a core another
+# holds and a p99 is queueing in the server.
+if ((PINNED)); then
+    OHA_LAUNCH=(taskset -c 0)
+    for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+        run r memory-1cpu /healthz "GET /healthz (pinned)"
+        run s memory-1cpu /api/widgets/1 "GET /api/widgets/1 (pinned)"
+        run t nginx-1cpu "$NGINX_PATH" "GET /api/widgets/1 (pinned)"
+    done
+    OHA_LAUNCH=()
+fi
 
 curl -sf "$MOCK_URL/stats" >"$WORK/mock-stats.json"
 : >"$WORK/servers.tsv"
-for name in "${SERVERS[@]}" nginx; do
+for name in "${SERVERS[@]}" nginx $( ((PINNED)) && echo nginx-1cpu); do
     printf '%s\t%s\n' "$name" \
         "$(awk '/^VmHWM/ { print $2 }' "/proc/${PID[$name]}/status" 2>/dev/null || echo 0)" \
         >>"$WORK/servers.tsv"
@@ -455,6 +500,12 @@ if "n" in by:
                 f"(target >= 1.0); p99 {by[label]['p99']:.2f} ms vs nginx {by['n']['p99']:.2f} ms "
                 "(each at saturation)"
             )
+if "s" in by and "t" in by:
+    print(
+        f"  pinned (one worker each on CPU 1, oha on CPU 0), warm JSON hit: percache / nginx "
+        f"{ratio('s', 't'):.2f} req/s; p99 {by['s']['p99']:.2f} ms vs nginx {by['t']['p99']:.2f} ms "
+        f"(p50 {by['s']['p50']:.2f} vs {by['t']['p50']:.2f}); hit / healthz {ratio('s', 'r'):.2f}"
+    )
 if "p" in by and "q" in by:
     rate = open(os.path.join(work, "rate")).read().strip()
     print(
