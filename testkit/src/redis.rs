@@ -84,7 +84,11 @@ fn answers_as(port: u16, cli: &[String], ours: &str) -> bool {
         .args(["-p", &port.to_string(), "info", "server"])
         .stderr(Stdio::null())
         .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim_end() == ours))
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim_end() == ours)
+        })
         .unwrap_or(false)
 }
 
@@ -163,8 +167,9 @@ impl RedisCluster {
             args
         };
         let cli_tls = tls.map(RedisTls::cli_args).unwrap_or_default();
-        let nodes: Vec<RedisServer> =
-            (0..3).map(|_| RedisServer::start_on_any_port(node, &cli_tls)).collect();
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| RedisServer::start_on_any_port(node, &cli_tls))
+            .collect();
         let mut create = Command::new("redis-cli");
         create.args(&cli_tls).arg("--cluster").arg("create");
         create.args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
