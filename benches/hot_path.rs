@@ -119,6 +119,7 @@ fn entry(widget: &Instance, now: i64) -> Arc<Entry> {
         grace_until: now + 86_395_000,
         fingerprint: widget.widget.fingerprint,
         generation: 0,
+        started: 0,
         rendered: Default::default(),
     })
 }

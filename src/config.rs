@@ -69,6 +69,11 @@ pub struct Settings {
     #[arg(long, env = "UPSTREAM_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
 
+    /// The fleet fetch lock's lease: renewed while its fetch runs; if the
+    /// instance holding it dies, another takes the fetch over this long after.
+    #[arg(long, env = "FETCH_LEASE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub fetch_lease: Duration,
+
     /// Lifetime of the near-cache (L1) in front of Redis: the longest an
     /// instance may serve an entry older than the fleet's newest if an
     /// invalidation message is lost. 0 turns the near-cache off.

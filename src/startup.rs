@@ -114,6 +114,7 @@ impl Application {
             )
             .with_upstream_timeout(settings.upstream_timeout)
             .with_failure_backoff(settings.failure_backoff)
+            .with_fetch_lease(settings.fetch_lease)
             .with_max_background(settings.max_background_fetches)
             .with_max_upstream_calls(settings.max_upstream_calls as usize)
             .with_soft_timeout(settings.soft_timeout)

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 
 use crate::cache::entry::Entry;
+use crate::cache::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
 use crate::cache::policy::Lifetimes;
 use crate::cache::store::breaker::Breaker;
@@ -309,18 +310,36 @@ impl Store for DownStore {
         self.calls.fetch_add(1, Ordering::SeqCst);
         Err(StoreError::Timeout)
     }
-    async fn put(&self, _: &CacheKey, _: Arc<Entry>, _: Duration) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        _: &CacheKey,
+        _: Arc<Entry>,
+        _: Duration,
+        _: Option<u64>,
+    ) -> Result<bool, StoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         Err(StoreError::Timeout)
     }
-    async fn delete(&self, _: &[CacheKey]) -> Result<(), StoreError> {
+    async fn invalidate(&self, _: &[CacheKey], _: Duration) -> Result<(), StoreError> {
         Err(StoreError::Timeout)
     }
-    async fn acquire(&self, _: &CacheKey, _: &str, _: Duration, _: bool) -> Result<LockState, StoreError> {
+    async fn stamp(&self, _: &CacheKey) -> Result<u64, StoreError> {
+        Err(StoreError::Timeout)
+    }
+    async fn acquire(&self, _: &CacheKey, _: Duration, _: bool) -> Result<LockState, StoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         Err(StoreError::Timeout)
     }
-    async fn release(&self, _: &CacheKey, _: &str, _: Option<(u16, Duration)>) -> Result<(), StoreError> {
+    async fn renew(&self, _: &CacheKey, _: u64, _: Duration) -> Result<bool, StoreError> {
+        Err(StoreError::Timeout)
+    }
+    async fn release(&self, _: &CacheKey, _: u64, _: Option<(u16, Duration)>) -> Result<(), StoreError> {
+        Err(StoreError::Timeout)
+    }
+    async fn bump_generation(&self, _: &str, _: Kind, _: Gen) -> Result<Gen, StoreError> {
+        Err(StoreError::Timeout)
+    }
+    async fn load_generation(&self, _: &str, _: Gen) -> Result<Gen, StoreError> {
         Err(StoreError::Timeout)
     }
     async fn lock_state(&self, _: &CacheKey) -> Result<LockState, StoreError> {

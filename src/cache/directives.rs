@@ -103,6 +103,7 @@ mod tests {
             grace_until: 86_400_000,
             fingerprint: 0,
             generation: 0,
+            started: 0,
             rendered: Default::default(),
         }
     }

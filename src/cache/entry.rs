@@ -32,6 +32,14 @@ pub struct Entry {
     /// widget's invalidation thresholds, the entry is a miss or stale.
     #[serde(default)]
     pub generation: u64,
+    /// The stamp of the write that made this entry: the fetch's fencing
+    /// token (issued when its fetch began), or a newer stamp for an entry
+    /// a soft invalidation rewrote. A store replaces an entry only by one
+    /// with a greater stamp, and an invalidation leaves a greater one
+    /// behind (a tombstone), so writes never go backwards and a fetch that
+    /// began before an invalidation cannot land after it (SPEC §7 "Ordering").
+    #[serde(default)]
+    pub started: u64,
     /// The responses' bytes made from this entry, on first use (never stored).
     #[serde(skip)]
     pub rendered: Rendered,
@@ -112,6 +120,7 @@ impl PartialEq for Entry {
             && self.grace_until == other.grace_until
             && self.fingerprint == other.fingerprint
             && self.generation == other.generation
+            && self.started == other.started
     }
 }
 
@@ -176,6 +185,7 @@ mod tests {
             grace_until: 86_401_000,
             fingerprint: 7,
             generation: 2,
+            started: 2,
             rendered: Rendered::default(),
         }
     }

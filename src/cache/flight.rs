@@ -9,6 +9,17 @@
 //! result and leaves the map, and a new leader re-reads the store before
 //! calling the upstream, so a request that read "miss" just before a fetch
 //! landed does not fetch a second time.
+//!
+//! Ordering (SPEC §7): a flight remembers the change feed's epoch it began
+//! at. Once an invalidation of its key is acknowledged here (or heard of
+//! from another instance), nobody joins it any more: a later request starts
+//! a new flight. Its own write carries its lease's fencing token, which the
+//! store refuses after the invalidation's tombstone.
+//!
+//! The fleet lock is a lease (`--fetch-lease`): taken only once an upstream
+//! slot is held (waiting for a slot holds no lease), renewed while the call
+//! runs, and lapsing within the lease if its holder dies, so that another
+//! instance's waiter takes the fetch over.
 
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
@@ -52,6 +63,13 @@ pub(super) fn seen(entry: Option<&Arc<Entry>>) -> i64 {
     entry.map_or(i64::MIN, |e| e.fetched_at)
 }
 pub(super) type Flight = watch::Receiver<Option<FetchResult>>;
+
+/// A fetch in flight: its channel, and the change feed's epoch it began at.
+#[derive(Clone)]
+pub(super) struct InFlight {
+    pub(super) flight: Flight,
+    pub(super) epoch: u64,
+}
 
 impl WidgetCache {
     /// Number of fetches in flight in this process.
@@ -104,12 +122,24 @@ impl WidgetCache {
     ) -> (Flight, bool) {
         let mut map = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
         // A flight that already has its result is leaving the map: its data
-        // may be older than what the caller needs, so start a new one.
-        if let Some(flight) = map.get(key).filter(|f| f.borrow().is_none()) {
-            return (flight.clone(), false);
+        // may be older than what the caller needs, so start a new one. One
+        // that began before an invalidation of its key is not for anyone
+        // who came after it.
+        if let Some(running) = map
+            .get(key)
+            .filter(|f| f.flight.borrow().is_none() && !self.changes.superseded(key, f.epoch))
+        {
+            return (running.flight.clone(), false);
         }
         let (tx, rx) = watch::channel(None);
-        map.insert(key.clone(), rx.clone());
+        let epoch = self.changes.epoch();
+        map.insert(
+            key.clone(),
+            InFlight {
+                flight: rx.clone(),
+                epoch,
+            },
+        );
         drop(map);
 
         let guard = InflightGuard {
@@ -160,22 +190,29 @@ impl WidgetCache {
                 return Ok(Fetched { entry, remote: true });
             }
             Ok(entry) => entry.map_or(i64::MIN, |e| e.fetched_at),
-            Err(_) => return self.fetch_unlocked(key, user, instance, None).await,
+            Err(_) => return self.fetch_unlocked(key, user, instance).await,
         };
-        let token = lock_token(self.clock.now_ms());
         let deadline = tokio::time::Instant::now() + self.wait_deadline;
         loop {
+            // A slot first: a fetch waiting for one holds no lease, so it
+            // cannot lapse before the call is even made.
+            let slot = match self.upstream_slot().await {
+                Ok(slot) => slot,
+                Err(e) => return Err(self.remember_failure(key, e)),
+            };
             match self
                 .store
-                .acquire(key, &token, self.lock_ttl, start == Start::Force)
+                .acquire(key, self.lock_ttl, start == Start::Force)
                 .await
             {
-                Ok(LockState::Acquired) | Ok(LockState::Free) => {
-                    return self.fetch_unlocked(key, user, instance, Some(&token)).await;
+                Ok(LockState::Acquired(token)) => {
+                    return self.fetch_leased(key, user, instance, slot, Some(token)).await;
                 }
-                Err(_) => return self.fetch_unlocked(key, user, instance, None).await,
+                Ok(LockState::Free) | Err(_) => {
+                    return self.fetch_leased(key, user, instance, slot, None).await
+                }
                 Ok(LockState::Failed(status)) => return Err(self.recent_failure(key, status)),
-                Ok(LockState::Busy) => {}
+                Ok(LockState::Busy) => drop(slot),
             }
             // Another instance is fetching: wait for its entry or its failure.
             let tag = user.tag().as_str();
@@ -193,49 +230,82 @@ impl WidgetCache {
                 Waited::Landed(entry) => return Ok(Fetched { entry, remote: true }),
                 Waited::Failed(status) => return Err(self.recent_failure(key, status)),
                 Waited::Released => {}
-                Waited::StoreDown => return self.fetch_unlocked(key, user, instance, None).await,
+                Waited::StoreDown => {
+                    let slot = match self.upstream_slot().await {
+                        Ok(slot) => slot,
+                        Err(e) => return Err(self.remember_failure(key, e)),
+                    };
+                    return self.fetch_leased(key, user, instance, slot, None).await;
+                }
                 Waited::Timeout => return Err(FetchError::Timeout),
             }
         }
     }
 
-    /// Calls the upstream, stores the entry and releases the lock (if held),
-    /// leaving a failure marker for the backoff when the call failed.
-    pub(super) async fn fetch_unlocked(
+    /// Fetches without the fleet's lease (the store is down): still single
+    /// flight in this process.
+    async fn fetch_unlocked(&self, key: &CacheKey, user: &UserId, instance: &Instance) -> FetchResult {
+        match self.upstream_slot().await {
+            Ok(slot) => self.fetch_leased(key, user, instance, slot, None).await,
+            Err(e) => Err(self.remember_failure(key, e)),
+        }
+    }
+
+    /// Calls the upstream in `slot` under the lease `token` (if held, renewed
+    /// while the call runs), stores the entry (the token is its fencing
+    /// stamp, checked by the store's write) and releases the lease, leaving
+    /// a failure marker for the backoff when the call failed.
+    async fn fetch_leased(
         &self,
         key: &CacheKey,
         user: &UserId,
         instance: &Instance,
-        token: Option<&str>,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        token: Option<u64>,
     ) -> FetchResult {
         // Stamped before the call: data fetched across an invalidation is
-        // already older than it.
-        let generation = self.changes.generations().get(instance.id().as_str()).current;
-        let result = match self.upstream_slot().await {
-            Ok(slot) => {
-                let result = self.fetcher.fetch(user.as_str(), instance).await;
-                drop(slot);
-                result
+        // older than it. Without a lease (the store is down), from our own
+        // stamp clock: such an entry cannot be stored anyway.
+        let stamp = token.unwrap_or_else(|| self.stamps.next(self.clock.now_ms()));
+        let call = self.fetcher.fetch(user.as_str(), instance);
+        let result = match token {
+            Some(token) => {
+                let renew = self.renew_lease(key, token);
+                tokio::select! {
+                    result = call => result,
+                    never = renew => match never {},
+                }
             }
-            Err(e) => Err(e),
+            None => call.await,
         };
+        drop(slot);
         let now = self.clock.now_ms();
         let widget = &instance.widget;
         let result = result.map(|data| {
             let mut entry = self.policy.entry(widget.index, widget.fingerprint, data, now);
-            entry.generation = generation;
+            entry.generation = stamp;
+            entry.started = stamp;
             Arc::new(entry)
         });
         if let Ok(entry) = &result {
             let stored = self
                 .store
-                .put(key, Arc::clone(entry), store_ttl(entry, now))
+                .put(key, Arc::clone(entry), store_ttl(entry, now), None)
                 .await;
-            if let Err(e) = &stored {
-                tracing::warn!(error = %e, widget = %widget.id, "store write failed; entry served but not cached");
+            match &stored {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(widget = %widget.id, "fetch superseded (an invalidation, or a newer fetch): not stored");
+                    metrics::counter!("percache_refresh_total", "outcome" => "superseded").increment(1);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, widget = %widget.id, "store write failed; entry served but not cached")
+                }
             }
             // Other instances can only see the new entry if it reached the store.
-            self.changes.announce(key, stored.is_ok()).await;
+            if !matches!(stored, Ok(false)) {
+                self.changes.announce(key, stored.is_ok()).await;
+            }
         }
         if let Err(e) = &result {
             let until = now.saturating_add(self.failure_backoff.as_millis() as i64);
@@ -246,7 +316,7 @@ impl WidgetCache {
             let failed = result.as_ref().err().map(|e| (e.status(), self.failure_backoff));
             let released = self.store.release(key, token, failed).await;
             if let Err(e) = &released {
-                tracing::warn!(error = %e, widget = %widget.id, "could not release the fetch lock; it expires by itself");
+                tracing::warn!(error = %e, widget = %widget.id, "could not release the fetch lease; it lapses by itself");
             }
             // A failure leaves no entry to announce: announce the key anyway,
             // so that other instances' requests waiting on this fetch learn
@@ -256,6 +326,36 @@ impl WidgetCache {
             }
         }
         result.map(|entry| Fetched { entry, remote: false })
+    }
+
+    /// Renews the lease `token` of `key` every third of its life, for as long
+    /// as it is polled (the call it guards runs). Never ends: a lease that
+    /// is lost (an invalidation dropped it, or a stall let it lapse) is only
+    /// logged, since the store's write checks the token anyway.
+    async fn renew_lease(&self, key: &CacheKey, token: u64) -> std::convert::Infallible {
+        let every = (self.lock_ttl / 3).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(every).await;
+            match self.store.renew(key, token, self.lock_ttl).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(key = key.as_str(), "fetch lease lost; its write will be fenced");
+                    return std::future::pending().await;
+                }
+                Err(e) => tracing::debug!(error = %e, "could not renew a fetch lease"),
+            }
+        }
+    }
+
+    /// Keeps `error` as the key's last one for the backoff's length.
+    fn remember_failure(&self, key: &CacheKey, error: FetchError) -> FetchError {
+        let until = self
+            .clock
+            .now_ms()
+            .saturating_add(self.failure_backoff.as_millis() as i64);
+        self.last_errors
+            .insert(key.clone(), (Arc::from(error.to_string()), until));
+        error
     }
 
     /// The error of a key in failure backoff, with the cause this instance
@@ -308,20 +408,11 @@ struct InflightGuard {
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         let mut map = self.cache.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.get(&self.key).is_some_and(|f| f.same_channel(&self.flight)) {
+        if map
+            .get(&self.key)
+            .is_some_and(|f| f.flight.same_channel(&self.flight))
+        {
             map.remove(&self.key);
         }
     }
-}
-
-/// A token unique to one fetch in the fleet: pid, a counter and the time.
-fn lock_token(now: i64) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        now
-    )
 }

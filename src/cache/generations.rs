@@ -1,25 +1,32 @@
 //! Invalidating one widget for every user in O(1): a generation per widget.
 //!
-//! Each widget has a counter. An entry records the counter's value when its
-//! fetch started. Invalidating the widget for all users bumps the counter
-//! and remembers the new value as a threshold: entries of an older
-//! generation are misses (a hard invalidation) or stale (a soft one). No key
+//! Each widget has two thresholds, and an entry records the stamp its fetch
+//! began with (its fencing token, see `store::Store`). Invalidating the
+//! widget for all users sets a threshold to a new stamp: entries of an
+//! older one are misses (a hard invalidation) or stale (a soft one). No key
 //! is scanned or deleted; every read checks the entry against the table.
 //!
-//! With Redis the counters live in Redis (`percache:v1:gen:w:<id>`) and a
-//! bump is announced on the change feed, so every instance reloads that
-//! widget's thresholds at once (and all of them periodically, in case an
-//! announcement is lost). With an in-process store they live here only.
+//! Thresholds are stamps from one clock (Redis `TIME`, or the local store's
+//! stamp clock), taken as `max(clock, last + 1)`: they never regress, even
+//! if Redis loses `percache:v1:gen:w:<id>` (the next bump is still later
+//! than every fetch before it, and an instance that knew a threshold writes
+//! it back when it reloads), and entries fetched after the loss are not
+//! judged by a counter that started again at 1.
+//!
+//! With Redis the thresholds live in Redis and a bump is announced on the
+//! change feed, so every instance reloads that widget's thresholds at once
+//! (and all of them periodically, in case an announcement is lost). With
+//! `--data-dir` they are kept in SQLite; with the in-process store, here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 
-/// One widget's generation counter and thresholds.
+/// One widget's thresholds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Gen {
-    /// The value new entries get.
+    /// The newest stamp of either threshold.
     pub current: u64,
     /// Entries older than this are misses.
     pub hard: u64,
@@ -58,20 +65,29 @@ pub enum Verdict {
 }
 
 impl Gen {
-    /// After one more invalidation of `kind`.
-    pub fn bumped(self, kind: Kind) -> Self {
-        let current = self.current + 1;
+    /// After an invalidation of `kind` at stamp `at`.
+    pub fn bumped_to(self, at: u64, kind: Kind) -> Self {
+        let at = at.max(self.current + 1);
         match kind {
             Kind::Hard => Self {
-                current,
-                hard: current,
+                current: at,
+                hard: at,
                 soft: self.soft,
             },
             Kind::Soft => Self {
-                current,
+                current: at,
                 hard: self.hard,
-                soft: current,
+                soft: at,
             },
+        }
+    }
+
+    /// Each threshold at the later of the two: what both sides knew.
+    pub fn merged(self, other: Gen) -> Self {
+        Self {
+            current: self.current.max(other.current),
+            hard: self.hard.max(other.hard),
+            soft: self.soft.max(other.soft),
         }
     }
 
@@ -116,23 +132,13 @@ impl Generations {
     }
 
     /// Records what the shared store says; never goes back (a late reload
-    /// cannot undo a newer bump seen through another path).
+    /// cannot undo a newer bump seen through another path, nor a store that
+    /// lost its record undo one this instance knew).
     pub fn set(&self, widget: &str, gen: Gen) {
         self.change(|map| {
             let known = map.entry(widget.to_owned()).or_default();
-            if gen.current >= known.current {
-                *known = gen;
-            }
+            *known = known.merged(gen);
         });
-    }
-
-    /// Bumps a widget here (in-process stores) and returns its new generation.
-    pub fn bump(&self, widget: &str, kind: Kind) -> Gen {
-        self.change(|map| {
-            let gen = map.entry(widget.to_owned()).or_default();
-            *gen = gen.bumped(kind);
-            *gen
-        })
     }
 }
 
@@ -144,21 +150,33 @@ mod tests {
     fn hard_makes_older_entries_misses_and_soft_makes_them_stale() {
         let g = Generations::default();
         assert_eq!(g.get("3").verdict(0), Verdict::Valid);
-        let soft = g.bump("3", Kind::Soft);
-        assert_eq!(soft.verdict(0), Verdict::Stale);
-        assert_eq!(soft.verdict(soft.current), Verdict::Valid);
-        let hard = g.bump("3", Kind::Hard);
-        assert_eq!(hard.verdict(0), Verdict::Gone);
-        assert_eq!(hard.verdict(soft.current), Verdict::Gone);
-        assert_eq!(hard.verdict(hard.current), Verdict::Valid);
+        g.set("3", g.get("3").bumped_to(100, Kind::Soft));
+        let soft = g.get("3");
+        assert_eq!(soft.verdict(99), Verdict::Stale);
+        assert_eq!(soft.verdict(100), Verdict::Valid);
+        g.set("3", soft.bumped_to(200, Kind::Hard));
+        let hard = g.get("3");
+        assert_eq!(hard.verdict(99), Verdict::Gone);
+        assert_eq!(hard.verdict(150), Verdict::Gone);
+        assert_eq!(hard.verdict(200), Verdict::Valid);
         assert_eq!(g.get("1"), Gen::default(), "other widgets are untouched");
     }
 
     #[test]
-    fn a_late_reload_does_not_undo_a_newer_bump() {
+    fn a_late_reload_or_a_lost_record_does_not_undo_a_newer_bump() {
         let g = Generations::default();
-        let newer = g.bump("3", Kind::Hard);
+        let newer = Gen::default().bumped_to(500, Kind::Hard);
+        g.set("3", newer);
         g.set("3", Gen::default());
-        assert_eq!(g.get("3"), newer);
+        g.set("3", Gen::default().bumped_to(10, Kind::Soft));
+        assert_eq!(g.get("3").hard, 500);
+        assert_eq!(g.get("3").verdict(499), Verdict::Gone);
+    }
+
+    #[test]
+    fn a_bump_is_later_than_the_last_one_even_if_the_clock_is_behind() {
+        let gen = Gen::default().bumped_to(1_000, Kind::Hard);
+        let again = gen.bumped_to(10, Kind::Hard);
+        assert!(again.hard > gen.hard);
     }
 }

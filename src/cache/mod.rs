@@ -15,6 +15,8 @@ pub mod key;
 pub mod live;
 pub mod outcome;
 pub mod policy;
+#[cfg(test)]
+mod race_tests;
 pub mod service;
 pub mod status;
 pub mod store;

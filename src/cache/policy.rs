@@ -140,6 +140,7 @@ impl CachePolicy {
             grace_until: stale_until + ms(l.grace),
             fingerprint,
             generation: 0,
+            started: 0,
             rendered: Default::default(),
         }
     }

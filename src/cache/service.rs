@@ -26,7 +26,7 @@ use crate::user::UserId;
 use crate::widget::{Instance, Registry};
 
 use super::counters::CacheCounters;
-use super::flight::{seen, FetchResult, Fetched, Flight, Start};
+use super::flight::{seen, FetchResult, Fetched, InFlight, Start};
 pub use super::invalidation::{GENERATION_RELOAD, MAX_INSTANCES_INVALIDATED};
 pub use super::outcome::{Lookup, Outcome};
 
@@ -43,8 +43,11 @@ pub struct WidgetCache {
     pub(super) clock: Arc<dyn Clock>,
     /// How long a request waits for a fetch in flight.
     pub(super) wait_deadline: Duration,
-    /// How long the fleet-wide fetch lock lives if its owner dies.
+    /// The fleet-wide fetch lease (`--fetch-lease`): renewed while its
+    /// fetch runs, it lapses this long after its owner dies.
     pub(super) lock_ttl: Duration,
+    /// Stamps for fetches made without a lease (the store is down).
+    pub(super) stamps: crate::cache::store::StampClock,
     /// How long a key is not fetched again after a failed fetch.
     pub(super) failure_backoff: Duration,
     /// Most fetches in flight at which background ones still start.
@@ -55,7 +58,7 @@ pub struct WidgetCache {
     pub(super) upstream_slots: Arc<tokio::sync::Semaphore>,
     /// Fraction of the fresh window after which a read refreshes eagerly (0: off).
     pub(super) eager: f64,
-    pub(super) inflight: Mutex<HashMap<CacheKey, Flight>>,
+    pub(super) inflight: Mutex<HashMap<CacheKey, InFlight>>,
     /// The last fetch error of each key, for as long as its backoff lasts,
     /// so an error card says why ("TLS failed: unknown issuer"), not only
     /// that the key is in backoff.
@@ -79,6 +82,9 @@ pub const DEFAULT_EAGER: f64 = 0.8;
 
 /// Default `--upstream-timeout`.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default `--fetch-lease`.
+pub const DEFAULT_FETCH_LEASE: Duration = Duration::from_secs(5);
+
 /// Default `--failure-backoff`.
 pub const DEFAULT_FAILURE_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -127,10 +133,17 @@ impl WidgetCache {
     }
 
     /// How long a request waits for a fetch: at most the upstream's timeout
-    /// (`--upstream-timeout`) plus a margin; the fleet-wide lock lives as long.
+    /// (`--upstream-timeout`) plus a margin.
     pub fn with_upstream_timeout(mut self, upstream_timeout: Duration) -> Self {
         self.wait_deadline = wait_deadline(upstream_timeout);
-        self.lock_ttl = self.wait_deadline;
+        self
+    }
+
+    /// The fleet fetch lease (`--fetch-lease`): renewed every third of it
+    /// while the fetch runs; another instance takes over this long after
+    /// its holder dies.
+    pub fn with_fetch_lease(mut self, lease: Duration) -> Self {
+        self.lock_ttl = lease.max(Duration::from_millis(30));
         self
     }
 
@@ -163,7 +176,8 @@ impl WidgetCache {
             policy,
             clock,
             wait_deadline,
-            lock_ttl: wait_deadline,
+            lock_ttl: DEFAULT_FETCH_LEASE,
+            stamps: crate::cache::store::StampClock::default(),
             failure_backoff,
             max_background: DEFAULT_MAX_BACKGROUND,
             soft_timeout: DEFAULT_SOFT_TIMEOUT,

@@ -62,6 +62,7 @@ mod tests {
             grace_until: fetched_at + 3_000_000,
             fingerprint: 0,
             generation: 0,
+            started: 0,
             rendered: Default::default(),
         })
     }

@@ -38,16 +38,19 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
 }
 
 fn entry() -> impl Strategy<Value = Entry> {
-    (json_value(), any::<[i64; 4]>(), any::<[u64; 2]>()).prop_map(
-        |(data, [fetched_at, fresh_until, stale_until, grace_until], [fingerprint, generation])| Entry {
-            data: serde_json::value::to_raw_value(&data).unwrap(),
-            fetched_at,
-            fresh_until,
-            stale_until,
-            grace_until,
-            fingerprint,
-            generation,
-            rendered: Default::default(),
+    (json_value(), any::<[i64; 4]>(), any::<[u64; 3]>()).prop_map(
+        |(data, [fetched_at, fresh_until, stale_until, grace_until], [fingerprint, generation, started])| {
+            Entry {
+                data: serde_json::value::to_raw_value(&data).unwrap(),
+                fetched_at,
+                fresh_until,
+                stale_until,
+                grace_until,
+                fingerprint,
+                generation,
+                started,
+                rendered: Default::default(),
+            }
         },
     )
 }
@@ -280,6 +283,7 @@ fn every_f64_round_trips() {
         grace_until: 0,
         fingerprint: 0,
         generation: 0,
+        started: 0,
         rendered: Default::default(),
     };
     let decoded = Entry::decode(&entry.encode()).unwrap();

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 
 use super::{LockState, Store, StoreError};
 use crate::cache::entry::Entry;
+use crate::cache::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
 use crate::clock::Clock;
 
@@ -86,28 +87,36 @@ impl Store for Breaker {
         self.call(self.inner.get_many(keys)).await
     }
 
-    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
-        self.call(self.inner.put(key, entry, ttl)).await
-    }
-
-    async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError> {
-        self.call(self.inner.delete(keys)).await
-    }
-
-    async fn acquire(
+    async fn put(
         &self,
         key: &CacheKey,
-        token: &str,
+        entry: Arc<Entry>,
         ttl: Duration,
-        force: bool,
-    ) -> Result<LockState, StoreError> {
-        self.call(self.inner.acquire(key, token, ttl, force)).await
+        expect: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        self.call(self.inner.put(key, entry, ttl, expect)).await
+    }
+
+    async fn invalidate(&self, keys: &[CacheKey], keep: Duration) -> Result<(), StoreError> {
+        self.call(self.inner.invalidate(keys, keep)).await
+    }
+
+    async fn stamp(&self, key: &CacheKey) -> Result<u64, StoreError> {
+        self.call(self.inner.stamp(key)).await
+    }
+
+    async fn acquire(&self, key: &CacheKey, ttl: Duration, force: bool) -> Result<LockState, StoreError> {
+        self.call(self.inner.acquire(key, ttl, force)).await
+    }
+
+    async fn renew(&self, key: &CacheKey, token: u64, ttl: Duration) -> Result<bool, StoreError> {
+        self.call(self.inner.renew(key, token, ttl)).await
     }
 
     async fn release(
         &self,
         key: &CacheKey,
-        token: &str,
+        token: u64,
         failed: Option<(u16, Duration)>,
     ) -> Result<(), StoreError> {
         self.call(self.inner.release(key, token, failed)).await
@@ -115,6 +124,14 @@ impl Store for Breaker {
 
     async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
         self.call(self.inner.lock_state(key)).await
+    }
+
+    async fn bump_generation(&self, widget: &str, kind: Kind, known: Gen) -> Result<Gen, StoreError> {
+        self.call(self.inner.bump_generation(widget, kind, known)).await
+    }
+
+    async fn load_generation(&self, widget: &str, known: Gen) -> Result<Gen, StoreError> {
+        self.call(self.inner.load_generation(widget, known)).await
     }
 
     /// Always asks the backend (readiness must see a recovery at once).

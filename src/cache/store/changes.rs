@@ -18,7 +18,7 @@
 //! the subscription comes back).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use deadpool_redis::redis;
@@ -28,14 +28,35 @@ use super::near::NearCache;
 use super::redis::RedisStore;
 use super::sharded::{channel_of, ShardedFeed};
 use super::waiters::{Waiters, Watch};
-use super::StoreError;
-use crate::cache::generations::{Gen, Generations, Kind};
+use super::Store as _;
+use crate::cache::generations::{Gen, Generations};
 use crate::cache::key::CacheKey;
 
 /// The pub/sub channel of entry changes.
 pub const CHANNEL: &str = "percache:v1:changes";
 /// Announcements of a widget invalidated for all users: `gen:<widget id>`.
 const GENERATION_PREFIX: &str = "gen:";
+/// Announcements of a key invalidated: `inv:<key>`.
+const INVALIDATION_PREFIX: &str = "inv:";
+/// Invalidations remembered for [`Changes::superseded`]; a fetch older than
+/// the oldest of them counts as superseded (the safe side).
+const JOURNAL: usize = 4096;
+
+/// What an invalidation touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Touched {
+    Key(CacheKey),
+    Widget(String),
+}
+
+/// The latest invalidations this instance acknowledged or heard of, each
+/// with the epoch it made: a fetch begun at an older epoch is superseded
+/// for the keys they touched, and nobody who came after joins it.
+#[derive(Debug, Default)]
+struct Journal {
+    epoch: u64,
+    recent: std::collections::VecDeque<(u64, Touched)>,
+}
 
 /// This process's end of the change feed.
 pub struct Changes {
@@ -52,6 +73,8 @@ pub struct Changes {
     sharded: OnceLock<Arc<ShardedFeed>>,
     /// Change messages received from other instances (for tests and ops).
     received: AtomicU64,
+    /// Invalidations, for fetches in flight to be judged by.
+    journal: std::sync::Mutex<Journal>,
 }
 
 impl Changes {
@@ -70,11 +93,13 @@ impl Changes {
         Arc::new(Self {
             waiters: Waiters::new(),
             publisher,
-            instance: format!("{}-{started_ms}", std::process::id()),
+            // Random: every container's process id is 1.
+            instance: format!("{:016x}-{started_ms}", fastrand::u64(..)),
             l1: OnceLock::new(),
             widget_gens: Generations::default(),
             sharded: OnceLock::new(),
             received: AtomicU64::new(0),
+            journal: std::sync::Mutex::new(Journal::default()),
         })
     }
 
@@ -119,35 +144,93 @@ impl Changes {
         &self.widget_gens
     }
 
-    /// Invalidates `widget` for every user (hard or soft): in Redis, for the
-    /// whole fleet, announced so every instance reloads it at once; else here.
-    pub async fn bump_generation(&self, widget: &str, kind: Kind) -> Result<Gen, StoreError> {
-        let Some(redis) = &self.publisher else {
-            return Ok(self.widget_gens.bump(widget, kind));
+    /// The epoch a fetch starting now begins at (see [`Changes::superseded`]).
+    pub fn epoch(&self) -> u64 {
+        self.journal.lock().unwrap_or_else(PoisonError::into_inner).epoch
+    }
+
+    /// Whether an invalidation of `key` (or of its widget for all users)
+    /// was acknowledged or heard of after `epoch`: a fetch begun at that
+    /// epoch is not data for anyone who came after it.
+    pub fn superseded(&self, key: &CacheKey, epoch: u64) -> bool {
+        let journal = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
+        if journal.epoch == epoch {
+            return false;
+        }
+        // Forgotten invalidations after `epoch`: assume one was of this key.
+        if journal
+            .recent
+            .front()
+            .is_none_or(|(oldest, _)| *oldest > epoch + 1)
+        {
+            return true;
+        }
+        let widget = key.widget();
+        journal
+            .recent
+            .iter()
+            .rev()
+            .take_while(|(at, _)| *at > epoch)
+            .any(|(_, touched)| match touched {
+                Touched::Key(k) => k == key,
+                Touched::Widget(w) => widget.as_ref().is_some_and(|id| id.as_str() == w),
+            })
+    }
+
+    fn record(&self, touched: Touched) {
+        let mut journal = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
+        journal.epoch += 1;
+        let epoch = journal.epoch;
+        if journal.recent.len() == JOURNAL {
+            journal.recent.pop_front();
+        }
+        journal.recent.push_back((epoch, touched));
+    }
+
+    /// Announces an invalidation of `key` acknowledged here: fetches in
+    /// flight for it are superseded here at once, and (if it reached the
+    /// shared store, `fleet`) on the other instances when they hear of it.
+    pub async fn announce_invalidation(&self, key: &CacheKey, fleet: bool) {
+        self.record(Touched::Key(key.clone()));
+        self.waiters.publish(key);
+        let Some(redis) = self.publisher.as_ref().filter(|_| fleet) else {
+            return;
         };
-        let gen = redis.bump_generation(widget, kind).await?;
+        let message = format!("{} {INVALIDATION_PREFIX}{}", self.instance, key.as_str());
+        let sent = match (self.sharded.get(), key.user_tag()) {
+            (Some(_), Some(tag)) => redis.spublish(&channel_of(tag), &message).await,
+            _ => redis.publish(CHANNEL, &message).await,
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "could not announce an invalidation; other L1s expire it by ttl");
+        }
+    }
+
+    /// A widget's thresholds changed here (an invalidation for all users):
+    /// known here at once, and announced so every instance reloads them.
+    pub async fn generation_changed(&self, widget: &str, gen: Gen) {
         self.widget_gens.set(widget, gen);
+        self.record(Touched::Widget(widget.to_owned()));
         // Entries served from the L1 are checked against the table too, but
         // drop them anyway: they would only be misses or stale now.
         if let Some(l1) = self.l1() {
             l1.clear();
         }
+        let Some(redis) = &self.publisher else { return };
         let message = format!("{} {GENERATION_PREFIX}{widget}", self.instance);
         if let Err(e) = redis.publish(CHANNEL, &message).await {
             tracing::warn!(error = %e, "could not announce an invalidation; instances reload it within seconds");
         }
-        Ok(gen)
     }
 
-    /// Reloads these widgets' generations from Redis (at start-up, and
-    /// periodically in case an announcement was lost). No-op without Redis.
-    pub async fn reload_generations(&self, widgets: &[&str]) {
+    /// Reloads a widget's thresholds from Redis (an announcement of
+    /// another instance's bump). No-op without Redis.
+    async fn reload_generation(&self, widget: &str) {
         let Some(redis) = &self.publisher else { return };
-        for widget in widgets {
-            match redis.load_generation(widget).await {
-                Ok(gen) => self.widget_gens.set(widget, gen),
-                Err(e) => tracing::debug!(error = %e, widget, "could not load a widget's generation"),
-            }
+        let known = self.widget_gens.get(widget);
+        match redis.load_generation(widget, known).await {
+            Ok(gen) => self.widget_gens.set(widget, gen),
+            Err(e) => tracing::debug!(error = %e, widget, "could not load a widget's generation"),
         }
     }
 
@@ -198,12 +281,22 @@ impl Changes {
             return;
         }
         self.received.fetch_add(1, Ordering::Relaxed);
-        match key.strip_prefix(GENERATION_PREFIX) {
-            Some(widget) => {
+        if let Some(widget) = key.strip_prefix(GENERATION_PREFIX) {
+            self.record(Touched::Widget(widget.to_owned()));
+            if let Some(l1) = self.l1() {
+                l1.clear();
+            }
+            self.reload_generation(widget).await;
+            return;
+        }
+        match key.strip_prefix(INVALIDATION_PREFIX) {
+            Some(key) => {
+                let key = CacheKey::from_stored(key);
+                self.record(Touched::Key(key.clone()));
                 if let Some(l1) = self.l1() {
-                    l1.clear();
+                    l1.evict(&key).await;
                 }
-                self.reload_generations(&[widget]).await;
+                self.waiters.publish(&key);
             }
             None => {
                 // Evict, then notify: a woken waiter reads the new entry.
@@ -219,6 +312,13 @@ impl Changes {
     /// After a gap in the feed (messages may have been missed): forget the
     /// L1, and let every waiter look again.
     pub(crate) fn resync(&self) {
+        {
+            // Any invalidation may have been missed: every fetch in flight
+            // counts as superseded.
+            let mut journal = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
+            journal.epoch += 1;
+            journal.recent.clear();
+        }
         if let Some(l1) = self.l1() {
             l1.clear();
         }

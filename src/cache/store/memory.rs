@@ -12,13 +12,17 @@ use moka::Expiry;
 use super::recent::Recent;
 use super::{LockState, Store, StoreError, Usage};
 use crate::cache::entry::Entry;
+use crate::cache::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::config::Capacity;
 
 #[derive(Clone)]
 struct Stored {
-    entry: Arc<Entry>,
+    /// The entry; `None` for a tombstone (an invalidation's stamp).
+    entry: Option<Arc<Entry>>,
+    /// The key's stamp (see `Store`): the entry's `started`, or the tombstone's.
+    stamp: u64,
     ttl: Duration,
     /// When moka drops it (`ttl` after the put): a remembered read ends then too.
     until: Instant,
@@ -85,6 +89,8 @@ pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     /// Each thread's last reads, good until the next write.
     recent: Arc<Recent>,
+    /// Where stamps (fencing tokens, tombstones, generations) come from.
+    stamps: Arc<super::StampClock>,
 }
 
 impl MemoryStore {
@@ -126,6 +132,7 @@ impl MemoryStore {
             bytes,
             clock: Arc::new(SystemClock),
             recent: Arc::new(Recent::new()),
+            stamps: Arc::new(super::StampClock::default()),
         }
     }
 
@@ -148,8 +155,53 @@ impl MemoryStore {
             return Some(entry);
         }
         let stored = self.cache.get(key)?;
-        self.recent.remember(key, &stored.entry, stored.until, writes);
-        Some(stored.entry)
+        let entry = stored.entry?;
+        self.recent.remember(key, &entry, stored.until, writes);
+        Some(entry)
+    }
+
+    /// Writes `value` under `key` if `admit` says so, given the key's stamp
+    /// (0 when it holds nothing): one atomic step.
+    fn write_if(&self, key: &CacheKey, value: Stored, admit: impl FnOnce(u64) -> bool) -> bool {
+        use moka::ops::compute::{CompResult, Op};
+        let bytes = u64::from(value.bytes);
+        let result = self.cache.entry(key.clone()).and_compute_with(|held| {
+            let current = held.map_or(0, |h| h.into_value().stamp);
+            if admit(current) {
+                Op::Put(value)
+            } else {
+                Op::Nop
+            }
+        });
+        let written = matches!(result, CompResult::Inserted(_) | CompResult::ReplacedWith(_));
+        if written {
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+            self.stamps.observe(self.cache.get(key).map_or(0, |s| s.stamp));
+            self.recent.wrote();
+        }
+        written
+    }
+
+    /// What `key` holds for `entry`, for `ttl`.
+    fn stored(key: &CacheKey, entry: Option<Arc<Entry>>, stamp: u64, ttl: Duration) -> Stored {
+        let bytes = match &entry {
+            Some(e) => entry_bytes(key, e),
+            None => (key.as_str().len() + 8) as u64,
+        };
+        Stored {
+            entry,
+            stamp,
+            ttl,
+            until: Instant::now() + ttl,
+            bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The next stamp for `key`: newer than the clock's last and the key's own.
+    fn next_stamp(&self, key: &CacheKey) -> u64 {
+        let held = self.cache.get(key).map_or(0, |s| s.stamp);
+        self.stamps.observe(held);
+        self.stamps.next(self.clock.now_ms())
     }
 
     /// Number of entries (approximate, for tests and metrics).
@@ -176,21 +228,19 @@ impl Store for MemoryStore {
         Ok(keys.iter().map(|key| self.read(key, writes, now)).collect())
     }
 
-    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
-        let bytes = u32::try_from(entry_bytes(key, &entry)).unwrap_or(u32::MAX);
-        self.bytes.fetch_add(u64::from(bytes), Ordering::Relaxed);
-        let until = Instant::now() + ttl;
-        self.cache.insert(
-            key.clone(),
-            Stored {
-                entry,
-                ttl,
-                until,
-                bytes,
-            },
-        );
-        self.recent.wrote();
-        Ok(())
+    async fn put(
+        &self,
+        key: &CacheKey,
+        entry: Arc<Entry>,
+        ttl: Duration,
+        expect: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let stamp = entry.started;
+        let value = Self::stored(key, Some(entry), stamp, ttl);
+        Ok(self.write_if(key, value, |current| match expect {
+            Some(expected) => current == expected && stamp > current,
+            None => stamp > current,
+        }))
     }
 
     async fn usage(&self) -> Option<Usage> {
@@ -201,31 +251,42 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError> {
+    async fn invalidate(&self, keys: &[CacheKey], keep: Duration) -> Result<(), StoreError> {
         for key in keys {
-            self.cache.invalidate(key);
+            // Retried if a write slipped in between the stamp and the tombstone.
+            loop {
+                let stamp = self.next_stamp(key);
+                if self.write_if(key, Self::stored(key, None, stamp, keep), |current| {
+                    stamp > current
+                }) {
+                    break;
+                }
+            }
+            // A failure backoff belongs to a fetch before the invalidation.
+            self.failures.invalidate(key);
         }
-        self.recent.wrote();
         Ok(())
     }
 
-    async fn acquire(
-        &self,
-        key: &CacheKey,
-        _: &str,
-        _: Duration,
-        force: bool,
-    ) -> Result<LockState, StoreError> {
+    async fn stamp(&self, key: &CacheKey) -> Result<u64, StoreError> {
+        Ok(self.next_stamp(key))
+    }
+
+    async fn acquire(&self, key: &CacheKey, _: Duration, force: bool) -> Result<LockState, StoreError> {
         match self.failure(key).await {
             Some(f) if !force => Ok(LockState::Failed(f.status)),
-            _ => Ok(LockState::Acquired),
+            _ => Ok(LockState::Acquired(self.next_stamp(key))),
         }
+    }
+
+    async fn renew(&self, _: &CacheKey, _: u64, _: Duration) -> Result<bool, StoreError> {
+        Ok(true)
     }
 
     async fn release(
         &self,
         key: &CacheKey,
-        _: &str,
+        _: u64,
         failed: Option<(u16, Duration)>,
     ) -> Result<(), StoreError> {
         match failed {
@@ -237,6 +298,16 @@ impl Store for MemoryStore {
             None => self.failures.invalidate(key),
         }
         Ok(())
+    }
+
+    async fn bump_generation(&self, _widget: &str, kind: Kind, known: Gen) -> Result<Gen, StoreError> {
+        self.stamps.observe(known.current);
+        Ok(known.bumped_to(self.stamps.next(self.clock.now_ms()), kind))
+    }
+
+    async fn load_generation(&self, _widget: &str, known: Gen) -> Result<Gen, StoreError> {
+        // One process: what it knows is all there is.
+        Ok(known)
     }
 
     async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
@@ -275,6 +346,7 @@ mod tests {
             grace_until: v,
             fingerprint: 0,
             generation: 0,
+            started: v as u64 + 1,
             rendered: Default::default(),
         })
     }
@@ -283,12 +355,18 @@ mod tests {
     async fn stores_and_bounds_entries() {
         let store = MemoryStore::new(10);
         let key = UserTag::of("a").key(&first());
-        store.put(&key, entry(1), Duration::from_secs(60)).await.unwrap();
+        store
+            .put(&key, entry(1), Duration::from_secs(60), None)
+            .await
+            .unwrap();
         assert_eq!(store.get(&key).await.unwrap().unwrap().fetched_at, 1);
 
         for i in 0..200 {
             let k = UserTag::of(&format!("user{i}")).key(&first());
-            store.put(&k, entry(i), Duration::from_secs(60)).await.unwrap();
+            store
+                .put(&k, entry(i), Duration::from_secs(60), None)
+                .await
+                .unwrap();
         }
         assert!(store.len().await <= 10, "capacity must bound the store");
     }
@@ -304,7 +382,7 @@ mod tests {
                 data: data.clone(),
                 ..(*entry(i)).clone()
             });
-            store.put(&key, e, Duration::from_secs(60)).await.unwrap();
+            store.put(&key, e, Duration::from_secs(60), None).await.unwrap();
         }
         let usage = store.usage().await.unwrap();
         let per_entry = usage.bytes / usage.entries.max(1);
@@ -322,7 +400,10 @@ mod tests {
             let store = MemoryStore::bounded(capacity);
             for i in 0..1_000 {
                 let key = UserTag::of(&format!("user{i}")).key(&first());
-                store.put(&key, entry(i), Duration::from_secs(60)).await.unwrap();
+                store
+                    .put(&key, entry(i), Duration::from_secs(60), None)
+                    .await
+                    .unwrap();
                 // Read some old keys often, as hot users would be.
                 for hot in 0..5 {
                     let _ = store.get(&UserTag::of(&format!("user{hot}")).key(&first())).await;
@@ -341,7 +422,7 @@ mod tests {
         let store = MemoryStore::new(10);
         let key = UserTag::of("a").key(&first());
         store
-            .put(&key, entry(1), Duration::from_millis(20))
+            .put(&key, entry(1), Duration::from_millis(20), None)
             .await
             .unwrap();
         let before = store.get(&key).await.unwrap();
@@ -361,15 +442,15 @@ mod tests {
         let other = MemoryStore::new(100);
         let key = UserTag::of("alice").key(&first());
         let ttl = Duration::from_secs(60);
-        store.put(&key, entry(1), ttl).await.unwrap();
-        other.put(&key, entry(9), ttl).await.unwrap();
+        store.put(&key, entry(1), ttl, None).await.unwrap();
+        other.put(&key, entry(9), ttl, None).await.unwrap();
 
         let first_read = store.get(&key).await.unwrap().map(|e| e.fetched_at);
         let remembered = store.get(&key).await.unwrap().map(|e| e.fetched_at);
         let others = other.get(&key).await.unwrap().map(|e| e.fetched_at);
-        store.put(&key, entry(2), ttl).await.unwrap();
+        store.put(&key, entry(2), ttl, None).await.unwrap();
         let after_put = store.get(&key).await.unwrap().map(|e| e.fetched_at);
-        store.delete(std::slice::from_ref(&key)).await.unwrap();
+        store.invalidate(std::slice::from_ref(&key), ttl).await.unwrap();
         let after_delete = store.get(&key).await.unwrap();
 
         assert_eq!((first_read, remembered), (Some(1), Some(1)));

@@ -25,6 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::cache::entry::Entry;
+use crate::cache::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
 
 /// A store failure. The cache treats every one of them as "store unavailable"
@@ -54,24 +55,36 @@ pub struct Usage {
     pub bytes: u64,
 }
 
-/// The state of the fetch lock of one key, shared by every instance.
+/// The state of the fetch lease of one key, shared by every instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockState {
     /// Nobody fetches this key.
     Free,
-    /// We hold the lock (after [`Store::acquire`]).
-    Acquired,
+    /// We hold the lease (after [`Store::acquire`]), under this fencing
+    /// token: a stamp newer than every one issued for the key before it.
+    /// The fetch's entry carries it ([`Entry::started`]), and the store's
+    /// write is refused if a newer stamp is already there.
+    Acquired(u64),
     /// Another instance is fetching it.
     Busy,
     /// The last fetch failed with this status; the key is in backoff.
     Failed(u16),
 }
 
-/// A key-value store of cache entries with per-key expiry, and a per-key
-/// fetch lock so that one fetch per key runs in the whole fleet.
+/// A key-value store of cache entries with per-key expiry, writes ordered
+/// by stamps, and a per-key fetch lease so that one fetch per key runs in
+/// the whole fleet.
+///
+/// Ordering (SPEC §7): every key has a stamp, the greatest one written to
+/// it (an entry's [`Entry::started`], or a tombstone's). A stamp is issued
+/// by the store ([`Store::stamp`], [`Store::acquire`]) and is greater than
+/// every stamp issued for the key before it. A write lands only if its
+/// stamp is greater than the key's; an invalidation leaves a tombstone with
+/// a new stamp. So a fetch that began before an invalidation (an older
+/// stamp) can never be stored after it, and writes never go backwards.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// The entry under `key`, if any. Undecodable values are misses, not errors.
+    /// The entry under `key`, if any. Undecodable values and tombstones are misses, not errors.
     async fn get(&self, key: &CacheKey) -> Result<Option<Arc<Entry>>, StoreError>;
     /// The entries under `keys`, in order: one user's keys (one hash tag, so
     /// one cluster slot), read in one round trip where the backend can.
@@ -82,30 +95,50 @@ pub trait Store: Send + Sync + 'static {
         }
         Ok(out)
     }
-    /// Stores `entry`, to be dropped by the backend after `ttl`.
-    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError>;
-    /// Deletes keys.
-    async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError>;
-    /// Tries to take the fetch lock of `key` for `ttl` under `token`.
-    /// Returns [`LockState::Acquired`], or who has it. `force` takes over a
-    /// failure backoff (not a live lock).
-    async fn acquire(
+    /// Stores `entry`, to be dropped by the backend after `ttl`, if its
+    /// stamp (`entry.started`, the fetch's fencing token) is greater than
+    /// the key's; with `expect`, only if the key's stamp is exactly that
+    /// (a compare-and-set, for rewriting an entry read before). One atomic
+    /// step. `Ok(false)`: refused, the key holds something newer.
+    async fn put(
         &self,
         key: &CacheKey,
-        token: &str,
+        entry: Arc<Entry>,
         ttl: Duration,
-        force: bool,
-    ) -> Result<LockState, StoreError>;
-    /// Releases a lock we hold; with `failed`, leaves a failure marker for
+        expect: Option<u64>,
+    ) -> Result<bool, StoreError>;
+    /// Invalidates keys: each entry is replaced by a tombstone with a new
+    /// stamp that lives `keep` (longer than any fetch can last), and the
+    /// key's fetch lease is dropped (a fetch that began before may not
+    /// store its result, and the next one need not wait for it).
+    async fn invalidate(&self, keys: &[CacheKey], keep: Duration) -> Result<(), StoreError>;
+    /// A new stamp for `key`, greater than every one issued for it before.
+    async fn stamp(&self, key: &CacheKey) -> Result<u64, StoreError>;
+    /// Tries to take the fetch lease of `key` for `ttl`. Returns
+    /// [`LockState::Acquired`] with its fencing token, or who has it.
+    /// `force` takes over a failure backoff (not a live lease).
+    async fn acquire(&self, key: &CacheKey, ttl: Duration, force: bool) -> Result<LockState, StoreError>;
+    /// Extends a lease we hold (by its token) to `ttl` from now. `Ok(false)`:
+    /// it is no longer ours (it lapsed, or an invalidation dropped it).
+    async fn renew(&self, key: &CacheKey, token: u64, ttl: Duration) -> Result<bool, StoreError>;
+    /// Releases a lease we hold; with `failed`, leaves a failure marker for
     /// the backoff instead, so no instance retries the key before it expires.
     async fn release(
         &self,
         key: &CacheKey,
-        token: &str,
+        token: u64,
         failed: Option<(u16, Duration)>,
     ) -> Result<(), StoreError>;
-    /// The lock's state as seen by someone who does not hold it.
+    /// The lease's state as seen by someone who does not hold it.
     async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError>;
+    /// Records an invalidation of `widget` for every user: its `kind`
+    /// threshold becomes a stamp newer than every fetch begun so far. Never
+    /// lower than `known` (what this instance already knew), even if the
+    /// store lost its record. Returns the thresholds as now kept.
+    async fn bump_generation(&self, widget: &str, kind: Kind, known: Gen) -> Result<Gen, StoreError>;
+    /// A widget's thresholds as kept, merged with `known`; written back if
+    /// the store had lost them (so they never regress for the fleet).
+    async fn load_generation(&self, widget: &str, known: Gen) -> Result<Gen, StoreError>;
     /// How much the store holds, for an in-process store; `None` for a
     /// shared one (Redis reports its own memory).
     async fn usage(&self) -> Option<Usage> {
@@ -117,15 +150,56 @@ pub trait Store: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 }
 
-/// Parses a lock value: a failure marker `failed:<status>` or an owner token.
-pub(crate) fn parse_lock_value(value: Option<&str>, token: &str) -> LockState {
+/// Parses a lease value: a failure marker `failed:<status>` or an owner's token.
+pub(crate) fn parse_lock_value(value: Option<&str>, token: u64) -> LockState {
     match value {
         None => LockState::Free,
-        Some(v) if v == token => LockState::Acquired,
         Some(v) => match v.strip_prefix("failed:").map(str::parse::<u16>) {
             Some(Ok(status)) => LockState::Failed(status),
-            _ => LockState::Busy,
+            _ => match v.parse::<u64>() {
+                Ok(t) if t == token => LockState::Acquired(t),
+                _ => LockState::Busy,
+            },
         },
+    }
+}
+
+/// A stamp clock: `max(now in microseconds, last + 1)`, so stamps only grow
+/// even if the clock steps back. What the in-process and on-disk stores
+/// issue stamps from (Redis uses its own `TIME` the same way).
+#[derive(Debug, Default)]
+pub struct StampClock {
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl StampClock {
+    /// A clock whose stamps are all greater than `floor`.
+    pub fn after(floor: u64) -> Self {
+        Self {
+            last: std::sync::atomic::AtomicU64::new(floor),
+        }
+    }
+
+    /// The next stamp at `now_ms` (the cache's clock).
+    pub fn next(&self, now_ms: i64) -> u64 {
+        use std::sync::atomic::Ordering;
+        let now = u64::try_from(now_ms).unwrap_or(0).saturating_mul(1000);
+        let mut last = self.last.load(Ordering::SeqCst);
+        loop {
+            let next = now.max(last + 1);
+            match self
+                .last
+                .compare_exchange(last, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    /// Makes every later stamp greater than `floor` too.
+    pub fn observe(&self, floor: u64) {
+        self.last.fetch_max(floor, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -135,10 +209,22 @@ mod tests {
 
     #[test]
     fn parses_lock_values() {
-        assert_eq!(parse_lock_value(None, "t"), LockState::Free);
-        assert_eq!(parse_lock_value(Some("t"), "t"), LockState::Acquired);
-        assert_eq!(parse_lock_value(Some("other"), "t"), LockState::Busy);
-        assert_eq!(parse_lock_value(Some("failed:503"), "t"), LockState::Failed(503));
-        assert_eq!(parse_lock_value(Some("failed:x"), "t"), LockState::Busy);
+        assert_eq!(parse_lock_value(None, 7), LockState::Free);
+        assert_eq!(parse_lock_value(Some("7"), 7), LockState::Acquired(7));
+        assert_eq!(parse_lock_value(Some("8"), 7), LockState::Busy);
+        assert_eq!(parse_lock_value(Some("failed:503"), 7), LockState::Failed(503));
+        assert_eq!(parse_lock_value(Some("failed:x"), 7), LockState::Busy);
+    }
+
+    #[test]
+    fn stamps_only_grow_even_when_the_clock_steps_back() {
+        let clock = StampClock::default();
+        let a = clock.next(1_000);
+        let b = clock.next(1_000);
+        let c = clock.next(500);
+        assert!(a < b && b < c, "{a} {b} {c}");
+        assert_eq!(a, 1_000_000);
+        clock.observe(5_000_000);
+        assert!(clock.next(1_000) > 5_000_000);
     }
 }

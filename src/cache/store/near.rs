@@ -17,6 +17,7 @@ use moka::sync::Cache;
 use super::changes::Changes;
 use super::{LockState, Store, StoreError};
 use crate::cache::entry::Entry;
+use crate::cache::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
 use crate::clock::{Clock, Millis};
 
@@ -145,35 +146,49 @@ impl Store for NearCache {
         Ok(out)
     }
 
-    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        key: &CacheKey,
+        entry: Arc<Entry>,
+        ttl: Duration,
+        expect: Option<u64>,
+    ) -> Result<bool, StoreError> {
         // Redis first: a hit in this instance's L1 then implies every other
-        // instance can read the same entry.
-        let result = self.inner.put(key, Arc::clone(&entry), ttl).await;
-        self.l1_put(key, entry).await;
-        result
+        // instance can read the same entry. A refused write (something newer
+        // is there) leaves nothing here; a failed one is kept for the L1's
+        // short life (the store is down: serve what we fetched).
+        let written = self.inner.put(key, Arc::clone(&entry), ttl, expect).await;
+        match &written {
+            Ok(true) | Err(_) => self.l1_put(key, entry).await,
+            Ok(false) => self.l1.invalidate(key),
+        }
+        written
     }
 
-    async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError> {
+    async fn invalidate(&self, keys: &[CacheKey], keep: Duration) -> Result<(), StoreError> {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         for key in keys {
             self.l1.invalidate(key);
         }
-        self.inner.delete(keys).await
+        self.inner.invalidate(keys, keep).await
     }
 
-    async fn acquire(
-        &self,
-        key: &CacheKey,
-        token: &str,
-        ttl: Duration,
-        force: bool,
-    ) -> Result<LockState, StoreError> {
-        self.inner.acquire(key, token, ttl, force).await
+    async fn stamp(&self, key: &CacheKey) -> Result<u64, StoreError> {
+        self.inner.stamp(key).await
+    }
+
+    async fn acquire(&self, key: &CacheKey, ttl: Duration, force: bool) -> Result<LockState, StoreError> {
+        self.inner.acquire(key, ttl, force).await
+    }
+
+    async fn renew(&self, key: &CacheKey, token: u64, ttl: Duration) -> Result<bool, StoreError> {
+        self.inner.renew(key, token, ttl).await
     }
 
     async fn release(
         &self,
         key: &CacheKey,
-        token: &str,
+        token: u64,
         failed: Option<(u16, Duration)>,
     ) -> Result<(), StoreError> {
         self.inner.release(key, token, failed).await
@@ -181,6 +196,14 @@ impl Store for NearCache {
 
     async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
         self.inner.lock_state(key).await
+    }
+
+    async fn bump_generation(&self, widget: &str, kind: Kind, known: Gen) -> Result<Gen, StoreError> {
+        self.inner.bump_generation(widget, kind, known).await
+    }
+
+    async fn load_generation(&self, widget: &str, known: Gen) -> Result<Gen, StoreError> {
+        self.inner.load_generation(widget, known).await
     }
 
     async fn usage(&self) -> Option<super::Usage> {

@@ -20,26 +20,94 @@ use crate::cache::entry::Entry;
 use crate::cache::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
 
-/// Takes the lock when it is free (or, with force, when it only holds a
-/// failure marker). Returns "OK" or the current value.
+/// Lua helpers every script starts with. A key's value is
+/// `<stamp>|<entry JSON>`, or `<stamp>|` for a tombstone; a value from
+/// before stamps (plain JSON) has stamp 0. Stamps are Redis `TIME` in
+/// microseconds, at least one above the key's (numbers stay below 2^53,
+/// exact in Lua's doubles, and are written with `%.0f`, never `tostring`).
+const LUA_PRELUDE: &str = r#"
+local function stamp_of(v)
+  if not v then return 0 end
+  local s = string.match(v, '^(%d+)|')
+  if s then return tonumber(s) end
+  return 0
+end
+local function next_stamp(floor)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if now <= floor then now = floor + 1 end
+  return now
+end
+local function fmt(n) return string.format('%.0f', n) end
+"#;
+
+/// Takes the lease when it is free (or, with force, when it only holds a
+/// failure marker), under a new stamp above the entry's: `OK:<token>`, or
+/// the lease's current value.
 const ACQUIRE: &str = r#"
 local v = redis.call('GET', KEYS[1])
-if (not v) or (ARGV[3] == '1' and string.sub(v, 1, 7) == 'failed:') then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 'OK'
+if (not v) or (ARGV[2] == '1' and string.sub(v, 1, 7) == 'failed:') then
+  local token = fmt(next_stamp(stamp_of(redis.call('GET', KEYS[2]))))
+  redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+  return 'OK:' .. token
 end
 return v
 "#;
 
-/// Bumps a widget's generation counter and sets one threshold (`hard` or
-/// `soft`) to it; returns the counter and both thresholds.
-const BUMP_GENERATION: &str = r#"
-local c = redis.call('HINCRBY', KEYS[1], 'current', 1)
-redis.call('HSET', KEYS[1], ARGV[1], c)
-return redis.call('HMGET', KEYS[1], 'current', 'hard', 'soft')
+/// Extends the lease if it is still ours.
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
 "#;
 
-/// Releases the lock only if we own it; optionally leaves a failure marker.
+/// Writes an entry if its stamp is above the key's (and, with an expected
+/// stamp, only if the key's is exactly that): the fencing check and the
+/// write in one step.
+const PUT: &str = r#"
+local cur = stamp_of(redis.call('GET', KEYS[1]))
+local s = tonumber(ARGV[1])
+if ARGV[4] ~= '' and cur ~= tonumber(ARGV[4]) then return 0 end
+if s <= cur then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"#;
+
+/// Replaces an entry by a tombstone with a new stamp, and drops its lease.
+const INVALIDATE: &str = r#"
+local s = next_stamp(stamp_of(redis.call('GET', KEYS[1])))
+redis.call('SET', KEYS[1], fmt(s) .. '|', 'PX', ARGV[1])
+redis.call('DEL', KEYS[2])
+return fmt(s)
+"#;
+
+/// A new stamp above the key's.
+const STAMP: &str = r#"
+return fmt(next_stamp(stamp_of(redis.call('GET', KEYS[1]))))
+"#;
+
+/// Merges a widget's thresholds with what the caller knew (so a lost hash
+/// is written back, never restarted), then, with a kind, sets that one to a
+/// new stamp above them all. Returns `[current, hard, soft]`.
+const GENERATION: &str = r#"
+local function num(x) return tonumber(x) or 0 end
+local kept = redis.call('HMGET', KEYS[1], 'current', 'hard', 'soft')
+local cur = math.max(num(kept[1]), num(ARGV[2]))
+local hard = math.max(num(kept[2]), num(ARGV[3]))
+local soft = math.max(num(kept[3]), num(ARGV[4]))
+if ARGV[1] ~= '' then
+  cur = next_stamp(math.max(cur, hard, soft))
+  if ARGV[1] == 'hard' then hard = cur else soft = cur end
+end
+if num(kept[1]) ~= cur or num(kept[2]) ~= hard or num(kept[3]) ~= soft then
+  redis.call('HSET', KEYS[1], 'current', fmt(cur), 'hard', fmt(hard), 'soft', fmt(soft))
+end
+return {fmt(cur), fmt(hard), fmt(soft)}
+"#;
+
+/// Releases the lease only if we own it; optionally leaves a failure marker.
 const RELEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   if ARGV[2] ~= '' then
@@ -51,6 +119,10 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 "#;
+
+fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{LUA_PRELUDE}{body}"))
+}
 
 /// Opens multiplexed connections to one Redis server, from a client that
 /// carries the TLS trust (`rediss://`, `--redis-ca`).
@@ -147,10 +219,14 @@ enum Op<'a> {
     Script(&'a redis::ScriptInvocation<'a>),
 }
 
-/// The lock and generation scripts, hashed once.
-static ACQUIRE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ACQUIRE));
-static RELEASE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RELEASE));
-static BUMP_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(BUMP_GENERATION));
+/// The scripts, hashed once.
+static ACQUIRE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(ACQUIRE));
+static RENEW_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(RENEW));
+static RELEASE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(RELEASE));
+static PUT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(PUT));
+static INVALIDATE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(INVALIDATE));
+static STAMP_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(STAMP));
+static GENERATION_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(GENERATION));
 
 /// Runs `op` on a connection from `pool`, all within `bound`. A connection
 /// whose command failed or timed out is dropped, not returned: it may be
@@ -335,23 +411,18 @@ impl RedisStore {
             .map(drop)
     }
 
-    /// Invalidates a widget for every user: bumps its generation (SPEC §5,
-    /// `allUsers`). One command on one key, however many users there are.
-    pub async fn bump_generation(&self, widget: &str, kind: Kind) -> Result<Gen, StoreError> {
-        let mut script = BUMP_SCRIPT.prepare_invoke();
-        script.key(generation_key(widget)).arg(kind.field());
+    /// A widget's thresholds merged with `known`, and with `kind`, one of
+    /// them set to a new stamp (SPEC §5 `allUsers`): one script on one key,
+    /// however many users there are.
+    async fn generation(&self, widget: &str, kind: Option<Kind>, known: Gen) -> Result<Gen, StoreError> {
+        let mut script = GENERATION_SCRIPT.prepare_invoke();
+        script
+            .key(generation_key(widget))
+            .arg(kind.map_or("", Kind::field))
+            .arg(known.current)
+            .arg(known.hard)
+            .arg(known.soft);
         self.eval::<Vec<Option<u64>>>(&script).await.map(gen_of)
-    }
-
-    /// A widget's generation as the fleet knows it.
-    pub async fn load_generation(&self, widget: &str) -> Result<Gen, StoreError> {
-        let cmd = redis::cmd("HMGET")
-            .arg(generation_key(widget))
-            .arg("current")
-            .arg("hard")
-            .arg("soft")
-            .clone();
-        self.query::<Vec<Option<u64>>>(cmd).await.map(gen_of)
     }
 
     /// The remaining time to live of a key in milliseconds (for tests and ops).
@@ -397,9 +468,17 @@ fn gen_of(fields: Vec<Option<u64>>) -> Gen {
     }
 }
 
-/// An entry from its stored bytes; garbage is a miss, logged.
+/// An entry from its stored bytes (`<stamp>|<JSON>`, or plain JSON from
+/// before stamps); a tombstone (`<stamp>|`) is none; garbage is a miss, logged.
 fn decode(key: &CacheKey, bytes: &[u8]) -> Option<Arc<Entry>> {
-    match Entry::decode(bytes) {
+    let json = match memchr::memchr(b'|', bytes) {
+        Some(bar) if bytes[..bar].iter().all(u8::is_ascii_digit) => &bytes[bar + 1..],
+        _ => bytes,
+    };
+    if json.is_empty() {
+        return None;
+    }
+    match Entry::decode(json) {
         Ok(entry) => Some(Arc::new(entry)),
         Err(e) => {
             tracing::warn!(key = key.as_str(), error = %e, "ignoring undecodable cache entry");
@@ -440,50 +519,68 @@ impl Store for RedisStore {
             .collect())
     }
 
-    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
-        let cmd = redis::cmd("SET")
-            .arg(key.as_str())
-            .arg(entry.encode())
-            .arg("PX")
+    async fn put(
+        &self,
+        key: &CacheKey,
+        entry: Arc<Entry>,
+        ttl: Duration,
+        expect: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let mut value = format!("{}|", entry.started).into_bytes();
+        value.extend_from_slice(&entry.encode());
+        let mut script = PUT_SCRIPT.prepare_invoke();
+        script
+            .key(key.as_str())
+            .arg(entry.started)
+            .arg(value)
             .arg(millis(ttl))
-            .clone();
-        self.query(cmd).await
+            .arg(expect.map(|e| e.to_string()).unwrap_or_default());
+        self.eval::<i64>(&script).await.map(|written| written == 1)
     }
 
-    async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError> {
-        // One DEL per key: keys of different users live in different slots.
+    async fn invalidate(&self, keys: &[CacheKey], keep: Duration) -> Result<(), StoreError> {
+        // One script per key: keys of different users live in different slots.
         for key in keys {
-            self.query::<()>(redis::cmd("DEL").arg(key.as_str()).clone())
-                .await?;
+            let mut script = INVALIDATE_SCRIPT.prepare_invoke();
+            script.key(key.as_str()).key(lock_key(key)).arg(millis(keep));
+            self.eval::<String>(&script).await?;
         }
         Ok(())
     }
 
-    async fn acquire(
-        &self,
-        key: &CacheKey,
-        token: &str,
-        ttl: Duration,
-        force: bool,
-    ) -> Result<LockState, StoreError> {
+    async fn stamp(&self, key: &CacheKey) -> Result<u64, StoreError> {
+        let mut script = STAMP_SCRIPT.prepare_invoke();
+        script.key(key.as_str());
+        let stamp: String = self.eval(&script).await?;
+        stamp
+            .parse()
+            .map_err(|_| StoreError::Command(format!("not a stamp: {stamp}")))
+    }
+
+    async fn acquire(&self, key: &CacheKey, ttl: Duration, force: bool) -> Result<LockState, StoreError> {
         let mut script = ACQUIRE_SCRIPT.prepare_invoke();
         script
             .key(lock_key(key))
-            .arg(token)
+            .key(key.as_str())
             .arg(millis(ttl))
             .arg(if force { "1" } else { "0" });
         let answer: String = self.eval(&script).await?;
-        Ok(if answer == "OK" {
-            LockState::Acquired
-        } else {
-            parse_lock_value(Some(&answer), token)
+        Ok(match answer.strip_prefix("OK:").map(str::parse::<u64>) {
+            Some(Ok(token)) => LockState::Acquired(token),
+            _ => parse_lock_value(Some(&answer), 0),
         })
+    }
+
+    async fn renew(&self, key: &CacheKey, token: u64, ttl: Duration) -> Result<bool, StoreError> {
+        let mut script = RENEW_SCRIPT.prepare_invoke();
+        script.key(lock_key(key)).arg(token).arg(millis(ttl));
+        self.eval::<i64>(&script).await.map(|renewed| renewed == 1)
     }
 
     async fn release(
         &self,
         key: &CacheKey,
-        token: &str,
+        token: u64,
         failed: Option<(u16, Duration)>,
     ) -> Result<(), StoreError> {
         let (marker, ttl) = match failed {
@@ -497,7 +594,15 @@ impl Store for RedisStore {
 
     async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
         let value: Option<String> = self.query(redis::cmd("GET").arg(lock_key(key)).clone()).await?;
-        Ok(parse_lock_value(value.as_deref(), ""))
+        Ok(parse_lock_value(value.as_deref(), 0))
+    }
+
+    async fn bump_generation(&self, widget: &str, kind: Kind, known: Gen) -> Result<Gen, StoreError> {
+        self.generation(widget, Some(kind), known).await
+    }
+
+    async fn load_generation(&self, widget: &str, known: Gen) -> Result<Gen, StoreError> {
+        self.generation(widget, None, known).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -12,7 +12,11 @@
 //! open and the breaker skips the store for a moment.
 //!
 //! The fetch lock and failure markers stay in memory (one instance: the
-//! in-process single flight is the lock), as in [`MemoryStore`].
+//! in-process single flight is the lock), as in [`MemoryStore`]. What
+//! orders writes is kept on disk: each row's stamp (`started`; a tombstone
+//! is a row with an empty value), and the widgets' `allUsers` thresholds
+//! (`generations`), so a restart undoes no invalidation. Stamps after a
+//! restart start above every stamp on disk.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +29,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::memory::MemoryStore;
 use super::{LockState, Store, StoreError, Usage};
 use crate::cache::entry::Entry;
+use crate::cache::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Capacity;
@@ -46,6 +51,8 @@ pub struct SqliteStore {
     puts: Arc<AtomicU64>,
     markers: MemoryStore,
     path: PathBuf,
+    /// Where stamps come from; above every stamp on disk when opened.
+    stamps: Arc<super::StampClock>,
 }
 
 fn command(e: rusqlite::Error) -> StoreError {
@@ -69,9 +76,31 @@ impl SqliteStore {
                  value BLOB NOT NULL,
                  expires_at INTEGER NOT NULL
              );
-             CREATE INDEX IF NOT EXISTS entries_by_expiry ON entries (expires_at);",
+             CREATE INDEX IF NOT EXISTS entries_by_expiry ON entries (expires_at);
+             CREATE TABLE IF NOT EXISTS generations (
+                 widget TEXT PRIMARY KEY,
+                 hard INTEGER NOT NULL,
+                 soft INTEGER NOT NULL
+             );",
         )
         .map_err(|e| StoreError::Connection(format!("{}: {e}", path.display())))?;
+        // Databases from before stamps: add the column (older rows: stamp 0).
+        let has_started: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('entries') WHERE name = 'started'")
+            .and_then(|mut q| q.exists([]))
+            .map_err(|e| StoreError::Connection(format!("{}: {e}", path.display())))?;
+        if !has_started {
+            conn.execute_batch("ALTER TABLE entries ADD COLUMN started INTEGER NOT NULL DEFAULT 0;")
+                .map_err(|e| StoreError::Connection(format!("{}: {e}", path.display())))?;
+        }
+        let floor: i64 = conn
+            .query_row(
+                "SELECT MAX(COALESCE((SELECT MAX(started) FROM entries), 0),
+                            COALESCE((SELECT MAX(MAX(hard, soft)) FROM generations), 0))",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| StoreError::Connection(format!("{}: {e}", path.display())))?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             clock: Arc::new(SystemClock),
@@ -79,6 +108,7 @@ impl SqliteStore {
             puts: Arc::new(AtomicU64::new(0)),
             markers: MemoryStore::bounded(capacity),
             path,
+            stamps: Arc::new(super::StampClock::after(floor.max(0) as u64)),
         })
     }
 
@@ -138,6 +168,27 @@ impl SqliteStore {
                 }
             }
         });
+    }
+}
+
+impl SqliteStore {
+    /// Keeps a widget's thresholds (never lower than what is on disk).
+    async fn write_generation(&self, widget: &str, gen: Gen) -> Result<(), StoreError> {
+        let w = widget.to_owned();
+        let (hard, soft) = (
+            i64::try_from(gen.hard).unwrap_or(i64::MAX),
+            i64::try_from(gen.soft).unwrap_or(i64::MAX),
+        );
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO generations (widget, hard, soft) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (widget) DO UPDATE SET hard = MAX(hard, excluded.hard),
+                     soft = MAX(soft, excluded.soft)",
+                params![w, hard, soft],
+            )
+        })
+        .await
+        .map(drop)
     }
 }
 
@@ -204,7 +255,7 @@ impl Store for SqliteStore {
         let raw: Option<Vec<u8>> = self
             .run(move |conn| {
                 conn.query_row(
-                    "SELECT value FROM entries WHERE key = ?1 AND expires_at > ?2",
+                    "SELECT value FROM entries WHERE key = ?1 AND expires_at > ?2 AND LENGTH(value) > 0",
                     params![k, now],
                     |r| r.get(0),
                 )
@@ -220,57 +271,140 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn put(&self, key: &CacheKey, entry: Arc<Entry>, ttl: Duration) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        key: &CacheKey,
+        entry: Arc<Entry>,
+        ttl: Duration,
+        expect: Option<u64>,
+    ) -> Result<bool, StoreError> {
         let (k, value) = (key.as_str().to_owned(), entry.encode());
-        let expires_at = self
-            .clock
-            .now_ms()
-            .saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
-        self.run(move |conn| {
-            conn.execute(
-                "INSERT INTO entries (key, value, expires_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-                params![k, value, expires_at],
-            )
-        })
-        .await?;
+        let stamp = i64::try_from(entry.started).unwrap_or(i64::MAX);
+        let now = self.clock.now_ms();
+        let expires_at = now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
+        // One statement: the compare and the write are atomic. An expired
+        // row's stamp still counts (a tombstone's above all).
+        let written = self
+            .run(move |conn| match expect {
+                None => conn.execute(
+                    "INSERT INTO entries (key, value, expires_at, started) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value,
+                         expires_at = excluded.expires_at, started = excluded.started
+                     WHERE excluded.started > entries.started",
+                    params![k, value, expires_at, stamp],
+                ),
+                Some(expected) => conn.execute(
+                    "UPDATE entries SET value = ?2, expires_at = ?3, started = ?4
+                     WHERE key = ?1 AND started = ?5 AND ?4 > started",
+                    params![
+                        k,
+                        value,
+                        expires_at,
+                        stamp,
+                        i64::try_from(expected).unwrap_or(i64::MAX)
+                    ],
+                ),
+            })
+            .await?;
         // Bounded between purges too: a burst of new users cannot grow the
         // file without limit.
         if self.puts.fetch_add(1, Ordering::Relaxed) % TRIM_EVERY_PUTS == TRIM_EVERY_PUTS - 1 {
             self.purge().await?;
         }
+        Ok(written > 0)
+    }
+
+    async fn invalidate(&self, keys: &[CacheKey], keep: Duration) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let expires_at = now.saturating_add(keep.as_millis().min(i64::MAX as u128) as i64);
+        for key in keys {
+            let k = key.as_str().to_owned();
+            let stamps = Arc::clone(&self.stamps);
+            // The stamp is taken under the connection's lock, above the
+            // row's: nothing writes between.
+            self.run(move |conn| {
+                let held: Option<i64> = conn
+                    .query_row("SELECT started FROM entries WHERE key = ?1", [&k], |r| r.get(0))
+                    .optional()?;
+                stamps.observe(held.unwrap_or(0).max(0) as u64);
+                let stamp = i64::try_from(stamps.next(now)).unwrap_or(i64::MAX);
+                conn.execute(
+                    "INSERT INTO entries (key, value, expires_at, started) VALUES (?1, X'', ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET value = X'', expires_at = excluded.expires_at,
+                         started = excluded.started",
+                    params![k, expires_at, stamp],
+                )
+            })
+            .await?;
+            self.markers.release(key, 0, None).await?;
+        }
         Ok(())
     }
 
-    async fn delete(&self, keys: &[CacheKey]) -> Result<(), StoreError> {
-        let keys: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
+    async fn stamp(&self, key: &CacheKey) -> Result<u64, StoreError> {
+        let k = key.as_str().to_owned();
+        let (stamps, now) = (Arc::clone(&self.stamps), self.clock.now_ms());
         self.run(move |conn| {
-            let mut stmt = conn.prepare_cached("DELETE FROM entries WHERE key = ?1")?;
-            for key in &keys {
-                stmt.execute([key])?;
-            }
-            Ok(())
+            let held: Option<i64> = conn
+                .query_row("SELECT started FROM entries WHERE key = ?1", [&k], |r| r.get(0))
+                .optional()?;
+            stamps.observe(held.unwrap_or(0).max(0) as u64);
+            Ok(stamps.next(now))
         })
         .await
     }
 
-    async fn acquire(
-        &self,
-        key: &CacheKey,
-        token: &str,
-        ttl: Duration,
-        force: bool,
-    ) -> Result<LockState, StoreError> {
-        self.markers.acquire(key, token, ttl, force).await
+    async fn acquire(&self, key: &CacheKey, ttl: Duration, force: bool) -> Result<LockState, StoreError> {
+        match self.markers.acquire(key, ttl, force).await? {
+            LockState::Acquired(_) => Ok(LockState::Acquired(self.stamp(key).await?)),
+            other => Ok(other),
+        }
+    }
+
+    async fn renew(&self, key: &CacheKey, token: u64, ttl: Duration) -> Result<bool, StoreError> {
+        self.markers.renew(key, token, ttl).await
     }
 
     async fn release(
         &self,
         key: &CacheKey,
-        token: &str,
+        token: u64,
         failed: Option<(u16, Duration)>,
     ) -> Result<(), StoreError> {
         self.markers.release(key, token, failed).await
+    }
+
+    async fn bump_generation(&self, widget: &str, kind: Kind, known: Gen) -> Result<Gen, StoreError> {
+        let kept = self.load_generation(widget, known).await?;
+        let gen = kept.bumped_to(self.stamps.next(self.clock.now_ms()), kind);
+        self.stamps.observe(gen.current);
+        self.write_generation(widget, gen).await?;
+        Ok(gen)
+    }
+
+    async fn load_generation(&self, widget: &str, known: Gen) -> Result<Gen, StoreError> {
+        let w = widget.to_owned();
+        let kept: Option<(i64, i64)> = self
+            .run(move |conn| {
+                conn.query_row(
+                    "SELECT hard, soft FROM generations WHERE widget = ?1",
+                    [&w],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+            })
+            .await?;
+        let (hard, soft) = kept.map_or((0, 0), |(h, s)| (h.max(0) as u64, s.max(0) as u64));
+        let stored = Gen {
+            current: hard.max(soft),
+            hard,
+            soft,
+        };
+        let merged = stored.merged(known);
+        if merged != stored {
+            self.write_generation(widget, merged).await?;
+        }
+        Ok(merged)
     }
 
     async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
@@ -281,7 +415,7 @@ impl Store for SqliteStore {
         let counted = self
             .run(|conn| {
                 conn.query_row(
-                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(value)), 0) FROM entries",
+                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(value)), 0) FROM entries WHERE LENGTH(value) > 0",
                     [],
                     |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
                 )
@@ -327,6 +461,7 @@ mod tests {
             grace_until: v + 3,
             fingerprint: 42,
             generation: 0,
+            started: v as u64 + 1,
             rendered: Default::default(),
         })
     }
@@ -340,14 +475,17 @@ mod tests {
         let d = dir("reopen");
         let store = SqliteStore::open(&d, Capacity::Entries(100)).unwrap();
         store
-            .put(&key("a"), entry(7), Duration::from_secs(60))
+            .put(&key("a"), entry(7), Duration::from_secs(60), None)
             .await
             .unwrap();
         drop(store);
         let again = SqliteStore::open(&d, Capacity::Entries(100)).unwrap();
         assert_eq!(again.get(&key("a")).await.unwrap().as_deref(), Some(&*entry(7)));
         assert_eq!(again.get(&key("b")).await.unwrap(), None);
-        again.delete(&[key("a")]).await.unwrap();
+        again
+            .invalidate(&[key("a")], Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(again.get(&key("a")).await.unwrap(), None);
         let _ = std::fs::remove_dir_all(&d);
     }
@@ -361,11 +499,11 @@ mod tests {
             .unwrap()
             .with_clock(Arc::clone(&clock) as Arc<dyn Clock>);
         store
-            .put(&key("a"), entry(1), Duration::from_secs(60))
+            .put(&key("a"), entry(1), Duration::from_secs(60), None)
             .await
             .unwrap();
         store
-            .put(&key("b"), entry(2), Duration::from_secs(3600))
+            .put(&key("b"), entry(2), Duration::from_secs(3600), None)
             .await
             .unwrap();
         assert!(
@@ -395,6 +533,7 @@ mod tests {
                     &key(&format!("u{i}")),
                     entry(i),
                     Duration::from_secs(60 + i as u64),
+                    None,
                 )
                 .await
                 .unwrap();
@@ -419,7 +558,7 @@ mod tests {
             .unwrap();
         assert!(matches!(store.get(&key("a")).await, Err(StoreError::Command(_))));
         assert!(store
-            .put(&key("a"), entry(1), Duration::from_secs(1))
+            .put(&key("a"), entry(1), Duration::from_secs(1), None)
             .await
             .is_err());
         let _ = std::fs::remove_dir_all(&d);
