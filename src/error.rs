@@ -24,13 +24,16 @@ pub enum PageError {
     /// The session could not be written.
     #[error("Your session could not be saved; please try again.")]
     Session,
+    /// A malformed query (the message says what was expected).
+    #[error("Bad request: {0}.")]
+    BadRequest(String),
 }
 
 impl ResponseError for PageError {
     fn status_code(&self) -> StatusCode {
         match self {
             PageError::UnknownWidget => StatusCode::NOT_FOUND,
-            PageError::BadParams(_) => StatusCode::BAD_REQUEST,
+            PageError::BadParams(_) | PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
             PageError::SignedOut => StatusCode::UNAUTHORIZED,
             PageError::Session => StatusCode::INTERNAL_SERVER_ERROR,
         }

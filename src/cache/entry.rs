@@ -28,8 +28,10 @@ pub struct Entry {
     /// an entry of another definition is a miss.
     #[serde(default)]
     pub fingerprint: u64,
-    /// The widget's generation when the fetch started: older than the
-    /// widget's invalidation thresholds, the entry is a miss or stale.
+    /// The stamp its fetch began with (its lease's fencing token): older
+    /// than the widget's `allUsers` thresholds, the entry is a miss or
+    /// stale. Equal to `started` for an entry its fetch wrote; a soft
+    /// invalidation's stale copy has a newer `started`.
     #[serde(default)]
     pub generation: u64,
     /// The stamp of the write that made this entry: the fetch's fencing
@@ -70,7 +72,7 @@ pub struct Rendered {
 pub struct RenderedCard {
     /// The body's HTML (the view kind's, for the data), escaped by maud.
     pub body: String,
-    /// The upstream's `version` field, for the card's `data-version`.
+    /// The entry's version ([`Entry::version`]), for the card's `data-version`.
     pub version: Option<u64>,
     /// The whole ready card but its age, cut where the age goes: `(before,
     /// after)`. `None` if the card could not be cut (then it is rendered).
@@ -139,6 +141,26 @@ impl Entry {
     /// when it was fetched; anything undecodable reads as `null`.
     pub fn value(&self) -> serde_json::Value {
         serde_json::from_str(self.data.get()).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The version of this entry, as cards show it (`data-version`) and
+    /// open pages report it back (`/updates?seen=`): the upstream's own
+    /// top-level `version` when its data has one (the mock's grows with
+    /// each change), else the write's stamp, unique per key and growing
+    /// with each write (the fetch time for an entry from before stamps).
+    pub fn version(&self) -> u64 {
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: Option<u64>,
+        }
+        let upstream = serde_json::from_str::<Versioned>(self.data.get())
+            .ok()
+            .and_then(|v| v.version);
+        match upstream {
+            Some(version) => version,
+            None if self.started > 0 => self.started,
+            None => u64::try_from(self.fetched_at).unwrap_or(0),
+        }
     }
 
     /// Where the entry stands at `now`.

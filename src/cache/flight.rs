@@ -181,6 +181,13 @@ impl WidgetCache {
         // An entry of another definition of the widget is not data for us.
         // Entries as they count now (fingerprint, invalidations).
         let judge = |e: Option<Arc<Entry>>| e.and_then(|e| self.judged(e, instance));
+        // What another fetch's landing must be to be handed on as ours:
+        // current (not made stale by an invalidation since), and written by
+        // a fetch itself (not a soft invalidation's stale copy of old data).
+        let landed = |e: Option<Arc<Entry>>| {
+            e.filter(|e| e.started == e.generation)
+                .and_then(|e| self.current(e, instance))
+        };
         let seen = match self.store.get(key).await.map(judge) {
             // A fetch may have landed between our caller's read and our start.
             Ok(Some(entry))
@@ -223,7 +230,7 @@ impl WidgetCache {
                 key,
                 seen,
                 deadline,
-                judge,
+                landed,
             )
             .await
             {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::generations::Kind;
+use super::generations::{Kind, Verdict};
 use super::key::CacheKey;
 use super::policy::store_ttl;
 use super::service::WidgetCache;
@@ -71,6 +71,17 @@ impl WidgetCache {
                 let Some(entry) = self.store.get(key).await? else {
                     break;
                 };
+                // Gone for all users already: nothing to keep, not even stale.
+                let gone = key.widget().is_some_and(|w| {
+                    self.changes
+                        .generations()
+                        .get(w.as_str())
+                        .verdict(entry.generation)
+                        == Verdict::Gone
+                });
+                if gone {
+                    break;
+                }
                 if entry.started > stamp {
                     // Written by a fetch that began after us: current.
                     softened = true;

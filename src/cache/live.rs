@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::entry::Freshness;
+use super::entry::{Entry, Freshness};
 use super::service::{Lookup, Outcome, WidgetCache};
 use crate::clock::Millis;
 use crate::user::UserId;
@@ -31,6 +31,35 @@ impl RefreshedAhead {
         self.0.insert((widget, fetched_at))
     }
 }
+
+/// What the open page shows, as its poll says: either the clock reading
+/// of its newest data (`since`, v2 pages), or the version of each card
+/// (`seen`, SPEC §5): every card whose entry differs is sent, whatever its
+/// fetch time, so a card that lands with an older `fetched_at` than one
+/// already sent is not missed.
+#[derive(Debug, Clone)]
+pub enum Shown {
+    /// Cards with data fetched after this.
+    Since(Millis),
+    /// `(widget id, data-version)` of each card with data on the page.
+    Seen(Vec<(String, u64)>),
+}
+
+impl Shown {
+    /// Whether the page's card of `widget` shows something other than `entry`.
+    fn differs(&self, widget: &str, entry: &Entry) -> bool {
+        match self {
+            Shown::Since(since) => entry.fetched_at > *since,
+            Shown::Seen(seen) => !seen
+                .iter()
+                .any(|(id, version)| id == widget && *version == entry.version()),
+        }
+    }
+}
+
+/// How long an answer waits after the first change it sees, so that cards
+/// landing together reach the page together.
+pub const GATHER: Duration = Duration::from_millis(50);
 
 /// What one look at an open page found.
 #[derive(Debug)]
@@ -76,7 +105,7 @@ impl WidgetCache {
     pub async fn poll_page(
         self: &Arc<Self>,
         user: &UserId,
-        since: Millis,
+        shown: &Shown,
         asked: &mut RefreshedAhead,
     ) -> PagePoll {
         let (instances, keys) = self.dashboard_keys(user);
@@ -86,7 +115,9 @@ impl WidgetCache {
             .iter()
             .zip(&entries)
             .filter_map(|(instance, entry)| {
-                let entry = entry.as_ref().filter(|e| e.fetched_at > since)?;
+                let entry = entry
+                    .as_ref()
+                    .filter(|e| shown.differs(instance.id().as_str(), e))?;
                 let ttl = entry.ttl_secs(now);
                 let outcome = match entry.freshness(now) {
                     Freshness::Fresh => Outcome::Hit { ttl },
@@ -133,14 +164,15 @@ impl WidgetCache {
         }
     }
 
-    /// What an open page waits for (`/updates`): the user's cards with data
-    /// newer than `since`, as soon as there are any, or none after `within`.
-    /// Only this user's changes wake it; meanwhile each widget that turns
-    /// stale is refreshed (once) when it does.
+    /// What an open page waits for (`/updates`): the user's cards that
+    /// differ from what the page shows, as soon as there are any (gathered
+    /// for [`GATHER`] after the first), or none after `within`. Only this
+    /// user's changes wake it; meanwhile each widget that turns stale is
+    /// refreshed (once) when it does.
     pub async fn wait_for_change(
         self: &Arc<Self>,
         user: &UserId,
-        since: Millis,
+        shown: &Shown,
         within: Duration,
     ) -> Vec<Lookup> {
         let watch = self.watch(user).await;
@@ -153,9 +185,16 @@ impl WidgetCache {
             change.as_mut().enable();
             // The user's widgets, in one store round trip: what changed, or
             // (refreshing what turned stale) when to look again.
-            let poll = self.poll_page(user, since, &mut refreshed).await;
+            let poll = self.poll_page(user, shown, &mut refreshed).await;
             if !poll.changed.is_empty() {
-                return poll.changed;
+                // Others may be landing with it: look once more, shortly.
+                tokio::time::sleep(GATHER).await;
+                let again = self.poll_page(user, shown, &mut refreshed).await;
+                return if again.changed.len() >= poll.changed.len() {
+                    again.changed
+                } else {
+                    poll.changed
+                };
             }
             let next_stale = poll.next_stale;
             let stale_soon = async {

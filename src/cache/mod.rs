@@ -24,7 +24,7 @@ pub mod store;
 pub use directives::Directives;
 pub use entry::{Entry, Freshness};
 pub use key::CacheKey;
-pub use live::{OpenPage, PagePoll, RefreshedAhead};
+pub use live::{OpenPage, PagePoll, RefreshedAhead, Shown};
 pub use policy::CachePolicy;
 pub use service::{Lookup, Outcome, WidgetCache};
 pub use store::stack::from_settings as store_from_settings;

@@ -523,6 +523,15 @@ impl WidgetCache {
         }
     }
 
+    /// A stored entry if it counts as current now: made for this definition
+    /// of the widget, and not made stale or gone by an invalidation for all
+    /// users since its fetch began.
+    pub(super) fn current(&self, entry: Arc<Entry>, instance: &Instance) -> Option<Arc<Entry>> {
+        let gen = self.changes.generations().get(instance.id().as_str());
+        (entry.fingerprint == instance.widget.fingerprint && gen.verdict(entry.generation) == Verdict::Valid)
+            .then_some(entry)
+    }
+
     /// Turns a fetch result into a lookup, falling back to an entry still in
     /// grace when the fetch failed (stale-if-error).
     pub(super) fn settle(

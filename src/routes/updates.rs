@@ -15,11 +15,12 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, web, HttpRequest, HttpResponse};
 use maud::html;
 
 use super::respond::html;
 use super::AppState;
+use crate::cache::Shown;
 use crate::error::PageError;
 use crate::session::CurrentUser;
 use crate::views;
@@ -27,23 +28,63 @@ use crate::views;
 /// How long one poll is held open when nothing changes.
 pub const LONG_POLL: Duration = Duration::from_secs(25);
 
-/// `?since=<ms>`: the clock reading of the data the page already shows.
-#[derive(serde::Deserialize)]
-pub struct UpdatesQuery {
-    since: Option<i64>,
+/// Most `seen` pairs one poll may carry: a page shows one card per widget.
+pub const MAX_SEEN: usize = 256;
+
+/// What the poll says the page shows: `seen=<id>:<version>` (repeated, or
+/// comma-separated, or both; an empty value says "nothing yet"), or the v2
+/// cursor `since=<ms>`. With any `seen`, `since` is ignored.
+pub fn shown(query: &str, now: i64) -> Result<Shown, String> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query).map_err(|e| format!("bad query: {e}"))?;
+    let mut since = None;
+    let mut seen: Option<Vec<(String, u64)>> = None;
+    for (name, value) in pairs {
+        match name.as_str() {
+            "since" => {
+                since = Some(
+                    value
+                        .parse::<i64>()
+                        .map_err(|_| format!("since must be a number of milliseconds, not {value:?}"))?,
+                )
+            }
+            "seen" => {
+                let list = seen.get_or_insert_with(Vec::new);
+                for item in value.split(',').filter(|i| !i.is_empty()) {
+                    let (id, version) = item
+                        .split_once(':')
+                        .and_then(|(id, v)| Some((id, v.parse::<u64>().ok()?)))
+                        .ok_or_else(|| format!("seen takes <widget id>:<version>, not {item:?}"))?;
+                    if list.len() == MAX_SEEN {
+                        return Err(format!("seen lists at most {MAX_SEEN} cards"));
+                    }
+                    list.push((id.to_owned(), version));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(match (seen, since) {
+        (Some(seen), _) => Shown::Seen(seen),
+        (None, since) => Shown::Since(since.unwrap_or(now)),
+    })
 }
 
-/// `GET /updates?since=<ms>`.
+/// `GET /updates?seen=<id>:<version>,...` (or the v2 `?since=<ms>`).
 #[get("/updates")]
 pub async fn updates(
-    query: web::Query<UpdatesQuery>,
+    req: HttpRequest,
     user: CurrentUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
+    let shown = shown(req.query_string(), state.cache.now()).map_err(PageError::BadRequest)?;
     let user = user.into_inner().ok_or(PageError::SignedOut)?;
     let _open = state.cache.open_page();
-    let since = query.since.unwrap_or_else(|| state.cache.now());
-    let changed = state.cache.wait_for_change(&user, since, LONG_POLL).await;
+    let since = match &shown {
+        Shown::Since(since) => *since,
+        Shown::Seen(_) => state.cache.now(),
+    };
+    let changed = state.cache.wait_for_change(&user, &shown, LONG_POLL).await;
     let next = changed
         .iter()
         .filter_map(|l| l.entry.as_ref())

@@ -99,13 +99,21 @@ impl<C: Render> Render for Body<'_, C> {
     }
 }
 
-/// The long-poll element: asks `/updates` for widgets refreshed after
-/// `since` and is replaced by the answer (which holds the next poller and
-/// the changed cards as out-of-band swaps). `every 30s` restarts the chain
-/// if a poll ever fails.
+/// The long-poll element: asks `/updates` for every card that differs
+/// from what the page shows, and is replaced by the answer (which holds the
+/// next poller and the changed cards as out-of-band swaps). What the page
+/// shows is read from the page itself when the poll goes out: each card
+/// with data holds a hidden `seen` input (`<id>:<data-version>`), which
+/// `hx-include` gathers, and the poller's own empty one says the page
+/// speaks `seen` even with no card yet. (`since`, the v2 cursor, stays in
+/// the URL for servers of before; with `seen` present it is ignored.)
+/// `every 30s` restarts the chain if a poll ever fails.
 pub fn live_poller(since: i64) -> Markup {
     html! {
-        div #live hidden hx-get={ "/updates?since=" (since) } hx-trigger="load, every 30s" hx-swap="outerHTML" {}
+        div #live hidden hx-get={ "/updates?since=" (since) } hx-include="[name='seen']"
+            hx-trigger="load, every 30s" hx-swap="outerHTML" {
+            input type="hidden" name="seen" value="";
+        }
     }
 }
 

@@ -14,7 +14,6 @@
 //! with what was rendered for it.
 
 use maud::{Markup, PreEscaped};
-use serde_json::Value;
 
 use super::{kinds, widget};
 use crate::cache::entry::{Entry, RenderedCard};
@@ -40,7 +39,7 @@ pub(super) fn cut_at(slot: &str, render: impl FnOnce(Markup) -> Markup) -> Optio
 fn render(entry: &Entry, instance: &Instance) -> RenderedCard {
     let data = entry.value();
     let body = kinds::body(instance.widget.view.as_ref(), &data, &instance.params).into_string();
-    let version = data.get("version").and_then(Value::as_u64);
+    let version = Some(entry.version());
     let ready = widget::ready_halves(instance, entry, &body, version);
     RenderedCard { body, version, ready }
 }
@@ -93,7 +92,7 @@ mod tests {
         assert_eq!(first, second, "the second hit reuses the first rendering");
         let parts = card(&e, &instance);
         assert!(parts.body.contains("alice"));
-        assert_eq!(parts.version, Some(3));
+        assert_eq!(parts.version, Some(e.version()));
         assert!(parts.ready.is_some(), "the ready card is cut where its age goes");
     }
 

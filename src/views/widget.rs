@@ -174,6 +174,10 @@ impl Frame<'_> {
                 data-state=(self.state) data-fetched-at=(rfc3339(self.entry.fetched_at))
                 data-version=[self.version] aria-live="polite"
                 hx-swap-oob=[self.oob.then_some("true")] {
+                // What the live poll reports the page shows (`/updates?seen=`).
+                @if let Some(version) = self.version {
+                    input type="hidden" name="seen" value={ (widget) ":" (version) };
+                }
                 header {
                     h2 { (instance.widget.title) }
                     (param_controls(instance))

@@ -270,3 +270,103 @@ async fn an_open_page_is_woken_by_its_own_users_changes_only(store: StoreKind) {
 }
 
 crate::helpers::all_stores!(an_open_page_is_woken_by_its_own_users_changes_only);
+
+/// The `seen` pairs (`<id>:<version>`) of the cards in a page or an answer.
+fn seen_of(html: &str) -> Vec<(String, u64)> {
+    html.split(r#"name="seen" value=""#)
+        .skip(1)
+        .filter_map(|rest| {
+            let value = rest.split('"').next()?;
+            let (id, version) = value.split_once(':')?;
+            Some((id.to_owned(), version.parse().ok()?))
+        })
+        .collect()
+}
+
+fn seen_query(seen: &[(String, u64)]) -> String {
+    let list: Vec<String> = seen.iter().map(|(id, v)| format!("{id}:{v}")).collect();
+    format!("/updates?seen={}", list.join(","))
+}
+
+/// A poll says which version of each card the page shows (`seen`): a card
+/// the page shows at an older version is sent at once, whatever its fetch
+/// time (the v2 cursor, the newest `fetched_at` sent, missed a card that
+/// landed with an older one). Failed on the code before: `seen` was
+/// ignored and the poll waited out its 25 s.
+#[tokio::test]
+async fn a_poll_gets_every_card_the_page_shows_at_another_version() {
+    let app = spawn_app(StoreKind::Memory).await;
+    app.login("alice").await;
+    app.wait_for_calls(5).await;
+    for id in 1..=5 {
+        app.wait_for_fresh_hit(id).await;
+    }
+    let page = app.get("/dashboard").await.text().await.unwrap();
+    let mut seen = seen_of(&page);
+    assert_eq!(seen.len(), 5, "every card with data says its version: {page}");
+    // The page shows widget 2 one version behind; widget 5 not at all.
+    let two = seen.iter_mut().find(|(id, _)| id == "2").unwrap();
+    two.1 -= 1;
+    seen.retain(|(id, _)| id != "5");
+
+    let answer = tokio::time::timeout(Duration::from_secs(5), app.get(&seen_query(&seen)))
+        .await
+        .expect("the poll answers at once: the page is behind")
+        .text()
+        .await
+        .unwrap();
+
+    let sent: Vec<String> = seen_of(&answer).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(sent, ["2", "5"], "exactly the cards that differ: {answer}");
+    assert!(answer.contains(r#"hx-swap-oob="true""#));
+}
+
+/// Two cards that change together reach an open page: in one answer (it
+/// gathers for 50 ms after the first change), or, if one lands later, in
+/// the very next poll, which reports what the first answer brought.
+#[tokio::test]
+async fn cards_that_change_together_all_reach_the_page() {
+    let app = spawn_app(StoreKind::Memory).await;
+    app.login("alice").await;
+    app.wait_for_calls(5).await;
+    for id in 1..=5 {
+        app.wait_for_fresh_hit(id).await;
+    }
+    let page = app.get("/dashboard").await.text().await.unwrap();
+    let mut seen = seen_of(&page);
+    let poll = tokio::spawn({
+        let (client, url) = (app.client.clone(), app.url(&seen_query(&seen)));
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    eventually(
+        Duration::from_secs(5),
+        || app.cache.open_pages() > 0,
+        || "the poll never arrived",
+    )
+    .await;
+
+    let (two, three) = tokio::join!(app.post("/widgets/2/refresh"), app.post("/widgets/3/refresh"));
+    assert_eq!((two.status().as_u16(), three.status().as_u16()), (200, 200));
+
+    let answer = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut reached: Vec<String> = Vec::new();
+    for (id, version) in seen_of(&answer) {
+        seen.retain(|(shown, _)| *shown != id);
+        seen.push((id.clone(), version));
+        reached.push(id);
+    }
+    if reached.len() < 2 {
+        let next = tokio::time::timeout(Duration::from_secs(5), app.get(&seen_query(&seen)))
+            .await
+            .expect("the next poll answers at once with the card still missing")
+            .text()
+            .await
+            .unwrap();
+        reached.extend(seen_of(&next).into_iter().map(|(id, _)| id));
+    }
+    reached.sort();
+    assert_eq!(reached, ["2", "3"]);
+}

@@ -19,6 +19,7 @@ mod isolation;
 mod limits;
 mod live;
 mod ops;
+mod ordering;
 mod prometheus;
 mod properties;
 mod redis;

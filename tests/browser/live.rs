@@ -169,3 +169,66 @@ async fn text_has_enough_contrast_in_every_state() {
     })
     .await;
 }
+
+/// A returning user, every widget past ttl: the page shows each card at
+/// once (outdated) and swaps each one in as soon as its refresh lands. On 5
+/// reloads in a row, every card turns current at most 300 ms after its
+/// upstream delay (300 ms), measured in the browser from the navigation's
+/// start, plus a margin of 400 ms for a debug build on a busy machine: the
+/// point of the feature is that deadline (with the v2 `since` cursor, cards
+/// that landed with an older fetch time than the first one sent waited
+/// for the next change, seconds later).
+#[tokio::test]
+async fn a_returning_user_sees_every_card_turn_current_right_after_its_fetch() {
+    run(
+        "a_returning_user_sees_every_card_turn_current_right_after_its_fetch",
+        |tab| async move {
+            const DELAY_MS: u64 = 300;
+            const BOUND_MS: f64 = (DELAY_MS + 300 + 400) as f64;
+            let app = crate::helpers::spawn_app(crate::helpers::StoreKind::Memory)
+                .delays_ms([DELAY_MS; 5])
+                .await;
+            tab.sign_in(&app, "alice").await?;
+            tab.wait_for_cards("five ready cards", |cards| {
+                cards.len() == 5 && cards.iter().all(|c| c.state == "ready")
+            })
+            .await?;
+            for round in 1..=5 {
+                let before = tab.cards().await?;
+                // Past ttl (10 min), within grace.
+                app.clock.advance(Duration::from_secs(11 * 60));
+                tab.client.goto(&app.url("/dashboard")).await?;
+                // Resolves with performance.now() (ms since the navigation
+                // began) once every card is ready with a new version.
+                let old: Vec<String> = before.iter().filter_map(|c| c.version.clone()).collect();
+                let at = tab
+                    .client
+                    .execute_async(
+                        r#"
+                        const [old, done] = arguments;
+                        const current = () => {
+                          const cards = [...document.querySelectorAll('[data-widget]')];
+                          return cards.length === 5 && cards.every(c =>
+                            c.dataset.state === 'ready' && !old.includes(c.dataset.version));
+                        };
+                        if (current()) { done(performance.now()); return; }
+                        new MutationObserver((_, observer) => {
+                          if (current()) { observer.disconnect(); done(performance.now()); }
+                        }).observe(document.body, { subtree: true, childList: true, attributes: true });
+                        "#,
+                        vec![serde_json::json!(old)],
+                    )
+                    .await?;
+                let at = at.as_f64().unwrap_or(f64::MAX);
+                let cards = tab.cards().await?;
+                ensure!(
+                    at <= BOUND_MS,
+                    "round {round}: the cards turned current {at:.0} ms after the navigation, over {BOUND_MS} ms: {}",
+                    crate::page::summary(&cards)
+                );
+            }
+            Ok(())
+        },
+    )
+    .await;
+}

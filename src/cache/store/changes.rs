@@ -280,7 +280,13 @@ impl Changes {
         if from == self.instance {
             return;
         }
+        self.apply(key).await;
+        // Counted once handled: whoever waits for the count sees its effects.
         self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What another instance's message changes here.
+    async fn apply(&self, key: &str) {
         if let Some(widget) = key.strip_prefix(GENERATION_PREFIX) {
             self.record(Touched::Widget(widget.to_owned()));
             if let Some(l1) = self.l1() {
@@ -289,24 +295,16 @@ impl Changes {
             self.reload_generation(widget).await;
             return;
         }
-        match key.strip_prefix(INVALIDATION_PREFIX) {
-            Some(key) => {
-                let key = CacheKey::from_stored(key);
-                self.record(Touched::Key(key.clone()));
-                if let Some(l1) = self.l1() {
-                    l1.evict(&key).await;
-                }
-                self.waiters.publish(&key);
-            }
-            None => {
-                // Evict, then notify: a woken waiter reads the new entry.
-                let key = CacheKey::from_stored(key);
-                if let Some(l1) = self.l1() {
-                    l1.evict(&key).await;
-                }
-                self.waiters.publish(&key);
-            }
+        let invalidated = key.strip_prefix(INVALIDATION_PREFIX);
+        let key = CacheKey::from_stored(invalidated.unwrap_or(key));
+        if invalidated.is_some() {
+            self.record(Touched::Key(key.clone()));
         }
+        // Evict, then notify: a woken waiter reads the new entry.
+        if let Some(l1) = self.l1() {
+            l1.evict(&key).await;
+        }
+        self.waiters.publish(&key);
     }
 
     /// After a gap in the feed (messages may have been missed): forget the
