@@ -41,8 +41,9 @@ impl RefreshedAhead {
 pub enum Shown {
     /// Cards with data fetched after this.
     Since(Millis),
-    /// `(widget id, data-version)` of each card with data on the page.
-    Seen(Vec<(String, u64)>),
+    /// `(widget id, data-version)` of each card with data on the page
+    /// (`None`: shown with other parameters, not to be replaced).
+    Seen(Vec<(String, Option<u64>)>),
 }
 
 impl Shown {
@@ -50,9 +51,11 @@ impl Shown {
     fn differs(&self, widget: &str, entry: &Entry) -> bool {
         match self {
             Shown::Since(since) => entry.fetched_at > *since,
+            // No version (`-`): the page shows this widget with other
+            // parameters than the default ones the poll watches: leave it.
             Shown::Seen(seen) => !seen
                 .iter()
-                .any(|(id, version)| id == widget && *version == entry.version()),
+                .any(|(id, version)| id == widget && version.is_none_or(|v| v == entry.version())),
         }
     }
 }

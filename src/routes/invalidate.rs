@@ -18,7 +18,7 @@ use sha2::Sha256;
 
 use super::AppState;
 use crate::cache::generations::Kind;
-use crate::defence::replay::ReplayGuard;
+use crate::defence::replay::{ReplayGuard, Seen};
 use crate::error::WebhookError;
 use crate::user::UserId;
 
@@ -123,9 +123,13 @@ pub async fn invalidate(
     // Keyed on the HMAC bytes, not the header text: `sha256=AB..` and
     // `sha256=ab..` are the same signature.
     let mac = signature_bytes(signature).ok_or(WebhookError::BadSignature)?;
-    match replay.first_use(&mac).await {
-        Ok(true) => {}
-        Ok(false) => {
+    match replay.first_use(&mac, ts).await {
+        Ok(Seen::First) => {}
+        Ok(Seen::BelowFloor) => {
+            ::metrics::counter!("percache_refused_total", "reason" => "webhook_stale").increment(1);
+            return Err(WebhookError::Expired);
+        }
+        Ok(Seen::Replay) => {
             ::metrics::counter!("percache_refused_total", "reason" => "webhook_replay").increment(1);
             tracing::warn!("replayed webhook request refused");
             return Err(WebhookError::Replayed);

@@ -32,13 +32,14 @@ pub const LONG_POLL: Duration = Duration::from_secs(25);
 pub const MAX_SEEN: usize = 256;
 
 /// What the poll says the page shows: `seen=<id>:<version>` (repeated, or
-/// comma-separated, or both; an empty value says "nothing yet"), or the v2
-/// cursor `since=<ms>`. With any `seen`, `since` is ignored.
+/// comma-separated, or both; an empty value says "nothing yet"; `<id>:-`, a
+/// card shown with other parameters than its defaults, which the poll leaves
+/// alone), or the v2 cursor `since=<ms>`. With any `seen`, `since` is ignored.
 pub fn shown(query: &str, now: i64) -> Result<Shown, String> {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(query).map_err(|e| format!("bad query: {e}"))?;
     let mut since = None;
-    let mut seen: Option<Vec<(String, u64)>> = None;
+    let mut seen: Option<Vec<(String, Option<u64>)>> = None;
     for (name, value) in pairs {
         match name.as_str() {
             "since" => {
@@ -53,8 +54,11 @@ pub fn shown(query: &str, now: i64) -> Result<Shown, String> {
                 for item in value.split(',').filter(|i| !i.is_empty()) {
                     let (id, version) = item
                         .split_once(':')
-                        .and_then(|(id, v)| Some((id, v.parse::<u64>().ok()?)))
-                        .ok_or_else(|| format!("seen takes <widget id>:<version>, not {item:?}"))?;
+                        .and_then(|(id, v)| match v {
+                            "-" => Some((id, None)),
+                            v => Some((id, Some(v.parse::<u64>().ok()?))),
+                        })
+                        .ok_or_else(|| format!("seen takes <widget id>:<version> (or :- for a card shown with other parameters), not {item:?}"))?;
                     if list.len() == MAX_SEEN {
                         return Err(format!("seen lists at most {MAX_SEEN} cards"));
                     }
@@ -97,4 +101,43 @@ pub async fn updates(
             @for lookup in &changed { (views::live_card(lookup)) }
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_is_read_repeated_or_comma_separated_and_wins_over_since() {
+        let Ok(Shown::Seen(seen)) = shown("since=5&seen=&seen=1:3,2:7&seen=3:-", 99) else {
+            panic!("seen expected");
+        };
+        assert_eq!(
+            seen,
+            [
+                ("1".to_owned(), Some(3)),
+                ("2".to_owned(), Some(7)),
+                ("3".to_owned(), None)
+            ]
+        );
+        assert!(matches!(shown("seen=", 99), Ok(Shown::Seen(s)) if s.is_empty()));
+        assert!(matches!(shown("since=5", 99), Ok(Shown::Since(5))));
+        assert!(matches!(shown("", 99), Ok(Shown::Since(99))));
+    }
+
+    #[test]
+    fn a_bad_seen_or_since_is_a_message_not_a_guess() {
+        for bad in ["seen=1", "seen=1:x", "seen=1:-1", "since=abc"] {
+            let error = shown(bad, 0).expect_err(bad);
+            assert!(
+                error.contains("seen") || error.contains("since") || error.contains("query"),
+                "{bad}: {error}"
+            );
+        }
+        let many = (0..=MAX_SEEN)
+            .map(|i| format!("{i}:1"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(shown(&format!("seen={many}"), 0).unwrap_err().contains("at most"));
+    }
 }

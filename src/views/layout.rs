@@ -28,6 +28,7 @@ pub fn page_with_head(title: &str, head_extra: Option<Markup>, body: impl Render
                 script src={ "/assets/htmx.min.js?v=" (HTMX_VERSION) } defer {}
                 script src=(concat!("/assets/ages.js?v=", env!("CARGO_PKG_VERSION"))) defer {}
                 script src=(concat!("/assets/leaving.js?v=", env!("CARGO_PKG_VERSION"))) defer {}
+                script src=(concat!("/assets/live.js?v=", env!("CARGO_PKG_VERSION"))) defer {}
                 @if let Some(extra) = head_extra { (extra) }
             }
             body { (body) }

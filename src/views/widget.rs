@@ -175,8 +175,14 @@ impl Frame<'_> {
                 data-version=[self.version] aria-live="polite"
                 hx-swap-oob=[self.oob.then_some("true")] {
                 // What the live poll reports the page shows (`/updates?seen=`).
+                // The poll watches the default parameters: a card shown with
+                // others reports `-`, "leave it as it is".
                 @if let Some(version) = self.version {
-                    input type="hidden" name="seen" value={ (widget) ":" (version) };
+                    @if instance.is_default() {
+                        input type="hidden" name="seen" value={ (widget) ":" (version) };
+                    } @else {
+                        input type="hidden" name="seen" value={ (widget) ":-" };
+                    }
                 }
                 header {
                     h2 { (instance.widget.title) }

@@ -551,7 +551,7 @@ async fn check_pages(instances: &[Arc<WidgetCache>], clock: &MockClock) -> Resul
             let mut shown: BTreeMap<String, u64> = BTreeMap::new();
             // Each answer is applied to the page; the page then polls again.
             for _ in 0..4 {
-                let seen = Shown::Seen(shown.iter().map(|(w, v)| (w.clone(), *v)).collect());
+                let seen = Shown::Seen(shown.iter().map(|(w, v)| (w.clone(), Some(*v))).collect());
                 let changed = cache
                     .wait_for_change(&id, &seen, Duration::from_millis(200))
                     .await;
