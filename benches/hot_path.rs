@@ -118,8 +118,8 @@ fn entry(widget: &Instance, now: i64) -> Arc<Entry> {
         stale_until: now + 595_000,
         grace_until: now + 86_395_000,
         fingerprint: widget.widget.fingerprint,
-        generation: 0,
-        started: 0,
+        generation: 1,
+        started: 1,
         rendered: Default::default(),
     })
 }
@@ -223,7 +223,7 @@ fn bench_memory_store(c: &mut Criterion) {
     let store = MemoryStore::new(100_000);
     let key = UserTag::of(USER).key(&instance("3"));
     let ttl = Duration::from_secs(600 + 86_400);
-    rt.block_on(store.put(&key, entry(&instance("3"), now), ttl))
+    rt.block_on(store.put(&key, entry(&instance("3"), now), ttl, None))
         .expect("put");
     // A second store holding 10k users x 5 widgets, to see the hit path at size.
     let big = MemoryStore::new(100_000);
@@ -232,10 +232,10 @@ fn bench_memory_store(c: &mut Criterion) {
         for i in 0..10_000 {
             let tag = UserTag::of(&format!("user{i}"));
             for w in instances() {
-                big.put(&tag.key(&w), e.clone(), ttl).await.expect("put");
+                big.put(&tag.key(&w), e.clone(), ttl, None).await.expect("put");
             }
         }
-        big.put(&key, e, ttl).await.expect("put");
+        big.put(&key, e, ttl, None).await.expect("put");
     });
     let miss = UserTag::of("nobody").key(&instance("3"));
 
