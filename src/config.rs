@@ -3,10 +3,12 @@
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
 use std::path::PathBuf;
 
+pub use crate::cache::store::{parse_capacity, Capacity};
+pub use crate::telemetry::LogFormat;
 use crate::widget::WidgetId;
 
 /// Every setting of the server. `percache --help` lists them all.
@@ -174,15 +176,6 @@ pub struct Settings {
     pub trust_forwarded: bool,
 }
 
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Pretty,
-    /// One JSON object per line.
-    Json,
-}
-
 /// Per-widget duration overrides by widget id. Whether the ids exist is
 /// checked against the widgets file at start-up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -193,43 +186,6 @@ impl WidgetDurations {
     pub fn get(&self, id: &WidgetId) -> Option<Duration> {
         crate::cache::policy::override_of(&self.0, id)
     }
-}
-
-/// How the in-process store is bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Capacity {
-    /// At most this many entries.
-    Entries(u64),
-    /// At most this many bytes of entry data.
-    Bytes(u64),
-}
-
-/// Parses `100000` (entries) or `256MiB`, `1GiB`, `64KiB`, `500MB`, `2GB`, `800B` (bytes).
-pub fn parse_capacity(raw: &str) -> Result<Capacity, String> {
-    let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (digits, unit) = raw.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{raw}`: expected a number of entries (100000) or a size (256MiB)"))?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" => return Ok(Capacity::Entries(n)),
-        "b" => 1,
-        "kb" => 1_000,
-        "kib" => 1 << 10,
-        "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "`{raw}`: unknown unit `{other}` (B, KiB, MiB, GiB, KB, MB, GB)"
-            ))
-        }
-    };
-    n.checked_mul(scale)
-        .map(Capacity::Bytes)
-        .ok_or_else(|| format!("`{raw}`: too large"))
 }
 
 /// A fraction in [0, 1].
@@ -261,6 +217,20 @@ pub fn parse_widget_durations(raw: &str) -> Result<WidgetDurations, String> {
 }
 
 impl Settings {
+    /// The store's part of the settings.
+    pub fn store(&self) -> crate::cache::store::stack::StoreSettings {
+        crate::cache::store::stack::StoreSettings {
+            redis_url: self.redis_url.clone(),
+            redis_cluster: self.redis_cluster.clone(),
+            redis_ca: self.redis_ca.clone(),
+            data_dir: self.data_dir.clone(),
+            memory_capacity: self.memory_capacity,
+            store_timeout: self.store_timeout,
+            l1_ttl: self.l1_ttl,
+            l1_capacity: self.l1_capacity,
+        }
+    }
+
     /// Defaults for everything, as if no flag and no environment variable were given.
     /// Tests start from this and change what they need.
     pub fn defaults() -> Self {

@@ -9,7 +9,6 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod defence;
-pub mod error;
 pub mod routes;
 pub mod session;
 pub mod startup;

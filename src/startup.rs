@@ -95,7 +95,7 @@ impl Application {
         let policy = policy_of(&settings, &registry)?;
         let (upstream_url, mock) = upstream_or_mock(&settings, &registry).await?;
         let fetcher = fetcher_of(&settings, &registry, &upstream_url)?;
-        let stack = crate::cache::store_from_settings(&settings, Arc::clone(&clock)).await?;
+        let stack = crate::cache::store_from_settings(&settings.store(), Arc::clone(&clock)).await?;
         // The webhook's "seen once" record: in the shared Redis when there is one.
         let replay_guard = match stack.redis {
             Some(redis) => ReplayGuard::redis(redis, routes::invalidate::REPLAY_WINDOW),
@@ -299,7 +299,7 @@ pub fn app(
     >,
 > {
     shared.metrics.record_on_this_thread();
-    let routes = Rc::new(routes::metrics::RouteTable::default());
+    let routes = Rc::new(crate::telemetry::RouteTable::default());
     App::new()
         // Innermost: its 403 still gets the security headers, the session, logs and metrics.
         .wrap(actix_web::middleware::from_fn(refuse_cross_site))
@@ -316,7 +316,7 @@ pub fn app(
         ))
         .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
         .wrap(actix_web::middleware::from_fn(move |req, next| {
-            routes::metrics::track(Rc::clone(&routes), req, next)
+            crate::telemetry::track(Rc::clone(&routes), req, next)
         }))
         // This worker's own copy (see `AppState`).
         .app_data(web::Data::new(AppState::clone(&shared.state)))

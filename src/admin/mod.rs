@@ -90,7 +90,12 @@ impl Admin {
         self.token.as_ref()
     }
 
-    /// Whether the page's cookie is marked Secure.
+    /// Now, in unix seconds, by the injected clock (the cache's).
+    pub fn now_secs(&self) -> i64 {
+        self.cache.now().div_euclid(1000)
+    }
+
+    /// Whether the operator cookie is marked Secure.
     pub fn secure_cookies(&self) -> bool {
         self.secure_cookies
     }
@@ -111,7 +116,8 @@ impl Admin {
             Err(_) => Some("the store did not answer the ping in time".to_owned()),
         };
         Sample {
-            at_ms: crate::clock::system_now_ms(),
+            // The cache's clock, the one the rest of the page is judged by.
+            at_ms: self.cache.now(),
             reading: reading::Reading::now(&self.metrics),
             fetches_in_flight: self.cache.fetches_in_flight(),
             open_pages: self.cache.open_pages(),

@@ -126,16 +126,6 @@ impl PartialEq for Entry {
     }
 }
 
-/// Upstream JSON as an entry keeps it: valid JSON, and an object.
-pub fn raw_object(bytes: &[u8]) -> Result<Box<RawValue>, String> {
-    let raw: Box<RawValue> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    if raw.get().starts_with('{') {
-        Ok(raw)
-    } else {
-        Err("not a JSON object".into())
-    }
-}
-
 impl Entry {
     /// The data decoded, to render it. It was checked to be a JSON object
     /// when it was fetched; anything undecodable reads as `null`.

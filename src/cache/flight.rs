@@ -36,40 +36,7 @@ use crate::upstream::FetchError;
 use crate::user::UserId;
 use crate::widget::Instance;
 
-/// A fetch's result as handed to every waiter.
-#[derive(Debug, Clone)]
-pub(super) struct Fetched {
-    pub(super) entry: Arc<Entry>,
-    /// The data came from another fetch (another instance's, or one that had
-    /// just landed), not from this task's upstream call.
-    pub(super) remote: bool,
-}
-
-pub(super) type FetchResult = Result<Fetched, FetchError>;
-
-/// What a new fetch does before calling the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Start {
-    /// Re-read the store and use a fresh entry newer than the one the caller
-    /// saw (its `fetched_at`; `i64::MIN` for none): a fetch may have landed
-    /// since. Respects a failure backoff.
-    Recheck(i64),
-    /// Fetch regardless (a forced refresh); may take over a failure backoff.
-    Force,
-}
-
-/// The `fetched_at` of an entry the caller saw, for [`Start::Recheck`].
-pub(super) fn seen(entry: Option<&Arc<Entry>>) -> i64 {
-    entry.map_or(i64::MIN, |e| e.fetched_at)
-}
-pub(super) type Flight = watch::Receiver<Option<FetchResult>>;
-
-/// A fetch in flight: its channel, and the change feed's epoch it began at.
-#[derive(Clone)]
-pub(super) struct InFlight {
-    pub(super) flight: Flight,
-    pub(super) epoch: u64,
-}
+use super::fetched::{FetchResult, Fetched, Flight, InFlight, Start};
 
 impl WidgetCache {
     /// Number of fetches in flight in this process.

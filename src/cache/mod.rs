@@ -8,6 +8,7 @@ mod core_tests;
 pub mod counters;
 pub mod directives;
 pub mod entry;
+mod fetched;
 pub mod flight;
 pub mod generations;
 pub mod invalidation;
@@ -23,6 +24,7 @@ pub mod store;
 
 pub use directives::Directives;
 pub use entry::{Entry, Freshness};
+pub use invalidation::{GENERATION_RELOAD, MAX_INSTANCES_INVALIDATED};
 pub use key::CacheKey;
 pub use live::{OpenPage, PagePoll, RefreshedAhead, Shown};
 pub use policy::CachePolicy;

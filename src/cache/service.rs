@@ -26,8 +26,7 @@ use crate::user::UserId;
 use crate::widget::{Instance, Registry};
 
 use super::counters::CacheCounters;
-use super::flight::{seen, FetchResult, Fetched, InFlight, Start};
-pub use super::invalidation::{GENERATION_RELOAD, MAX_INSTANCES_INVALIDATED};
+use super::fetched::{seen, FetchResult, Fetched, InFlight, Start};
 pub use super::outcome::{Lookup, Outcome};
 
 /// The per-user widget cache shared by all workers.

@@ -85,7 +85,7 @@ fn check(req: &HttpRequest, admin: &Admin, json: bool) -> Result<Access, AdminEr
         };
     }
     match req.cookie(COOKIE_NAME) {
-        Some(c) if token.cookie_is_valid(c.value(), now_secs()) => Ok(Access::Cookie),
+        Some(c) if token.cookie_is_valid(c.value(), admin.now_secs()) => Ok(Access::Cookie),
         Some(_) => Err(AdminError::Unauthorized {
             json,
             message: Some("Your operator sign-in has expired; enter the token again."),
@@ -151,7 +151,7 @@ pub async fn login(admin: web::Data<Admin>, body: web::Bytes) -> Result<HttpResp
             message: Some("That is not the admin token."),
         });
     }
-    let cookie = auth::cookie(token.cookie_value(now_secs()), admin.secure_cookies());
+    let cookie = auth::cookie(token.cookie_value(admin.now_secs()), admin.secure_cookies());
     Ok(HttpResponse::SeeOther()
         .cookie(cookie)
         .insert_header((header::LOCATION, "/admin"))
@@ -170,8 +170,4 @@ pub async fn logout(admin: web::Data<Admin>) -> Result<HttpResponse, AdminError>
         .insert_header((header::LOCATION, "/admin"))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish())
-}
-
-fn now_secs() -> i64 {
-    crate::clock::system_now_ms() / 1000
 }

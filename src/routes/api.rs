@@ -1,4 +1,12 @@
-//! The JSON API.
+//! The JSON API: `GET /api/widgets/{id}`, the same data as the cards, for
+//! scripts and other services.
+//!
+//! Why it is its own route and not the fragment with another `Accept`: a
+//! script's request carries RFC 9111 directives (`Cache-Control: no-cache`,
+//! `max-age`, `only-if-cached`...) that a browser's htmx request never
+//! does, and it answers errors as JSON with a status (502, 503, 504) where
+//! a card must answer 200 for htmx to swap it. The body of a fresh hit is
+//! made once per entry and kept with it, like a card.
 
 use actix_web::http::header;
 use actix_web::{get, web, HttpRequest, HttpResponse};
@@ -12,7 +20,7 @@ use crate::cache::entry::Entry;
 use crate::cache::status;
 use crate::cache::{Directives, Outcome};
 use crate::clock::rfc3339;
-use crate::error::ApiError;
+use crate::routes::error::ApiError;
 use crate::session::CurrentUser;
 use crate::widget::WidgetId;
 

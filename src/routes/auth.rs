@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::respond::{html, see_other};
 use super::AppState;
 use crate::defence::login_rate::LoginLimiter;
-use crate::error::{PageError, SignInError};
+use crate::routes::error::{PageError, SignInError};
 use crate::session;
 use crate::session::CurrentUser;
 use crate::user::UserId;

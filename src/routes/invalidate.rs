@@ -19,7 +19,7 @@ use sha2::Sha256;
 use super::AppState;
 use crate::cache::generations::Kind;
 use crate::defence::replay::{ReplayGuard, Seen};
-use crate::error::WebhookError;
+use crate::routes::error::WebhookError;
 use crate::user::UserId;
 
 /// Largest accepted body.

@@ -5,6 +5,7 @@ mod api;
 mod assets;
 mod auth;
 mod dashboard;
+pub mod error;
 pub mod fallback;
 mod health;
 pub mod invalidate;

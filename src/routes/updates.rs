@@ -21,7 +21,7 @@ use maud::html;
 use super::respond::html;
 use super::AppState;
 use crate::cache::Shown;
-use crate::error::PageError;
+use crate::routes::error::PageError;
 use crate::session::CurrentUser;
 use crate::views;
 

@@ -1,4 +1,11 @@
-//! Widget fragments for htmx.
+//! Widget fragments for htmx: `GET /widgets/{id}` and the forced refresh.
+//!
+//! Why fragments, one per widget: each card of the page loads on its own
+//! (`hx-trigger="load"`), so the slow widget never holds back the fast
+//! ones, and one failing never breaks another. A fragment answers 200 even
+//! when the upstream failed (an error card with a retry button): htmx does
+//! not swap 4xx/5xx bodies. Signed out, it answers 401 with `HX-Redirect`,
+//! which htmx follows to the sign-in page.
 
 use std::sync::Arc;
 
@@ -7,7 +14,7 @@ use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use super::respond::{log_served, widget_ok, HTML};
 use super::AppState;
 use crate::cache::Lookup;
-use crate::error::PageError;
+use crate::routes::error::PageError;
 use crate::session::CurrentUser;
 use crate::user::UserId;
 use crate::views;

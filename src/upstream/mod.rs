@@ -23,7 +23,6 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 
 use serde_json::value::RawValue;
 
-use crate::cache::entry::raw_object;
 use crate::widget::Instance;
 
 /// Largest upstream body accepted.
@@ -347,12 +346,19 @@ fn send_error(e: awc::error::SendRequestError) -> FetchError {
 /// Exponential backoff with jitter: base * 2^(attempt-1) * (1 + r), r in [0, 1).
 fn backoff(attempt: u32) -> Duration {
     let exp = BACKOFF_BASE * 2u32.saturating_pow(attempt.saturating_sub(1));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let jitter = f64::from(nanos % 1000) / 1000.0;
-    exp.mul_f64(1.0 + jitter)
+    // fastrand: the one source of randomness (the clock's nanoseconds are
+    // not random, and are the same on instances that retry together).
+    exp.mul_f64(1.0 + fastrand::f64())
+}
+
+/// Upstream JSON as an entry keeps it: valid JSON, and an object.
+pub fn raw_object(bytes: &[u8]) -> Result<Box<RawValue>, String> {
+    let raw: Box<RawValue> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if raw.get().starts_with('{') {
+        Ok(raw)
+    } else {
+        Err("not a JSON object".into())
+    }
 }
 
 #[cfg(test)]

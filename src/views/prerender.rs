@@ -15,14 +15,18 @@
 
 use maud::{Markup, PreEscaped};
 
-use super::{kinds, widget};
+use super::kinds;
 use crate::cache::entry::{Entry, RenderedCard};
 use crate::widget::Instance;
 
+/// How the ready card is cut around its age (the card template's own, in
+/// `views::widget`, which calls in here: passed down, not imported back).
+pub type ReadyHalves = fn(&Instance, &Entry, &str, Option<u64>) -> Option<(String, String)>;
+
 /// The card parts of `entry` for `instance`: those an earlier request
-/// rendered for the same entry, or rendered now.
-pub fn card<'e>(entry: &'e Entry, instance: &Instance) -> &'e RenderedCard {
-    entry.rendered.card.get_or_init(|| render(entry, instance))
+/// rendered for the same entry, or rendered now (the ready card cut by `ready`).
+pub fn card<'e>(entry: &'e Entry, instance: &Instance, ready: ReadyHalves) -> &'e RenderedCard {
+    entry.rendered.card.get_or_init(|| render(entry, instance, ready))
 }
 
 /// Markup rendered once with `slot` (an HTML comment, which no escaped text
@@ -36,16 +40,17 @@ pub(super) fn cut_at(slot: &str, render: impl FnOnce(Markup) -> Markup) -> Optio
         .map(|(before, after)| (before.to_owned(), after.to_owned()))
 }
 
-fn render(entry: &Entry, instance: &Instance) -> RenderedCard {
+fn render(entry: &Entry, instance: &Instance, ready: ReadyHalves) -> RenderedCard {
     let data = entry.value();
     let body = kinds::body(instance.widget.view.as_ref(), &data, &instance.params).into_string();
     let version = Some(entry.version());
-    let ready = widget::ready_halves(instance, entry, &body, version);
+    let ready = ready(instance, entry, &body, version);
     RenderedCard { body, version, ready }
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::views::widget;
     use std::sync::Arc;
 
     use super::*;
@@ -86,11 +91,11 @@ mod tests {
         let instance = instance("1");
         let e = entry(r#"{"name":"alice","version":3}"#, 0);
 
-        let first: *const RenderedCard = card(&e, &instance);
-        let second: *const RenderedCard = card(&e, &instance);
+        let first: *const RenderedCard = card(&e, &instance, widget::ready_halves);
+        let second: *const RenderedCard = card(&e, &instance, widget::ready_halves);
 
         assert_eq!(first, second, "the second hit reuses the first rendering");
-        let parts = card(&e, &instance);
+        let parts = card(&e, &instance, widget::ready_halves);
         assert!(parts.body.contains("alice"));
         assert_eq!(parts.version, Some(e.version()));
         assert!(parts.ready.is_some(), "the ready card is cut where its age goes");
@@ -100,13 +105,15 @@ mod tests {
     fn a_copy_of_an_entry_is_rendered_again() {
         let instance = instance("1");
         let e = entry(r#"{"name":"alice","version":3}"#, 0);
-        let _ = card(&e, &instance);
+        let _ = card(&e, &instance, widget::ready_halves);
 
         let mut copy = (*e).clone();
         copy.data = serde_json::value::RawValue::from_string(r#"{"name":"bob","version":4}"#.into()).unwrap();
 
-        assert!(card(&copy, &instance).body.contains("bob"));
-        assert!(!card(&copy, &instance).body.contains("alice"));
+        assert!(card(&copy, &instance, widget::ready_halves).body.contains("bob"));
+        assert!(!card(&copy, &instance, widget::ready_halves)
+            .body
+            .contains("alice"));
     }
 
     /// A card assembled from the halves is the card rendered in one go,

@@ -61,7 +61,7 @@ fn write_card(lookup: &Lookup, oob: bool, buffer: &mut String) {
         false,
     ) = (lookup.entry.as_deref(), lookup.outcome, oob)
     {
-        if let Some((before, after)) = &prerender::card(entry, &lookup.instance).ready {
+        if let Some((before, after)) = &prerender::card(entry, &lookup.instance, ready_halves).ready {
             // The ready card: its two pre-rendered halves and the age.
             buffer.reserve(before.len() + after.len() + 64);
             buffer.push_str(before);
@@ -120,7 +120,7 @@ pub(super) fn render_card(lookup: &Lookup, oob: bool) -> Markup {
         ),
         _ => ("ready", None),
     };
-    let parts = prerender::card(entry, instance);
+    let parts = prerender::card(entry, instance, ready_halves);
     let frame = Frame {
         instance,
         entry,

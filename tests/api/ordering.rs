@@ -177,7 +177,7 @@ impl World {
                 settings.data_dir = self.dir.clone();
                 settings.redis_url = self.redis.as_ref().map(RedisServer::url);
                 settings.store_timeout = Duration::from_secs(2);
-                let stack = percache::cache::store_from_settings(&settings, self.clock.clone())
+                let stack = percache::cache::store_from_settings(&settings.store(), self.clock.clone())
                     .await
                     .unwrap();
                 (stack.store, stack.changes)

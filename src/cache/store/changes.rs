@@ -24,16 +24,22 @@ use std::time::Duration;
 use deadpool_redis::redis;
 use futures_util::StreamExt;
 
-use super::near::NearCache;
 use super::redis::RedisStore;
+pub use super::sharded::CHANNEL;
 use super::sharded::{channel_of, ShardedFeed};
 use super::waiters::{Waiters, Watch};
 use super::Store as _;
 use crate::cache::generations::{Gen, Generations};
 use crate::cache::key::CacheKey;
 
-/// The pub/sub channel of entry changes.
-pub const CHANNEL: &str = "percache:v1:changes";
+/// What the feed tells an instance's L1 (the near-cache implements it): the
+/// feed defines it, so the L1 points at the feed and not the other way.
+pub trait Evicts: Send + Sync {
+    /// Another instance changed `key`: forget it.
+    fn evict(&self, key: &CacheKey);
+    /// Forget everything (an invalidation for all users, a gap in the feed).
+    fn clear(&self);
+}
 /// Announcements of a widget invalidated for all users: `gen:<widget id>`.
 const GENERATION_PREFIX: &str = "gen:";
 /// Announcements of a key invalidated: `inv:<key>`.
@@ -66,7 +72,7 @@ pub struct Changes {
     /// Tells our own announcements apart from other instances'.
     instance: String,
     /// The L1 that other instances' changes evict from, if there is one.
-    l1: OnceLock<Weak<NearCache>>,
+    l1: OnceLock<Weak<dyn Evicts>>,
     /// Per-widget invalidation generations (see `cache::generations`).
     widget_gens: Generations,
     /// On a cluster: the users this instance follows (sharded pub/sub).
@@ -103,12 +109,12 @@ impl Changes {
         })
     }
 
-    /// Lets other instances' changes evict from `near` (set once, when the L1 is built).
-    pub(crate) fn attach_l1(&self, near: &Arc<NearCache>) {
-        let _ = self.l1.set(Arc::downgrade(near));
+    /// Lets other instances' changes evict from `l1` (set once, when the L1 is built).
+    pub(crate) fn attach_l1(&self, l1: Weak<dyn Evicts>) {
+        let _ = self.l1.set(l1);
     }
 
-    fn l1(&self) -> Option<Arc<NearCache>> {
+    fn l1(&self) -> Option<Arc<dyn Evicts>> {
         self.l1.get().and_then(Weak::upgrade)
     }
 
@@ -241,7 +247,8 @@ impl Changes {
         client: redis::cluster::ClusterClient,
         pushes: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
     ) {
-        let feed = ShardedFeed::start(client, pushes, Arc::downgrade(self));
+        let listener: Weak<dyn super::sharded::Listener> = Arc::downgrade(self) as Weak<Self>;
+        let feed = ShardedFeed::start(client, pushes, listener);
         let _ = self.sharded.set(feed);
     }
 
@@ -302,7 +309,7 @@ impl Changes {
         }
         // Evict, then notify: a woken waiter reads the new entry.
         if let Some(l1) = self.l1() {
-            l1.evict(&key).await;
+            l1.evict(&key);
         }
         self.waiters.publish(&key);
     }
@@ -362,4 +369,15 @@ async fn subscribe(client: &redis::Client) -> redis::RedisResult<redis::aio::Pub
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connect timed out")))??;
     pubsub.subscribe(CHANNEL).await?;
     Ok(pubsub)
+}
+
+#[async_trait::async_trait]
+impl super::sharded::Listener for Changes {
+    async fn handle_message(&self, payload: &str) {
+        Changes::handle_message(self, payload).await;
+    }
+
+    fn resync(&self) {
+        Changes::resync(self);
+    }
 }

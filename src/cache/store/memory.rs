@@ -14,8 +14,8 @@ use super::{LockState, Store, StoreError, Usage};
 use crate::cache::entry::Entry;
 use crate::cache::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
+use crate::cache::store::Capacity;
 use crate::clock::{Clock, Millis, SystemClock};
-use crate::config::Capacity;
 
 #[derive(Clone)]
 struct Stored {
@@ -330,7 +330,7 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
     use crate::cache::key::UserTag;
-    use crate::config::Capacity;
+    use crate::cache::store::Capacity;
     use crate::widget::Registry;
 
     fn first() -> crate::widget::Instance {

@@ -203,6 +203,43 @@ impl StampClock {
     }
 }
 
+/// How the in-process store is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capacity {
+    /// At most this many entries.
+    Entries(u64),
+    /// At most this many bytes of entry data.
+    Bytes(u64),
+}
+
+/// Parses `100000` (entries) or `256MiB`, `1GiB`, `64KiB`, `500MB`, `2GB`, `800B` (bytes).
+pub fn parse_capacity(raw: &str) -> Result<Capacity, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (digits, unit) = raw.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{raw}`: expected a number of entries (100000) or a size (256MiB)"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" => return Ok(Capacity::Entries(n)),
+        "b" => 1,
+        "kb" => 1_000,
+        "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "`{raw}`: unknown unit `{other}` (B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    n.checked_mul(scale)
+        .map(Capacity::Bytes)
+        .ok_or_else(|| format!("`{raw}`: too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

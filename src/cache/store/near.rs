@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use moka::sync::Cache;
 
-use super::changes::Changes;
+use super::changes::{Changes, Evicts};
 use super::{LockState, Store, StoreError};
 use crate::cache::entry::Entry;
 use crate::cache::generations::{Gen, Kind};
@@ -67,7 +67,8 @@ impl NearCache {
             changes: Arc::clone(&changes),
             generation: AtomicU64::new(0),
         });
-        changes.attach_l1(&near);
+        let evicts: std::sync::Weak<dyn Evicts> = Arc::downgrade(&near) as std::sync::Weak<NearCache>;
+        changes.attach_l1(evicts);
         near
     }
 
@@ -86,15 +87,17 @@ impl NearCache {
         self.l1.insert(key.clone(), Near { entry, until });
         self.changes.follow_soon(key);
     }
+}
 
+impl Evicts for NearCache {
     /// Another instance changed `key`: forget it here.
-    pub(crate) async fn evict(&self, key: &CacheKey) {
+    fn evict(&self, key: &CacheKey) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.l1.invalidate(key);
     }
 
     /// Forgets everything (an invalidation for all users, a gap in the feed).
-    pub(crate) fn clear(&self) {
+    fn clear(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.l1.invalidate_all();
     }

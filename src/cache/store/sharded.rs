@@ -22,7 +22,19 @@ use deadpool_redis::redis;
 use redis::{PushInfo, PushKind};
 use tokio::sync::{mpsc, oneshot};
 
-use super::changes::{Changes, CHANNEL};
+/// The pub/sub channel of entry changes (one server); on a cluster, each
+/// user's channel is this plus the user's hash tag.
+pub const CHANNEL: &str = "percache:v1:changes";
+
+/// What the sharded feed hands its messages to (the change feed, which
+/// owns the sharded feed: defined here, so this file points at nothing above).
+#[async_trait::async_trait]
+pub trait Listener: Send + Sync {
+    /// One message of the feed.
+    async fn handle_message(&self, payload: &str);
+    /// The connection dropped: messages may have been missed.
+    fn resync(&self);
+}
 
 /// A user no request has followed for this long is unfollowed.
 pub const FOLLOW_IDLE: Duration = Duration::from_secs(60);
@@ -51,7 +63,7 @@ impl ShardedFeed {
     pub fn start(
         client: redis::cluster::ClusterClient,
         mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-        near: Weak<Changes>,
+        near: Weak<dyn Listener>,
     ) -> Arc<Self> {
         let (tx, mut requests) = mpsc::unbounded_channel::<Request>();
         let unfollow = tx.clone();

@@ -31,8 +31,8 @@ use super::{LockState, Store, StoreError, Usage};
 use crate::cache::entry::Entry;
 use crate::cache::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
+use crate::cache::store::Capacity;
 use crate::clock::{Clock, SystemClock};
-use crate::config::Capacity;
 
 /// The database file in the data directory.
 pub const FILE_NAME: &str = "percache.sqlite3";

@@ -2,6 +2,7 @@
 //! the breaker, with the L1 and the change feed), SQLite on disk, or memory.
 //! Start-up code: errors are `anyhow`, with the flag they come from.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +16,32 @@ use super::redis::{self, RedisStore};
 use super::sqlite::SqliteStore;
 use super::Store;
 use crate::clock::Clock;
-use crate::config::Settings;
 
 /// How long a failing store is skipped before it is tried again.
 pub const STORE_COOL_DOWN: Duration = Duration::from_millis(500);
+
+/// The store's own settings (the flags of SPEC §4 that choose and bound
+/// it), handed to it by `config::Settings::store`: the store knows nothing
+/// of the rest.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// `--redis-url`.
+    pub redis_url: Option<String>,
+    /// `--redis-cluster`: comma-separated node URLs.
+    pub redis_cluster: Option<String>,
+    /// `--redis-ca`.
+    pub redis_ca: Option<PathBuf>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--memory-capacity`.
+    pub memory_capacity: super::Capacity,
+    /// `--store-timeout`.
+    pub store_timeout: Duration,
+    /// `--l1-ttl` (0: no L1).
+    pub l1_ttl: Duration,
+    /// `--l1-capacity`.
+    pub l1_capacity: u64,
+}
 
 /// What the cache and the webhook's replay guard are built on.
 pub struct StoreStack {
@@ -32,7 +55,7 @@ pub struct StoreStack {
 
 /// Builds the store stack of `settings`. With Redis down it still builds
 /// (fail-open: the breaker skips it until it answers).
-pub async fn from_settings(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<StoreStack> {
+pub async fn from_settings(settings: &StoreSettings, clock: Arc<dyn Clock>) -> anyhow::Result<StoreStack> {
     anyhow::ensure!(
         settings.data_dir.is_none() || (settings.redis_url.is_none() && settings.redis_cluster.is_none()),
         "--data-dir keeps one instance's cache on disk; with Redis, Redis is the store: use one or the other"
@@ -102,7 +125,7 @@ pub async fn from_settings(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow
 /// unless `--l1-ttl 0`, and the fleet's change feed over it.
 async fn shared(
     redis: RedisStore,
-    settings: &Settings,
+    settings: &StoreSettings,
     clock: Arc<dyn Clock>,
 ) -> (Arc<dyn Store>, Arc<Changes>) {
     redis.warm_up().await;

@@ -6,6 +6,9 @@
 //! requests slowed. Each request's span is lean (method, route, request id):
 //! the per-request line is short, and costs little on the hot path.
 
+pub mod http;
+pub use http::{track, Route, RouteTable};
+
 use std::io::IsTerminal as _;
 
 use actix_web::body::MessageBody;
@@ -15,14 +18,11 @@ use std::rc::Rc;
 
 use tracing::Span;
 
-use crate::routes::metrics::Route;
 use tracing_actix_web::{RequestId, RootSpanBuilder};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
-
-use crate::config::LogFormat;
 
 /// Installs the global subscriber (once; later calls are ignored, which
 /// suits tests that build many applications). `RUST_LOG` overrides the level.
@@ -295,6 +295,15 @@ fn describe() {
     for kind in ["foreground_waited", "background_skipped"] {
         metrics::counter!("percache_upstream_capped_total", "kind" => kind).increment(0);
     }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 
+use super::Unresolved;
 use crate::cache::directives::DirectiveError;
-use crate::routes::Unresolved;
 use crate::views;
 use crate::widget::params::ParamError;
 
