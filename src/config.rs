@@ -21,7 +21,7 @@ pub struct Settings {
 
     /// Base URL of the widgets API. Unset: a mock upstream is started in-process.
     /// `MOCK_API` is read too when `UPSTREAM_URL` is unset.
-    #[arg(long, env = "UPSTREAM_URL")]
+    #[arg(long, env = "UPSTREAM_URL", hide_env_values = true)]
     pub upstream_url: Option<String>,
 
     /// A widgets file (TOML, SPEC §10): the upstream, its headers, and each
@@ -40,11 +40,11 @@ pub struct Settings {
     pub redis_ca: Option<PathBuf>,
 
     /// Redis URL (`redis://host:port/db`, or `rediss://` for TLS). Unset: the in-process store.
-    #[arg(long, env = "REDIS_URL")]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
     /// Comma-separated node URLs of a Redis Cluster.
-    #[arg(long, env = "REDIS_CLUSTER_NODES")]
+    #[arg(long, env = "REDIS_CLUSTER_NODES", hide_env_values = true)]
     pub redis_cluster: Option<String>,
 
     /// Younger entries are served with no upstream call.
@@ -123,6 +123,15 @@ pub struct Settings {
     /// 64+ byte key (hex or base64) for the session cookie. Unset: random per process.
     #[arg(long, env = "SESSION_KEY", hide_env_values = true)]
     pub session_key: Option<String>,
+
+    /// A session ends this long after sign-in, checked by the server on
+    /// every request, whatever the cookie says.
+    #[arg(long, env = "SESSION_MAX_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub session_max_age: Duration,
+
+    /// Where sign-out sends the browser (an identity proxy's own sign-out).
+    #[arg(long, env = "LOGOUT_URL", default_value = "/login")]
+    pub logout_url: String,
 
     /// Mark cookies Secure (behind TLS).
     #[arg(long, env = "SECURE_COOKIES", default_value = "false", num_args = 0..=1,

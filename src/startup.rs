@@ -97,6 +97,15 @@ impl Application {
         let fetcher = fetcher_of(&settings, &registry, &upstream_url)?;
         let stack = crate::cache::store_from_settings(&settings.store(), Arc::clone(&clock)).await?;
         // The webhook's "seen once" record: in the shared Redis when there is one.
+        // Ended sessions: in the shared Redis too, announced on the feed.
+        let session_ends = session::ended::SessionEnds::new(
+            settings.session_max_age,
+            Arc::clone(&clock),
+            stack.redis.clone(),
+            Arc::clone(&stack.changes),
+        );
+        session_ends.reload().await;
+        session_ends.spawn_reloads();
         let replay_guard = match stack.redis {
             Some(redis) => ReplayGuard::redis(redis, routes::invalidate::REPLAY_WINDOW),
             None => ReplayGuard::in_memory(replay::MEMORY_CAPACITY, routes::invalidate::REPLAY_WINDOW),
@@ -146,6 +155,10 @@ impl Application {
             login_limiter: web::Data::new(LoginLimiter::new(settings.login_rate, settings.trust_forwarded)),
             session_key: session::session_key(settings.session_key.as_deref())?,
             secure_cookies: settings.secure_cookies,
+            session_ends: web::Data::from(session_ends),
+            logout: web::Data::new(routes::auth::Logout {
+                url: settings.logout_url.clone(),
+            }),
             metrics,
         };
         let server = http_server(listener, settings.workers, shared.clone())?;
@@ -265,6 +278,8 @@ pub struct Shared {
     login_limiter: web::Data<LoginLimiter>,
     session_key: actix_web::cookie::Key,
     secure_cookies: bool,
+    session_ends: web::Data<session::ended::SessionEnds>,
+    logout: web::Data<routes::auth::Logout>,
     metrics: Metrics,
 }
 
@@ -313,6 +328,8 @@ pub fn app(
         .wrap(session::middleware(
             shared.session_key.clone(),
             shared.secure_cookies,
+            shared.session_ends.max_age(),
+            shared.session_ends.clone().into_inner(),
         ))
         .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
         .wrap(actix_web::middleware::from_fn(move |req, next| {
@@ -323,6 +340,8 @@ pub fn app(
         .app_data(shared.admin.clone())
         .app_data(shared.replay_guard.clone())
         .app_data(shared.login_limiter.clone())
+        .app_data(shared.session_ends.clone())
+        .app_data(shared.logout.clone())
         .app_data(web::FormConfig::default().limit(FORM_LIMIT))
         .app_data(web::PathConfig::default())
         .configure(routes::configure)

@@ -57,6 +57,10 @@ pub enum UsernameError {
     /// Control characters (newlines, NUL, escapes...).
     #[error("A username cannot contain control characters.")]
     ControlCharacter,
+    /// `.` or `..`: in a URL path segment they mean "here" and "up", and
+    /// proxies that normalise paths (RFC 3986) would fetch another path.
+    #[error("A username cannot be \".\" or \"..\".")]
+    DotSegment,
 }
 
 impl UserId {
@@ -71,6 +75,9 @@ impl UserId {
         }
         if name.chars().any(char::is_control) {
             return Err(UsernameError::ControlCharacter);
+        }
+        if name == "." || name == ".." {
+            return Err(UsernameError::DotSegment);
         }
         Ok(Self {
             name: name.to_owned(),
@@ -115,5 +122,9 @@ mod tests {
         assert_eq!(UserId::parse("a\u{0}b"), Err(UsernameError::ControlCharacter));
         assert_eq!(UserId::parse("a\nb"), Err(UsernameError::ControlCharacter));
         assert_eq!(UserId::parse("a\u{1b}b"), Err(UsernameError::ControlCharacter));
+        assert_eq!(UserId::parse("."), Err(UsernameError::DotSegment));
+        assert_eq!(UserId::parse(" .. "), Err(UsernameError::DotSegment));
+        assert!(UserId::parse("...").is_ok(), "not a dot segment");
+        assert!(UserId::parse(".alice").is_ok());
     }
 }

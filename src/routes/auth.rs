@@ -17,6 +17,7 @@ use super::AppState;
 use crate::defence::login_rate::LoginLimiter;
 use crate::routes::error::{PageError, SignInError};
 use crate::session;
+use crate::session::ended::SessionEnds;
 use crate::session::CurrentUser;
 use crate::user::UserId;
 use crate::views;
@@ -124,7 +125,7 @@ pub async fn login(
             ));
         }
     };
-    session::sign_in(&session, &user).map_err(|_| PageError::Session)?;
+    session::sign_in(&session, &user, state.cache.now()).map_err(|_| PageError::Session)?;
     if state.prewarm {
         // Registers the fetches (they run as tasks) and returns without waiting for them.
         let started = state.cache.prewarm(&user).await;
@@ -133,11 +134,49 @@ pub async fn login(
     Ok(see_other("/dashboard"))
 }
 
-/// `POST /logout`: end the session.
+/// Where sign-out sends the browser (`--logout-url`).
+pub struct Logout {
+    /// `/login`, or an identity proxy's own sign-out.
+    pub url: String,
+}
+
+/// `everywhere=1`, in the form or the query.
+#[derive(serde::Deserialize, Default)]
+struct LogoutForm {
+    #[serde(default)]
+    everywhere: Option<String>,
+}
+
+/// `POST /logout`: ends the session, on the server too (a copy of the
+/// cookie is refused from now on, fleet-wide); with `everywhere=1`, every
+/// session of the user that began before now.
 #[post("/logout")]
-pub async fn logout(session: Session) -> HttpResponse {
+pub async fn logout(
+    req: HttpRequest,
+    body: web::Bytes,
+    session: Session,
+    ends: web::Data<SessionEnds>,
+    to: web::Data<Logout>,
+) -> HttpResponse {
+    let asked = |raw: &[u8]| {
+        serde_urlencoded::from_bytes::<LogoutForm>(raw)
+            .unwrap_or_default()
+            .everywhere
+            .is_some_and(|v| v == "1" || v == "true")
+    };
+    let everywhere = asked(&body) || asked(req.query_string().as_bytes());
+    if let Some(signed_in) = session::signed_in(&session) {
+        if everywhere {
+            ends.end_everywhere(&signed_in.user, ends.now()).await;
+        } else {
+            ends.end(&signed_in).await;
+        }
+    }
     session::sign_out(&session);
-    see_other("/login")
+    HttpResponse::SeeOther()
+        .insert_header((actix_web::http::header::LOCATION, to.url.as_str()))
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .finish()
 }
 
 #[cfg(test)]

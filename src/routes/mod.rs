@@ -3,7 +3,7 @@
 mod admin;
 mod api;
 mod assets;
-mod auth;
+pub mod auth;
 mod dashboard;
 pub mod error;
 pub mod fallback;

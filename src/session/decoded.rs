@@ -36,8 +36,8 @@ use actix_web::HttpMessage as _;
 use futures_util::future::{Either, LocalBoxFuture};
 use percent_encoding::percent_decode_str;
 
-use super::COOKIE_NAME;
-use crate::user::UserId;
+use super::ended::SessionEnds;
+use super::{SignedIn, COOKIE_NAME};
 
 /// Most cookies a worker remembers before it starts over. About 300 bytes
 /// each (the cookie and the user): 3 MiB per worker for 10,000 visitors.
@@ -47,7 +47,7 @@ const CAPACITY: usize = 10_000;
 /// extensions by the middleware (a cookie seen before) or by
 /// [`super::CurrentUser`] (decoded now, for the middleware to learn).
 #[derive(Clone)]
-pub(super) struct Decoded(pub(super) Arc<UserId>);
+pub(super) struct Decoded(pub(super) Arc<SignedIn>);
 
 /// The cookies one worker has decoded. Per worker, like the worker's
 /// services: no lock and no atomic on the way of a request (each worker
@@ -59,11 +59,15 @@ pub(super) struct Decoded(pub(super) Arc<UserId>);
 /// verified are ever inserted, and their values are sealed with a random
 /// nonce the client does not choose.
 #[derive(Default)]
-struct DecodedSessions(RefCell<HashMap<Box<str>, Arc<UserId>, foldhash::fast::RandomState>>);
+struct DecodedSessions(RefCell<HashMap<Box<str>, Arc<SignedIn>, foldhash::fast::RandomState>>);
 
 impl DecodedSessions {
-    fn get(&self, cookie: &str) -> Option<Arc<UserId>> {
+    fn get(&self, cookie: &str) -> Option<Arc<SignedIn>> {
         self.0.borrow().get(cookie).cloned()
+    }
+
+    fn forget(&self, cookie: &str) {
+        self.0.borrow_mut().remove(cookie);
     }
 
     /// After actix-session handled a request: remember the user it decoded
@@ -92,12 +96,16 @@ impl DecodedSessions {
 /// The middleware: the decoded cookies in front of actix-session's.
 pub struct Sessions {
     cookie: SessionMiddleware<CookieSessionStore>,
+    /// A remembered session that has ended since goes through
+    /// actix-session, so that its refusal clears the cookie.
+    ends: Arc<SessionEnds>,
 }
 
 impl Sessions {
-    /// actix-session's middleware (`cookie`), behind each worker's decoded cookies.
-    pub fn in_front_of(cookie: SessionMiddleware<CookieSessionStore>) -> Self {
-        Self { cookie }
+    /// actix-session's middleware (`cookie`), behind each worker's decoded
+    /// cookies, which `ends` may refuse.
+    pub fn in_front_of(cookie: SessionMiddleware<CookieSessionStore>, ends: Arc<SessionEnds>) -> Self {
+        Self { cookie, ends }
     }
 }
 
@@ -118,11 +126,13 @@ where
         // through actix-session.
         let service = Rc::new(service);
         let cookie = self.cookie.new_transform(Rc::clone(&service));
+        let ends = Arc::clone(&self.ends);
         Box::pin(async move {
             Ok(SessionsService {
                 service,
                 cookie: Rc::new(cookie.await?),
                 decoded: Rc::default(),
+                ends,
             })
         })
     }
@@ -138,6 +148,7 @@ pub struct SessionsService<S, C> {
     service: Rc<S>,
     cookie: Rc<C>,
     decoded: Rc<DecodedSessions>,
+    ends: Arc<SessionEnds>,
 }
 
 impl<S, C, B> Service<ServiceRequest> for SessionsService<S, C>
@@ -159,9 +170,13 @@ where
         // both key on it.
         let cookie = session_cookie(&req);
         if read_only {
-            if let Some(user) = cookie.and_then(|value| self.decoded.get(value)) {
-                req.extensions_mut().insert(Decoded(user));
-                return Either::Left(self.service.call(req));
+            if let Some((value, session)) = cookie.and_then(|value| Some((value, self.decoded.get(value)?))) {
+                if self.ends.refuses(&session).is_none() {
+                    req.extensions_mut().insert(Decoded(session));
+                    return Either::Left(self.service.call(req));
+                }
+                // Ended since: through actix-session, which clears it.
+                self.decoded.forget(value);
             }
         }
         let cookie: Option<Box<str>> = cookie.map(Into::into);

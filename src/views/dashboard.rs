@@ -79,6 +79,12 @@ impl<C: Render> Render for Body<'_, C> {
                     form method="post" action="/logout" {
                         button.secondary type="submit" { "Sign out" }
                     }
+                    // Ends every session of this user that began before now
+                    // (other browsers, a copied cookie), fleet-wide.
+                    form method="post" action="/logout" {
+                        input type="hidden" name="everywhere" value="1";
+                        button.secondary type="submit" data-action="sign-out-everywhere" { "Sign out everywhere" }
+                    }
                 }
             }
             noscript {

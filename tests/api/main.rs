@@ -11,6 +11,7 @@ mod cost;
 mod current;
 mod dashboard;
 mod defence;
+mod ending;
 mod escaping;
 mod fleet;
 mod fuzz;

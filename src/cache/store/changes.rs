@@ -32,6 +32,14 @@ use super::Store as _;
 use crate::cache::generations::{Gen, Generations};
 use crate::cache::key::CacheKey;
 
+/// A part above the feed that hears the messages with its own prefix
+/// (the session record: `end:`). Defined here, so the feed points at
+/// nothing above it.
+pub trait Heard: Send + Sync {
+    /// One message with the part's prefix, from another instance.
+    fn heard(&self, message: &str);
+}
+
 /// What the feed tells an instance's L1 (the near-cache implements it): the
 /// feed defines it, so the L1 points at the feed and not the other way.
 pub trait Evicts: Send + Sync {
@@ -81,6 +89,8 @@ pub struct Changes {
     received: AtomicU64,
     /// Invalidations, for fetches in flight to be judged by.
     journal: std::sync::Mutex<Journal>,
+    /// Parts that hear messages of their own prefix (at most a few, set at start-up).
+    heard: std::sync::Mutex<Vec<(&'static str, Weak<dyn Heard>)>>,
 }
 
 impl Changes {
@@ -106,6 +116,7 @@ impl Changes {
             sharded: OnceLock::new(),
             received: AtomicU64::new(0),
             journal: std::sync::Mutex::new(Journal::default()),
+            heard: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -148,6 +159,24 @@ impl Changes {
     /// The per-widget generations as this instance knows them.
     pub fn generations(&self) -> &Generations {
         &self.widget_gens
+    }
+
+    /// Lets `part` hear the messages that start with `prefix`.
+    pub fn attach_heard(&self, prefix: &'static str, part: Weak<dyn Heard>) {
+        self.heard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((prefix, part));
+    }
+
+    /// Announces `message` (a part's own, with its prefix) to the other
+    /// instances, on the fleet's channel. No-op without Redis.
+    pub async fn announce_raw(&self, message: &str) {
+        let Some(redis) = &self.publisher else { return };
+        let message = format!("{} {message}", self.instance);
+        if let Err(e) = redis.publish(CHANNEL, &message).await {
+            tracing::warn!(error = %e, "could not announce a change to the other instances");
+        }
     }
 
     /// The epoch a fetch starting now begins at (see [`Changes::superseded`]).
@@ -294,6 +323,18 @@ impl Changes {
 
     /// What another instance's message changes here.
     async fn apply(&self, key: &str) {
+        let parts: Vec<Arc<dyn Heard>> = self
+            .heard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(prefix, _)| key.starts_with(prefix))
+            .filter_map(|(_, part)| part.upgrade())
+            .collect();
+        if !parts.is_empty() {
+            parts.iter().for_each(|part| part.heard(key));
+            return;
+        }
         if let Some(widget) = key.strip_prefix(GENERATION_PREFIX) {
             self.record(Touched::Widget(widget.to_owned()));
             if let Some(l1) = self.l1() {

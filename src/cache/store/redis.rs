@@ -107,6 +107,13 @@ end
 return {fmt(cur), fmt(hard), fmt(soft)}
 "#;
 
+/// Sets a hash field to a number unless it holds a greater one.
+const HSET_MAX: &str = r#"
+local held = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0
+if tonumber(ARGV[2]) > held then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+"#;
+
 /// Releases the lease only if we own it; optionally leaves a failure marker.
 const RELEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -227,6 +234,7 @@ static PUT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(PUT));
 static INVALIDATE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(INVALIDATE));
 static STAMP_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(STAMP));
 static GENERATION_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(GENERATION));
+static HSET_MAX_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(HSET_MAX));
 
 /// Runs `op` on a connection from `pool`, all within `bound`. A connection
 /// whose command failed or timed out is dropped, not returned: it may be
@@ -423,6 +431,47 @@ impl RedisStore {
             .arg(known.hard)
             .arg(known.soft);
         self.eval::<Vec<Option<u64>>>(&script).await.map(gen_of)
+    }
+
+    /// Adds `member` to the sorted set `key` with score `score` (`ZADD`);
+    /// members whose score has passed are dropped by
+    /// [`RedisStore::zmembers_after`].
+    pub async fn zadd(&self, key: &str, member: &str, score: i64) -> Result<(), StoreError> {
+        let cmd = redis::cmd("ZADD").arg(key).arg(score).arg(member).clone();
+        self.query::<i64>(cmd).await.map(drop)
+    }
+
+    /// The members of the sorted set `key` scored after `after`, having
+    /// dropped the others (`ZREMRANGEBYSCORE`, then `ZRANGEBYSCORE`).
+    pub async fn zmembers_after(&self, key: &str, after: i64) -> Result<Vec<String>, StoreError> {
+        let trim = redis::cmd("ZREMRANGEBYSCORE")
+            .arg(key)
+            .arg("-inf")
+            .arg(after)
+            .clone();
+        self.query::<i64>(trim).await?;
+        let cmd = redis::cmd("ZRANGEBYSCORE")
+            .arg(key)
+            .arg(format!("({after}"))
+            .arg("+inf")
+            .clone();
+        self.query(cmd).await
+    }
+
+    /// Sets `field` of the hash `key` to `value` unless it holds more.
+    pub async fn hset_max(&self, key: &str, field: &str, value: i64) -> Result<(), StoreError> {
+        let mut script = HSET_MAX_SCRIPT.prepare_invoke();
+        script.key(key).arg(field).arg(value);
+        self.eval::<i64>(&script).await.map(drop)
+    }
+
+    /// Every field of the hash `key` that reads as a number.
+    pub async fn hgetall_i64(&self, key: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let all: Vec<(String, String)> = self.query(redis::cmd("HGETALL").arg(key).clone()).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(field, value)| Some((field, value.parse().ok()?)))
+            .collect())
     }
 
     /// The remaining time to live of a key in milliseconds (for tests and ops).
