@@ -124,6 +124,11 @@ pub struct Settings {
     #[arg(long, env = "SESSION_KEY", hide_env_values = true)]
     pub session_key: Option<String>,
 
+    /// Live connections (`/updates` long-polls) held per user on one
+    /// instance; the newest beyond is answered at once and told to wait.
+    #[arg(long, env = "MAX_OPEN_PAGES_PER_USER", default_value_t = 8)]
+    pub max_open_pages_per_user: usize,
+
     /// A session ends this long after sign-in, checked by the server on
     /// every request, whatever the cookie says.
     #[arg(long, env = "SESSION_MAX_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
@@ -178,8 +183,12 @@ pub struct Settings {
           value_parser = crate::defence::login_rate::parse_login_rate)]
     pub login_rate: crate::defence::login_rate::LoginRate,
 
-    /// Take the client address from the first `X-Forwarded-For` entry (only
-    /// behind a proxy that sets that header itself).
+    /// Comma-separated CIDRs of the proxies in front: the client address is
+    /// then the rightmost `X-Forwarded-For` entry that is not one of them.
+    #[arg(long, env = "TRUSTED_PROXIES", value_parser = crate::defence::login_rate::parse_trusted_proxies)]
+    pub trusted_proxies: Option<crate::defence::login_rate::TrustedProxies>,
+
+    /// Kept for compatibility: the same as `--trusted-proxies 127.0.0.0/8,::1/128`.
     #[arg(long, env = "TRUST_FORWARDED", default_value = "false", num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub trust_forwarded: bool,
@@ -226,6 +235,16 @@ pub fn parse_widget_durations(raw: &str) -> Result<WidgetDurations, String> {
 }
 
 impl Settings {
+    /// The proxies whose `X-Forwarded-For` is believed.
+    pub fn proxies(&self) -> crate::defence::login_rate::TrustedProxies {
+        let given = self.trusted_proxies.clone().unwrap_or_default();
+        if self.trust_forwarded {
+            crate::defence::login_rate::TrustedProxies::loopback().with(&given)
+        } else {
+            given
+        }
+    }
+
     /// The store's part of the settings.
     pub fn store(&self) -> crate::cache::store::stack::StoreSettings {
         crate::cache::store::stack::StoreSettings {

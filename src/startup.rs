@@ -124,6 +124,7 @@ impl Application {
             .with_upstream_timeout(settings.upstream_timeout)
             .with_failure_backoff(settings.failure_backoff)
             .with_fetch_lease(settings.fetch_lease)
+            .with_max_open_pages_per_user(settings.max_open_pages_per_user)
             .with_max_background(settings.max_background_fetches)
             .with_max_upstream_calls(settings.max_upstream_calls as usize)
             .with_soft_timeout(settings.soft_timeout)
@@ -152,7 +153,7 @@ impl Application {
                 metrics.clone(),
             )),
             replay_guard: web::Data::new(replay_guard),
-            login_limiter: web::Data::new(LoginLimiter::new(settings.login_rate, settings.trust_forwarded)),
+            login_limiter: web::Data::new(LoginLimiter::new(settings.login_rate, settings.proxies())),
             session_key: session::session_key(settings.session_key.as_deref())?,
             secure_cookies: settings.secure_cookies,
             session_ends: web::Data::from(session_ends),

@@ -77,23 +77,55 @@ pub struct PagePoll {
 #[must_use = "the page counts as open while the guard lives"]
 pub struct OpenPage {
     cache: Arc<WidgetCache>,
+    user: Box<str>,
 }
 
 impl Drop for OpenPage {
     fn drop(&mut self) {
         self.cache.open_pages.fetch_sub(1, Ordering::SeqCst);
+        let mut per_user = self
+            .cache
+            .pages_per_user
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = per_user.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                per_user.remove(&self.user);
+            }
+        }
         metrics::gauge!("percache_open_pages").decrement(1.0);
     }
 }
 
+/// Default `--max-open-pages-per-user`.
+pub const DEFAULT_MAX_OPEN_PAGES_PER_USER: usize = 8;
+
 impl WidgetCache {
-    /// Marks a page as open (a live connection) until the guard is dropped.
-    pub fn open_page(self: &Arc<Self>) -> OpenPage {
+    /// Marks a page of `user` as open (a live connection) until the guard
+    /// is dropped; `None` if the user already holds
+    /// `--max-open-pages-per-user` of them on this instance (the map holds
+    /// only users with a page open: bounded by the connections).
+    pub fn open_page(self: &Arc<Self>, user: &UserId) -> Option<OpenPage> {
+        let tag: Box<str> = user.tag().as_str().into();
+        {
+            let mut per_user = self
+                .pages_per_user
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = per_user.entry(tag.clone()).or_insert(0);
+            if *n >= self.max_pages_per_user {
+                metrics::counter!("percache_refused_total", "reason" => "open_pages").increment(1);
+                return None;
+            }
+            *n += 1;
+        }
         self.open_pages.fetch_add(1, Ordering::SeqCst);
         metrics::gauge!("percache_open_pages").increment(1.0);
-        OpenPage {
+        Some(OpenPage {
             cache: Arc::clone(self),
-        }
+            user: tag,
+        })
     }
 
     /// How many pages are open on this instance.

@@ -67,6 +67,10 @@ pub struct WidgetCache {
     pub(super) tasks: TaskTracker,
     /// Pages with a live connection on this instance (see `cache::live`).
     pub(crate) open_pages: std::sync::atomic::AtomicUsize,
+    /// Open pages per user (by tag), only users with one open.
+    pub(crate) pages_per_user: Mutex<HashMap<Box<str>, usize>>,
+    /// `--max-open-pages-per-user`.
+    pub(crate) max_pages_per_user: usize,
     /// `percache_cache_requests_total`.
     pub(super) counters: Arc<CacheCounters>,
 }
@@ -138,6 +142,13 @@ impl WidgetCache {
         self
     }
 
+    /// Most live connections one user holds on this instance
+    /// (`--max-open-pages-per-user`); the newest beyond is answered at once.
+    pub fn with_max_open_pages_per_user(mut self, max: usize) -> Self {
+        self.max_pages_per_user = max.max(1);
+        self
+    }
+
     /// The fleet fetch lease (`--fetch-lease`): renewed every third of it
     /// while the fetch runs; another instance takes over this long after
     /// its holder dies.
@@ -185,6 +196,8 @@ impl WidgetCache {
             inflight: Mutex::new(HashMap::new()),
             last_errors: last_errors(failure_backoff),
             open_pages: std::sync::atomic::AtomicUsize::new(0),
+            pages_per_user: Mutex::new(HashMap::new()),
+            max_pages_per_user: crate::cache::live::DEFAULT_MAX_OPEN_PAGES_PER_USER,
             tasks: TaskTracker::new(),
             counters,
         }

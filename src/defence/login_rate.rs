@@ -1,4 +1,4 @@
-//! Sign-ins per client address (`--login-rate`, `--trust-forwarded`).
+//! Sign-ins per client address (`--login-rate`, `--trusted-proxies`).
 //!
 //! Every sign-in starts a prewarm, i.e. one upstream call per widget, so a
 //! flood of sign-ins from one address would make the server hammer the
@@ -7,10 +7,12 @@
 //! per address, kept in memory per instance). An address over its rate gets
 //! 429 with `Retry-After`.
 //!
-//! The address is the TCP peer's, or with `--trust-forwarded` the first entry
-//! of `X-Forwarded-For` (only safe behind a proxy that sets that header
-//! itself). IPv6 addresses count per /64, the block one host usually holds,
-//! and IPv4-mapped IPv6 addresses as their IPv4 address.
+//! The address is the TCP peer's, or, when the peer is one of
+//! `--trusted-proxies` (`--trust-forwarded`: loopback), the rightmost
+//! `X-Forwarded-For` entry that is not a trusted proxy ([`TrustedProxies`]:
+//! a client can write any entries to the left of it, so they never count).
+//! IPv6 addresses count per /64, the block one host usually holds, and
+//! IPv4-mapped IPv6 addresses as their IPv4 address.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -101,20 +103,95 @@ pub fn parse_login_rate(raw: &str) -> Result<LoginRate, String> {
     Ok(LoginRate::PerPeriod { count, period })
 }
 
+/// The proxies in front whose `X-Forwarded-For` is believed
+/// (`--trusted-proxies`, nginx `set_real_ip_from`): the client address is
+/// the rightmost entry that is not one of them, as nginx `realip` (with
+/// `real_ip_recursive on`) finds it. Entries to its left are whatever the
+/// client wrote, and never count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Loopback (IPv4 and IPv6): what `--trust-forwarded` means.
+    pub fn loopback() -> Self {
+        Self(vec![
+            "127.0.0.0/8".parse().expect("a CIDR"),
+            "::1/128".parse().expect("a CIDR"),
+        ])
+    }
+
+    /// Whether none is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Both lists together.
+    pub fn with(mut self, other: &TrustedProxies) -> Self {
+        self.0.extend(other.0.iter().copied());
+        self
+    }
+
+    /// The client of a request from `peer` carrying `forwarded` (the
+    /// `X-Forwarded-For` values, in order): `peer` unless it is trusted;
+    /// then, right to left, the first entry that is not trusted. An entry
+    /// that is not an address ends the walk at the hop that added it.
+    pub fn client<'a>(&self, peer: IpAddr, forwarded: impl DoubleEndedIterator<Item = &'a str>) -> IpAddr {
+        let mut client = peer;
+        if !self.contains(peer) {
+            return client;
+        }
+        for entry in forwarded.rev() {
+            match parse_address(entry.trim()) {
+                Some(ip) => {
+                    client = ip;
+                    if !self.contains(ip) {
+                        return ip;
+                    }
+                }
+                None => return client,
+            }
+        }
+        client
+    }
+}
+
+/// Parses `--trusted-proxies`: comma-separated CIDRs (or bare addresses).
+pub fn parse_trusted_proxies(raw: &str) -> Result<TrustedProxies, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("`{item}`: expected a CIDR such as 10.0.0.0/8 or an address"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(TrustedProxies)
+}
+
 /// The sign-in rate limiter of one instance, shared by its workers.
 pub struct LoginLimiter {
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    trust_forwarded: bool,
+    proxies: TrustedProxies,
     last_prune: Mutex<Instant>,
 }
 
 impl LoginLimiter {
-    /// A limiter for `rate`; with `trust_forwarded`, the client address is
-    /// read from `X-Forwarded-For`.
-    pub fn new(rate: LoginRate, trust_forwarded: bool) -> Self {
+    /// A limiter for `rate`; behind `proxies`, the client address is
+    /// read from `X-Forwarded-For` as they wrote it.
+    pub fn new(rate: LoginRate, proxies: TrustedProxies) -> Self {
         Self {
             limiter: rate.quota().map(DefaultKeyedRateLimiter::keyed),
-            trust_forwarded,
+            proxies,
             last_prune: Mutex::new(Instant::now()),
         }
     }
@@ -138,12 +215,19 @@ impl LoginLimiter {
     /// The client's address: with `--trust-forwarded` the first valid entry
     /// of `X-Forwarded-For`, else (or when that is missing or garbage) the peer.
     pub fn client_address(&self, req: &HttpRequest) -> Option<IpAddr> {
-        if self.trust_forwarded {
-            if let Some(ip) = first_forwarded_for(req) {
-                return Some(ip);
-            }
+        let peer = req.peer_addr()?.ip();
+        if self.proxies.is_empty() {
+            return Some(peer);
         }
-        req.peer_addr().map(|peer| peer.ip())
+        // Every X-Forwarded-For header, in order, as one list.
+        let headers: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let entries = headers.iter().flat_map(|h| h.split(','));
+        let entries: Vec<&str> = entries.collect();
+        Some(self.proxies.client(peer, entries.into_iter()))
     }
 
     /// Forgets addresses whose limit has fully recovered, at most once per
@@ -158,12 +242,6 @@ impl LoginLimiter {
             limiter.shrink_to_fit();
         }
     }
-}
-
-/// The first entry of the first `X-Forwarded-For` header, if it is an address.
-fn first_forwarded_for(req: &HttpRequest) -> Option<IpAddr> {
-    let value = req.headers().get("x-forwarded-for")?.to_str().ok()?;
-    parse_address(value.split(',').next()?.trim())
 }
 
 /// `192.0.2.1`, `2001:db8::1`, `[2001:db8::1]`, `192.0.2.1:4711` or `[2001:db8::1]:4711`.
@@ -190,6 +268,22 @@ fn bucket(ip: IpAddr) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn forged_left_hand_entries_never_count() {
+        let proxies = TrustedProxies::loopback();
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        for forged in ["1.1.1.1", "2.2.2.2, 3.3.3.3", "junk, 4.4.4.4"] {
+            let list = format!("{forged}, 203.0.113.5");
+            assert_eq!(
+                proxies.client(loopback, list.split(',')),
+                "203.0.113.5".parse::<IpAddr>().unwrap(),
+                "{list}"
+            );
+        }
+        assert!(parse_trusted_proxies("10.0.0.0/33").is_err());
+        assert!(parse_trusted_proxies("::1, 10.1.2.3").is_ok());
+    }
 
     #[test]
     fn the_burst_is_ten_as_the_spec_says() {
@@ -257,10 +351,32 @@ mod tests {
             .peer_addr(peer)
             .insert_header(("x-forwarded-for", "[2001:db8::7]:443, 10.0.0.1"))
             .to_http_request();
-        let trusted = LoginLimiter::new(LoginRate::Off, true);
-        let untrusted = LoginLimiter::new(LoginRate::Off, false);
-        assert_eq!(trusted.client_address(&req), "2001:db8::7".parse().ok());
+        let trusted = LoginLimiter::new(LoginRate::Off, TrustedProxies::loopback());
+        let untrusted = LoginLimiter::new(LoginRate::Off, TrustedProxies::default());
+        assert_eq!(
+            trusted.client_address(&req),
+            "10.0.0.1".parse().ok(),
+            "the rightmost entry that is not a trusted proxy"
+        );
+        let inner = LoginLimiter::new(
+            LoginRate::Off,
+            parse_trusted_proxies("127.0.0.0/8, 10.0.0.0/8").unwrap(),
+        );
+        assert_eq!(
+            inner.client_address(&req),
+            "2001:db8::7".parse().ok(),
+            "past two trusted hops"
+        );
         assert_eq!(untrusted.client_address(&req), Some(peer.ip()));
+        let from_outside = TestRequest::default()
+            .peer_addr("198.51.100.9:1".parse().unwrap())
+            .insert_header(("x-forwarded-for", "10.0.0.1"))
+            .to_http_request();
+        assert_eq!(
+            trusted.client_address(&from_outside),
+            "198.51.100.9".parse().ok(),
+            "a peer that is not a trusted proxy is the client, whatever it forwards"
+        );
         let garbage = TestRequest::default()
             .peer_addr(peer)
             .insert_header(("x-forwarded-for", "<script>, 999.1.1.1"))
@@ -274,7 +390,7 @@ mod tests {
 
     #[test]
     fn a_burst_then_refusals_with_a_wait() {
-        let limiter = LoginLimiter::new(rate(1, 3600), false);
+        let limiter = LoginLimiter::new(rate(1, 3600), TrustedProxies::default());
         let req = TestRequest::default()
             .peer_addr("192.0.2.1:1".parse().unwrap())
             .to_http_request();

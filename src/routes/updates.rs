@@ -83,7 +83,11 @@ pub async fn updates(
 ) -> Result<HttpResponse, PageError> {
     let shown = shown(req.query_string(), state.cache.now()).map_err(PageError::BadRequest)?;
     let user = user.into_inner().ok_or(PageError::SignedOut)?;
-    let _open = state.cache.open_page();
+    let Some(_open) = state.cache.open_page(&user) else {
+        // Over the user's share of live connections: answered at once, and
+        // told to come back in a while (the page keeps its cards).
+        return Ok(html(StatusCode::OK, views::live_poller_later(state.cache.now())));
+    };
     let since = match &shown {
         Shown::Since(since) => *since,
         Shown::Seen(_) => state.cache.now(),

@@ -123,6 +123,17 @@ pub fn live_poller(since: i64) -> Markup {
     }
 }
 
+/// The poller for a page over its user's share of live connections: it
+/// asks again after 30 s instead of at once.
+pub fn live_poller_later(since: i64) -> Markup {
+    html! {
+        div #live hidden hx-get={ "/updates?since=" (since) } hx-include="[name='seen']"
+            hx-trigger="load delay:30s" hx-swap="outerHTML" {
+            input type="hidden" name="seen" value="";
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -370,3 +370,51 @@ async fn cards_that_change_together_all_reach_the_page() {
     reached.sort();
     assert_eq!(reached, ["2", "3"]);
 }
+
+/// One user cannot hold more than `--max-open-pages-per-user` live
+/// connections on an instance: the newest beyond is answered at once and
+/// told to come back in 30 s; another user's poll is still held. Failed
+/// on the code before: every poll was held (40 of one user at once).
+#[tokio::test]
+async fn one_user_holds_at_most_their_share_of_live_connections() {
+    let app = spawn_app(StoreKind::Memory)
+        .without_prewarm()
+        .settings(|s| s.max_open_pages_per_user = 2)
+        .await;
+    app.login("alice").await;
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), app.url("/updates?seen="));
+            tokio::spawn(async move { client.get(url).send().await })
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(5),
+        || app.cache.open_pages() == 2,
+        || format!("{} pages open, expected 2", app.cache.open_pages()),
+    )
+    .await;
+
+    let third = tokio::time::timeout(Duration::from_secs(5), app.get("/updates?seen="))
+        .await
+        .expect("the poll beyond the share is answered at once");
+    assert_eq!(third.status(), 200);
+    let body = third.text().await.unwrap();
+    assert!(body.contains(r#"hx-trigger="load delay:30s""#), "{body}");
+    assert!(!body.contains("data-widget"), "no cards: {body}");
+
+    let bob = new_client();
+    app.login_with(&bob, "bob").await;
+    let bobs = tokio::spawn({
+        let url = app.url("/updates?seen=");
+        async move { bob.get(url).send().await }
+    });
+    eventually(
+        Duration::from_secs(5),
+        || app.cache.open_pages() == 3,
+        || "bob's poll was not held".to_owned(),
+    )
+    .await;
+    held.into_iter().for_each(|h| h.abort());
+    bobs.abort();
+}
