@@ -265,8 +265,9 @@ fn policy_of(settings: &Settings, registry: &Registry) -> anyhow::Result<CachePo
 fn fetcher_of(settings: &Settings, registry: &Registry, url: &str) -> anyhow::Result<Arc<HttpFetcher>> {
     let tls = crate::tls::client_config(settings.upstream_ca.as_deref()).context("--upstream-ca")?;
     let headers = &registry.upstream().headers;
-    let upstream =
-        UpstreamSettings::new(url, headers, settings.upstream_timeout, tls).context("upstream headers")?;
+    let upstream = UpstreamSettings::new(url, headers, settings.upstream_timeout, tls)
+        .context("upstream headers")?
+        .with_redirects(registry.upstream().redirects);
     Ok(Arc::new(HttpFetcher::new(Arc::new(upstream))))
 }
 

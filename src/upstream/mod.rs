@@ -19,11 +19,11 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 
 use serde_json::value::RawValue;
 
-use crate::widget::Instance;
+use crate::widget::{Instance, Redirects};
 
 /// Largest upstream body accepted.
 const MAX_BODY: usize = 1 << 20;
@@ -99,7 +99,11 @@ pub struct UpstreamSettings {
     headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
     tls: Arc<rustls::ClientConfig>,
+    redirects: Redirects,
 }
+
+/// Hops a `same-origin` redirect is followed at most.
+const MAX_REDIRECTS: usize = 5;
 
 impl UpstreamSettings {
     /// The API at `base` (no trailing slash), with `headers` on every call.
@@ -124,7 +128,14 @@ impl UpstreamSettings {
             headers,
             timeout,
             tls,
+            redirects: Redirects::None,
         })
+    }
+
+    /// Follows upstream redirects as `redirects` says (default: never).
+    pub fn with_redirects(mut self, redirects: Redirects) -> Self {
+        self.redirects = redirects;
+        self
     }
 
     /// The base URL.
@@ -295,11 +306,33 @@ impl Upstream {
     }
 
     async fn attempt(&self, url: &str) -> Result<Box<RawValue>, FetchError> {
-        let mut request = self.client().get(url);
-        for (name, value) in &self.settings.headers {
-            request = request.insert_header((name.clone(), value.clone()));
-        }
-        let mut resp = request.send().await.map_err(send_error)?;
+        let mut url = url.to_owned();
+        let mut hops = 0;
+        let mut resp = loop {
+            let mut request = self.client().get(&url);
+            for (name, value) in &self.settings.headers {
+                request = request.insert_header((name.clone(), value.clone()));
+            }
+            let resp = request.send().await.map_err(send_error)?;
+            // Never followed by awc itself (the client disables it): a
+            // redirect elsewhere would carry the file's headers there.
+            let status = resp.status();
+            if !status.is_redirection() || status.as_u16() == 304 {
+                break resp;
+            }
+            let next = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| same_origin_target(&url, l));
+            match (self.settings.redirects, next) {
+                (Redirects::SameOrigin, Some(next)) if hops < MAX_REDIRECTS => {
+                    hops += 1;
+                    url = next;
+                }
+                _ => return Err(FetchError::Status(status.as_u16())),
+            }
+        };
         if !resp.status().is_success() {
             return Err(FetchError::Status(resp.status().as_u16()));
         }
@@ -322,8 +355,31 @@ fn new_client(settings: &UpstreamSettings) -> awc::Client {
         .conn_lifetime(CONN_LIFETIME);
     awc::Client::builder()
         .timeout(settings.timeout)
+        .disable_redirects()
         .connector(connector)
         .finish()
+}
+
+/// Where a redirect from `from` to `location` goes, if it stays on the same
+/// origin (scheme, host and port): an absolute URL of that origin, or a
+/// path (`/...`). Anything else (another origin, `//host`, a relative path)
+/// is not followed.
+fn same_origin_target(from: &str, location: &str) -> Option<String> {
+    let origin_of = |url: &str| -> Option<String> {
+        let (scheme, rest) = url.split_once("://")?;
+        let authority = rest.split(['/', '?', '#']).next()?;
+        Some(format!(
+            "{}://{}",
+            scheme.to_ascii_lowercase(),
+            authority.to_ascii_lowercase()
+        ))
+    };
+    let origin = origin_of(from)?;
+    if location.starts_with('/') && !location.starts_with("//") {
+        return Some(format!("{origin}{location}"));
+    }
+    let target = origin_of(location)?;
+    (target == origin).then(|| format!("{origin}{}", &location[target.len()..]))
 }
 
 /// A send error as a fetch error; certificate trouble is told apart, since
@@ -382,5 +438,28 @@ mod tests {
         assert!(first >= BACKOFF_BASE && first < BACKOFF_BASE * 2);
         let third = backoff(3);
         assert!(third >= BACKOFF_BASE * 4 && third < BACKOFF_BASE * 8);
+    }
+
+    #[test]
+    fn only_same_origin_redirects_have_a_target() {
+        let from = "https://api.example:8443/v2/users/a/billing";
+        assert_eq!(
+            same_origin_target(from, "/v3/x").as_deref(),
+            Some("https://api.example:8443/v3/x")
+        );
+        assert_eq!(
+            same_origin_target(from, "https://API.example:8443/y?z=1").as_deref(),
+            Some("https://api.example:8443/y?z=1")
+        );
+        for elsewhere in [
+            "https://evil.example/x",
+            "https://api.example/x",
+            "http://api.example:8443/x",
+            "//evil.example/x",
+            "x/y",
+            "",
+        ] {
+            assert_eq!(same_origin_target(from, elsewhere), None, "{elsewhere}");
+        }
     }
 }

@@ -50,6 +50,8 @@ struct UpstreamDoc {
     base_url: Option<Spanned<String>>,
     #[serde(default)]
     headers: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    redirects: super::Redirects,
 }
 
 #[derive(Deserialize)]
@@ -215,7 +217,15 @@ pub fn parse(name: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
             [fresh, ttl, w.grace.as_ref().map(|d| d.0)],
         )));
     }
-    Ok(Registry::new(widgets, UpstreamConfig { base_url, headers }))
+    let redirects = doc.upstream.redirects;
+    Ok(Registry::new(
+        widgets,
+        UpstreamConfig {
+            base_url,
+            headers,
+            redirects,
+        },
+    ))
 }
 
 /// Checks one parameter declaration.

@@ -237,6 +237,20 @@ pub struct UpstreamConfig {
     pub base_url: Option<String>,
     /// Headers sent with every call, `${VAR}`s expanded.
     pub headers: Vec<(String, String)>,
+    /// Whether upstream redirects are followed (`[upstream] redirects`).
+    pub redirects: Redirects,
+}
+
+/// What a 3xx from the upstream (other than 304) means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Redirects {
+    /// An upstream error: never followed.
+    #[default]
+    None,
+    /// Followed (a few hops) only to the same origin; the file's headers
+    /// are never sent to another one.
+    SameOrigin,
 }
 
 /// The widgets of one server, in page order.

@@ -224,8 +224,11 @@ async fn with_trust_forwarded_each_forwarded_address_has_its_own_limit() {
                 .as_u16(),
         );
     }
-    let same_with_port = sign_in_from(&app, "a-port", Some("203.0.113.1:4711, 10.0.0.2")).await;
-    let other = sign_in_from(&app, "b", Some("203.0.113.2, 203.0.113.1")).await;
+    // The client is the rightmost entry that is not a trusted proxy (here
+    // loopback): entries to its left are whatever the client wrote.
+    let same_with_port = sign_in_from(&app, "a-port", Some("10.0.0.2, 203.0.113.1:4711")).await;
+    let forged_left = sign_in_from(&app, "a-forged", Some("198.51.100.9, 203.0.113.1")).await;
+    let other = sign_in_from(&app, "b", Some("203.0.113.1, 203.0.113.2")).await;
     let ipv6 = sign_in_from(&app, "c", Some("2001:db8::1")).await;
     let same_64 = sign_in_from(&app, "d", Some("[2001:db8::2]")).await;
     let peer = sign_in_from(&app, "e", None).await;
@@ -234,6 +237,11 @@ async fn with_trust_forwarded_each_forwarded_address_has_its_own_limit() {
     assert_eq!(&first[..10], &[303; 10], "the burst of 10");
     assert_eq!(first[10], 429, "the 11th from the same address");
     assert_eq!(same_with_port.status(), 429, "the same address with a port");
+    assert_eq!(
+        forged_left.status(),
+        429,
+        "a forged entry to the left does not count"
+    );
     assert_eq!(other.status(), 303, "another address is not limited");
     assert_eq!(ipv6.status(), 303);
     assert_eq!(same_64.status(), 303, "the same /64, still within its burst");

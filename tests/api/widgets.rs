@@ -273,3 +273,108 @@ fn the_readme_example_file_is_a_working_widgets_file() {
         "/v2/users/a%20b/usage?days=90"
     );
 }
+
+type Answer = std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// A tiny HTTP server on `bind` that answers each request with
+/// `answer(request)` (a whole response), and keeps the requests.
+async fn canned(bind: &str, answer: Answer) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let (answer, kept) = (std::sync::Arc::clone(&answer), std::sync::Arc::clone(&kept));
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let response = answer(&request);
+                kept.lock().unwrap().push(request);
+                let _ = conn.write_all(response.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+const OK_JSON: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"ok\":true}";
+
+/// An upstream that redirects: by default (`redirects = "none"`) a 3xx is
+/// an upstream error; with `"same-origin"`, a redirect on the same origin
+/// is followed, one to another origin still is not; and nothing ever
+/// reaches the other origin with the file's `X-Api-Key`. Before, awc
+/// followed redirects to any host and carried that header there (issue 25).
+#[tokio::test]
+async fn upstream_redirects_never_carry_the_files_headers_to_another_origin() {
+    let (thief, stolen) = canned("127.0.0.2:0", std::sync::Arc::new(|_: &str| OK_JSON.to_owned())).await;
+    let away: Answer = std::sync::Arc::new(move |_: &str| {
+        format!("HTTP/1.1 302 Found\r\nlocation: http://127.0.0.2:{thief}/steal\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+    });
+    let (away, _) = canned("127.0.0.1:0", away).await;
+    let hop: Answer = std::sync::Arc::new(|request: &str| {
+        if request.starts_with("GET /moved") {
+            OK_JSON.to_owned()
+        } else {
+            "HTTP/1.1 301 Moved\r\nlocation: /moved\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                .to_owned()
+        }
+    });
+    let (hop, hop_seen) = canned("127.0.0.1:0", hop).await;
+    for (redirects, base, state) in [
+        ("none", away, "error"),
+        ("same-origin", away, "error"),
+        ("none", hop, "error"),
+        ("same-origin", hop, "ready"),
+    ] {
+        let dir = scratch(&format!("redirects-{redirects}-{base}"));
+        let file = dir.join("widgets.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[upstream]\nbase_url = \"http://127.0.0.1:{base}\"\nheaders = {{ X-Api-Key = \"s3cret\" }}\nredirects = \"{redirects}\"\n\n[[widget]]\nid = \"a\"\ntitle = \"A\"\npath = \"/a/{{user}}\"\n"
+            ),
+        )
+        .unwrap();
+        let f = file.clone();
+        let app = spawn_app(StoreKind::Memory)
+            .without_prewarm()
+            .settings(move |s| {
+                s.widgets = Some(f);
+                s.upstream_url = None;
+            })
+            .await;
+        app.login("alice").await;
+        let resp = app.get("/widgets/a").await;
+        assert_eq!(resp.status().as_u16(), 200);
+        let card = resp.text().await.unwrap();
+        assert!(
+            card.contains(&format!(r#"data-state="{state}""#)),
+            "{redirects}, {}: {card}",
+            if base == away { "elsewhere" } else { "same origin" }
+        );
+    }
+    assert!(
+        stolen.lock().unwrap().is_empty(),
+        "a request reached the other origin: {:?}",
+        stolen.lock().unwrap()
+    );
+    let followed = hop_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.starts_with("GET /moved"))
+        .count();
+    assert_eq!(followed, 1, "the same-origin hop was followed once");
+    assert!(hop_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|r| r.to_ascii_lowercase().contains("x-api-key: s3cret")));
+}
