@@ -69,7 +69,7 @@ impl WidgetCache {
             metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
             return false;
         }
-        if self.upstream_slots.available_permits() == 0 {
+        if self.slots.available() == 0 {
             metrics::counter!("percache_upstream_capped_total", "kind" => "background_skipped").increment(1);
             metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
             return false;
@@ -170,7 +170,7 @@ impl WidgetCache {
         loop {
             // A slot first: a fetch waiting for one holds no lease, so it
             // cannot lapse before the call is even made.
-            let slot = match self.upstream_slot().await {
+            let slot = match self.upstream_slot(instance).await {
                 Ok(slot) => slot,
                 Err(e) => return Err(self.remember_failure(key, e)),
             };
@@ -205,7 +205,7 @@ impl WidgetCache {
                 Waited::Failed(status) => return Err(self.recent_failure(key, status)),
                 Waited::Released => {}
                 Waited::StoreDown => {
-                    let slot = match self.upstream_slot().await {
+                    let slot = match self.upstream_slot(instance).await {
                         Ok(slot) => slot,
                         Err(e) => return Err(self.remember_failure(key, e)),
                     };
@@ -219,7 +219,7 @@ impl WidgetCache {
     /// Fetches without the fleet's lease (the store is down): still single
     /// flight in this process.
     async fn fetch_unlocked(&self, key: &CacheKey, user: &UserId, instance: &Instance) -> FetchResult {
-        match self.upstream_slot().await {
+        match self.upstream_slot(instance).await {
             Ok(slot) => self.fetch_leased(key, user, instance, slot, None).await,
             Err(e) => Err(self.remember_failure(key, e)),
         }
@@ -234,7 +234,7 @@ impl WidgetCache {
         key: &CacheKey,
         user: &UserId,
         instance: &Instance,
-        slot: tokio::sync::OwnedSemaphorePermit,
+        slot: super::slots::Slot,
         token: Option<u64>,
     ) -> FetchResult {
         // Stamped before the call: data fetched across an invalidation is
@@ -253,6 +253,7 @@ impl WidgetCache {
             None => call.await,
         };
         drop(slot);
+        self.slots.record(instance.widget.index, &result);
         let now = self.clock.now_ms();
         let widget = &instance.widget;
         let result = result.map(|data| {
@@ -340,23 +341,14 @@ impl WidgetCache {
         FetchError::RecentFailure(status, cause.map(|(cause, _)| cause))
     }
 
-    /// A slot for one upstream call. At the cap (`--max-upstream-calls`),
-    /// waits for one, within the deadline every waiter on this fetch has.
-    pub(super) async fn upstream_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, FetchError> {
-        if let Ok(slot) = Arc::clone(&self.upstream_slots).try_acquire_owned() {
-            return Ok(slot);
-        }
-        metrics::counter!("percache_upstream_capped_total", "kind" => "foreground_waited").increment(1);
-        let waited = tokio::time::timeout(
-            self.wait_deadline,
-            Arc::clone(&self.upstream_slots).acquire_owned(),
-        )
-        .await;
-        match waited {
-            Ok(Ok(slot)) => Ok(slot),
-            Ok(Err(_closed)) => Err(FetchError::Abandoned),
-            Err(_elapsed) => Err(FetchError::Timeout),
-        }
+    /// A slot for one upstream call of `instance`'s widget (its share of
+    /// `--max-upstream-calls`, then one of all), waited for within the
+    /// deadline every waiter on this fetch has; at once an error while the
+    /// widget's breaker is open.
+    pub(super) async fn upstream_slot(&self, instance: &Instance) -> Result<super::slots::Slot, FetchError> {
+        self.slots
+            .acquire(instance.widget.index, self.wait_deadline)
+            .await
     }
 
     /// Waits for a fetch's result, at most `wait_deadline`.

@@ -98,8 +98,6 @@ impl Drop for OpenPage {
     }
 }
 
-/// Default `--max-open-pages-per-user`.
-pub const DEFAULT_MAX_OPEN_PAGES_PER_USER: usize = 8;
 
 impl WidgetCache {
     /// Marks a page of `user` as open (a live connection) until the guard

@@ -19,6 +19,7 @@ pub mod policy;
 #[cfg(test)]
 mod race_tests;
 pub mod service;
+pub mod slots;
 pub mod status;
 pub mod store;
 

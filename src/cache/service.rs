@@ -53,8 +53,9 @@ pub struct WidgetCache {
     pub(super) max_background: usize,
     /// Past ttl, how long a request waits before the old entry is served.
     pub(super) soft_timeout: Duration,
-    /// Slots for upstream calls in flight (`--max-upstream-calls`).
-    pub(super) upstream_slots: Arc<tokio::sync::Semaphore>,
+    /// Slots for upstream calls in flight (`--max-upstream-calls`), with a
+    /// bulkhead and a breaker per widget.
+    pub(super) slots: super::slots::Slots,
     /// Fraction of the fresh window after which a read refreshes eagerly (0: off).
     pub(super) eager: f64,
     pub(super) inflight: Mutex<HashMap<CacheKey, InFlight>>,
@@ -85,6 +86,9 @@ pub const DEFAULT_EAGER: f64 = 0.8;
 
 /// Default `--upstream-timeout`.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default `--max-open-pages-per-user`.
+pub const DEFAULT_MAX_OPEN_PAGES_PER_USER: usize = 8;
+
 /// Default `--fetch-lease`.
 pub const DEFAULT_FETCH_LEASE: Duration = Duration::from_secs(5);
 
@@ -117,7 +121,7 @@ impl WidgetCache {
 
     /// Caps the upstream calls in flight in this instance (`--max-upstream-calls`).
     pub fn with_max_upstream_calls(mut self, max: usize) -> Self {
-        self.upstream_slots = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+        self.slots = super::slots::Slots::new(max, self.registry.all().len(), Arc::clone(&self.clock));
         self
     }
 
@@ -178,6 +182,11 @@ impl WidgetCache {
         let wait_deadline = wait_deadline(DEFAULT_UPSTREAM_TIMEOUT);
         let failure_backoff = DEFAULT_FAILURE_BACKOFF;
         let counters = Arc::new(CacheCounters::new(&registry, None));
+        let slots = super::slots::Slots::new(
+            DEFAULT_MAX_UPSTREAM_CALLS,
+            registry.all().len(),
+            Arc::clone(&clock),
+        );
         Self {
             store,
             changes,
@@ -191,13 +200,13 @@ impl WidgetCache {
             failure_backoff,
             max_background: DEFAULT_MAX_BACKGROUND,
             soft_timeout: DEFAULT_SOFT_TIMEOUT,
-            upstream_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_UPSTREAM_CALLS)),
+            slots,
             eager: DEFAULT_EAGER,
             inflight: Mutex::new(HashMap::new()),
             last_errors: last_errors(failure_backoff),
             open_pages: std::sync::atomic::AtomicUsize::new(0),
             pages_per_user: Mutex::new(HashMap::new()),
-            max_pages_per_user: crate::cache::live::DEFAULT_MAX_OPEN_PAGES_PER_USER,
+            max_pages_per_user: DEFAULT_MAX_OPEN_PAGES_PER_USER,
             tasks: TaskTracker::new(),
             counters,
         }

@@ -67,6 +67,10 @@ pub enum FetchError {
     /// The fetch was abandoned (its task ended without a result).
     #[error("fetch abandoned")]
     Abandoned,
+    /// The widget's upstream kept timing out: its calls fail at once for
+    /// this many more seconds (its breaker is open).
+    #[error("upstream not answering; trying again in {0} s")]
+    Paused(u64),
 }
 
 impl FetchError {
@@ -76,6 +80,7 @@ impl FetchError {
         match self {
             FetchError::Status(s) | FetchError::RecentFailure(s, _) => *s,
             FetchError::Timeout => 504,
+            FetchError::Paused(_) => 503,
             _ => 502,
         }
     }

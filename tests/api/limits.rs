@@ -114,3 +114,75 @@ async fn upstream_calls_in_flight_are_capped_foreground_waits_background_is_skip
     };
     assert!(skipped(&last) - skipped(&after) >= 1.0, "the skip was counted");
 }
+
+/// One hung widget endpoint cannot take the slots every other widget needs:
+/// each widget holds at most half of `--max-upstream-calls` (its bulkhead).
+/// With 4 slots and widget 3 hanging for 6 users, another user's widget 1
+/// is answered while every widget-3 request is still waiting. Failed on
+/// the code before: widget 3 took all 4 slots, and widget 1 waited for
+/// them until the upstream timeout (issue 25: 18 s behind 300 users).
+#[tokio::test]
+async fn a_hung_widget_endpoint_does_not_hold_the_slots_other_widgets_need() {
+    let app = spawn_app(StoreKind::Memory)
+        .without_prewarm()
+        .settings(|s| s.max_upstream_calls = 4)
+        .await;
+    app.mock.set_fault(3, mock_upstream::Fault::Hang);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut hung = Vec::new();
+    for i in 0..6 {
+        let cookie = crate::helpers::login_cookie(&client, &app.address, &format!("hung-{i}"))
+            .await
+            .unwrap();
+        let (client, url) = (client.clone(), app.url("/api/widgets/3"));
+        hung.push(tokio::spawn(async move {
+            client
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .map(|r| r.status())
+        }));
+    }
+    // Every one of the 6 fetches has either called the mock (holding a
+    // slot) or is waiting for one.
+    let settled = || async {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        let waiting: f64 = ["bulkhead_waited", "foreground_waited"]
+            .iter()
+            .map(|kind| {
+                crate::helpers::metric_sample(&metrics, "percache_upstream_capped_total", &[("kind", kind)])
+            })
+            .sum();
+        (app.mock.total_calls() as f64 + waiting >= 6.0).then_some(())
+    };
+    crate::helpers::until(Duration::from_secs(5), Duration::from_millis(20), settled)
+        .await
+        .expect("widget 3's fetches never all called or queued");
+    assert_eq!(
+        app.mock.total_calls(),
+        2,
+        "widget 3 holds its share: 2 of the 4 slots"
+    );
+
+    let other = crate::helpers::login_cookie(&client, &app.address, "other")
+        .await
+        .unwrap();
+    let one = client
+        .get(app.url("/api/widgets/1"))
+        .header("cookie", other)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(one.status(), 200);
+    assert!(
+        hung.iter().all(|h| !h.is_finished()),
+        "widget 1 was answered only after the hung calls ended"
+    );
+    assert_eq!(app.mock.calls_for("other", 1), 1);
+    hung.into_iter().for_each(|h| h.abort());
+}

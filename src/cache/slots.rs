@@ -1,0 +1,221 @@
+//! Upstream slots: the one place that hands out the right to call the
+//! upstream (`--max-upstream-calls` in all), with a bulkhead and a breaker
+//! per widget (SPEC §7 "Fair share").
+//!
+//! Why per widget: a widget whose endpoint hangs keeps each of its calls
+//! until the upstream timeout. Without a bulkhead, enough users opening it
+//! take every slot, and every other widget of every user waits behind it
+//! (seen: 200 ms widgets taking 18 s). So a widget holds at most half the
+//! slots (its share), and after [`BREAK_AFTER`] timeouts in a row its
+//! breaker opens: its calls fail at once for [`COOL_DOWN`] (cached data is
+//! still served, as stale-if-error), then one call is let through to see
+//! whether it answers again.
+//!
+//! Waiting for a slot holds no fleet lease (`flight` takes the lease only
+//! once it holds a slot).
+
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::clock::{Clock, Millis};
+use crate::upstream::FetchError;
+
+/// Timeouts in a row after which a widget's breaker opens.
+pub const BREAK_AFTER: u32 = 5;
+/// How long an open breaker fails calls at once.
+pub const COOL_DOWN: Duration = Duration::from_secs(30);
+
+/// One widget's bulkhead and breaker.
+struct Lane {
+    bulkhead: Arc<Semaphore>,
+    timeouts_in_a_row: AtomicU32,
+    open_until: AtomicI64,
+}
+
+/// The right to make one upstream call, given back when dropped.
+pub struct Slot {
+    _total: OwnedSemaphorePermit,
+    _lane: OwnedSemaphorePermit,
+}
+
+/// Every upstream slot of this instance.
+pub struct Slots {
+    total: Arc<Semaphore>,
+    lanes: Vec<Lane>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Slots {
+    /// `total` slots shared by `widgets` widgets, each holding at most half
+    /// of them (at least one), judged by `clock`.
+    pub fn new(total: usize, widgets: usize, clock: Arc<dyn Clock>) -> Self {
+        let total = total.max(1);
+        let share = total.div_ceil(2).max(1);
+        Self {
+            total: Arc::new(Semaphore::new(total)),
+            lanes: (0..widgets.max(1))
+                .map(|_| Lane {
+                    bulkhead: Arc::new(Semaphore::new(share)),
+                    timeouts_in_a_row: AtomicU32::new(0),
+                    open_until: AtomicI64::new(Millis::MIN),
+                })
+                .collect(),
+            clock,
+        }
+    }
+
+    /// Slots free right now, in all.
+    pub fn available(&self) -> usize {
+        self.total.available_permits()
+    }
+
+    fn lane(&self, widget: usize) -> &Lane {
+        &self.lanes[widget.min(self.lanes.len() - 1)]
+    }
+
+    /// Fails at once while the widget's breaker is open.
+    fn closed(&self, widget: usize) -> Result<(), FetchError> {
+        let until = self.lane(widget).open_until.load(Ordering::SeqCst);
+        let now = self.clock.now_ms();
+        if now < until {
+            let secs = ((until - now) as u64).div_ceil(1000);
+            return Err(FetchError::Paused(secs));
+        }
+        Ok(())
+    }
+
+    /// A slot for `widget` now, if one is free (background work: it never
+    /// waits).
+    pub fn try_acquire(&self, widget: usize) -> Option<Slot> {
+        self.closed(widget).ok()?;
+        let lane = Arc::clone(&self.lane(widget).bulkhead).try_acquire_owned().ok()?;
+        let total = Arc::clone(&self.total).try_acquire_owned().ok()?;
+        Some(Slot {
+            _total: total,
+            _lane: lane,
+        })
+    }
+
+    /// A slot for `widget`, waiting at most `within` (its share first, then
+    /// one of all).
+    pub async fn acquire(&self, widget: usize, within: Duration) -> Result<Slot, FetchError> {
+        self.closed(widget)?;
+        let deadline = tokio::time::Instant::now() + within;
+        let bulkhead = Arc::clone(&self.lane(widget).bulkhead);
+        let lane = match bulkhead.clone().try_acquire_owned() {
+            Ok(lane) => lane,
+            Err(_) => {
+                metrics::counter!("percache_upstream_capped_total", "kind" => "bulkhead_waited").increment(1);
+                tokio::time::timeout_at(deadline, bulkhead.acquire_owned())
+                    .await
+                    .map_err(|_| FetchError::Timeout)?
+                    .map_err(|_| FetchError::Abandoned)?
+            }
+        };
+        let total = match Arc::clone(&self.total).try_acquire_owned() {
+            Ok(total) => total,
+            Err(_) => {
+                metrics::counter!("percache_upstream_capped_total", "kind" => "foreground_waited")
+                    .increment(1);
+                tokio::time::timeout_at(deadline, Arc::clone(&self.total).acquire_owned())
+                    .await
+                    .map_err(|_| FetchError::Timeout)?
+                    .map_err(|_| FetchError::Abandoned)?
+            }
+        };
+        Ok(Slot {
+            _total: total,
+            _lane: lane,
+        })
+    }
+
+    /// What a call of `widget` came to: timeouts in a row open its breaker.
+    pub fn record<T>(&self, widget: usize, result: &Result<T, FetchError>) {
+        let lane = self.lane(widget);
+        match result {
+            Err(FetchError::Timeout) => {
+                let n = lane.timeouts_in_a_row.fetch_add(1, Ordering::SeqCst) + 1;
+                if n >= BREAK_AFTER {
+                    let until = self.clock.now_ms() + COOL_DOWN.as_millis() as i64;
+                    if lane.open_until.swap(until, Ordering::SeqCst) < self.clock.now_ms() {
+                        tracing::warn!(
+                            widget,
+                            timeouts = n,
+                            "widget's upstream keeps timing out: failing its calls at once for a while"
+                        );
+                    }
+                }
+            }
+            Err(_) => {}
+            Ok(_) => lane.timeouts_in_a_row.store(0, Ordering::SeqCst),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::MockClock;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_widget_holds_at_most_half_the_slots_and_others_still_get_theirs() {
+        let slots = Slots::new(4, 3, MockClock::new());
+        let held: Vec<Slot> = (0..2)
+            .map(|_| slots.try_acquire(0).expect("within its share"))
+            .collect();
+        assert!(slots.try_acquire(0).is_none(), "widget 0 is at its share");
+        let waited = slots.acquire(0, Duration::from_millis(50)).await;
+        assert!(
+            matches!(waited, Err(FetchError::Timeout)),
+            "it waits for its own share"
+        );
+        assert!(slots.try_acquire(1).is_some(), "widget 1 still gets a slot");
+        let two = slots.try_acquire(2).expect("and widget 2");
+        assert_eq!(slots.available(), 1);
+        drop(held);
+        drop(two);
+        assert_eq!(slots.available(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeouts_in_a_row_open_the_breaker_until_the_cool_down_ends() {
+        let clock = MockClock::new();
+        let slots = Slots::new(8, 2, clock.clone());
+        for _ in 0..BREAK_AFTER - 1 {
+            slots.record::<()>(0, &Err(FetchError::Timeout));
+        }
+        assert!(slots.acquire(0, Duration::ZERO).await.is_ok(), "not yet");
+        slots.record::<()>(0, &Ok(()));
+        for _ in 0..BREAK_AFTER - 1 {
+            slots.record::<()>(0, &Err(FetchError::Timeout));
+        }
+        assert!(
+            slots.try_acquire(0).is_some(),
+            "a success started the count again"
+        );
+        slots.record::<()>(0, &Err(FetchError::Timeout));
+        assert!(matches!(
+            slots.acquire(0, Duration::ZERO).await,
+            Err(FetchError::Paused(30))
+        ));
+        assert!(slots.try_acquire(0).is_none());
+        assert!(slots.try_acquire(1).is_some(), "only that widget");
+
+        clock.advance(COOL_DOWN);
+        assert!(
+            slots.try_acquire(0).is_some(),
+            "after the cool-down, a call goes through"
+        );
+        slots.record::<()>(0, &Err(FetchError::Timeout));
+        assert!(
+            slots.try_acquire(0).is_none(),
+            "and one more timeout opens it again"
+        );
+        clock.advance(COOL_DOWN);
+        slots.record::<()>(0, &Ok(()));
+        assert!(slots.try_acquire(0).is_some());
+    }
+}
