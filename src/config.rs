@@ -134,6 +134,12 @@ pub struct Settings {
     #[arg(long, env = "SESSION_MAX_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
     pub session_max_age: Duration,
 
+    /// Behind an identity-aware proxy: the user is this header's value,
+    /// taken only from --trusted-proxies (start-up fails without them); the
+    /// sign-in form is off.
+    #[arg(long, env = "USER_HEADER")]
+    pub user_header: Option<String>,
+
     /// Where sign-out sends the browser (an identity proxy's own sign-out).
     #[arg(long, env = "LOGOUT_URL", default_value = "/login")]
     pub logout_url: String,

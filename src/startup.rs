@@ -157,6 +157,13 @@ impl Application {
             session_key: session::session_key(settings.session_key.as_deref())?,
             secure_cookies: settings.secure_cookies,
             session_ends: web::Data::from(session_ends),
+            identity: match settings.user_header.as_deref().filter(|h| !h.is_empty()) {
+                Some(name) => Some(web::Data::new(
+                    crate::defence::identity::IdentityHeader::new(name, settings.proxies(), settings.fresh)
+                        .map_err(anyhow::Error::msg)?,
+                )),
+                None => None,
+            },
             logout: web::Data::new(routes::auth::Logout {
                 url: settings.logout_url.clone(),
             }),
@@ -281,6 +288,7 @@ pub struct Shared {
     session_key: actix_web::cookie::Key,
     secure_cookies: bool,
     session_ends: web::Data<session::ended::SessionEnds>,
+    identity: Option<web::Data<crate::defence::identity::IdentityHeader>>,
     logout: web::Data<routes::auth::Logout>,
     metrics: Metrics,
 }
@@ -317,8 +325,13 @@ pub fn app(
 > {
     shared.metrics.record_on_this_thread();
     let routes = Rc::new(crate::telemetry::RouteTable::default());
-    App::new()
-        // Innermost: its 403 still gets the security headers, the session, logs and metrics.
+    let mut app = App::new();
+    if let Some(identity) = &shared.identity {
+        app = app.app_data(identity.clone()).app_data(session::ProxyIdentity);
+    }
+    app
+        // Innermost: the proxy's user (if that is the mode), then cross-site refusal.
+        .wrap(actix_web::middleware::from_fn(crate::defence::identity::identify))
         .wrap(actix_web::middleware::from_fn(refuse_cross_site))
         .wrap(
             DefaultHeaders::new()

@@ -98,7 +98,6 @@ impl Drop for OpenPage {
     }
 }
 
-
 impl WidgetCache {
     /// Marks a page of `user` as open (a live connection) until the guard
     /// is dropped; `None` if the user already holds

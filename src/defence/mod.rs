@@ -6,5 +6,6 @@
 //! (`cross_site`, `login_rate`, `webhook_replay`).
 
 pub mod cross_site;
+pub mod identity;
 pub mod login_rate;
 pub mod replay;

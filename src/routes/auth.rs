@@ -24,16 +24,31 @@ use crate::views;
 
 /// `GET /`: to the dashboard when signed in, else to the sign-in page.
 #[get("/")]
-pub async fn index(user: CurrentUser) -> HttpResponse {
+pub async fn index(req: HttpRequest, user: CurrentUser) -> HttpResponse {
     match user.into_inner() {
         Some(_) => see_other("/dashboard"),
+        None if proxy_mode(&req) => not_signed_in(),
         None => see_other("/login"),
     }
 }
 
-/// `GET /login`: the form (or the dashboard when already signed in).
+/// Whether the user comes from an identity proxy's header (`--user-header`).
+pub(crate) fn proxy_mode(req: &HttpRequest) -> bool {
+    req.app_data::<crate::session::ProxyIdentity>().is_some()
+}
+
+/// Behind an identity proxy, a request without its word: 401, a plain page.
+pub(crate) fn not_signed_in() -> HttpResponse {
+    html(StatusCode::UNAUTHORIZED, views::not_signed_in_page())
+}
+
+/// `GET /login`: the form (or the dashboard when already signed in); off
+/// (404) behind an identity proxy.
 #[get("/login")]
-pub async fn login_form(user: CurrentUser) -> HttpResponse {
+pub async fn login_form(req: HttpRequest, user: CurrentUser) -> HttpResponse {
+    if proxy_mode(&req) {
+        return HttpResponse::NotFound().finish();
+    }
     if user.into_inner().is_some() {
         return see_other("/dashboard");
     }
@@ -96,6 +111,10 @@ pub async fn login(
     state: web::Data<AppState>,
     limiter: web::Data<LoginLimiter>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    if proxy_mode(&req) {
+        // The form is off: the identity proxy signs people in.
+        return Ok(HttpResponse::NotFound().finish());
+    }
     // Every attempt counts, whatever its body.
     let allowed = limiter.check(&req);
     let body = read_form(&req, payload).await;
@@ -165,7 +184,9 @@ pub async fn logout(
             .is_some_and(|v| v == "1" || v == "true")
     };
     let everywhere = asked(&body) || asked(req.query_string().as_bytes());
-    if let Some(signed_in) = session::signed_in(&session) {
+    // Behind an identity proxy its own sign-out (`--logout-url`) ends it.
+    let own = !proxy_mode(&req);
+    if let Some(signed_in) = session::signed_in(&session).filter(|_| own) {
         if everywhere {
             ends.end_everywhere(&signed_in.user, ends.now()).await;
         } else {

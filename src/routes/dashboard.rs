@@ -1,7 +1,7 @@
 //! The dashboard page.
 
 use actix_web::http::StatusCode;
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, web, HttpRequest, HttpResponse};
 use futures_util::future::join_all;
 
 use super::respond::{html, see_other};
@@ -21,13 +21,25 @@ pub struct DashboardQuery {
 /// With `?wait=1` (no JavaScript) the server waits for every widget.
 #[get("/dashboard")]
 pub async fn dashboard(
+    req: HttpRequest,
     query: web::Query<DashboardQuery>,
     user: CurrentUser,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let Some(user) = user.into_inner() else {
+        if super::auth::proxy_mode(&req) {
+            return super::auth::not_signed_in();
+        }
         return see_other("/login");
     };
+    // Behind an identity proxy there is no sign-in to start the prewarm:
+    // the user's first request in a fresh window does.
+    if let Some(identity) = req.app_data::<web::Data<crate::defence::identity::IdentityHeader>>() {
+        if state.prewarm && identity.first_in_window(&user) {
+            let started = state.cache.prewarm(&user).await;
+            tracing::info!(started, "prewarm started (first request in the window)");
+        }
+    }
     let since = state.cache.now();
     if query.wait.is_some() {
         let instances: Vec<_> = state

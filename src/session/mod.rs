@@ -112,6 +112,16 @@ pub fn current_user(session: &Session) -> Option<UserId> {
     signed_in(session).map(|s| UserId::clone(&s.user))
 }
 
+/// The user an identity proxy's header names (`--user-header`), put in the
+/// request by `defence::identity` when its peer is a trusted proxy.
+#[derive(Clone)]
+pub struct Identified(pub Arc<UserId>);
+
+/// Marks the identity-proxy mode (app data): the user comes from the
+/// proxy's header only, never from a cookie.
+#[derive(Clone, Copy)]
+pub struct ProxyIdentity;
+
 /// The signed-in user of a request, for handlers that only read the
 /// session. It takes the session the middleware already knows for this
 /// cookie, or decodes it (and leaves it for the middleware to remember);
@@ -132,6 +142,13 @@ impl FromRequest for CurrentUser {
     type Future = Ready<Result<Self, Infallible>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        if req.app_data::<ProxyIdentity>().is_some() {
+            let user = req
+                .extensions()
+                .get::<Identified>()
+                .map(|Identified(u)| Arc::clone(u));
+            return ready(Ok(Self(user)));
+        }
         let known = req.extensions().get::<Decoded>().map(|Decoded(s)| Arc::clone(s));
         let session = match known {
             Some(session) => session,

@@ -28,3 +28,20 @@ pub fn login_page(error: Option<&str>, value: &str) -> Markup {
         },
     )
 }
+
+/// Behind an identity proxy (`--user-header`), a request that does not
+/// carry the proxy's word: a plain page saying so (401).
+pub fn not_signed_in_page() -> Markup {
+    page(
+        "Not signed in",
+        html! {
+            main.login {
+                h1 { "percache" }
+                p.lede { "You are not signed in." }
+                p { "This server takes who you are from the sign-in service in front of it, "
+                    "and this request did not come through it. Open the dashboard through "
+                    "your organisation's sign-in." }
+            }
+        },
+    )
+}

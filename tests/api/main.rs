@@ -16,6 +16,7 @@ mod escaping;
 mod fleet;
 mod fuzz;
 mod hostile;
+mod identity;
 mod isolation;
 mod limits;
 mod live;
