@@ -135,6 +135,15 @@ impl Application {
         cache.reload_generations().await;
         cache.spawn_generation_reloads();
 
+        let session_key = session::session_key(settings.session_key.as_deref())?;
+        if let Some(token) = settings.admin_token.as_deref().filter(|t| !t.is_empty()) {
+            anyhow::ensure!(
+                token.chars().count() >= crate::admin::auth::MIN_TOKEN_CHARS,
+                "--admin-token (ADMIN_TOKEN) is {} characters long; it must be at least {} (e.g. `openssl rand -hex 32`)",
+                token.chars().count(),
+                crate::admin::auth::MIN_TOKEN_CHARS
+            );
+        }
         let listener =
             TcpListener::bind(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;
         let address = listener.local_addr()?;
@@ -148,13 +157,14 @@ impl Application {
             // The operator page; with --admin-token its sampler starts here.
             admin: web::Data::from(crate::admin::Admin::start(
                 settings.admin_token.as_deref(),
+                session_key.master(),
                 settings.secure_cookies,
                 Arc::clone(&cache),
                 metrics.clone(),
             )),
             replay_guard: web::Data::new(replay_guard),
             login_limiter: web::Data::new(LoginLimiter::new(settings.login_rate, settings.proxies())),
-            session_key: session::session_key(settings.session_key.as_deref())?,
+            session_key: session_key.clone(),
             secure_cookies: settings.secure_cookies,
             session_ends: web::Data::from(session_ends),
             identity: match settings.user_header.as_deref().filter(|h| !h.is_empty()) {
@@ -164,6 +174,7 @@ impl Application {
                 )),
                 None => None,
             },
+            wrong_tokens: web::Data::new(crate::defence::login_rate::WrongTokens::default()),
             logout: web::Data::new(routes::auth::Logout {
                 url: settings.logout_url.clone(),
             }),
@@ -289,6 +300,7 @@ pub struct Shared {
     secure_cookies: bool,
     session_ends: web::Data<session::ended::SessionEnds>,
     identity: Option<web::Data<crate::defence::identity::IdentityHeader>>,
+    wrong_tokens: web::Data<crate::defence::login_rate::WrongTokens>,
     logout: web::Data<routes::auth::Logout>,
     metrics: Metrics,
 }
@@ -357,6 +369,7 @@ pub fn app(
         .app_data(shared.login_limiter.clone())
         .app_data(shared.session_ends.clone())
         .app_data(shared.logout.clone())
+        .app_data(shared.wrong_tokens.clone())
         .app_data(web::FormConfig::default().limit(FORM_LIMIT))
         .app_data(web::PathConfig::default())
         .configure(routes::configure)

@@ -7,9 +7,11 @@
 //! both run through HMAC-SHA256 under a random per-process key and the
 //! tags compared with `verify_slice` (which uses `subtle`), so neither the
 //! content nor the length of the token leaks through timing. The cookie
-//! holds an expiry and an HMAC of it keyed with the token: it does not
-//! reveal the token, works on every instance that has the same token, and
-//! stops working when the token changes.
+//! holds an expiry and an HMAC of it, keyed with a key derived from the
+//! token *and the server's session key*: it does not reveal the token, a
+//! stolen cookie does not allow an offline guess of the token (the guesser
+//! lacks the session key), it works on every instance that shares both, and
+//! it stops working when either changes.
 
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use hmac::{Hmac, Mac};
@@ -22,11 +24,14 @@ pub const COOKIE_NAME: &str = "percache_admin";
 /// How long the cookie is good for, in seconds (12 h).
 pub const COOKIE_LIFETIME_SECS: i64 = 12 * 3600;
 /// What the cookie's HMAC is computed over, before the expiry.
-const COOKIE_CONTEXT: &[u8] = b"percache admin cookie v1:";
+const COOKIE_CONTEXT: &[u8] = b"percache admin cookie v2:";
+/// Shortest accepted `--admin-token`, in characters.
+pub const MIN_TOKEN_CHARS: usize = 32;
 
 /// The admin token of `--admin-token`.
 pub struct AdminToken {
-    token: Vec<u8>,
+    /// The cookie's HMAC key: HMAC(server secret, token).
+    cookie_key: Vec<u8>,
     /// Random key of the constant-time comparison.
     check_key: Vec<u8>,
     /// HMAC of the token under `check_key`.
@@ -40,15 +45,17 @@ impl std::fmt::Debug for AdminToken {
 }
 
 impl AdminToken {
-    /// The token; `None` for an empty one (`/admin` stays off).
-    pub fn new(raw: &str) -> Option<Self> {
+    /// The token, its cookies keyed also with `server_secret` (the session
+    /// key); `None` for an empty one (`/admin` stays off).
+    pub fn new(raw: &str, server_secret: &[u8]) -> Option<Self> {
         if raw.is_empty() {
             return None;
         }
         let check_key = actix_web::cookie::Key::generate().signing().to_vec();
         let expected = mac(&check_key, &[raw.as_bytes()])?;
+        let cookie_key = mac(server_secret, &[b"percache admin cookie key:", raw.as_bytes()])?;
         Some(Self {
-            token: raw.as_bytes().to_vec(),
+            cookie_key,
             check_key,
             expected,
         })
@@ -72,7 +79,11 @@ impl AdminToken {
     /// `<expiry>.<hex HMAC-SHA256(token, context + expiry)>`.
     pub fn cookie_value(&self, now: i64) -> String {
         let expires = now + COOKIE_LIFETIME_SECS;
-        let tag = mac(&self.token, &[COOKIE_CONTEXT, expires.to_string().as_bytes()]).unwrap_or_default();
+        let tag = mac(
+            &self.cookie_key,
+            &[COOKIE_CONTEXT, expires.to_string().as_bytes()],
+        )
+        .unwrap_or_default();
         format!("{expires}.{}", hex::encode(tag))
     }
 
@@ -91,7 +102,7 @@ impl AdminToken {
         let Ok(tag) = hex::decode(tag) else {
             return false;
         };
-        let Ok(mut m) = HmacSha256::new_from_slice(&self.token) else {
+        let Ok(mut m) = HmacSha256::new_from_slice(&self.cookie_key) else {
             return false;
         };
         m.update(COOKIE_CONTEXT);
@@ -139,7 +150,7 @@ mod tests {
 
     #[test]
     fn only_the_token_matches() {
-        let token = AdminToken::new("s3cret-token").unwrap();
+        let token = AdminToken::new("s3cret-token", b"server").unwrap();
         assert!(token.matches("s3cret-token"));
         assert!(!token.matches("s3cret-toke"));
         assert!(!token.matches("s3cret-token "));
@@ -148,13 +159,13 @@ mod tests {
         assert!(token.matches_bearer("bearer s3cret-token"));
         assert!(!token.matches_bearer("Basic s3cret-token"));
         assert!(!token.matches_bearer("s3cret-token"));
-        assert!(AdminToken::new("").is_none());
+        assert!(AdminToken::new("", b"server").is_none());
         assert_eq!(format!("{token:?}"), "AdminToken(<hidden>)");
     }
 
     #[test]
     fn cookies_are_bound_to_the_token_and_expire() {
-        let token = AdminToken::new("one").unwrap();
+        let token = AdminToken::new("one", b"server").unwrap();
         let now = 1_700_000_000;
         let value = token.cookie_value(now);
         assert!(!value.contains("one"));
@@ -162,7 +173,23 @@ mod tests {
         assert!(token.cookie_is_valid(&value, now + COOKIE_LIFETIME_SECS - 1));
         assert!(!token.cookie_is_valid(&value, now + COOKIE_LIFETIME_SECS));
         // Another token (a rotation) refuses it; so does a tampered expiry.
-        assert!(!AdminToken::new("two").unwrap().cookie_is_valid(&value, now));
+        assert!(!AdminToken::new("two", b"server")
+            .unwrap()
+            .cookie_is_valid(&value, now));
+        // The same token on a server with another secret refuses it too: the
+        // cookie's key is not the token alone (no offline guess from a cookie).
+        assert!(!AdminToken::new("one", b"other")
+            .unwrap()
+            .cookie_is_valid(&value, now));
+        let bare_token_mac = mac(
+            b"one",
+            &[COOKIE_CONTEXT, value.split_once('.').unwrap().0.as_bytes()],
+        )
+        .unwrap();
+        assert!(
+            !value.ends_with(&hex::encode(bare_token_mac)),
+            "not keyed by the token alone"
+        );
         let (_, tag) = value.split_once('.').unwrap();
         let tampered = format!("{}.{tag}", now + 10);
         assert!(!token.cookie_is_valid(&tampered, now));

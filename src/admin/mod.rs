@@ -63,12 +63,13 @@ impl Admin {
     /// within a Tokio runtime.
     pub fn start(
         token: Option<&str>,
+        server_secret: &[u8],
         secure_cookies: bool,
         cache: Arc<WidgetCache>,
         metrics: crate::telemetry::Metrics,
     ) -> Arc<Self> {
         let admin = Arc::new(Self {
-            token: token.and_then(AdminToken::new),
+            token: token.and_then(|t| AdminToken::new(t, server_secret)),
             secure_cookies,
             cache,
             metrics,

@@ -178,6 +178,53 @@ pub fn parse_trusted_proxies(raw: &str) -> Result<TrustedProxies, String> {
         .map(TrustedProxies)
 }
 
+/// Wrong admin tokens per client address (SPEC §4 `--admin-token`): 10 a
+/// minute, a burst of 5, whatever `--login-rate` says. Only wrong tokens
+/// count; once an address is over, every token it shows is refused (429)
+/// until its budget is back, so guessing cannot go faster by mixing in the
+/// right one.
+pub struct WrongTokens {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Addresses over their budget, until when (checked before any token).
+    blocked: moka::sync::Cache<IpAddr, Instant>,
+}
+
+impl Default for WrongTokens {
+    fn default() -> Self {
+        let quota = Quota::per_minute(NonZeroU32::new(10).expect("10 > 0"))
+            .allow_burst(NonZeroU32::new(5).expect("5 > 0"));
+        Self {
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            blocked: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+        }
+    }
+}
+
+impl WrongTokens {
+    /// How long `ip` must wait before showing a token again, if it must.
+    pub fn wait(&self, ip: IpAddr) -> Option<Duration> {
+        let until = self.blocked.get(&bucket(ip))?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Counts a wrong token from `ip`: `Err` with the wait once it is over
+    /// its budget.
+    pub fn wrong(&self, ip: IpAddr) -> Result<(), Duration> {
+        let key = bucket(ip);
+        match self.limiter.check_key(&key) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+                self.blocked.insert(key, Instant::now() + wait);
+                Err(wait)
+            }
+        }
+    }
+}
+
 /// The sign-in rate limiter of one instance, shared by its workers.
 pub struct LoginLimiter {
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,

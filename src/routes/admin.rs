@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use crate::admin::auth::{self, COOKIE_NAME};
 use crate::admin::{Admin, Figures};
+use crate::defence::login_rate::{LoginLimiter, WrongTokens};
 use crate::views;
 
 /// Why a request to `/admin` was not served.
@@ -33,6 +34,14 @@ pub enum AdminError {
         /// What to tell the visitor (`None`: they showed no credential).
         message: Option<&'static str>,
     },
+    /// Too many wrong tokens from this address: wait this many seconds.
+    #[error("too many wrong admin tokens; try again in {retry_after} s")]
+    TooMany {
+        /// Answer in JSON rather than with the form.
+        json: bool,
+        /// Whole seconds to wait (`Retry-After`).
+        retry_after: u64,
+    },
 }
 
 impl ResponseError for AdminError {
@@ -40,6 +49,7 @@ impl ResponseError for AdminError {
         match self {
             AdminError::Disabled => StatusCode::NOT_FOUND,
             AdminError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            AdminError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -48,6 +58,21 @@ impl ResponseError for AdminError {
             // Off: the very answer of an unknown path.
             AdminError::Disabled => return HttpResponse::NotFound().finish(),
             AdminError::Unauthorized { json, message } => (*json, *message),
+            AdminError::TooMany { json, retry_after } => {
+                let mut resp = HttpResponse::build(self.status_code());
+                resp.insert_header((header::CACHE_CONTROL, "no-store"))
+                    .insert_header((header::RETRY_AFTER, retry_after.to_string()));
+                return if *json {
+                    resp.json(serde_json::json!({ "error": self.to_string() }))
+                } else {
+                    resp.content_type("text/html; charset=utf-8").body(
+                        views::admin_login_page(Some(
+                            "Too many wrong tokens from your address; wait a minute.",
+                        ))
+                        .into_string(),
+                    )
+                };
+            }
         };
         let challenge = match message {
             Some(_) => r#"Bearer realm="percache admin", error="invalid_token""#,
@@ -76,12 +101,16 @@ enum Access {
 fn check(req: &HttpRequest, admin: &Admin, json: bool) -> Result<Access, AdminError> {
     let token = admin.token().ok_or(AdminError::Disabled)?;
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        guard(req, json)?;
         return match value.to_str() {
             Ok(v) if token.matches_bearer(v) => Ok(Access::Bearer),
-            _ => Err(AdminError::Unauthorized {
-                json,
-                message: Some("The bearer token was not accepted."),
-            }),
+            _ => {
+                wrong(req, json)?;
+                Err(AdminError::Unauthorized {
+                    json,
+                    message: Some("The bearer token was not accepted."),
+                })
+            }
         };
     }
     match req.cookie(COOKIE_NAME) {
@@ -140,11 +169,17 @@ struct TokenForm {
 /// `POST /admin/login`: the right token sets the page's cookie and goes to
 /// the page; a wrong one gets the form again (401).
 #[post("/admin/login")]
-pub async fn login(admin: web::Data<Admin>, body: web::Bytes) -> Result<HttpResponse, AdminError> {
+pub async fn login(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
     let token = admin.token().ok_or(AdminError::Disabled)?;
+    guard(&req, false)?;
     // Not a form, or not UTF-8: no token.
     let form: TokenForm = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     if !token.matches(&form.token) {
+        wrong(&req, false)?;
         tracing::warn!("operator sign-in refused: wrong admin token");
         return Err(AdminError::Unauthorized {
             json: false,
@@ -157,6 +192,42 @@ pub async fn login(admin: web::Data<Admin>, body: web::Bytes) -> Result<HttpResp
         .insert_header((header::LOCATION, "/admin"))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish())
+}
+
+/// The client address (as the sign-in limit reads it) and its record of
+/// wrong tokens, if the app has them.
+fn wrong_tokens(req: &HttpRequest) -> Option<(std::net::IpAddr, &WrongTokens)> {
+    let limits = req.app_data::<web::Data<WrongTokens>>()?;
+    let ip = match req.app_data::<web::Data<LoginLimiter>>() {
+        Some(limiter) => limiter.client_address(req)?,
+        None => req.peer_addr()?.ip(),
+    };
+    Some((ip, limits.get_ref()))
+}
+
+/// Refuses (429) an address that showed too many wrong tokens, before its
+/// token is even looked at.
+fn guard(req: &HttpRequest, json: bool) -> Result<(), AdminError> {
+    match wrong_tokens(req).and_then(|(ip, limits)| limits.wait(ip)) {
+        Some(wait) => Err(too_many(json, wait)),
+        None => Ok(()),
+    }
+}
+
+/// Counts a wrong token; 429 once the address is over its budget.
+fn wrong(req: &HttpRequest, json: bool) -> Result<(), AdminError> {
+    if let Some((ip, limits)) = wrong_tokens(req) {
+        limits.wrong(ip).map_err(|wait| too_many(json, wait))?;
+    }
+    Ok(())
+}
+
+fn too_many(json: bool, wait: std::time::Duration) -> AdminError {
+    ::metrics::counter!("percache_refused_total", "reason" => "admin_token").increment(1);
+    AdminError::TooMany {
+        json,
+        retry_after: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
+    }
 }
 
 /// `POST /admin/logout`: removes the page's cookie.

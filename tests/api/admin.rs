@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::helpers::{new_client, spawn_app, until_ok, StoreKind, TestApp};
 
-const TOKEN: &str = "operator-token-0123456789abcdef";
+const TOKEN: &str = "operator-token-0123456789abcdef-v3";
 
 async fn admin_app(store: StoreKind) -> TestApp {
     spawn_app(store)
@@ -405,4 +405,62 @@ async fn the_page_shows_the_store_as_it_is() {
     assert!(html.contains(r#"data-ok="false""#), "{html}");
     let ready: Value = app.get("/readyz").await.json().await.unwrap();
     assert_eq!(ready["status"], "degraded");
+}
+
+/// Wrong admin tokens are limited per client address (10 a minute, a
+/// burst of 5), whatever `--login-rate` says: beyond, 429 with
+/// `Retry-After`, even for the right token, so that guessing cannot go
+/// faster; another address is not affected. Failed on the code before:
+/// any number of wrong tokens got 401 (issue 25).
+#[tokio::test]
+async fn wrong_tokens_are_limited_per_address() {
+    let app = spawn_app(StoreKind::Memory)
+        .without_prewarm()
+        .settings(|s| s.admin_token = Some(TOKEN.into()))
+        .await;
+    let from = |local: &str| {
+        reqwest::Client::builder()
+            .local_address(local.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let (guesser, other) = (from("127.0.0.1"), from("127.0.0.2"));
+    let as_bearer = |client: &reqwest::Client, token: &str| {
+        client
+            .get(app.url("/admin.json"))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+    };
+    for i in 0..5 {
+        let resp = as_bearer(&guesser, &format!("guess-{i}")).await.unwrap();
+        assert_eq!(resp.status(), 401, "guess {i}, within the burst");
+    }
+    let over = as_bearer(&guesser, "guess-5").await.unwrap();
+    assert_eq!(over.status(), 429);
+    let retry: u64 = over.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After: {retry}");
+    let form = guesser
+        .post(app.url("/admin/login"))
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        form.status(),
+        429,
+        "even the right token, until the budget is back"
+    );
+    assert_eq!(
+        as_bearer(&other, "nope").await.unwrap().status(),
+        401,
+        "another address has its own"
+    );
+    assert_eq!(as_bearer(&other, TOKEN).await.unwrap().status(), 200);
+}
+
+#[test]
+fn a_short_admin_token_stops_start_up() {
+    let (code, stderr) = crate::helpers::start_and_fail(&["--admin-token", "too-short"], &[]);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("at least 32"), "{stderr}");
 }

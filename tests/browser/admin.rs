@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::driver::run;
 use crate::helpers::{new_client, spawn_app, StoreKind, TestApp};
 
-const TOKEN: &str = "browser-operator-token";
+const TOKEN: &str = "browser-operator-token-0123456789abcdef";
 
 /// Samples the charts should hold before the screenshot (one per 10 s).
 const SAMPLES: u64 = 3;
