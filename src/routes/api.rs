@@ -80,11 +80,14 @@ pub async fn widget_json(
     }
     let Some(entry) = lookup.entry.as_deref() else {
         let status = status::header(&lookup);
-        let message = lookup.error.map(|e| e.to_string()).unwrap_or_default();
+        // Plain words and a reference; the details are in the log under it.
+        let message = lookup.error.as_ref().map(|e| e.plain()).unwrap_or_default();
+        let reference = super::respond::reference(&req);
+        tracing::warn!(reference = %reference, widget = %widget, error = ?lookup.error, "widget unavailable");
         return Ok(HttpResponse::BadGateway()
             .insert_header(status)
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(serde_json::json!({ "id": widget, "error": message })));
+            .json(serde_json::json!({ "id": widget, "error": message, "ref": reference })));
     };
     let fresh = matches!(lookup.outcome, Outcome::Hit { .. } | Outcome::Eager { .. });
     if fresh {

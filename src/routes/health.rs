@@ -15,9 +15,16 @@ pub async fn healthz() -> HttpResponse {
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let store = state.cache.store();
+    // Plain words: the store's own error (addresses, TLS) goes to the log.
     let (status, error) = match store.ping().await {
         Ok(()) => ("ok", None),
-        Err(e) => ("degraded", Some(e.to_string())),
+        Err(e) => {
+            tracing::warn!(error = %e, store = store.kind(), "readiness: the store does not answer");
+            (
+                "degraded",
+                Some("the store does not answer; requests go to the upstream"),
+            )
+        }
     };
     HttpResponse::Ok().json(serde_json::json!({
         "status": status,

@@ -81,3 +81,13 @@ pub(crate) fn see_other(to: &'static str) -> HttpResponse {
 pub(crate) fn html(status: StatusCode, body: maud::Markup) -> HttpResponse {
     direct(status, &NO_STORE, &HTML, body.into_string())
 }
+
+/// The request's reference, as errors show it to users and the log keeps
+/// it (the request id of its span).
+pub(crate) fn reference(req: &actix_web::HttpRequest) -> String {
+    use actix_web::HttpMessage as _;
+    req.extensions()
+        .get::<tracing_actix_web::RequestId>()
+        .map(|id| id.to_string())
+        .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)))
+}

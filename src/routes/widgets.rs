@@ -70,7 +70,7 @@ pub async fn widget_fragment(
 ) -> Result<HttpResponse, PageError> {
     let (instance, user) = instance_and_user(&req, user, &state)?;
     let lookup = state.cache.get(&user, &instance).await;
-    Ok(fragment(&lookup))
+    Ok(fragment(&req, &lookup))
 }
 
 /// `POST /widgets/{id}/refresh`: force a refresh and return the new card.
@@ -82,12 +82,17 @@ pub async fn refresh(
 ) -> Result<HttpResponse, PageError> {
     let (instance, user) = instance_and_user(&req, user, &state)?;
     let lookup = state.cache.refresh(&user, &instance).await;
-    Ok(fragment(&lookup))
+    Ok(fragment(&req, &lookup))
 }
 
 /// A card response. Errors are 200 too: htmx only swaps 2xx responses, and
-/// the error card (with its retry button) is what should be shown.
-fn fragment(lookup: &Lookup) -> HttpResponse {
+/// the error card (with its retry button) is what should be shown, with
+/// the request's reference.
+fn fragment(req: &HttpRequest, lookup: &Lookup) -> HttpResponse {
     log_served(lookup);
-    widget_ok(lookup, &HTML, views::widget_card(lookup).into_string())
+    let card = match &lookup.error {
+        Some(_) => views::widget_card_ref(lookup, &super::respond::reference(req)),
+        None => views::widget_card(lookup),
+    };
+    widget_ok(lookup, &HTML, card.into_string())
 }

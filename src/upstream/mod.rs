@@ -74,6 +74,24 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// What a user is told, in plain words: the kind of failure, never its
+    /// details (addresses, certificates, store errors go to the log, under
+    /// the request's reference).
+    pub fn plain(&self) -> String {
+        match self {
+            FetchError::Status(s) => format!("the source answered with an error (HTTP {s})"),
+            FetchError::Timeout => "the source did not answer in time".into(),
+            FetchError::Connect(_) => "the source could not be reached".into(),
+            FetchError::Tls(_) => "the source's TLS certificate was not accepted".into(),
+            FetchError::Body(_) => "the source sent data that could not be read".into(),
+            FetchError::RecentFailure(s, _) => {
+                format!("the source failed a moment ago (HTTP {s}); trying again shortly")
+            }
+            FetchError::Abandoned => "the request was interrupted".into(),
+            FetchError::Paused(secs) => format!("the source is not answering; trying again in {secs} s"),
+        }
+    }
+
     /// The status for `Cache-Status: fwd-status=`: the upstream's own, or
     /// 504 for a timeout and 502 for everything else.
     pub fn status(&self) -> u16 {

@@ -15,4 +15,4 @@ pub use admin::{admin_login_page, admin_page};
 pub use dashboard::{dashboard_page, live_poller, live_poller_later};
 pub use layout::{page, page_with_head};
 pub use login::{login_page, not_signed_in_page};
-pub use widget::{error_fragment, live_card, loading_card, widget_card, DashboardCard};
+pub use widget::{error_fragment, live_card, loading_card, widget_card, widget_card_ref, DashboardCard};

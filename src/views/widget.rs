@@ -36,6 +36,15 @@ pub fn widget_card(lookup: &Lookup) -> Markup {
     card(lookup, false)
 }
 
+/// The card for a lookup, an error card carrying `reference` (the request
+/// id, under which the log has the details).
+pub fn widget_card_ref(lookup: &Lookup, reference: &str) -> Markup {
+    if lookup.entry.is_none() {
+        return render_card_ref(lookup, false, Some(reference));
+    }
+    card(lookup, false)
+}
+
 /// The same card marked for an htmx out-of-band swap: sent by `/updates`,
 /// it replaces the card with the same id wherever it is on the page.
 pub fn live_card(lookup: &Lookup) -> Markup {
@@ -94,12 +103,20 @@ impl Render for DashboardCard {
 /// The card rendered from its template (every state; the ready one is
 /// assembled from its halves by [`card`] instead, to the same bytes).
 pub(super) fn render_card(lookup: &Lookup, oob: bool) -> Markup {
+    render_card_ref(lookup, oob, None)
+}
+
+fn render_card_ref(lookup: &Lookup, oob: bool, reference: Option<&str>) -> Markup {
     let instance = &lookup.instance;
     let Some(entry) = lookup.entry.as_ref() else {
-        let message = match &lookup.error {
-            Some(e) => format!("Could not load this widget ({e})."),
+        // Plain words; the details are in the log under the reference.
+        let mut message = match &lookup.error {
+            Some(e) => format!("Could not load this widget: {}.", e.plain()),
             None => "Could not load this widget.".to_owned(),
         };
+        if let Some(reference) = reference {
+            message.push_str(&format!(" (ref {reference})"));
+        }
         return error_card(instance, &message);
     };
     let (state, badge) = match lookup.outcome {

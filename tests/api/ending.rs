@@ -200,3 +200,53 @@ async fn dot_segments_are_not_usernames() {
         assert!(resp.text().await.unwrap().contains("cannot be"));
     }
 }
+
+/// Errors shown to users carry plain words and a reference; the details
+/// (addresses, the OS's error, store errors) stay in the log. Failed on the
+/// code before: the JSON, the card and `/readyz` showed the raw connect and
+/// store errors (issue 25).
+#[tokio::test]
+async fn errors_show_plain_words_and_a_reference_not_their_details() {
+    let closed = crate::helpers::free_port();
+    let app = spawn_app(StoreKind::Memory)
+        .without_prewarm()
+        .settings(move |s| s.upstream_url = Some(format!("http://127.0.0.1:{closed}")))
+        .await;
+    app.login("alice").await;
+
+    let json: serde_json::Value = app.get("/api/widgets/1").await.json().await.unwrap();
+    let error = json["error"].as_str().unwrap_or_default();
+    assert!(error.contains("could not be reached"), "{json}");
+    assert!(
+        !json["ref"].as_str().unwrap_or_default().is_empty(),
+        "a reference: {json}"
+    );
+    let card = app.get("/widgets/2").await.text().await.unwrap();
+    assert!(
+        card.contains("could not be reached") && card.contains("(ref "),
+        "{card}"
+    );
+    for text in [json.to_string(), card] {
+        assert!(!text.contains(&closed.to_string()), "the address leaked: {text}");
+        assert!(
+            !text.to_lowercase().contains("refused"),
+            "the OS error leaked: {text}"
+        );
+    }
+}
+
+/// `/readyz` says the store does not answer, not how it failed.
+#[tokio::test]
+async fn readiness_does_not_show_the_stores_own_error() {
+    let closed = crate::helpers::free_port();
+    let app = spawn_app(StoreKind::Memory)
+        .without_prewarm()
+        .settings(move |s| s.redis_url = Some(format!("redis://127.0.0.1:{closed}")))
+        .await;
+    let body = app.get("/readyz").await.text().await.unwrap();
+    assert!(body.contains("degraded"), "{body}");
+    assert!(
+        !body.contains(&closed.to_string()) && !body.to_lowercase().contains("refused"),
+        "{body}"
+    );
+}
