@@ -14,6 +14,8 @@ pub enum Fault {
     Error(u16),
     /// Never answer (the handler sleeps for an hour).
     Hang,
+    /// Answer at once `429 Too Many Requests` with `Retry-After: <secs>`.
+    Limited(u64),
 }
 
 /// Body of `POST /faults`: `{"widget":4,"mode":"error","status":503}`.
@@ -23,6 +25,8 @@ pub(crate) struct FaultRequest {
     pub mode: String,
     #[serde(default)]
     pub status: Option<u16>,
+    #[serde(default, rename = "retryAfter")]
+    pub retry_after: Option<u64>,
 }
 
 impl FaultRequest {
@@ -41,7 +45,12 @@ impl FaultRequest {
                 }
                 Fault::Error(status)
             }
-            other => return Err(format!("unknown mode {other:?} (expected ok, error or hang)")),
+            "limited" => Fault::Limited(self.retry_after.unwrap_or(1)),
+            other => {
+                return Err(format!(
+                    "unknown mode {other:?} (expected ok, error, hang or limited)"
+                ))
+            }
         };
         Ok((self.widget, fault))
     }

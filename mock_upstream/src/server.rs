@@ -110,6 +110,14 @@ async fn widget(req: HttpRequest, path: web::Path<String>, data: Data) -> HttpRe
             tokio::time::sleep(HANG).await;
             return error(StatusCode::GATEWAY_TIMEOUT, "injected hang");
         }
+        Fault::Limited(secs) => {
+            let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "injected rate limit");
+            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut()
+                    .insert(actix_web::http::header::RETRY_AFTER, value);
+            }
+            return resp;
+        }
         Fault::Ok => {}
     }
 

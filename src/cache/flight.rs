@@ -285,7 +285,7 @@ impl WidgetCache {
         if let Err(e) = &result {
             let until = now.saturating_add(self.failure_backoff.as_millis() as i64);
             self.last_errors
-                .insert(key.clone(), (Arc::from(e.to_string()), until));
+                .insert(key.clone(), (Arc::from(e.plain()), until));
         }
         if let Some(token) = token {
             let failed = result.as_ref().err().map(|e| (e.status(), self.failure_backoff));
@@ -329,7 +329,7 @@ impl WidgetCache {
             .now_ms()
             .saturating_add(self.failure_backoff.as_millis() as i64);
         self.last_errors
-            .insert(key.clone(), (Arc::from(error.to_string()), until));
+            .insert(key.clone(), (Arc::from(error.plain()), until));
         error
     }
 
@@ -337,7 +337,13 @@ impl WidgetCache {
     /// saw (another instance's failure has only its status).
     pub(super) fn recent_failure(&self, key: &CacheKey, status: u16) -> FetchError {
         let now = self.clock.now_ms();
-        let cause = self.last_errors.get(key).filter(|(_, until)| now < *until);
+        // The marker says the key is in backoff; its cause was recorded a
+        // moment before it (kept a little past its own end for that).
+        let margin = 1_000;
+        let cause = self
+            .last_errors
+            .get(key)
+            .filter(|(_, until)| now < until + margin);
         FetchError::RecentFailure(status, cause.map(|(cause, _)| cause))
     }
 

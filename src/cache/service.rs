@@ -55,11 +55,11 @@ pub struct WidgetCache {
     pub(super) soft_timeout: Duration,
     /// Slots for upstream calls in flight (`--max-upstream-calls`), with a
     /// bulkhead and a breaker per widget.
-    pub(super) slots: super::slots::Slots,
+    pub(super) slots: Arc<super::slots::Slots>,
     /// Fraction of the fresh window after which a read refreshes eagerly (0: off).
     pub(super) eager: f64,
     pub(super) inflight: Mutex<HashMap<CacheKey, InFlight>>,
-    /// The last fetch error of each key, for as long as its backoff lasts,
+    /// The last fetch error of each key (in plain words), for as long as its backoff lasts,
     /// so an error card says why ("TLS failed: unknown issuer"), not only
     /// that the key is in backoff.
     /// Each with when it ends by the cache's clock.
@@ -100,13 +100,18 @@ fn wait_deadline(upstream_timeout: Duration) -> Duration {
     upstream_timeout + Duration::from_secs(1)
 }
 
-/// The last errors' table: kept as long as a backoff lasts (the clock decides).
+/// The last errors' table: kept a little longer than a backoff lasts (the
+/// clock decides), since the failure marker the cause goes with is written
+/// a moment after it: a request in between would lose the cause.
 fn last_errors(failure_backoff: Duration) -> moka::sync::Cache<CacheKey, (Arc<str>, i64)> {
     moka::sync::Cache::builder()
         .max_capacity(10_000)
-        .time_to_live(failure_backoff.max(Duration::from_millis(1)))
+        .time_to_live(failure_backoff + CAUSE_MARGIN)
         .build()
 }
+
+/// How much longer a failure's cause is kept than its backoff.
+const CAUSE_MARGIN: Duration = Duration::from_secs(1);
 
 /// Default cap on fetches in flight for background work.
 pub const DEFAULT_MAX_BACKGROUND: usize = 512;
@@ -121,7 +126,8 @@ impl WidgetCache {
 
     /// Caps the upstream calls in flight in this instance (`--max-upstream-calls`).
     pub fn with_max_upstream_calls(mut self, max: usize) -> Self {
-        self.slots = super::slots::Slots::new(max, self.registry.all().len(), Arc::clone(&self.clock));
+        self.slots = super::slots::Slots::new(max, self.registry.all().len(), Arc::clone(&self.clock))
+            .on_feed(&self.changes);
         self
     }
 
@@ -186,7 +192,8 @@ impl WidgetCache {
             DEFAULT_MAX_UPSTREAM_CALLS,
             registry.all().len(),
             Arc::clone(&clock),
-        );
+        )
+        .on_feed(&changes);
         Self {
             store,
             changes,
@@ -506,6 +513,10 @@ impl WidgetCache {
     ) -> Outcome {
         if let Ok(LockState::Failed(status)) = self.store.lock_state(key).await {
             return Outcome::StaleIfError { status };
+        }
+        // The upstream asked to wait: served as it is, claiming no refresh.
+        if self.slots.paused(instance.widget.index).is_some() {
+            return Outcome::StaleIfError { status: 503 };
         }
         self.start_background(key, user, instance, entry.fetched_at);
         served

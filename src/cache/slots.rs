@@ -11,12 +11,20 @@
 //! still served, as stale-if-error), then one call is let through to see
 //! whether it answers again.
 //!
+//! Back-pressure (SPEC §7): a `429` with `Retry-After` pauses every call to
+//! the upstream, and a `503` with `Retry-After` every call of that widget,
+//! for that long (capped at 5 min), on this instance at once and on the
+//! others through the change feed (`pause:` messages). Paused calls fail at
+//! once; cached data is served meanwhile as stale-if-error.
+//!
 //! Waiting for a slot holds no fleet lease (`flight` takes the lease only
 //! once it holds a slot).
 
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+use super::store::changes::{Changes, Heard};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -41,11 +49,19 @@ pub struct Slot {
     _lane: OwnedSemaphorePermit,
 }
 
+/// Feed messages of the pauses: `pause:*:<until ms>` (the upstream) or
+/// `pause:<widget index>:<until ms>`.
+const PAUSE_PREFIX: &str = "pause:";
+
 /// Every upstream slot of this instance.
 pub struct Slots {
     total: Arc<Semaphore>,
     lanes: Vec<Lane>,
     clock: Arc<dyn Clock>,
+    /// Every call to the upstream is paused until then (a `429`).
+    all_paused_until: AtomicI64,
+    /// Where pauses are announced to the fleet.
+    changes: Option<Arc<Changes>>,
 }
 
 impl Slots {
@@ -55,6 +71,8 @@ impl Slots {
         let total = total.max(1);
         let share = total.div_ceil(2).max(1);
         Self {
+            all_paused_until: AtomicI64::new(Millis::MIN),
+            changes: None,
             total: Arc::new(Semaphore::new(total)),
             lanes: (0..widgets.max(1))
                 .map(|_| Lane {
@@ -67,6 +85,37 @@ impl Slots {
         }
     }
 
+    /// The same slots, their pauses announced on (and heard from) `changes`.
+    pub fn on_feed(self, changes: &Arc<Changes>) -> Arc<Self> {
+        let slots = Arc::new(Self {
+            changes: Some(Arc::clone(changes)),
+            ..self
+        });
+        let heard: Weak<dyn Heard> = Arc::downgrade(&slots) as Weak<Slots>;
+        changes.attach_heard(PAUSE_PREFIX, heard);
+        slots
+    }
+
+    /// How many more seconds `widget`'s calls are paused (back-pressure or
+    /// its breaker), if they are.
+    pub fn paused(&self, widget: usize) -> Option<u64> {
+        let until = self
+            .lane(widget)
+            .open_until
+            .load(Ordering::SeqCst)
+            .max(self.all_paused_until.load(Ordering::SeqCst));
+        let now = self.clock.now_ms();
+        (now < until).then(|| ((until - now) as u64).div_ceil(1000))
+    }
+
+    /// Pauses `widget`'s calls (`None`: every call) until `until`.
+    fn pause(&self, widget: Option<usize>, until: Millis) {
+        match widget {
+            Some(w) => self.lane(w).open_until.fetch_max(until, Ordering::SeqCst),
+            None => self.all_paused_until.fetch_max(until, Ordering::SeqCst),
+        };
+    }
+
     /// Slots free right now, in all.
     pub fn available(&self) -> usize {
         self.total.available_permits()
@@ -76,15 +125,12 @@ impl Slots {
         &self.lanes[widget.min(self.lanes.len() - 1)]
     }
 
-    /// Fails at once while the widget's breaker is open.
+    /// Fails at once while the widget's calls are paused.
     fn closed(&self, widget: usize) -> Result<(), FetchError> {
-        let until = self.lane(widget).open_until.load(Ordering::SeqCst);
-        let now = self.clock.now_ms();
-        if now < until {
-            let secs = ((until - now) as u64).div_ceil(1000);
-            return Err(FetchError::Paused(secs));
+        match self.paused(widget) {
+            Some(secs) => Err(FetchError::Paused(secs)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// A slot for `widget` now, if one is free (background work: it never
@@ -149,8 +195,46 @@ impl Slots {
                     }
                 }
             }
+            Err(FetchError::Limited(status, Some(secs))) => {
+                let until = self.clock.now_ms() + (*secs as i64) * 1000;
+                let scope = (*status != 429).then_some(widget);
+                self.pause(scope, until);
+                metrics::counter!("percache_upstream_paused_seconds_total").increment(*secs);
+                tracing::warn!(
+                    widget,
+                    status,
+                    secs,
+                    "the upstream asked to wait: its calls are paused"
+                );
+                if let Some(changes) = self.changes.clone() {
+                    let message = match scope {
+                        Some(w) => format!("{PAUSE_PREFIX}{w}:{until}"),
+                        None => format!("{PAUSE_PREFIX}*:{until}"),
+                    };
+                    tokio::spawn(async move { changes.announce_raw(&message).await });
+                }
+            }
             Err(_) => {}
             Ok(_) => lane.timeouts_in_a_row.store(0, Ordering::SeqCst),
+        }
+    }
+}
+
+impl Heard for Slots {
+    fn heard(&self, message: &str) {
+        let Some((scope, until)) = message.strip_prefix(PAUSE_PREFIX).and_then(|m| m.split_once(':')) else {
+            return;
+        };
+        let Ok(until) = until.parse::<Millis>() else {
+            return;
+        };
+        match scope {
+            "*" => self.pause(None, until),
+            w => {
+                if let Ok(w) = w.parse::<usize>() {
+                    self.pause(Some(w), until);
+                }
+            }
         }
     }
 }
@@ -178,6 +262,32 @@ mod tests {
         drop(held);
         drop(two);
         assert_eq!(slots.available(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_pauses_the_upstream_or_the_widget_for_that_long() {
+        let clock = MockClock::new();
+        let slots = Slots::new(8, 3, clock.clone());
+        slots.record::<()>(1, &Err(FetchError::Limited(503, Some(10))));
+        assert_eq!(slots.paused(1), Some(10), "a 503 pauses its widget");
+        assert_eq!(slots.paused(0), None);
+        assert!(matches!(
+            slots.acquire(1, Duration::ZERO).await,
+            Err(FetchError::Paused(10))
+        ));
+        slots.record::<()>(0, &Err(FetchError::Limited(429, None)));
+        assert_eq!(slots.paused(0), None, "a 429 without Retry-After pauses nothing");
+        slots.record::<()>(0, &Err(FetchError::Limited(429, Some(3))));
+        assert_eq!(
+            (slots.paused(0), slots.paused(2)),
+            (Some(3), Some(3)),
+            "a 429 pauses every call"
+        );
+        clock.advance(Duration::from_secs(3));
+        assert_eq!((slots.paused(0), slots.paused(1)), (None, Some(7)));
+        slots.heard(&format!("pause:*:{}", clock.now_ms() + 2_000));
+        assert_eq!(slots.paused(2), Some(2), "another instance's pause holds here");
+        slots.heard("pause:junk");
     }
 
     #[tokio::test(start_paused = true)]

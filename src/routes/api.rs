@@ -22,6 +22,7 @@ use crate::cache::{Directives, Outcome};
 use crate::clock::rfc3339;
 use crate::routes::error::ApiError;
 use crate::session::CurrentUser;
+use crate::upstream::FetchError;
 use crate::widget::WidgetId;
 
 /// The body of `GET /api/widgets/{id}` (SPEC §5).
@@ -84,7 +85,20 @@ pub async fn widget_json(
         let message = lookup.error.as_ref().map(|e| e.plain()).unwrap_or_default();
         let reference = super::respond::reference(&req);
         tracing::warn!(reference = %reference, widget = %widget, error = ?lookup.error, "widget unavailable");
-        return Ok(HttpResponse::BadGateway()
+        // The upstream asked to wait (or is paused): 503 with when to come back.
+        let wait = match &lookup.error {
+            Some(FetchError::Paused(secs)) | Some(FetchError::Limited(_, Some(secs))) => Some(*secs),
+            _ => None,
+        };
+        let mut resp = match wait {
+            Some(secs) => {
+                let mut resp = HttpResponse::ServiceUnavailable();
+                resp.insert_header((header::RETRY_AFTER, secs.max(1).to_string()));
+                resp
+            }
+            None => HttpResponse::BadGateway(),
+        };
+        return Ok(resp
             .insert_header(status)
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(serde_json::json!({ "id": widget, "error": message, "ref": reference })));

@@ -67,10 +67,31 @@ pub enum FetchError {
     /// The fetch was abandoned (its task ended without a result).
     #[error("fetch abandoned")]
     Abandoned,
-    /// The widget's upstream kept timing out: its calls fail at once for
-    /// this many more seconds (its breaker is open).
-    #[error("upstream not answering; trying again in {0} s")]
+    /// The widget's upstream kept timing out, or asked to wait: its calls
+    /// fail at once for this many more seconds.
+    #[error("upstream paused; trying again in {0} s")]
     Paused(u64),
+    /// The upstream asked to wait (`429`, or `503` with `Retry-After`), for
+    /// this many seconds if it said (RFC 9110 `Retry-After`, capped at 5 min).
+    #[error("upstream asked to wait ({0}{wait})", wait = .1.map(|s| format!(", {s} s")).unwrap_or_default())]
+    Limited(u16, Option<u64>),
+}
+
+/// The longest an upstream's `Retry-After` pauses it.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// A `Retry-After` value (delta-seconds or an HTTP date) as seconds from
+/// `now`, capped at [`MAX_RETRY_AFTER`].
+pub fn retry_after_secs(value: &str, now: std::time::SystemTime) -> Option<u64> {
+    let value = value.trim();
+    let secs = match value.parse::<u64>() {
+        Ok(secs) => secs,
+        Err(_) => {
+            let at: std::time::SystemTime = value.parse::<actix_web::http::header::HttpDate>().ok()?.into();
+            at.duration_since(now).map(|d| d.as_secs()).unwrap_or(0)
+        }
+    };
+    Some(secs.min(MAX_RETRY_AFTER.as_secs()))
 }
 
 impl FetchError {
@@ -84,11 +105,19 @@ impl FetchError {
             FetchError::Connect(_) => "the source could not be reached".into(),
             FetchError::Tls(_) => "the source's TLS certificate was not accepted".into(),
             FetchError::Body(_) => "the source sent data that could not be read".into(),
-            FetchError::RecentFailure(s, _) => {
+            // The cause as this instance saw it, already in plain words.
+            FetchError::RecentFailure(_, Some(cause)) => format!("{cause}; trying again shortly"),
+            FetchError::RecentFailure(s, None) => {
                 format!("the source failed a moment ago (HTTP {s}); trying again shortly")
             }
             FetchError::Abandoned => "the request was interrupted".into(),
-            FetchError::Paused(secs) => format!("the source is not answering; trying again in {secs} s"),
+            FetchError::Paused(secs) => format!("the source is paused; trying again in {secs} s"),
+            FetchError::Limited(s, Some(secs)) => {
+                format!("the source asked us to wait (HTTP {s}); trying again in {secs} s")
+            }
+            FetchError::Limited(s, None) => {
+                format!("the source asked us to wait (HTTP {s}); trying again shortly")
+            }
         }
     }
 
@@ -96,7 +125,7 @@ impl FetchError {
     /// 504 for a timeout and 502 for everything else.
     pub fn status(&self) -> u16 {
         match self {
-            FetchError::Status(s) | FetchError::RecentFailure(s, _) => *s,
+            FetchError::Status(s) | FetchError::RecentFailure(s, _) | FetchError::Limited(s, _) => *s,
             FetchError::Timeout => 504,
             FetchError::Paused(_) => 503,
             _ => 502,
@@ -356,8 +385,20 @@ impl Upstream {
                 _ => return Err(FetchError::Status(status.as_u16())),
             }
         };
+        let status = resp.status().as_u16();
         if !resp.status().is_success() {
-            return Err(FetchError::Status(resp.status().as_u16()));
+            // Back-pressure: a 429 (with or without Retry-After), or a 503
+            // with one, asks the fleet to wait; neither is retried.
+            let retry_after = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry_after_secs(v, std::time::SystemTime::now()));
+            return Err(match (status, retry_after) {
+                (429, after) => FetchError::Limited(429, after),
+                (503, Some(after)) => FetchError::Limited(503, Some(after)),
+                _ => FetchError::Status(status),
+            });
         }
         let body = resp
             .body()

@@ -186,3 +186,62 @@ async fn a_hung_widget_endpoint_does_not_hold_the_slots_other_widgets_need() {
     assert_eq!(app.mock.calls_for("other", 1), 1);
     hung.into_iter().for_each(|h| h.abort());
 }
+
+/// The upstream's back-pressure is obeyed (SPEC §7, v3): a `429` with
+/// `Retry-After: 3` pauses every call to the upstream for 3 s, on this
+/// instance and (through the change feed) on the others: requests without
+/// data get 503 with `Retry-After` and make no upstream call. Failed on
+/// the code before: each request called the upstream again (issue 26).
+#[tokio::test]
+async fn a_429_with_retry_after_pauses_every_call_to_the_upstream_fleet_wide() {
+    let app = spawn_app(StoreKind::Redis).without_prewarm().await;
+    let b = app.spawn_instance().await;
+    app.mock.set_fault(4, mock_upstream::Fault::Limited(3));
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |base: String, user: &'static str, widget: u8| {
+        let client = client.clone();
+        async move {
+            let cookie = crate::helpers::login_cookie(&client, &base, user).await.unwrap();
+            client
+                .get(format!("{base}/api/widgets/{widget}"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    let asked = get(app.address.clone(), "alice", 4).await;
+    assert_eq!(asked.status(), 503, "the 429 itself: come back later");
+    assert_eq!(asked.headers()["retry-after"], "3");
+    assert_eq!(app.mock.calls_for("alice", 4), 1);
+
+    let other_widget = get(app.address.clone(), "bob", 1).await;
+    assert_eq!(other_widget.status(), 503, "every call to that upstream waits");
+    assert!(other_widget.headers().contains_key("retry-after"));
+    assert_eq!(app.mock.calls_for("bob", 1), 0, "no upstream call while paused");
+
+    let mut on_b = get(b.clone(), "carol", 2).await;
+    for _ in 0..50 {
+        if on_b.status() == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        on_b = get(b.clone(), "dave", 2).await;
+    }
+    assert_eq!(on_b.status(), 503, "the other instance heard of the pause");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        crate::helpers::metric_sample(&metrics, "percache_upstream_paused_seconds_total", &[]),
+        3.0
+    );
+
+    // After the pause, calls go through again.
+    app.mock.set_fault(4, mock_upstream::Fault::Ok);
+    app.clock.advance(Duration::from_secs(4));
+    let after = get(app.address.clone(), "erin", 1).await;
+    assert_eq!(after.status(), 200);
+}
