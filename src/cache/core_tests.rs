@@ -286,8 +286,9 @@ fn a_failed_fetch_is_not_retried_until_the_clock_passes_the_backoff() {
         let within = core.get().await;
         assert_eq!(within.outcome, Outcome::Error { status: 503 });
         assert_eq!(core.fetcher.calls(), 1, "no call within the backoff");
-        let message = within.error.expect("an error").to_string();
-        assert!(message.contains("upstream answered 503"), "{message}");
+        // The cause as this instance saw it, in plain words (SPEC §8).
+        let message = within.error.expect("an error").plain();
+        assert!(message.contains("answered with an error (HTTP 503)"), "{message}");
 
         // Past it (by the clock alone: no real time passes), one new call.
         core.fetcher.set_failure(None);
