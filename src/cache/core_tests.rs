@@ -272,6 +272,26 @@ fn past_ttl_a_failing_upstream_gets_the_entry_still_in_grace_as_stale_if_error()
     });
 }
 
+/// Past ttl and grace, an entry is dead: a failing upstream gives an error,
+/// not the dead entry as stale-if-error (issue 28: an edge with no test).
+#[test]
+fn past_grace_a_failing_upstream_gives_an_error_not_the_dead_entry() {
+    run(async {
+        let core = Core::new();
+        core.get().await;
+        // The grace of the test's lifetimes (1 h) past the ttl, and a second.
+        core.clock
+            .advance(TTL + Duration::from_secs(3600) + Duration::from_secs(1));
+        core.fetcher.set_failure(Some(FetchError::Status(503)));
+
+        let lookup = core.get().await;
+
+        assert_eq!(lookup.outcome, Outcome::Error { status: 503 });
+        assert!(lookup.entry.is_none(), "the dead entry is not served");
+        assert_eq!(core.fetcher.calls(), 2);
+    });
+}
+
 #[test]
 fn a_failed_fetch_is_not_retried_until_the_clock_passes_the_backoff() {
     run(async {

@@ -489,11 +489,37 @@ mod tests {
     fn only_transient_errors_are_retried() {
         assert!(FetchError::Status(503).is_transient());
         assert!(FetchError::Status(502).is_transient());
+        assert!(FetchError::Status(504).is_transient(), "the top of 502..=504");
+        assert!(!FetchError::Status(505).is_transient());
+        assert!(!FetchError::Status(501).is_transient());
+        assert!(
+            !FetchError::Limited(429, None).is_transient(),
+            "back-pressure is obeyed, not retried"
+        );
+        assert!(!FetchError::Limited(503, Some(3)).is_transient());
         assert!(FetchError::Connect("refused".into()).is_transient());
         assert!(!FetchError::Status(404).is_transient());
         assert!(!FetchError::Status(500).is_transient());
         assert!(!FetchError::Timeout.is_transient());
         assert!(!FetchError::Tls("invalid peer certificate".into()).is_transient());
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date_capped_at_five_minutes() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(retry_after_secs("3", now), Some(3));
+        assert_eq!(retry_after_secs(" 120 ", now), Some(120));
+        assert_eq!(retry_after_secs("86400", now), Some(300), "capped");
+        let later = httpdate_of(now + Duration::from_secs(42));
+        assert_eq!(retry_after_secs(&later, now), Some(42));
+        let past = httpdate_of(now - Duration::from_secs(42));
+        assert_eq!(retry_after_secs(&past, now), Some(0));
+        assert_eq!(retry_after_secs("soon", now), None);
+        assert_eq!(retry_after_secs("-1", now), None);
+    }
+
+    fn httpdate_of(t: std::time::SystemTime) -> String {
+        actix_web::http::header::HttpDate::from(t).to_string()
     }
 
     #[test]
