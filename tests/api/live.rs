@@ -9,6 +9,17 @@ use crate::helpers::{
     eventually, instance, new_client, spawn_app, states, until_ok, version_of, widget_with, StoreKind,
 };
 
+/// Waits (an event, not a guessed time) until a long-poll is held open by
+/// `cache`'s instance.
+async fn poll_arrived(cache: &percache::cache::WidgetCache) {
+    eventually(
+        Duration::from_secs(5),
+        || cache.open_pages() > 0,
+        || "the long-poll never arrived".to_owned(),
+    )
+    .await;
+}
+
 /// The `since` of the poller in a page or an `/updates` answer.
 fn poller_since(html: &str) -> i64 {
     let start = html.find("/updates?since=").expect("a poller") + "/updates?since=".len();
@@ -29,7 +40,7 @@ async fn a_refresh_elsewhere_reaches_an_open_page(store: StoreKind) {
         let (client, url) = (app.client.clone(), app.url(&format!("/updates?since={since}")));
         async move { client.get(url).send().await.unwrap().text().await.unwrap() }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    poll_arrived(&app.cache).await;
 
     // Act
     let other_tab = new_client();
@@ -70,10 +81,10 @@ async fn a_poll_never_carries_another_users_data() {
         let (client, url) = (app.client.clone(), app.url(&format!("/updates?since={since}")));
         async move { client.get(url).send().await.unwrap().text().await.unwrap() }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    poll_arrived(&app.cache).await;
 
+    // Bob's refresh lands (his key's change is announced) before alice's.
     bob.post(app.url("/widgets/1/refresh")).send().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     app.post("/widgets/3/refresh").await;
 
     let answer = tokio::time::timeout(Duration::from_secs(5), poll)
@@ -99,7 +110,7 @@ async fn a_signed_out_poll_is_sent_to_sign_in() {
 #[tokio::test]
 async fn a_refresh_through_one_instance_reaches_a_poll_on_another() {
     let app = spawn_app(StoreKind::Redis).await;
-    let b = app.spawn_instance().await;
+    let (b, b_cache) = app.spawn_instance_with_cache().await;
     app.login("alice").await;
     app.wait_for_calls(5).await;
     for id in 1..=5 {
@@ -110,7 +121,7 @@ async fn a_refresh_through_one_instance_reaches_a_poll_on_another() {
         let (client, url) = (app.client.clone(), format!("{b}/updates?since={since}"));
         async move { client.get(url).send().await.unwrap().text().await.unwrap() }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    poll_arrived(&b_cache).await;
 
     app.post("/widgets/4/refresh").await;
 

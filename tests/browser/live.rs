@@ -25,8 +25,14 @@ async fn a_refresh_in_another_tab_updates_the_open_page_in_place() {
             tab.client
                 .execute("window.__notReloaded = true; return 1;", vec![])
                 .await?;
-            // Let the page's long-poll reach the server.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // The page's long-poll has reached the server (an event, not a guessed time).
+            let (arrived, cache) = (Duration::from_secs(10), &app.cache);
+            crate::helpers::eventually(
+                arrived,
+                || cache.open_pages() > 0,
+                || "the page's long-poll never arrived",
+            )
+            .await;
 
             // Act: "another tab" forces a refresh of widget 4.
             let other = new_client();
