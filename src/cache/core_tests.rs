@@ -152,7 +152,7 @@ fn n_of(lookup: &Lookup) -> u64 {
 
 /// Runs a test on a current-thread runtime with paused time, inside a
 /// local task set (fetches run as local tasks, as on an actix worker).
-fn run<F: Future>(test: F) -> F::Output {
+pub(super) fn run<F: Future>(test: F) -> F::Output {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)

@@ -9,7 +9,6 @@
 //! with sleeps. Time is paused; the clock is a [`MockClock`].
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +17,7 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
+use crate::cache::core_tests::run;
 use crate::cache::generations::Kind;
 use crate::cache::policy::Lifetimes;
 use crate::cache::store::changes::Changes;
@@ -118,15 +118,6 @@ fn n_of(lookup: &Lookup) -> u64 {
     })
 }
 
-fn run<F: Future>(test: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    tokio::task::LocalSet::new().block_on(&rt, test)
-}
-
 /// Lets every fetch task run to its end.
 async fn settle(cache: &WidgetCache) {
     for _ in 0..10_000 {
@@ -141,10 +132,26 @@ async fn settle(cache: &WidgetCache) {
 /// A fetch begins; the key is invalidated (`invalidate`) and acknowledged;
 /// a read begins; then the first fetch lands. The read must not get the
 /// first fetch's data, and nothing may keep it as current afterwards.
-async fn a_fetch_across_an_invalidation(
-    invalidate: impl AsyncFnOnce(&Arc<WidgetCache>, &UserId, &Instance),
-    store: Arc<dyn Store>,
-) {
+/// Which invalidation a race test makes.
+#[derive(Clone, Copy)]
+enum Invalidation {
+    /// One user's key (the webhook with a `userId`).
+    User(Kind),
+    /// The widget for every user (`allUsers`).
+    AllUsers(Kind),
+}
+
+impl Invalidation {
+    async fn apply(self, cache: &WidgetCache, user: &UserId, instance: &Instance) {
+        let widgets = [Arc::clone(&instance.widget)];
+        match self {
+            Invalidation::User(kind) => cache.invalidate(user, &widgets, kind).await.unwrap(),
+            Invalidation::AllUsers(kind) => cache.invalidate_all_users(&widgets, kind).await.unwrap(),
+        }
+    }
+}
+
+async fn a_fetch_across_an_invalidation(invalidation: Invalidation, store: Arc<dyn Store>) {
     let (clock, fetcher) = (MockClock::new(), Arc::new(GatedFetcher::default()));
     let cache = cache_over(store, clock, Arc::clone(&fetcher));
     let (user, instance) = (alice(), first_widget(&cache));
@@ -157,7 +164,7 @@ async fn a_fetch_across_an_invalidation(
     fetcher.started(1).await;
 
     // The invalidation is acknowledged while fetch 1 is in flight.
-    invalidate(&cache, &user, &instance).await;
+    invalidation.apply(&cache, &user, &instance).await;
 
     // A read that begins after it.
     let second = tokio::task::spawn_local({
@@ -202,16 +209,7 @@ fn memory(clock: &Arc<MockClock>) -> Arc<dyn Store> {
 fn a_read_after_an_invalidation_never_gets_a_fetch_that_began_before_it() {
     run(async {
         let store = memory(&MockClock::new());
-        a_fetch_across_an_invalidation(
-            async |cache, user, instance| {
-                cache
-                    .invalidate(user, &[Arc::clone(&instance.widget)], Kind::Hard)
-                    .await
-                    .unwrap()
-            },
-            store,
-        )
-        .await;
+        a_fetch_across_an_invalidation(Invalidation::User(Kind::Hard), store).await;
     });
 }
 
@@ -219,16 +217,7 @@ fn a_read_after_an_invalidation_never_gets_a_fetch_that_began_before_it() {
 fn a_soft_invalidation_is_not_undone_by_a_fetch_that_began_before_it() {
     run(async {
         let store = memory(&MockClock::new());
-        a_fetch_across_an_invalidation(
-            async |cache, user, instance| {
-                cache
-                    .invalidate(user, &[Arc::clone(&instance.widget)], Kind::Soft)
-                    .await
-                    .unwrap()
-            },
-            store,
-        )
-        .await;
+        a_fetch_across_an_invalidation(Invalidation::User(Kind::Soft), store).await;
     });
 }
 
@@ -236,16 +225,7 @@ fn a_soft_invalidation_is_not_undone_by_a_fetch_that_began_before_it() {
 fn an_all_users_invalidation_is_not_undone_by_a_fetch_that_began_before_it() {
     run(async {
         let store = memory(&MockClock::new());
-        a_fetch_across_an_invalidation(
-            async |cache, _user, instance| {
-                cache
-                    .invalidate_all_users(&[Arc::clone(&instance.widget)], Kind::Hard)
-                    .await
-                    .unwrap()
-            },
-            store,
-        )
-        .await;
+        a_fetch_across_an_invalidation(Invalidation::AllUsers(Kind::Hard), store).await;
     });
 }
 
@@ -254,16 +234,7 @@ fn on_sqlite_a_fetch_across_an_invalidation_is_not_stored_as_current() {
     run(async {
         let dir = std::env::temp_dir().join(format!("percache-race-{}", fastrand::u64(..)));
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir, Capacity::Entries(1_000)).unwrap());
-        a_fetch_across_an_invalidation(
-            async |cache, user, instance| {
-                cache
-                    .invalidate(user, &[Arc::clone(&instance.widget)], Kind::Hard)
-                    .await
-                    .unwrap()
-            },
-            store,
-        )
-        .await;
+        a_fetch_across_an_invalidation(Invalidation::User(Kind::Hard), store).await;
         let _ = std::fs::remove_dir_all(&dir);
     });
 }

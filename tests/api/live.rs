@@ -294,6 +294,16 @@ fn seen_of(html: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Alice signed in, her five widgets fresh: her dashboard's HTML.
+async fn warm_dashboard(app: &crate::helpers::TestApp) -> String {
+    app.login("alice").await;
+    app.wait_for_calls(5).await;
+    for id in 1..=5 {
+        app.wait_for_fresh_hit(id).await;
+    }
+    app.get("/dashboard").await.text().await.unwrap()
+}
+
 fn seen_query(seen: &[(String, u64)]) -> String {
     let list: Vec<String> = seen.iter().map(|(id, v)| format!("{id}:{v}")).collect();
     format!("/updates?seen={}", list.join(","))
@@ -307,12 +317,7 @@ fn seen_query(seen: &[(String, u64)]) -> String {
 #[tokio::test]
 async fn a_poll_gets_every_card_the_page_shows_at_another_version() {
     let app = spawn_app(StoreKind::Memory).await;
-    app.login("alice").await;
-    app.wait_for_calls(5).await;
-    for id in 1..=5 {
-        app.wait_for_fresh_hit(id).await;
-    }
-    let page = app.get("/dashboard").await.text().await.unwrap();
+    let page = warm_dashboard(&app).await;
     let mut seen = seen_of(&page);
     assert_eq!(seen.len(), 5, "every card with data says its version: {page}");
     // The page shows widget 2 one version behind; widget 5 not at all.
@@ -338,12 +343,7 @@ async fn a_poll_gets_every_card_the_page_shows_at_another_version() {
 #[tokio::test]
 async fn cards_that_change_together_all_reach_the_page() {
     let app = spawn_app(StoreKind::Memory).await;
-    app.login("alice").await;
-    app.wait_for_calls(5).await;
-    for id in 1..=5 {
-        app.wait_for_fresh_hit(id).await;
-    }
-    let page = app.get("/dashboard").await.text().await.unwrap();
+    let page = warm_dashboard(&app).await;
     let mut seen = seen_of(&page);
     let poll = tokio::spawn({
         let (client, url) = (app.client.clone(), app.url(&seen_query(&seen)));
