@@ -93,7 +93,12 @@ mod tests {
         assert_ne!(key.user_tag(), Some(UserTag::of("bob").as_str()));
         assert_eq!(key.widget(), WidgetId::parse("4"));
         assert_eq!(alice.key(&instance("3")).widget(), WidgetId::parse("3"));
-        assert_eq!(key.user_tag(), Some(alice.as_str()));
+        let bob = UserTag::of("bob");
+        assert_eq!(
+            bob.key(&instance("4")).user_tag(),
+            Some(bob.as_str()),
+            "each key its own user"
+        );
         assert_eq!(CacheKey::from_stored("junk").user_tag(), None);
     }
 

@@ -203,7 +203,8 @@ mod tests {
         let most = p.entry_with_jitter(1, 0, raw_empty(), 0, 1.0);
         assert_eq!(window(&none), 60_000);
         assert_eq!(window(&most), 54_000);
-        let windows: Vec<i64> = (0..500).map(|_| window(&p.entry(1, 0, raw_empty(), 0))).collect();
+        let entries: Vec<Entry> = (0..500).map(|_| p.entry(1, 0, raw_empty(), 0)).collect();
+        let windows: Vec<i64> = entries.iter().map(window).collect();
         assert!(
             windows.iter().all(|w| (54_000..=60_000).contains(w)),
             "{windows:?}"
@@ -214,8 +215,9 @@ mod tests {
             "the jitter spreads windows: {} distinct",
             distinct.len()
         );
+        assert_eq!(none.stale_until, 600_000);
         assert!(
-            windows.iter().all(|_| none.stale_until == 600_000),
+            entries.iter().all(|e| e.stale_until == 600_000),
             "ttl has no jitter"
         );
     }

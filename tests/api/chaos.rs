@@ -243,12 +243,11 @@ async fn redis_outage_and_upstream_faults_under_load_never_give_a_5xx() {
     eprintln!("chaos: by route and status: {by_route:?}");
     eprintln!("chaos: widget responses by Cache-Status: {by_class:?}");
 
-    // Assert: no 5xx (nor transport error) on any route.
-    let failed: Vec<_> = by_route
-        .iter()
-        .filter(|((_, s), _)| *s == 0 || *s >= 500)
-        .collect();
-    assert!(failed.is_empty(), "no 5xx: {failed:?}");
+    // Assert: every answer a 200 (the faults are absorbed: stale-if-error,
+    // error cards are 200 too), nor a transport error; not only "no 5xx",
+    // which an all-401 run would also pass.
+    let failed: Vec<_> = by_route.iter().filter(|((_, s), _)| *s != 200).collect();
+    assert!(failed.is_empty(), "only 200s: {failed:?}");
     assert!(requests > 500, "the load ran ({requests} requests)");
     // The chaos did happen: the outage and the failures were seen and absorbed.
     for class in ["store-unavailable", "stale-if-error", "stale (revalidating)"] {

@@ -402,6 +402,23 @@ impl RedisStore {
                 "could not open all Redis connections at start-up"
             );
         }
+        self.load_scripts().await;
+    }
+
+    /// Loads every script ahead of traffic (`SCRIPT LOAD`; on a cluster,
+    /// redis-rs sends it to every primary), so the first write of each
+    /// does not pay a `NOSCRIPT` and a second round trip within the store's
+    /// timeout. A failure is only logged: `EVALSHA` loads them on demand.
+    async fn load_scripts(&self) {
+        for body in [
+            ACQUIRE, RENEW, PUT, INVALIDATE, STAMP, GENERATION, HSET_MAX, RELEASE,
+        ] {
+            let code = format!("{LUA_PRELUDE}{body}");
+            let cmd = redis::cmd("SCRIPT").arg("LOAD").arg(code).clone();
+            if let Err(e) = self.query::<redis::Value>(cmd).await {
+                tracing::debug!(error = %e, "could not load a script ahead of traffic");
+            }
+        }
     }
 
     /// Publishes `message` on the sharded `channel` (a cluster: only the
