@@ -16,7 +16,7 @@ import sys
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 # From the bottom up: a file may import files of its own layer or below.
 LAYERS = [
-    "clock", "user", "tls", "telemetry", "widget", "upstream", "cache",
+    "clock", "probe", "user", "tls", "telemetry", "widget", "upstream", "cache",
     "session", "admin", "views", "defence", "config", "routes", "startup",
     "lib", "main",
 ]

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod defence;
+pub mod probe;
 pub mod routes;
 pub mod session;
 pub mod startup;

@@ -4,8 +4,26 @@ use clap::Parser;
 use percache::config::{LogFormat, Settings};
 use percache::{startup::Application, telemetry};
 
+fn main() -> anyhow::Result<()> {
+    // `percache healthcheck [URL]`: the container's probe (no curl in the image).
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("healthcheck") {
+        let url = args
+            .next()
+            .unwrap_or_else(|| percache::probe::DEFAULT_URL.to_owned());
+        match percache::probe::probe(&url) {
+            Ok(()) => std::process::exit(0),
+            Err(why) => {
+                eprintln!("unhealthy: {why}");
+                std::process::exit(1);
+            }
+        }
+    }
+    serve()
+}
+
 #[actix_web::main]
-async fn main() -> anyhow::Result<()> {
+async fn serve() -> anyhow::Result<()> {
     let settings = Settings::parse();
     telemetry::init(settings.log_format);
     let json = settings.log_format == LogFormat::Json;

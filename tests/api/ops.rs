@@ -309,3 +309,26 @@ async fn a_graceful_stop_lets_the_fetches_in_flight_land() {
         "stopped"
     );
 }
+
+/// `percache healthcheck URL` (the image's HEALTHCHECK, no curl): exit 0
+/// while the server answers 200, 1 when nothing listens.
+#[tokio::test]
+async fn the_binary_probes_a_server_for_the_containers_healthcheck() {
+    let app = spawn_app(StoreKind::Memory).without_prewarm().await;
+    let probe = |url: String| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_percache"))
+                .args(["healthcheck", &url])
+                .output()
+                .unwrap()
+        })
+    };
+    let up = probe(app.url("/healthz")).await.unwrap();
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let closed = crate::helpers::free_port();
+    let down = probe(format!("http://127.0.0.1:{closed}/healthz")).await.unwrap();
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
+    let missing = probe(app.url("/nothing-here")).await.unwrap();
+    assert_eq!(missing.status.code(), Some(1), "a 404 is not healthy");
+}
