@@ -1,271 +1,32 @@
 //! The Redis store, through a deadpool-redis pool, for a single server or a
-//! Redis Cluster.
+//! Redis Cluster: entries, the fetch lease, thresholds and markers, over
+//! the connections of [`conn`] and the scripts of [`scripts`].
 //!
 //! Every call is bounded by a short timeout: a slow or dead Redis must cost a
 //! request milliseconds, not seconds, because the cache then fails open and
 //! asks the upstream directly. All of a user's keys (entries and locks) carry
 //! the same hash tag, so every command touches one cluster slot.
 
-use std::sync::{Arc, LazyLock};
+mod conn;
+mod scripts;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool::managed::{self, Metrics, Object, RecycleResult};
+use deadpool::managed;
 use deadpool_redis::redis::{self, FromRedisValue};
-use deadpool_redis::{PoolConfig, Runtime, Timeouts};
+use deadpool_redis::{Runtime, Timeouts};
 use futures_util::future::join_all;
+
+pub use conn::{client, cluster_push_client, ClusterManager, SingleManager};
+use conn::{pool_config, run_on, Backend, Op, CLUSTER_POOL_SIZE, POOL_SIZE};
+use scripts::*;
 
 use super::{parse_lock_value, LockState, Store, StoreError};
 use crate::cache::entry::Entry;
 use crate::cache::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
-
-/// Lua helpers every script starts with. A key's value is
-/// `<stamp>|<entry JSON>`, or `<stamp>|` for a tombstone; a value from
-/// before stamps (plain JSON) has stamp 0. Stamps are Redis `TIME` in
-/// microseconds, at least one above the key's (numbers stay below 2^53,
-/// exact in Lua's doubles, and are written with `%.0f`, never `tostring`).
-const LUA_PRELUDE: &str = r#"
-local function stamp_of(v)
-  if not v then return 0 end
-  local s = string.match(v, '^(%d+)|')
-  if s then return tonumber(s) end
-  return 0
-end
-local function next_stamp(floor)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  if now <= floor then now = floor + 1 end
-  return now
-end
-local function fmt(n) return string.format('%.0f', n) end
-"#;
-
-/// Takes the lease when it is free (or, with force, when it only holds a
-/// failure marker), under a new stamp above the entry's: `OK:<token>`, or
-/// the lease's current value.
-const ACQUIRE: &str = r#"
-local v = redis.call('GET', KEYS[1])
-if (not v) or (ARGV[2] == '1' and string.sub(v, 1, 7) == 'failed:') then
-  local token = fmt(next_stamp(stamp_of(redis.call('GET', KEYS[2]))))
-  redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
-  return 'OK:' .. token
-end
-return v
-"#;
-
-/// Extends the lease if it is still ours.
-const RENEW: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"#;
-
-/// Writes an entry if its stamp is above the key's (and, with an expected
-/// stamp, only if the key's is exactly that): the fencing check and the
-/// write in one step.
-const PUT: &str = r#"
-local cur = stamp_of(redis.call('GET', KEYS[1]))
-local s = tonumber(ARGV[1])
-if ARGV[4] ~= '' and cur ~= tonumber(ARGV[4]) then return 0 end
-if s <= cur then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
-"#;
-
-/// Replaces an entry by a tombstone with a new stamp, and drops its lease.
-const INVALIDATE: &str = r#"
-local s = next_stamp(stamp_of(redis.call('GET', KEYS[1])))
-redis.call('SET', KEYS[1], fmt(s) .. '|', 'PX', ARGV[1])
-redis.call('DEL', KEYS[2])
-return fmt(s)
-"#;
-
-/// A new stamp above the key's.
-const STAMP: &str = r#"
-return fmt(next_stamp(stamp_of(redis.call('GET', KEYS[1]))))
-"#;
-
-/// Merges a widget's thresholds with what the caller knew (so a lost hash
-/// is written back, never restarted), then, with a kind, sets that one to a
-/// new stamp above them all. Returns `[current, hard, soft]`.
-const GENERATION: &str = r#"
-local function num(x) return tonumber(x) or 0 end
-local kept = redis.call('HMGET', KEYS[1], 'current', 'hard', 'soft')
-local cur = math.max(num(kept[1]), num(ARGV[2]))
-local hard = math.max(num(kept[2]), num(ARGV[3]))
-local soft = math.max(num(kept[3]), num(ARGV[4]))
-if ARGV[1] ~= '' then
-  cur = next_stamp(math.max(cur, hard, soft))
-  if ARGV[1] == 'hard' then hard = cur else soft = cur end
-end
-if num(kept[1]) ~= cur or num(kept[2]) ~= hard or num(kept[3]) ~= soft then
-  redis.call('HSET', KEYS[1], 'current', fmt(cur), 'hard', fmt(hard), 'soft', fmt(soft))
-end
-return {fmt(cur), fmt(hard), fmt(soft)}
-"#;
-
-/// Sets a hash field to a number unless it holds a greater one.
-const HSET_MAX: &str = r#"
-local held = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0
-if tonumber(ARGV[2]) > held then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
-return 1
-"#;
-
-/// Releases the lease only if we own it; optionally leaves a failure marker.
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  if ARGV[2] ~= '' then
-    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  else
-    redis.call('DEL', KEYS[1])
-  end
-  return 1
-end
-return 0
-"#;
-
-fn script(body: &str) -> redis::Script {
-    redis::Script::new(&format!("{LUA_PRELUDE}{body}"))
-}
-
-/// Opens multiplexed connections to one Redis server, from a client that
-/// carries the TLS trust (`rediss://`, `--redis-ca`).
-///
-/// Recycling is free: no `PING` on checkout. A broken connection fails (or
-/// times out on) its next command, and [`run_on`] then drops it instead of
-/// returning it to the pool. That saves a Redis round trip per command (the
-/// load test saw three commands per cache read: `UNWATCH`, `PING`, `GET`).
-pub struct SingleManager(redis::Client);
-
-impl managed::Manager for SingleManager {
-    type Type = redis::aio::MultiplexedConnection;
-    type Error = redis::RedisError;
-
-    async fn create(&self) -> Result<Self::Type, Self::Error> {
-        self.0.get_multiplexed_async_connection().await
-    }
-
-    async fn recycle(&self, _: &mut Self::Type, _: &Metrics) -> RecycleResult<Self::Error> {
-        Ok(())
-    }
-}
-
-/// The same for a Redis Cluster: each connection reaches every node.
-pub struct ClusterManager(redis::cluster::ClusterClient);
-
-impl managed::Manager for ClusterManager {
-    type Type = redis::cluster_async::ClusterConnection;
-    type Error = redis::RedisError;
-
-    async fn create(&self) -> Result<Self::Type, Self::Error> {
-        self.0.get_async_connection().await
-    }
-
-    async fn recycle(&self, _: &mut Self::Type, _: &Metrics) -> RecycleResult<Self::Error> {
-        Ok(())
-    }
-}
-
-/// A RESP3 cluster client whose pushes (pub/sub messages) go to the
-/// returned receiver: the sharded change feed's connection.
-pub fn cluster_push_client(
-    urls: Vec<String>,
-    ca: Option<&[u8]>,
-) -> Result<
-    (
-        redis::cluster::ClusterClient,
-        tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
-    ),
-    redis::RedisError,
-> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut builder = redis::cluster::ClusterClientBuilder::new(urls)
-        .use_protocol(redis::ProtocolVersion::RESP3)
-        .push_sender(tx);
-    if let Some(pem) = ca {
-        builder = builder.certs(redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(pem.to_vec()),
-        });
-    }
-    Ok((builder.build()?, rx))
-}
-
-/// A client for `url`; with `ca` (a PEM bundle, the system's roots
-/// included), a `rediss://` URL trusts it.
-pub fn client(url: &str, ca: Option<&[u8]>) -> Result<redis::Client, redis::RedisError> {
-    match ca {
-        Some(pem) if url.starts_with("rediss://") => redis::Client::build_with_tls(
-            url,
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.to_vec()),
-            },
-        ),
-        _ => redis::Client::open(url),
-    }
-}
-
-type SinglePool = managed::Pool<SingleManager>;
-type ClusterPool = managed::Pool<ClusterManager>;
-
-#[derive(Clone)]
-enum Backend {
-    Single(SinglePool),
-    Cluster(ClusterPool),
-}
-
-/// One request: a command, or a Lua script sent by its SHA1 (`EVALSHA`;
-/// redis-rs loads it on a `NOSCRIPT`, e.g. after a Redis restart), so the
-/// script's text is not sent with every call.
-enum Op<'a> {
-    Cmd(&'a redis::Cmd),
-    Script(&'a redis::ScriptInvocation<'a>),
-}
-
-/// The scripts, hashed once.
-static ACQUIRE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(ACQUIRE));
-static RENEW_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(RENEW));
-static RELEASE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(RELEASE));
-static PUT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(PUT));
-static INVALIDATE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(INVALIDATE));
-static STAMP_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(STAMP));
-static GENERATION_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(GENERATION));
-static HSET_MAX_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(HSET_MAX));
-
-/// Runs `op` on a connection from `pool`, all within `bound`. A connection
-/// whose command failed or timed out is dropped, not returned: it may be
-/// broken (a restarted Redis leaves multiplexed connections that never answer).
-async fn run_on<M, T>(pool: &managed::Pool<M>, op: Op<'_>, bound: Duration) -> Result<T, StoreError>
-where
-    M: managed::Manager<Error = redis::RedisError>,
-    M::Type: redis::aio::ConnectionLike + Send,
-    T: FromRedisValue,
-{
-    let deadline = tokio::time::Instant::now() + bound;
-    let mut conn = tokio::time::timeout_at(deadline, pool.get())
-        .await
-        .map_err(|_| StoreError::Timeout)?
-        .map_err(|e| StoreError::Connection(e.to_string()))?;
-    let answer = match op {
-        Op::Cmd(cmd) => tokio::time::timeout_at(deadline, cmd.query_async(&mut *conn)).await,
-        Op::Script(script) => tokio::time::timeout_at(deadline, script.invoke_async(&mut *conn)).await,
-    };
-    match answer {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => {
-            discard(pool, conn);
-            Err(StoreError::Command(e.to_string()))
-        }
-        Err(_) => {
-            discard(pool, conn);
-            Err(StoreError::Timeout)
-        }
-    }
-}
 
 /// Entries in Redis, shared by every instance that points at the same server
 /// or cluster.
@@ -275,30 +36,6 @@ pub struct RedisStore {
     op_timeout: Duration,
     /// How many connections [`RedisStore::warm_up`] opens by default.
     warm: usize,
-}
-
-/// Connections per pool (single server).
-const POOL_SIZE: usize = 64;
-/// Connections per pool for a cluster: each one holds a connection to every
-/// node and is multiplexed, so fewer are needed.
-const CLUSTER_POOL_SIZE: usize = 16;
-
-fn pool_config(size: usize, op_timeout: Duration) -> PoolConfig {
-    let mut cfg = PoolConfig::new(size);
-    cfg.timeouts = Timeouts {
-        wait: Some(op_timeout),
-        create: Some(op_timeout),
-        recycle: Some(op_timeout),
-    };
-    cfg
-}
-
-/// Drops a connection that failed, and every idle one with it: when one
-/// connection breaks (Redis restarted), its siblings are almost surely broken
-/// too, and the pool should not hand them out one failed request at a time.
-fn discard<M: managed::Manager>(pool: &managed::Pool<M>, conn: Object<M>) {
-    drop(Object::take(conn));
-    pool.retain(|_, _| false);
 }
 
 impl RedisStore {
@@ -410,9 +147,7 @@ impl RedisStore {
     /// does not pay a `NOSCRIPT` and a second round trip within the store's
     /// timeout. A failure is only logged: `EVALSHA` loads them on demand.
     async fn load_scripts(&self) {
-        for body in [
-            ACQUIRE, RENEW, PUT, INVALIDATE, STAMP, GENERATION, HSET_MAX, RELEASE,
-        ] {
+        for body in ALL {
             let code = format!("{LUA_PRELUDE}{body}");
             let cmd = redis::cmd("SCRIPT").arg("LOAD").arg(code).clone();
             if let Err(e) = self.query::<redis::Value>(cmd).await {
