@@ -98,10 +98,11 @@ impl Application {
         let stack = crate::cache::store_from_settings(&settings.store(), Arc::clone(&clock)).await?;
         // The webhook's "seen once" record: in the shared Redis when there is one.
         // Ended sessions: in the shared Redis too, announced on the feed.
-        let session_ends = session::ended::SessionEnds::new(
+        let session_ends = session::ended::SessionEnds::kept(
             settings.session_max_age,
             Arc::clone(&clock),
             stack.redis.clone(),
+            stack.sqlite.clone(),
             Arc::clone(&stack.changes),
         );
         session_ends.reload().await;

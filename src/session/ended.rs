@@ -16,8 +16,9 @@
 //! announced on the change feed, so every instance refuses the cookie as
 //! soon as the message arrives; an instance that starts later loads the
 //! record from Redis, and every instance reloads it every
-//! [`RELOAD_EVERY`] in case a message was lost. With the in-process store
-//! alone, the record lives as long as the process.
+//! [`RELOAD_EVERY`] in case a message was lost. With `--data-dir` the record
+//! is kept on disk too, so a restart undoes no sign-out; with the in-process
+//! store alone, it lives as long as the process.
 //!
 //! Bounded: an ended id is kept until the session would have expired
 //! anyway, at most [`CAPACITY`] of them; only signed-in users can add one.
@@ -30,6 +31,7 @@ use moka::sync::Cache;
 use super::SignedIn;
 use crate::cache::store::changes::{Changes, Heard};
 use crate::cache::store::redis::RedisStore;
+use crate::cache::store::sqlite::SqliteStore;
 use crate::clock::{Clock, Millis};
 use crate::user::UserId;
 
@@ -72,6 +74,8 @@ pub struct SessionEnds {
     /// Per user tag: sessions that began before this (ms) are ended.
     floors: Cache<Box<str>, Millis>,
     redis: Option<RedisStore>,
+    /// With `--data-dir`: sign-outs survive a restart.
+    disk: Option<SqliteStore>,
     changes: Arc<Changes>,
 }
 
@@ -84,6 +88,17 @@ impl SessionEnds {
         redis: Option<RedisStore>,
         changes: Arc<Changes>,
     ) -> Arc<Self> {
+        Self::kept(max_age, clock, redis, None, changes)
+    }
+
+    /// As [`SessionEnds::new`], sign-outs also kept on disk (`--data-dir`).
+    pub fn kept(
+        max_age: Duration,
+        clock: Arc<dyn Clock>,
+        redis: Option<RedisStore>,
+        disk: Option<SqliteStore>,
+        changes: Arc<Changes>,
+    ) -> Arc<Self> {
         let keep = max_age.max(Duration::from_secs(1));
         let ends = Arc::new(Self {
             max_age,
@@ -91,6 +106,7 @@ impl SessionEnds {
             ended: Cache::builder().max_capacity(CAPACITY).time_to_live(keep).build(),
             floors: Cache::builder().max_capacity(CAPACITY).time_to_live(keep).build(),
             redis,
+            disk,
             changes: Arc::clone(&changes),
         });
         let heard: Weak<dyn Heard> = Arc::downgrade(&ends) as Weak<SessionEnds>;
@@ -132,6 +148,11 @@ impl SessionEnds {
         let Some(sid) = session.sid.as_deref() else { return };
         self.ended.insert(sid.into(), ());
         let until = session.iat.saturating_add(self.max_age.as_millis() as i64);
+        if let Some(disk) = &self.disk {
+            if let Err(e) = disk.end_session(sid, until).await {
+                tracing::warn!(error = %e, "could not keep a sign-out on disk");
+            }
+        }
         if let Some(redis) = &self.redis {
             if let Err(e) = redis.zadd(ENDED_KEY, sid, until).await {
                 tracing::warn!(error = %e, "could not record a sign-out in Redis; the other instances hear of it on the feed");
@@ -144,6 +165,11 @@ impl SessionEnds {
     pub async fn end_everywhere(&self, user: &UserId, at: Millis) {
         let tag = user.tag().as_str();
         self.raise_floor(tag, at);
+        if let Some(disk) = &self.disk {
+            if let Err(e) = disk.end_sessions_before(tag, at).await {
+                tracing::warn!(error = %e, "could not keep a sign-out everywhere on disk");
+            }
+        }
         if let Some(redis) = &self.redis {
             if let Err(e) = redis.hset_max(FLOORS_KEY, tag, at).await {
                 tracing::warn!(error = %e, "could not record a sign-out everywhere in Redis");
@@ -160,13 +186,24 @@ impl SessionEnds {
     /// Loads the fleet's record from Redis (start-up, then every
     /// [`RELOAD_EVERY`]), dropping what has expired there.
     pub async fn reload(&self) {
-        let Some(redis) = &self.redis else { return };
         let now = self.clock.now_ms();
+        let oldest = now.saturating_sub(self.max_age.as_millis() as i64);
+        if let Some(disk) = &self.disk {
+            match disk.ended_sessions(now, oldest).await {
+                Ok((sids, floors)) => {
+                    sids.into_iter().for_each(|sid| self.ended.insert(sid.into(), ()));
+                    floors
+                        .into_iter()
+                        .for_each(|(tag, at)| self.raise_floor(&tag, at));
+                }
+                Err(e) => tracing::warn!(error = %e, "could not load the sign-outs kept on disk"),
+            }
+        }
+        let Some(redis) = &self.redis else { return };
         match redis.zmembers_after(ENDED_KEY, now).await {
             Ok(ids) => ids.into_iter().for_each(|id| self.ended.insert(id.into(), ())),
             Err(e) => tracing::debug!(error = %e, "could not load ended sessions"),
         }
-        let oldest = now.saturating_sub(self.max_age.as_millis() as i64);
         match redis.hgetall_i64(FLOORS_KEY).await {
             Ok(floors) => {
                 for (tag, floor) in floors {

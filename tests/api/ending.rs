@@ -250,3 +250,41 @@ async fn readiness_does_not_show_the_stores_own_error() {
         "{body}"
     );
 }
+
+/// With `--data-dir`, a sign-out survives a restart of the real binary: the
+/// copied cookie is still refused by the next process (SPEC §8).
+#[tokio::test]
+async fn a_sign_out_survives_a_restart_with_a_data_dir() {
+    let mock =
+        mock_upstream::MockUpstream::start("127.0.0.1:0", mock_upstream::MockConfig::with_delays_ms([5; 5]))
+            .await
+            .unwrap();
+    let dir = std::env::temp_dir().join(format!("percache-ended-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (url, data_dir) = (mock.url(), dir.display().to_string());
+    let args = ["--upstream-url", &url, "--data-dir", &data_dir, "--no-prewarm"];
+    let client = bare();
+
+    let mut first = crate::helpers::binary_server("ended-1", &args).await;
+    let copy = login_cookie(&client, &first.base, "alice").await.unwrap();
+    assert_eq!(
+        status_with(&client, &first.url("/api/widgets/1"), &copy).await,
+        200
+    );
+    sign_out(&client, &first.base, &copy, false).await;
+    first.terminate(Duration::from_secs(10)).await;
+
+    let second = crate::helpers::binary_server("ended-2", &args).await;
+    assert_eq!(
+        status_with(&client, &second.url("/api/widgets/1"), &copy).await,
+        401,
+        "the restarted server still refuses the signed-out cookie"
+    );
+    let again = login_cookie(&client, &second.base, "alice").await.unwrap();
+    assert_eq!(
+        status_with(&client, &second.url("/api/widgets/1"), &again).await,
+        200
+    );
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}

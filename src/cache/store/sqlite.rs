@@ -81,6 +81,14 @@ impl SqliteStore {
                  widget TEXT PRIMARY KEY,
                  hard INTEGER NOT NULL,
                  soft INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS ended_sessions (
+                 sid TEXT PRIMARY KEY,
+                 until INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS session_floors (
+                 tag TEXT PRIMARY KEY,
+                 at INTEGER NOT NULL
              );",
         )
         .map_err(|e| StoreError::Connection(format!("{}: {e}", path.display())))?;
@@ -172,6 +180,57 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Records an ended session until it would have expired anyway.
+    pub async fn end_session(&self, sid: &str, until: i64) -> Result<(), StoreError> {
+        let sid = sid.to_owned();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO ended_sessions (sid, until) VALUES (?1, ?2)
+                 ON CONFLICT (sid) DO UPDATE SET until = MAX(until, excluded.until)",
+                params![sid, until],
+            )
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Records "every session of the user tagged `tag` that began before `at` ended".
+    pub async fn end_sessions_before(&self, tag: &str, at: i64) -> Result<(), StoreError> {
+        let tag = tag.to_owned();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO session_floors (tag, at) VALUES (?1, ?2)
+                 ON CONFLICT (tag) DO UPDATE SET at = MAX(at, excluded.at)",
+                params![tag, at],
+            )
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The ended sessions still worth refusing at `now` (the others are
+    /// dropped), and the per-user floors newer than `oldest`.
+    pub async fn ended_sessions(
+        &self,
+        now: i64,
+        oldest: i64,
+    ) -> Result<(Vec<String>, Vec<(String, i64)>), StoreError> {
+        self.run(move |conn| {
+            conn.execute("DELETE FROM ended_sessions WHERE until <= ?1", [now])?;
+            conn.execute("DELETE FROM session_floors WHERE at <= ?1", [oldest])?;
+            let sids = conn
+                .prepare("SELECT sid FROM ended_sessions")?
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let floors = conn
+                .prepare("SELECT tag, at FROM session_floors")?
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((sids, floors))
+        })
+        .await
+    }
+
     /// Keeps a widget's thresholds (never lower than what is on disk).
     async fn write_generation(&self, widget: &str, gen: Gen) -> Result<(), StoreError> {
         let w = widget.to_owned();

@@ -51,6 +51,8 @@ pub struct StoreStack {
     pub changes: Arc<Changes>,
     /// The shared Redis, when there is one (the replay guard keeps its record there).
     pub redis: Option<RedisStore>,
+    /// The on-disk store, with `--data-dir` (ended sessions are kept there too).
+    pub sqlite: Option<SqliteStore>,
 }
 
 /// Builds the store stack of `settings`. With Redis down it still builds
@@ -82,6 +84,7 @@ pub async fn from_settings(settings: &StoreSettings, clock: Arc<dyn Clock>) -> a
             store,
             changes,
             redis: Some(cluster),
+            sqlite: None,
         });
     }
     if let Some(url) = &settings.redis_url {
@@ -94,11 +97,12 @@ pub async fn from_settings(settings: &StoreSettings, clock: Arc<dyn Clock>) -> a
             store,
             changes,
             redis: Some(redis),
+            sqlite: None,
         });
     }
     // One process: no L1 in front of it (it is in-process or on local
     // disk); its change feed is local, and still drives live refresh.
-    let local: Arc<dyn Store> = match settings.data_dir.as_deref() {
+    let (local, on_disk): (Arc<dyn Store>, Option<SqliteStore>) = match settings.data_dir.as_deref() {
         // On disk, behind the breaker like Redis: a failing disk fails open.
         Some(dir) => {
             let sqlite = SqliteStore::open(dir, settings.memory_capacity)
@@ -106,18 +110,23 @@ pub async fn from_settings(settings: &StoreSettings, clock: Arc<dyn Clock>) -> a
                 .with_clock(Arc::clone(&clock));
             sqlite.spawn_purger();
             tracing::info!(path = %sqlite.path().display(), "cache kept on disk");
-            Arc::new(Breaker::new(
-                Arc::new(sqlite),
+            let guarded = Arc::new(Breaker::new(
+                Arc::new(sqlite.clone()),
                 STORE_COOL_DOWN,
                 Arc::clone(&clock),
-            ))
+            ));
+            (guarded, Some(sqlite))
         }
-        None => Arc::new(MemoryStore::bounded(settings.memory_capacity).with_clock(Arc::clone(&clock))),
+        None => (
+            Arc::new(MemoryStore::bounded(settings.memory_capacity).with_clock(Arc::clone(&clock))),
+            None,
+        ),
     };
     Ok(StoreStack {
         store: local,
         changes: Changes::local(),
         redis: None,
+        sqlite: on_disk,
     })
 }
 
