@@ -39,6 +39,17 @@ use crate::widget::Instance;
 use super::fetched::{FetchResult, Fetched, Flight, InFlight, Start};
 
 impl WidgetCache {
+    /// Each widget whose upstream calls are paused now (its breaker is open,
+    /// or the upstream asked to wait), with the seconds left, for
+    /// `percache_upstream_paused{widget}` and operators.
+    pub fn paused_widgets(&self) -> Vec<(std::sync::Arc<str>, Option<u64>)> {
+        self.registry
+            .all()
+            .iter()
+            .map(|w| (w.id.label(), self.slots.paused(w.index)))
+            .collect()
+    }
+
     /// Number of fetches in flight in this process.
     pub fn fetches_in_flight(&self) -> usize {
         self.inflight.lock().unwrap_or_else(PoisonError::into_inner).len()

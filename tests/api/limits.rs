@@ -245,10 +245,23 @@ async fn a_429_with_retry_after_pauses_every_call_to_the_upstream_fleet_wide() {
         crate::helpers::metric_sample(&metrics, "percache_upstream_paused_seconds_total", &[]),
         3.0
     );
+    for widget in ["1", "4"] {
+        assert_eq!(
+            crate::helpers::metric_sample(&metrics, "percache_upstream_paused", &[("widget", widget)]),
+            1.0,
+            "widget {widget} shows as paused"
+        );
+    }
 
     // After the pause, calls go through again.
     app.mock.set_fault(4, mock_upstream::Fault::Ok);
     app.clock.advance(Duration::from_secs(4));
     let after = get(app.address.clone(), "erin", 1).await;
     assert_eq!(after.status(), 200);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        crate::helpers::metric_sample(&metrics, "percache_upstream_paused", &[("widget", "1")]),
+        0.0,
+        "and no longer once the pause is over"
+    );
 }
