@@ -274,6 +274,18 @@ fn describe() {
         "Upstream fetches in flight in this process."
     );
     describe_gauge!(
+        "percache_upstream_paused",
+        "1 while a widget's upstream calls fail at once (its breaker is open, or the upstream asked to wait)."
+    );
+    describe_counter!(
+        "percache_upstream_paused_seconds_total",
+        "Seconds the upstream or a widget was paused by Retry-After."
+    );
+    describe_counter!(
+        "percache_sessions_refused_total",
+        "Sessions refused, by reason (expired, signed_out)."
+    );
+    describe_gauge!(
         "percache_open_pages",
         "Dashboards open right now (live connections)."
     );
