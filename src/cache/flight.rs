@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use super::entry::{Entry, Freshness};
 use super::key::CacheKey;
 use super::policy::store_ttl;
-use super::service::WidgetCache;
+use super::service::{WidgetCache, CAUSE_MARGIN};
 use super::store::fleet_lock::{self, Waited};
 use super::store::LockState;
 use crate::upstream::FetchError;
@@ -215,13 +215,7 @@ impl WidgetCache {
                 Waited::Landed(entry) => return Ok(Fetched { entry, remote: true }),
                 Waited::Failed(status) => return Err(self.recent_failure(key, status)),
                 Waited::Released => {}
-                Waited::StoreDown => {
-                    let slot = match self.upstream_slot(instance).await {
-                        Ok(slot) => slot,
-                        Err(e) => return Err(self.remember_failure(key, e)),
-                    };
-                    return self.fetch_leased(key, user, instance, slot, None).await;
-                }
+                Waited::StoreDown => return self.fetch_unlocked(key, user, instance).await,
                 Waited::Timeout => return Err(FetchError::Timeout),
             }
         }
@@ -294,9 +288,7 @@ impl WidgetCache {
             }
         }
         if let Err(e) = &result {
-            let until = now.saturating_add(self.failure_backoff.as_millis() as i64);
-            self.last_errors
-                .insert(key.clone(), (Arc::from(e.plain()), until));
+            self.remember_failure(key, e.clone());
         }
         if let Some(token) = token {
             let failed = result.as_ref().err().map(|e| (e.status(), self.failure_backoff));
@@ -350,7 +342,7 @@ impl WidgetCache {
         let now = self.clock.now_ms();
         // The marker says the key is in backoff; its cause was recorded a
         // moment before it (kept a little past its own end for that).
-        let margin = 1_000;
+        let margin = CAUSE_MARGIN.as_millis() as i64;
         let cause = self
             .last_errors
             .get(key)

@@ -11,7 +11,6 @@
 //! polls, and nothing is refreshed for it.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,7 +81,6 @@ pub struct OpenPage {
 
 impl Drop for OpenPage {
     fn drop(&mut self) {
-        self.cache.open_pages.fetch_sub(1, Ordering::SeqCst);
         let mut per_user = self
             .cache
             .pages_per_user
@@ -117,7 +115,6 @@ impl WidgetCache {
             }
             *n += 1;
         }
-        self.open_pages.fetch_add(1, Ordering::SeqCst);
         metrics::gauge!("percache_open_pages").increment(1.0);
         Some(OpenPage {
             cache: Arc::clone(self),
@@ -127,7 +124,11 @@ impl WidgetCache {
 
     /// How many pages are open on this instance.
     pub fn open_pages(&self) -> usize {
-        self.open_pages.load(Ordering::SeqCst)
+        self.pages_per_user
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .sum()
     }
 
     /// One look at an open page's widgets, in one store round trip: the

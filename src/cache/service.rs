@@ -66,9 +66,8 @@ pub struct WidgetCache {
     pub(super) last_errors: moka::sync::Cache<CacheKey, (Arc<str>, i64)>,
     /// Every fetch task, so that shutdown can wait for them to land.
     pub(super) tasks: TaskTracker,
-    /// Pages with a live connection on this instance (see `cache::live`).
-    pub(crate) open_pages: std::sync::atomic::AtomicUsize,
-    /// Open pages per user (by tag), only users with one open.
+    /// Pages with a live connection on this instance, per user (by tag;
+    /// only users with one open; see `cache::live`).
     pub(crate) pages_per_user: Mutex<HashMap<Box<str>, usize>>,
     /// `--max-open-pages-per-user`.
     pub(crate) max_pages_per_user: usize,
@@ -111,7 +110,7 @@ fn last_errors(failure_backoff: Duration) -> moka::sync::Cache<CacheKey, (Arc<st
 }
 
 /// How much longer a failure's cause is kept than its backoff.
-const CAUSE_MARGIN: Duration = Duration::from_secs(1);
+pub(super) const CAUSE_MARGIN: Duration = Duration::from_secs(1);
 
 /// Default cap on fetches in flight for background work.
 pub const DEFAULT_MAX_BACKGROUND: usize = 512;
@@ -211,7 +210,6 @@ impl WidgetCache {
             eager: DEFAULT_EAGER,
             inflight: Mutex::new(HashMap::new()),
             last_errors: last_errors(failure_backoff),
-            open_pages: std::sync::atomic::AtomicUsize::new(0),
             pages_per_user: Mutex::new(HashMap::new()),
             max_pages_per_user: DEFAULT_MAX_OPEN_PAGES_PER_USER,
             tasks: TaskTracker::new(),

@@ -142,11 +142,18 @@ impl Changes {
     /// if it reached the shared store (`fleet`), the other instances hear of it.
     pub async fn announce(&self, key: &CacheKey, fleet: bool) {
         self.waiters.publish(key);
-        let Some(redis) = self.publisher.as_ref().filter(|_| fleet) else {
-            return;
-        };
-        let message = format!("{} {}", self.instance, key.as_str());
-        // On a cluster, to the user's own channel on the user's shard.
+        if fleet {
+            self.publish_for(key, "").await;
+        }
+    }
+
+    /// Tells the other instances of a change of `key` (`prefix` says which
+    /// kind): on a cluster to the user's own channel on the user's shard,
+    /// else to [`CHANNEL`]. No-op without Redis; a lost message is only
+    /// logged (other L1s expire the key by their ttl).
+    async fn publish_for(&self, key: &CacheKey, prefix: &str) {
+        let Some(redis) = &self.publisher else { return };
+        let message = format!("{} {prefix}{}", self.instance, key.as_str());
         let sent = match (self.sharded.get(), key.user_tag()) {
             (Some(_), Some(tag)) => redis.spublish(&channel_of(tag), &message).await,
             _ => redis.publish(CHANNEL, &message).await,
@@ -228,16 +235,8 @@ impl Changes {
     pub async fn announce_invalidation(&self, key: &CacheKey, fleet: bool) {
         self.record(Touched::Key(key.clone()));
         self.waiters.publish(key);
-        let Some(redis) = self.publisher.as_ref().filter(|_| fleet) else {
-            return;
-        };
-        let message = format!("{} {INVALIDATION_PREFIX}{}", self.instance, key.as_str());
-        let sent = match (self.sharded.get(), key.user_tag()) {
-            (Some(_), Some(tag)) => redis.spublish(&channel_of(tag), &message).await,
-            _ => redis.publish(CHANNEL, &message).await,
-        };
-        if let Err(e) = sent {
-            tracing::debug!(error = %e, "could not announce an invalidation; other L1s expire it by ttl");
+        if fleet {
+            self.publish_for(key, INVALIDATION_PREFIX).await;
         }
     }
 
