@@ -73,6 +73,12 @@ impl MockConfig {
 #[derive(Debug)]
 pub(crate) struct State {
     pub total: u64,
+    /// Widget calls received and not yet answered (nor dropped by the caller).
+    pub in_flight: u64,
+    /// Widget calls answered (whatever the answer) since start or the last reset.
+    pub answered: u64,
+    /// The most calls held unanswered at once since start or the last reset.
+    pub peak_in_flight: u64,
     pub by_key: BTreeMap<String, u64>,
     pub versions: HashMap<(String, u8), u64>,
     pub faults: [Fault; 5],
@@ -88,6 +94,9 @@ impl Shared {
     fn new(config: &MockConfig) -> Self {
         Shared(Mutex::new(State {
             total: 0,
+            in_flight: 0,
+            answered: 0,
+            peak_in_flight: 0,
             by_key: BTreeMap::new(),
             versions: HashMap::new(),
             faults: Default::default(),
@@ -157,6 +166,26 @@ impl MockUpstream {
         self.shared.lock().by_key.get(&key).copied().unwrap_or(0)
     }
 
+    /// Widget calls received whose answer has not been sent yet (a caller
+    /// that gave up no longer counts): what a test waits on instead of
+    /// guessing how long a call takes to arrive.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.lock().in_flight
+    }
+
+    /// Widget calls answered (or given up by the caller) since start or the
+    /// last reset.
+    pub fn answered(&self) -> u64 {
+        self.shared.lock().answered
+    }
+
+    /// The most calls held unanswered at once since start or the last reset:
+    /// a cap on concurrent calls is checked against this, exactly, instead
+    /// of by sampling at a guessed moment.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.shared.lock().peak_in_flight
+    }
+
     /// Per-key call counts, as in `GET /stats` (`"alice/1"` → count).
     pub fn calls_by_key(&self) -> BTreeMap<String, u64> {
         self.shared.lock().by_key.clone()
@@ -166,6 +195,8 @@ impl MockUpstream {
     pub fn reset_stats(&self) {
         let mut st = self.shared.lock();
         st.total = 0;
+        st.answered = 0;
+        st.peak_in_flight = st.in_flight;
         st.by_key.clear();
     }
 

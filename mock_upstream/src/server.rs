@@ -91,6 +91,7 @@ async fn widget(req: HttpRequest, path: web::Path<String>, data: Data) -> HttpRe
     };
 
     let idx = usize::from(id - 1);
+    let _call = InFlight::begin(&data);
     let (version, fault, delay, jitter_pct) = {
         let mut st = data.lock();
         st.total += 1;
@@ -131,6 +132,29 @@ async fn widget(req: HttpRequest, path: web::Path<String>, data: Data) -> HttpRe
     HttpResponse::Ok().json(Value::Object(body))
 }
 
+/// One widget call in the mock's `in_flight` count, from its arrival until
+/// its answer is built or its caller drops it (the handler's future is then
+/// dropped too, and with it this guard).
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn begin(shared: &'a Shared) -> Self {
+        let mut st = shared.lock();
+        st.in_flight += 1;
+        st.peak_in_flight = st.peak_in_flight.max(st.in_flight);
+        drop(st);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.in_flight = st.in_flight.saturating_sub(1);
+        st.answered += 1;
+    }
+}
+
 /// Current time, RFC 3339 UTC with millisecond precision.
 fn now_rfc3339() -> String {
     let now = OffsetDateTime::now_utc();
@@ -167,6 +191,8 @@ async fn stats(data: Data) -> HttpResponse {
 async fn reset_stats(data: Data) -> HttpResponse {
     let mut st = data.lock();
     st.total = 0;
+    st.answered = 0;
+    st.peak_in_flight = st.in_flight;
     st.by_key.clear();
     HttpResponse::NoContent().finish()
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use mock_upstream::Fault;
 
-use crate::helpers::{cache_status, spawn_app, version_of, StoreKind};
+use crate::helpers::{cache_status, eventually, spawn_app, until, version_of, StoreKind, TestApp};
 
 async fn concurrent_requests_for_a_cold_key_make_one_upstream_call(store: StoreKind) {
     // Arrange: no prewarm, and a slow widget so all requests overlap.
@@ -130,8 +130,7 @@ async fn an_expired_entry_is_served_when_the_upstream_fails(store: StoreKind) {
 
     // The upstream recovers: after the backoff the next request replaces the entry.
     app.mock.set_fault(4, Fault::Ok);
-    tokio::time::sleep(app.settings.failure_backoff).await;
-    let (status, body) = app.widget(4).await;
+    let (status, body) = after_backoff(&app, 4, |s| s == "percache; fwd=miss; stored").await;
     assert_eq!(status, "percache; fwd=miss; stored");
     assert!(body.contains(r#"data-state="ready""#));
     assert!(
@@ -153,7 +152,9 @@ async fn a_stale_entry_whose_refresh_failed_is_served_as_stale_if_error(store: S
     let (status, _) = app.widget(4).await;
     assert!(status.ends_with("detail=revalidating"), "{status}");
     app.wait_for_calls(1 + 1 + 3).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The failure is recorded before the flight leaves the map.
+    let idle = || app.cache.fetches_in_flight() == 0;
+    eventually(WAIT, idle, || "the refresh never ended").await;
     let (status, body) = app.widget(4).await;
     let json = app.get("/api/widgets/4").await;
 
@@ -184,8 +185,7 @@ async fn a_stale_entry_whose_refresh_failed_is_served_as_stale_if_error(store: S
 
     // Recovery: after the backoff the next request refreshes, and new data replaces the old.
     app.mock.set_fault(4, Fault::Ok);
-    tokio::time::sleep(app.settings.failure_backoff).await;
-    let (status, _) = app.widget(4).await;
+    let (status, _) = after_backoff(&app, 4, |s| s.ends_with("detail=revalidating")).await;
     assert!(status.ends_with("detail=revalidating"), "{status}");
     let (_, body) = app.wait_for_fresh_hit(4).await;
     assert_eq!(version_of(&body), 5);
@@ -217,8 +217,7 @@ async fn a_failure_with_nothing_cached_is_an_error_card_with_retry(store: StoreK
     assert_eq!(app.mock.calls_for("alice", 2), 1, "no call during the backoff");
 
     // ...then it is.
-    tokio::time::sleep(app.settings.failure_backoff).await;
-    let (status, body) = app.widget(2).await;
+    let (status, body) = after_backoff(&app, 2, |s| s == "percache; fwd=miss; stored").await;
     assert_eq!(status, "percache; fwd=miss; stored");
     assert!(body.contains(r#"data-state="ready""#));
 }
@@ -254,7 +253,8 @@ async fn a_forced_refresh_joins_a_fetch_in_flight() {
     app.mock.set_delay(3, Duration::from_millis(400));
 
     let (get, refresh) = tokio::join!(app.widget(3), async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The GET's fetch has reached the upstream.
+        app.wait_for_in_flight(1).await;
         app.post("/widgets/3/refresh").await
     });
 
@@ -334,10 +334,32 @@ async fn with_no_fresh_window_every_request_fetches_exactly_once() {
     assert_eq!(first, "percache; fwd=miss; stored");
     assert!(second.ends_with("detail=revalidating"), "{second}");
     app.wait_for_calls(2).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once no fetch is in flight and the mock holds no call, no other call
+    // can come from these two requests.
+    let idle = || app.cache.fetches_in_flight() == 0 && app.mock.in_flight() == 0;
+    eventually(WAIT, idle, || "the refresh never ended").await;
     assert_eq!(
         app.mock.calls_for("alice", 1),
         2,
         "one call per request, never two"
     );
+}
+
+/// How long a test waits for the failure backoff to end.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Reads widget `id` until its `Cache-Status` satisfies `done`: the failure
+/// backoff's marker lapses by the store's own ttl, on the wall clock, and a
+/// read during it makes no upstream call (each test checks the counts).
+async fn after_backoff(app: &TestApp, id: u8, done: impl Fn(&str) -> bool) -> (String, String) {
+    let last = std::sync::Mutex::new(String::new());
+    let (done, last) = (&done, &last);
+    let answer = until(WAIT, Duration::from_millis(50), || async move {
+        let (status, body) = app.widget(id).await;
+        *last.lock().unwrap() = status.clone();
+        done(&status).then_some((status, body))
+    })
+    .await;
+    let last = last.lock().unwrap().clone();
+    answer.unwrap_or_else(|| panic!("widget {id} still in backoff (last: {last})"))
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mock_upstream::{Fault, MockConfig, MockUpstream};
@@ -73,6 +73,25 @@ async fn in_redis_within(store: &RedisStore, users: &[String], every: Duration, 
     let done = || async move { all_in_redis(store, users).await.then_some(()) };
     let done = until(Duration::from_secs(10), every, done).await;
     assert!(done.is_some(), "{why}");
+}
+
+/// What the load has seen so far, by class.
+type Seen = Mutex<BTreeMap<&'static str, usize>>;
+
+fn count_of(seen: &BTreeMap<&'static str, usize>, class: &str) -> usize {
+    seen.get(class).copied().unwrap_or(0)
+}
+
+/// Waits (at most 15 s) until what the load has seen satisfies `done`: a
+/// phase of the chaos lasts until the load has met it.
+async fn met(live: &Seen, what: &str, done: impl Fn(&BTreeMap<&'static str, usize>) -> bool) {
+    let check = || async { done(&live.lock().unwrap()).then_some(()) };
+    let met = until(Duration::from_secs(15), Duration::from_millis(10), check).await;
+    assert!(
+        met.is_some(),
+        "the load never met {what}: {:?}",
+        live.lock().unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,9 +165,13 @@ async fn redis_outage_and_upstream_faults_under_load_never_give_a_5xx() {
     // (0: transport error).
     let stop = Arc::new(AtomicBool::new(false));
     let cookies = Arc::new(cookies);
+    // What the load has seen so far, by class: each phase of the chaos lasts
+    // until the load has met it, rather than for a guessed time.
+    let live: Arc<Seen> = Arc::default();
     let load: Vec<_> = (0..WORKERS)
         .map(|k| {
             let (client, base, stop, cookies) = (client.clone(), base.clone(), stop.clone(), cookies.clone());
+            let live = Arc::clone(&live);
             tokio::spawn(async move {
                 let routes = routes();
                 let mut seen: Vec<(&'static str, u16, &'static str)> = Vec::new();
@@ -180,6 +203,12 @@ async fn redis_outage_and_upstream_faults_under_load_never_give_a_5xx() {
                             (0, "-")
                         }
                     };
+                    let mut met = live.lock().unwrap();
+                    *met.entry(class).or_default() += 1;
+                    if path.ends_with("/3") && class == "stale-if-error" {
+                        *met.entry("widget 3 stale-if-error").or_default() += 1;
+                    }
+                    drop(met);
                     seen.push((route, status, class));
                     i += 1;
                 }
@@ -187,18 +216,26 @@ async fn redis_outage_and_upstream_faults_under_load_never_give_a_5xx() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let count = |class: &str| count_of(&live.lock().unwrap(), class);
+    let total = || live.lock().unwrap().values().sum::<usize>();
+    met(&live, "its first 200 answers", |seen| {
+        seen.values().sum::<usize>() >= 200
+    })
+    .await;
 
     // Act, in sequence. Redis down and the upstream failing never overlap:
     // with neither a store nor an upstream there is nothing to serve, and the
     // JSON API then honestly answers 502 (the HTML fragment shows an error card).
     note("redis-server killed");
     drop(redis.take());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = count("store-unavailable");
+    met(&live, "the outage", |seen| {
+        count_of(seen, "store-unavailable") >= before + 50
+    })
+    .await;
 
     redis = Some(RedisServer::start_on(redis_port));
     note("redis-server restarted (empty) on the same port");
-    tokio::time::sleep(Duration::from_secs(2)).await;
     // Before failing the upstream, every entry must be back in Redis (else a
     // key missing from the emptied Redis would have nothing to fall back on).
     let why = "the cache never wrote every entry to the restarted Redis";
@@ -208,17 +245,31 @@ async fn redis_outage_and_upstream_faults_under_load_never_give_a_5xx() {
     mock.set_fault(2, Fault::Error(503));
     mock.set_fault(4, Fault::Error(503));
     note("upstream widgets 2 and 4 answer 503");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = count("stale-if-error");
+    met(&live, "the failing upstream", |seen| {
+        count_of(seen, "stale-if-error") >= before + 50
+    })
+    .await;
 
     mock.set_fault(2, Fault::Ok);
     mock.set_fault(4, Fault::Ok);
     mock.set_fault(3, Fault::Hang);
     note("widgets 2 and 4 ok; upstream widget 3 hangs");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The hang lasts until widget 3's calls have run into the upstream
+    // timeout (2 s) and its old data was served for it.
+    let before = count("widget 3 stale-if-error");
+    met(&live, "the hang", |seen| {
+        count_of(seen, "widget 3 stale-if-error") >= before + 20
+    })
+    .await;
 
     mock.set_fault(3, Fault::Ok);
     note("upstream all ok");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = total();
+    met(&live, "the recovery", |seen| {
+        seen.values().sum::<usize>() >= before + 200
+    })
+    .await;
 
     stop.store(true, Ordering::Relaxed);
     let mut by_route: BTreeMap<(&str, u16), usize> = BTreeMap::new();
@@ -264,9 +315,30 @@ async fn redis_outage_and_upstream_faults_under_load_never_give_a_5xx() {
     let stderr = server.stderr();
     assert!(!stderr.contains("panicked"), "no panic: {stderr}");
 
-    // Entries are (still) written to the restarted Redis.
-    let why = "entries are in Redis after the chaos";
-    in_redis_within(&store, &users, Duration::from_millis(100), why).await;
+    // Entries are (still) written to Redis after the chaos: emptied once
+    // more, it is filled again by forced refreshes (what was there from
+    // before the faults no longer counts).
+    drop(redis.take());
+    redis = Some(RedisServer::start_on(redis_port));
+    let refill = || async {
+        for cookie in cookies.iter() {
+            for id in 1..=5 {
+                let resp = client
+                    .post(format!("{base}/widgets/{id}/refresh"))
+                    .header("cookie", cookie)
+                    .send()
+                    .await;
+                assert_eq!(
+                    resp.map(|r| r.status().as_u16()).unwrap_or(0),
+                    200,
+                    "a forced refresh"
+                );
+            }
+        }
+        all_in_redis(&store, &users).await.then_some(())
+    };
+    let refilled = until(Duration::from_secs(20), Duration::from_millis(100), refill).await;
+    assert!(refilled.is_some(), "entries are written to Redis after the chaos");
     drop(redis);
     eprintln!("chaos: whole test {:.1} s", t0.elapsed().as_secs_f64());
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::helpers::{spawn_app, StoreKind, TestApp};
+use crate::helpers::{eventually, spawn_app, StoreKind, TestApp};
 
 /// One simulated second every this much real time.
 const TICK: Duration = Duration::from_millis(50);
@@ -24,6 +24,8 @@ const STEP: Duration = Duration::from_secs(3);
 async fn run_clock(app: &TestApp, span: Duration) {
     let steps = (span.as_secs() / STEP.as_secs()).max(1);
     for _ in 0..steps {
+        // A sleep is the point: simulated time runs at a steady pace against
+        // the mock's real delays, as a user's hour would.
         tokio::time::sleep(TICK).await;
         app.clock.advance(STEP);
     }
@@ -59,15 +61,13 @@ async fn one_hour(eager: f64, live: bool) -> u64 {
         open.store(false, Ordering::SeqCst);
         poller.await.unwrap();
         // Closed: a dropped poll ends its handler.
-        while app.cache.open_pages() > 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let closed = || app.cache.open_pages() == 0;
+        eventually(Duration::from_secs(5), closed, || "the page never closed").await;
         run_clock(&app, Duration::from_secs(4 * 60)).await;
     }
     // Let fetches in flight land before counting.
-    while app.cache.fetches_in_flight() > 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let idle = || app.cache.fetches_in_flight() == 0;
+    eventually(Duration::from_secs(10), idle, || "fetches never landed").await;
     app.mock.total_calls()
 }
 

@@ -301,10 +301,19 @@ async fn an_open_page_refreshes_its_widgets_once_per_fresh_window_and_not_after_
     )
     .await;
     app.clock.advance(Duration::from_secs(61));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A control after the advance: one stale read refreshes widget 1, and
+    // its landing is the event after which a refresh-ahead for the closed
+    // page would have been counted (it would share that flight or add one).
+    let (status, _) = app.widget(1).await;
+    assert!(status.ends_with("detail=revalidating"), "{status}");
+    app.wait_for_calls(16).await;
+    app.wait_for_fresh_hit(1).await;
 
     // Assert 3: nothing is refreshed for a page that is gone.
-    assert_eq!(app.mock.total_calls(), 15, "no refresh after the page closed");
+    assert_eq!(app.mock.total_calls(), 16, "no refresh after the page closed");
+    for id in 2..=5 {
+        assert_eq!(app.mock.calls_for("alice", id), 3, "widget {id} was left stale");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,6 +379,8 @@ async fn a_restart_with_a_data_dir_keeps_every_users_data_even_with_the_upstream
     for id in 1..=5 {
         mock.set_fault(id, Fault::Error(503));
     }
+    // A sleep is the point: the real binary reads the wall clock, and the
+    // entries must be past their 2 s ttl when it starts again.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let server = binary_server("data-dir-2", &args).await;
     let page = client

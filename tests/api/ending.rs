@@ -112,15 +112,12 @@ async fn a_sign_out_on_one_instance_is_refused_on_every_other() {
 
     sign_out(&client, &app.address, &copy, false).await;
 
-    let refused = std::sync::atomic::AtomicBool::new(false);
-    for _ in 0..100 {
-        if status_with(&client, &on_b, &copy).await == 401 {
-            refused.store(true, std::sync::atomic::Ordering::SeqCst);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(refused.into_inner(), "B never refused the signed-out cookie");
+    // B hears of the sign-out through the feed: polled, with a deadline.
+    let refused = crate::helpers::until(Duration::from_secs(5), Duration::from_millis(50), || async {
+        (status_with(&client, &on_b, &copy).await == 401).then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "B never refused the signed-out cookie");
     let c = app.spawn_instance().await;
     assert_eq!(
         status_with(&client, &format!("{c}/api/widgets/1"), &copy).await,

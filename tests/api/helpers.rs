@@ -211,6 +211,34 @@ impl TestApp {
         eventually(WAIT, || calls() >= n, why).await;
     }
 
+    /// Waits until the mock holds `n` calls unanswered at once (panics after 10 s).
+    pub async fn wait_for_in_flight(&self, n: u64) {
+        let held = || self.mock.in_flight();
+        let why = || format!("mock holds {} calls, expected {n}", held());
+        eventually(WAIT, || held() >= n, why).await;
+    }
+
+    /// One sample of this app's `/metrics` (0 when the series is absent).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.get("/metrics").await.text().await.unwrap_or_default();
+        metric_sample(&text, name, labels)
+    }
+
+    /// Waits until a sample of `/metrics` reaches `at_least` (panics after
+    /// 10 s with the last value): the event a "nothing else happened" check
+    /// is made after.
+    pub async fn wait_for_metric(&self, name: &str, labels: &[(&str, &str)], at_least: f64) -> f64 {
+        let last = &Mutex::new(0.0);
+        let got = until(WAIT, Duration::from_millis(10), move || async move {
+            let value = self.metric(name, labels).await;
+            *last.lock().unwrap() = value;
+            (value >= at_least).then_some(value)
+        })
+        .await;
+        let last = *last.lock().unwrap();
+        got.unwrap_or_else(|| panic!("{name}{labels:?} stayed at {last}, expected {at_least}"))
+    }
+
     /// Polls `GET /widgets/{id}` until it is a fresh hit (not a stale one).
     pub async fn wait_for_fresh_hit(&self, id: u8) -> (String, String) {
         let last = &Mutex::new(String::new());

@@ -14,7 +14,11 @@ async fn background_fetches_are_capped() {
 
     // Act: sign-in prewarms; the cap lets two of the five start.
     app.login("alice").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every prewarm has been decided once three are counted as skipped
+    // (a broken cap never gets there), and the two started have arrived.
+    app.wait_for_metric("percache_refresh_total", &[("outcome", "skipped")], 3.0)
+        .await;
+    app.wait_for_in_flight(2).await;
 
     // Assert
     assert_eq!(app.mock.total_calls(), 2, "prewarm stopped at the cap");
@@ -65,21 +69,17 @@ async fn upstream_calls_in_flight_are_capped_foreground_waits_background_is_skip
     let before = app.get("/metrics").await.text().await.unwrap();
 
     // Act 1: five widgets at once, each needing the upstream.
-    let all = futures_util::future::join_all((1..=5).map(|id| app.widget(id)));
-    let watch = async {
-        // While they run, never more than two calls have reached the upstream
-        // before the first two answer (300 ms).
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        app.mock.total_calls()
-    };
-    let (answers, early_calls) = tokio::join!(all, watch);
+    let answers = futures_util::future::join_all((1..=5).map(|id| app.widget(id))).await;
+    // The mock's own high-water mark of calls held at once: exact, not a
+    // sample taken at a guessed moment.
+    let early_calls = app.mock.peak_in_flight();
 
     // Assert 1: everyone got data; the cap held; the waits were counted.
     for (status, body) in &answers {
         assert!(status.starts_with("percache; fwd=miss; stored"), "{status}");
         assert!(body.contains(r#"data-state="ready""#), "{body}");
     }
-    assert!(early_calls <= 2, "{early_calls} calls in flight at once, cap 2");
+    assert_eq!(early_calls, 2, "{early_calls} calls in flight at once, cap 2");
     assert_eq!(app.mock.total_calls(), 5);
     let after = app.get("/metrics").await.text().await.unwrap();
     let waited = |t: &str| {
@@ -94,15 +94,31 @@ async fn upstream_calls_in_flight_are_capped_foreground_waits_background_is_skip
         "three requests waited for a slot"
     );
 
+    let skipped = |t: &str| {
+        crate::helpers::metric_sample(
+            t,
+            "percache_upstream_capped_total",
+            &[("kind", "background_skipped")],
+        )
+    };
+
     // Act 2: with both slots taken by slow forced refreshes, a stale entry
     // is read (its background refresh would be the third call).
     app.mock.set_delay(1, Duration::from_secs(1));
     app.mock.set_delay(2, Duration::from_secs(1));
     app.clock.advance(Duration::from_secs(61));
     let busy = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Both slots are held once the two forced refreshes reach the mock.
+        app.wait_for_in_flight(2).await;
         let (status, _) = app.widget(4).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The skip is decided and counted within the request; a refresh
+        // started instead would never move this counter.
+        app.wait_for_metric(
+            "percache_upstream_capped_total",
+            &[("kind", "background_skipped")],
+            skipped(&after) + 1.0,
+        )
+        .await;
         (status, app.mock.calls_for("alice", 4))
     };
     let forced = async { tokio::join!(app.post("/widgets/1/refresh"), app.post("/widgets/2/refresh")) };
@@ -112,13 +128,6 @@ async fn upstream_calls_in_flight_are_capped_foreground_waits_background_is_skip
     assert!(stale_status.ends_with("detail=revalidating"), "{stale_status}");
     assert_eq!(calls_4, 1, "background work is skipped at the cap");
     let last = app.get("/metrics").await.text().await.unwrap();
-    let skipped = |t: &str| {
-        crate::helpers::metric_sample(
-            t,
-            "percache_upstream_capped_total",
-            &[("kind", "background_skipped")],
-        )
-    };
     assert!(skipped(&last) - skipped(&after) >= 1.0, "the skip was counted");
 }
 
@@ -231,15 +240,18 @@ async fn a_429_with_retry_after_pauses_every_call_to_the_upstream_fleet_wide() {
     assert!(other_widget.headers().contains_key("retry-after"));
     assert_eq!(app.mock.calls_for("bob", 1), 0, "no upstream call while paused");
 
-    let mut on_b = get(b.clone(), "carol", 2).await;
-    for _ in 0..50 {
-        if on_b.status() == 503 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        on_b = get(b.clone(), "dave", 2).await;
-    }
-    assert_eq!(on_b.status(), 503, "the other instance heard of the pause");
+    // The other instance hears of the pause through the feed: polled, with a deadline.
+    // Each try is a new user: one answered before the pause was heard would
+    // hold data, and answer 200 from then on.
+    let tries = std::sync::atomic::AtomicUsize::new(0);
+    let heard = crate::helpers::until(Duration::from_secs(2), Duration::from_millis(20), || async {
+        let n = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let user: &'static str = Box::leak(format!("carol-{n}").into_boxed_str());
+        let on_b = get(b.clone(), user, 2).await;
+        (on_b.status() == 503).then_some(())
+    })
+    .await;
+    assert!(heard.is_some(), "the other instance heard of the pause");
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert_eq!(
         crate::helpers::metric_sample(&metrics, "percache_upstream_paused_seconds_total", &[]),

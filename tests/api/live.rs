@@ -246,10 +246,16 @@ async fn an_open_page_is_woken_by_its_own_users_changes_only(store: StoreKind) {
         let (client, url) = (app.client.clone(), app.url(&format!("/updates?since={since}")));
         async move { client.get(url).send().await.unwrap().text().await.unwrap() }
     });
+    // Bob's own page is the control: it is woken by his changes through
+    // the same path that would wake alice's by mistake.
+    let bob_poll = tokio::spawn({
+        let (client, url) = (bob.clone(), app.url(&format!("/updates?since={since}")));
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    });
     eventually(
         Duration::from_secs(5),
-        || app.cache.open_pages() > 0,
-        || "the poll never arrived",
+        || app.cache.open_pages() >= 2,
+        || "the polls never arrived",
     )
     .await;
 
@@ -262,9 +268,11 @@ async fn an_open_page_is_woken_by_its_own_users_changes_only(store: StoreKind) {
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let bob_heard = tokio::time::timeout(Duration::from_secs(5), bob_poll).await;
+    let bob_heard = bob_heard.expect("bob's page heard of his changes").unwrap();
+    assert!(bob_heard.contains(r#"hx-swap-oob="true""#), "{bob_heard}");
 
-    // Assert 1: alice's poll is still waiting. (That no wake-up reached it
+    // Assert 1: alice's poll is still waiting, after bob's was woken. (That no wake-up reached it
     // at all is shown by `cache::store::feed`'s unit tests.)
     assert!(!poll.is_finished(), "bob's changes answered alice's page");
 

@@ -36,7 +36,7 @@ use percache::widget::{Instance, Registry};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
-use crate::helpers::{binary_server, login_cookie, RedisServer};
+use crate::helpers::{binary_server, login_cookie, until, RedisServer};
 
 /// The logical clock every event is stamped with.
 #[derive(Default)]
@@ -382,12 +382,12 @@ async fn one_history(
                 // Ordered on other instances once the change message arrives.
                 if let Some(before) = heard_before {
                     let other = &instances[1 - on];
-                    let deadline = Instant::now() + Duration::from_secs(5);
-                    while other.changes().messages_received() == before {
-                        if Instant::now() > deadline {
-                            return Err("the invalidation message never arrived".into());
-                        }
-                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    let arrived = || async { (other.changes().messages_received() != before).then_some(()) };
+                    if until(Duration::from_secs(5), Duration::from_millis(2), arrived)
+                        .await
+                        .is_none()
+                    {
+                        return Err("the invalidation message never arrived".into());
                     }
                 }
                 let acked = ticks.next();
@@ -438,6 +438,9 @@ async fn one_history(
             tokio::task::yield_now().await;
         }
         if backend != Backend::Memory {
+            // A sleep is the point: Redis replies arrive on sockets, which
+            // yielding alone does not wait for. The checks below hold at any
+            // moment; this only lets more of the history happen per step.
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         check_stored(&instances[0], &mut stored).await?;
@@ -445,15 +448,19 @@ async fn one_history(
     }
 
     // Drain: release everything until every read has its answer.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !reads.iter().all(|r| r.is_finished()) || instances.iter().any(|c| c.fetches_in_flight() > 0) {
-        if Instant::now() > deadline {
-            return Err("the history never drained".into());
-        }
+    let drained = || async {
         for n in upstream.pending() {
             upstream.release(n);
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        let done =
+            reads.iter().all(|r| r.is_finished()) && instances.iter().all(|c| c.fetches_in_flight() == 0);
+        done.then_some(())
+    };
+    if until(Duration::from_secs(30), Duration::from_millis(2), drained)
+        .await
+        .is_none()
+    {
+        return Err("the history never drained".into());
     }
     log("drained".into());
     check_stored(&instances[0], &mut stored).await?;
@@ -468,18 +475,21 @@ async fn feed_up(instances: &[Arc<WidgetCache>]) {
         .unwrap()
         .tag()
         .key(&Registry::builtin().default_instance("1").unwrap());
-    let deadline = Instant::now() + Duration::from_secs(10);
     for (i, from) in instances.iter().enumerate() {
         for (j, to) in instances.iter().enumerate() {
             if i == j {
                 continue;
             }
             let before = to.changes().messages_received();
-            while to.changes().messages_received() == before {
-                assert!(Instant::now() < deadline, "the change feed never came up");
+            let heard = || async {
+                if to.changes().messages_received() != before {
+                    return Some(());
+                }
                 from.changes().announce(&key, true).await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+                None
+            };
+            let heard = until(Duration::from_secs(10), Duration::from_millis(20), heard).await;
+            assert!(heard.is_some(), "the change feed never came up");
         }
     }
 }

@@ -1,13 +1,13 @@
 //! Bad days: Redis going away and coming back, while requests keep flowing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use percache::cache::key::UserTag;
 use percache::cache::Store;
 
-use crate::helpers::{cache_status, instance, spawn_app, until_ok, RedisServer, StoreKind};
+use crate::helpers::{cache_status, eventually, instance, spawn_app, until_ok, RedisServer, StoreKind};
 
 #[tokio::test]
 async fn requests_keep_being_answered_while_redis_is_down_and_it_reconnects() {
@@ -19,8 +19,10 @@ async fn requests_keep_being_answered_while_redis_is_down_and_it_reconnects() {
         app.wait_for_fresh_hit(id).await;
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
     let load = {
         let (client, base, stop) = (app.client.clone(), app.address.clone(), stop.clone());
+        let served = Arc::clone(&served);
         tokio::spawn(async move {
             let mut statuses = Vec::new();
             let mut i = 0u32;
@@ -32,12 +34,23 @@ async fn requests_keep_being_answered_while_redis_is_down_and_it_reconnects() {
                 };
                 let resp = client.get(format!("{base}{path}")).send().await.unwrap();
                 statuses.push((path, resp.status().as_u16()));
+                served.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
             statuses
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The load has begun, and goes on, when it has been answered 20 more times.
+    let twenty_more = || {
+        let from = served.load(Ordering::Relaxed);
+        let served = &served;
+        eventually(
+            Duration::from_secs(10),
+            move || served.load(Ordering::Relaxed) >= from + 20,
+            || "the load stalled",
+        )
+    };
+    twenty_more().await;
 
     // Act 1: kill Redis.
     let port = app.redis.as_ref().unwrap().port;
@@ -45,7 +58,7 @@ async fn requests_keep_being_answered_while_redis_is_down_and_it_reconnects() {
 
     // Assert 1: degraded, and said so.
     let app_ref = &app;
-    let status = until_ok(
+    let _degraded: String = until_ok(
         Duration::from_secs(10),
         Duration::from_millis(50),
         move || async move {
@@ -59,7 +72,6 @@ async fn requests_keep_being_answered_while_redis_is_down_and_it_reconnects() {
         },
     )
     .await;
-    assert!(status.contains("detail=store-unavailable"), "{status}");
     let ready = app.get("/readyz").await;
     assert_eq!(
         ready.status(),
@@ -69,7 +81,8 @@ async fn requests_keep_being_answered_while_redis_is_down_and_it_reconnects() {
     let ready: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(ready["status"], "degraded");
     assert_eq!(ready["store"]["ok"], false);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Requests keep flowing through the outage.
+    twenty_more().await;
 
     // Act 2: Redis comes back (empty) on the same port.
     app.redis = Some(RedisServer::start_on(port));

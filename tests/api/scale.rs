@@ -227,6 +227,8 @@ impl OpenPages {
                             }
                             _ => {
                                 failed.fetch_add(1, Ordering::SeqCst);
+                                // A sleep is the point: a failed poll is re-issued
+                                // after a pause, as htmx does, not in a hot loop.
                                 tokio::time::sleep(Duration::from_millis(100)).await;
                             }
                         }
@@ -249,15 +251,22 @@ impl OpenPages {
 
     /// Waits until no poll has answered for `gap` (between two waves).
     async fn wait_quiet(&self, gap: Duration) {
-        let mut last = self.events();
-        let mut since = Instant::now();
-        while since.elapsed() < gap {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let now = self.events();
-            if now != last {
-                (last, since) = (now, Instant::now());
-            }
-        }
+        let seen = std::sync::Mutex::new((self.events(), Instant::now()));
+        let seen = &seen;
+        let quiet = until(
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || async move {
+                let mut seen = seen.lock().unwrap();
+                let now = self.events();
+                if now != seen.0 {
+                    *seen = (now, Instant::now());
+                }
+                (seen.1.elapsed() >= gap).then_some(())
+            },
+        )
+        .await;
+        assert!(quiet.is_some(), "the polls never went quiet for {gap:?}");
     }
 }
 
@@ -345,6 +354,7 @@ async fn cpu_per_change_with_2000_open_pages() {
     // ...the server idles with them open...
     let idle_window = Duration::from_secs(5);
     let (idle_events, idle_cpu_before) = (pages.events(), cpu.ms());
+    // A sleep is the point: the CPU an idle server spends over a fixed window.
     tokio::time::sleep(idle_window).await;
     let idle_cpu = cpu.ms() - idle_cpu_before;
     let idle_polls_answered = pages.events() - idle_events;

@@ -187,17 +187,22 @@ async fn thousands_of_users_leave_no_fetch_fd_or_thread_behind() {
 
     // Settle: no fetch in flight, fds and threads back to the baseline.
     let settle_start = Instant::now();
-    let deadline = settle_start + Duration::from_secs(5);
-    let (fetches, after) = loop {
-        let fetches = in_flight(&base).await;
-        let after = ProcStats::of(pid);
-        let settled =
-            fetches == 0.0 && after.fds <= before.fds + FD_MARGIN && after.threads == before.threads;
-        if settled || Instant::now() > deadline {
-            break (fetches, after);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let last = std::sync::Mutex::new((0.0, ProcStats::of(pid)));
+    let (last, base_ref) = (&last, &base);
+    let _ = until(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || async move {
+            let fetches = in_flight(base_ref).await;
+            let after = ProcStats::of(pid);
+            let settled =
+                fetches == 0.0 && after.fds <= before.fds + FD_MARGIN && after.threads == before.threads;
+            *last.lock().unwrap() = (fetches, after);
+            settled.then_some(())
+        },
+    )
+    .await;
+    let (fetches, after) = *last.lock().unwrap();
     let settle_time = settle_start.elapsed();
 
     // Report.

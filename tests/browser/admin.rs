@@ -56,7 +56,8 @@ async fn load_run(app: &TestApp) -> anyhow::Result<()> {
                 client.get(app.url(&format!("/widgets/{id}"))).send().await?;
             }
         }
-        // Pacing of the load generator (not a wait for a condition).
+        // A sleep is the point: pacing of the load generator (not a wait
+        // for a condition).
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(())

@@ -68,6 +68,8 @@ async fn a_reload_past_ttl_shows_every_card_at_once_and_each_turns_current_by_it
                     "cards not current after {WAIT:?}: {current_after:?}; console: {:?}",
                     tab.console().await
                 );
+                // A sleep is the point: the page is sampled every 10 ms to
+                // record when each card turned current.
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             eprintln!("current after the reload (ms): {current_after:?}");

@@ -63,6 +63,8 @@ async fn sign_in_shows_skeletons_then_each_widget_as_it_arrives() {
                     summary(&cards),
                     tab.console().await
                 );
+                // A sleep is the point: the page is sampled every 20 ms to
+                // record when each card arrived.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             eprintln!("arrival order (ms after landing): {arrived:?}");
@@ -136,8 +138,13 @@ async fn a_reload_shows_every_widget_at_once_without_upstream_calls() {
                     "same data after the reload: {old:?} vs {new:?}"
                 );
             }
-            // Give a stray request time to show up before counting.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // A stray upstream call would start within the reload's own
+            // requests: registered in flight before the page had loaded.
+            ensure!(
+                app.cache.fetches_in_flight() == 0,
+                "the reload started {} fetches",
+                app.cache.fetches_in_flight()
+            );
             ensure!(
                 app.mock.total_calls() == calls,
                 "the reload made no upstream call ({calls} before, {} after)",

@@ -301,6 +301,12 @@ impl Changes {
         self.received.load(Ordering::Relaxed)
     }
 
+    /// Per-user subscriptions the cluster has confirmed since start (0
+    /// without a sharded feed).
+    pub fn follows_confirmed(&self) -> u64 {
+        self.sharded.get().map_or(0, |s| s.confirmed())
+    }
+
     /// Users followed on the sharded feed (0 without one).
     pub fn users_followed(&self) -> u64 {
         self.sharded.get().map_or(0, |s| s.followed())

@@ -15,6 +15,7 @@
 //! redis-rs's cluster connection (RESP3) re-subscribes by itself after a node
 //! fails or slots move.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -55,6 +56,9 @@ enum Request {
 pub struct ShardedFeed {
     requests: mpsc::UnboundedSender<Request>,
     followed: moka::sync::Cache<String, ()>,
+    /// Subscriptions the cluster has confirmed so far: the event after which
+    /// a change published for that user arrives (tests wait on it).
+    confirmed: Arc<AtomicU64>,
 }
 
 impl ShardedFeed {
@@ -73,6 +77,8 @@ impl ShardedFeed {
                 let _ = unfollow.send(Request::Unfollow((*tag).clone()));
             })
             .build();
+        let confirmed = Arc::new(AtomicU64::new(0));
+        let confirms = Arc::clone(&confirmed);
         tokio::spawn(async move {
             let mut conn = loop {
                 match client.get_async_connection().await {
@@ -94,8 +100,11 @@ impl ShardedFeed {
                     request = requests.recv() => match request {
                         None => return,
                         Some(Request::Follow(tag, ack)) => {
-                            if let Err(e) = conn.ssubscribe(channel_of(&tag)).await {
-                                tracing::debug!(error = %e, "could not follow a user's changes");
+                            match conn.ssubscribe(channel_of(&tag)).await {
+                                Ok(()) => {
+                                    confirms.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(e) => tracing::debug!(error = %e, "could not follow a user's changes"),
                             }
                             if let Some(ack) = ack {
                                 let _ = ack.send(());
@@ -127,6 +136,7 @@ impl ShardedFeed {
         Arc::new(Self {
             requests: tx,
             followed,
+            confirmed,
         })
     }
 
@@ -153,6 +163,11 @@ impl ShardedFeed {
             self.followed.insert(tag.to_owned(), ());
             let _ = self.requests.send(Request::Follow(tag.to_owned(), None));
         }
+    }
+
+    /// Subscriptions confirmed by the cluster since start.
+    pub fn confirmed(&self) -> u64 {
+        self.confirmed.load(Ordering::Relaxed)
     }
 
     /// Users followed right now.
