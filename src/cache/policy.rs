@@ -195,6 +195,40 @@ mod tests {
     }
 
     #[test]
+    fn widget_fresh_beats_the_files_fresh_which_beats_the_default() {
+        let file = "[[widget]]\nid = \"a\"\ntitle = \"A\"\npath = \"/a\"\nfresh = \"5m\"\n\n\
+                    [[widget]]\nid = \"b\"\ntitle = \"B\"\npath = \"/b\"\nfresh = \"2m\"\n\n\
+                    [[widget]]\nid = \"c\"\ntitle = \"C\"\npath = \"/c\"\n";
+        let reg = parse("w", file, &|_| None).unwrap();
+        let fresh = parse_widget_durations("a=30s,c=10s").unwrap();
+        let p = CachePolicy::new(&reg, defaults(), &fresh.0, &[]).unwrap();
+        assert_eq!(
+            p.lifetimes(0).fresh,
+            Duration::from_secs(30),
+            "the flag over the file"
+        );
+        assert_eq!(
+            p.lifetimes(1).fresh,
+            Duration::from_secs(120),
+            "the file over the default"
+        );
+        assert_eq!(
+            p.lifetimes(2).fresh,
+            Duration::from_secs(10),
+            "the flag over the default"
+        );
+        let none = CachePolicy::new(&reg, defaults(), &[], &[]).unwrap();
+        assert_eq!(none.lifetimes(2).fresh, Duration::from_secs(60), "the default");
+        // The last of two values for one widget wins, as for --widget-ttl.
+        let twice = parse_widget_durations("a=30s,a=40s").unwrap();
+        let p = CachePolicy::new(&reg, defaults(), &twice.0, &[]).unwrap();
+        assert_eq!(p.lifetimes(0).fresh, Duration::from_secs(40));
+        // A fresh window past the ttl is refused, wherever each comes from.
+        let long = parse_widget_durations("c=11m").unwrap();
+        assert!(CachePolicy::new(&reg, defaults(), &long.0, &[]).is_err());
+    }
+
+    #[test]
     fn fresh_windows_get_up_to_ten_percent_of_jitter() {
         let reg = parse("w", FILE, &|_| None).unwrap();
         let p = CachePolicy::new(&reg, defaults(), &[], &[]).unwrap();

@@ -180,8 +180,8 @@ async fn the_bearer_token_shows_every_figure() {
     let same = get_as(&app, "/admin?format=json", Some(&bearer(TOKEN))).await;
     let page = get_as(&app, "/admin", Some(&bearer(TOKEN))).await;
 
-    // Assert: the JSON (the recorder is process-wide: other tests' traffic
-    // may add to the counts, never take from them).
+    // Assert: the JSON. Each application has its own recorder, so the
+    // upstream figures are exactly the mock's counts.
     assert_eq!(json.status(), 200);
     assert_eq!(header(&json, "cache-control"), "no-store");
     let f: Value = json.json().await.unwrap();
@@ -190,7 +190,12 @@ async fn the_bearer_token_shows_every_figure() {
     assert_eq!(same["widgets"].as_array().map(Vec::len), Some(5), "{same}");
     assert!(f["requests"].as_u64().unwrap() >= 5, "{f}");
     assert!(f["hitRatio"].as_f64().unwrap() > 0.0, "{f}");
-    assert!(f["upstream"]["calls"].as_u64().unwrap() >= 5, "{f}");
+    assert_eq!(
+        f["upstream"]["calls"].as_u64(),
+        Some(app.mock.total_calls()),
+        "{f}"
+    );
+    assert_eq!(app.mock.total_calls(), 5, "the prewarm's calls, and no other");
     assert!(
         f["upstream"]["saved"].as_u64().unwrap() >= 5,
         "the hits saved calls: {f}"
@@ -209,7 +214,8 @@ async fn the_bearer_token_shows_every_figure() {
         assert!(w["requests"].as_u64().unwrap() >= 1, "{w}");
         assert!(w["hitRatio"].as_f64().unwrap() > 0.0, "{w}");
         assert!(w["outcomes"]["hit"].as_u64().unwrap() >= 1, "{w}");
-        assert!(w["upstreamCalls"].as_u64().unwrap() >= 1, "{w}");
+        let calls = app.mock.calls_for("admin-traffic", n as u8 + 1);
+        assert_eq!(w["upstreamCalls"].as_u64(), Some(calls), "{w}");
         assert!(w["latencySeconds"]["p95"].as_f64().unwrap() > 0.0, "{w}");
     }
     let series = f["series"].as_array().unwrap();

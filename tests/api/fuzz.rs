@@ -269,12 +269,9 @@ fn arbitrary_cookie_headers_never_cause_a_5xx() {
     assert_eq!(healthy, 200);
 }
 
-/// Every finite double survives the Redis encoding bit for bit (serde_json's
-/// `float_roundtrip` feature: without it a 17-digit double could come back
-/// one ulp off, as `valid_encodings_round_trip` found with arbitrary doubles).
-#[test]
-fn every_f64_round_trips() {
-    let data = serde_json::json!({ "value": -1.6385489275154268e-136 });
+/// The encoding of one entry holding `value`, decoded again.
+fn round_trip(value: f64) -> (Entry, Entry, serde_json::Value) {
+    let data = serde_json::json!({ "value": value });
     let entry = Entry {
         data: serde_json::value::to_raw_value(&data).unwrap(),
         fetched_at: 0,
@@ -287,6 +284,43 @@ fn every_f64_round_trips() {
         rendered: Default::default(),
     };
     let decoded = Entry::decode(&entry.encode()).unwrap();
-    assert_eq!(decoded, entry);
-    assert_eq!(decoded.value(), data, "the double itself, once decoded to render");
+    (entry, decoded, data)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Every finite double survives the Redis encoding bit for bit (serde_json's
+    /// `float_roundtrip` feature: without it a 17-digit double could come back
+    /// one ulp off, as `valid_encodings_round_trip` found with arbitrary doubles).
+    /// Drawn from every bit pattern, so subnormals and the extremes come up.
+    #[test]
+    fn every_f64_round_trips(bits in any::<u64>()) {
+        let value = f64::from_bits(bits);
+        prop_assume!(value.is_finite());
+        let (entry, decoded, data) = round_trip(value);
+        prop_assert_eq!(&decoded, &entry);
+        let back = decoded.value()["value"].as_f64().unwrap();
+        prop_assert_eq!(back.to_bits(), value.to_bits(), "{} came back as {}", value, back);
+        prop_assert_eq!(decoded.value(), data);
+    }
+}
+
+/// The double that was one ulp off before `float_roundtrip`, and the ends
+/// of the range.
+#[test]
+fn the_doubles_that_failed_once_and_the_extremes_round_trip() {
+    for value in [
+        -1.6385489275154268e-136,
+        f64::MIN_POSITIVE,
+        f64::MAX,
+        f64::MIN,
+        5e-324,
+        -0.0,
+    ] {
+        let (entry, decoded, _) = round_trip(value);
+        assert_eq!(decoded, entry);
+        let back = decoded.value()["value"].as_f64().unwrap();
+        assert_eq!(back.to_bits(), value.to_bits(), "{value:e} came back as {back:e}");
+    }
 }

@@ -347,7 +347,11 @@ fn allow_get_post(resp: &RawResponse) -> Result<(), String> {
 fn not_utf8(resp: &RawResponse) -> Result<(), String> {
     refused_without_session(resp)?;
     let body = resp.text();
-    if body.contains(r#"<form method="post" action="/login">"#) && body.contains("not valid text") {
+    // A lossy decoder would have signed in "\u{FFFD}\u{FFFD}" and shown it.
+    if body.contains(r#"<form method="post" action="/login">"#)
+        && body.contains("not valid text (UTF-8)")
+        && !body.contains('\u{FFFD}')
+    {
         Ok(())
     } else {
         Err(format!("expected the form and a message, got {body:.300}"))
@@ -460,7 +464,18 @@ fn catalog(now_secs: i64, valid: &str, foreign: &str) -> Vec<Row> {
         row("empty widget id", "GET", "/widgets/", 404).signed_in(),
         row("JSON widget 0", "GET", "/api/widgets/0", 404).signed_in(),
         row("JSON widget %00", "GET", "/api/widgets/%00", 404).signed_in(),
+        row("JSON widget 6", "GET", "/api/widgets/6", 404).signed_in(),
+        row("JSON widget abc", "GET", "/api/widgets/abc", 404).signed_in(),
+        row(
+            "JSON widget of 32 digits",
+            "GET",
+            format!("/api/widgets/{}", "9".repeat(32)),
+            404,
+        )
+        .signed_in(),
         row("refresh of widget 6", "POST", "/widgets/6/refresh", 404).signed_in(),
+        row("refresh of widget 0", "POST", "/widgets/0/refresh", 404).signed_in(),
+        row("refresh of widget abc", "POST", "/widgets/abc/refresh", 404).signed_in(),
         row("unknown widget while signed out", "GET", "/widgets/6", 404),
         row("a space in the request target", "GET", "/widgets/ 1", 400).signed_in(),
         // Usernames: valid ones sign in (303), invalid ones get the form back (422).
@@ -633,6 +648,17 @@ fn catalog(now_secs: i64, valid: &str, foreign: &str) -> Vec<Row> {
         row("webhook, not JSON, unsigned", "POST", "/api/invalidate", 401).body("userId=alice"),
         signed(
             row("webhook, not JSON, signed", "POST", "/api/invalidate", 422).body("userId=alice"),
+            SECRET,
+            &now,
+        ),
+        signed(
+            row("webhook, no userId", "POST", "/api/invalidate", 422).body(r#"{"widgets":[1]}"#),
+            SECRET,
+            &now,
+        ),
+        signed(
+            row("webhook, userId empty", "POST", "/api/invalidate", 422)
+                .body(r#"{"userId":"","widgets":[1]}"#),
             SECRET,
             &now,
         ),

@@ -270,7 +270,7 @@ async fn the_in_process_store_reports_its_entries_and_bytes() {
     let metrics = app.get("/metrics").await.text().await.unwrap();
 
     // Assert: five entries of the mock's size (0.3 to 1.5 KB each), and the
-    // gauges are exported (their values are process-wide, shared by tests).
+    // gauges say the same (each application has its own recorder).
     assert_eq!(usage.entries, 5, "{usage:?}");
     assert!((5 * 300..5 * 1_500).contains(&usage.bytes), "{usage:?}");
     assert!(
@@ -278,6 +278,9 @@ async fn the_in_process_store_reports_its_entries_and_bytes() {
         "{metrics}"
     );
     assert!(metrics.contains("# TYPE percache_cache_bytes gauge"), "{metrics}");
+    let gauge = |name| crate::helpers::metric_sample(&metrics, name, &[]);
+    assert_eq!(gauge("percache_cache_entries"), usage.entries as f64, "{metrics}");
+    assert_eq!(gauge("percache_cache_bytes"), usage.bytes as f64, "{metrics}");
 }
 
 /// In-process graceful stop (`Application::run_until`, what SIGTERM
@@ -287,9 +290,11 @@ async fn the_in_process_store_reports_its_entries_and_bytes() {
 async fn a_graceful_stop_lets_the_fetches_in_flight_land() {
     // Arrange: sign-in starts five fetches; widget 3's takes 1.5 s.
     let app = spawn_app(StoreKind::Memory)
-        .delays_ms([10, 10, 1500, 10, 10])
+        .delays_ms([500, 500, 1500, 500, 500])
         .await;
     app.login("stopping").await;
+    // Every prewarm call has reached the upstream: all five are in flight.
+    app.wait_for_in_flight(5).await;
     assert_eq!(app.cache.fetches_in_flight(), 5, "prewarm is under way");
 
     // Act

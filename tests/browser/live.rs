@@ -147,30 +147,62 @@ return worst;
 #[tokio::test]
 async fn text_has_enough_contrast_in_every_state() {
     run("text_has_enough_contrast_in_every_state", |tab| async move {
-        // Ready cards, an error card, and loading cards on one page.
         let app = dashboard_app().await;
+        let contrast = |what: &'static str| {
+            let tab = &tab;
+            async move {
+                let low = tab.client.execute(CONTRAST_JS, vec![]).await?;
+                ensure!(
+                    low.as_array().is_some_and(Vec::is_empty),
+                    "{what}: text below 4.5:1 contrast: {low}"
+                );
+                anyhow::Ok(())
+            }
+        };
+        let states = |cards: &[crate::page::Card]| cards.iter().map(|c| c.state.clone()).collect::<Vec<_>>();
+
+        // Page 1: ready cards, an error card (2) and a loading card (3).
         app.mock.set_fault(2, mock_upstream::Fault::Error(503));
         app.mock.set_delay(3, Duration::from_secs(30));
         tab.sign_in(&app, "alice").await?;
-        let tab_ref = &tab;
-        let error = until(
-            Duration::from_secs(10),
-            Duration::from_millis(50),
-            move || async move {
-                match tab_ref.card(2).await {
-                    Ok(card) => (card.state == "error").then_some(Ok(())),
-                    Err(e) => Some(Err(e)),
-                }
-            },
-        );
-        error
-            .await
-            .unwrap_or_else(|| bail!("card 2 never showed its error"))?;
-        let low = tab.client.execute(CONTRAST_JS, vec![]).await?;
-        ensure!(
-            low.as_array().is_some_and(Vec::is_empty),
-            "text below 4.5:1 contrast: {low}"
-        );
+        tab.wait_for_cards("ready, error and loading", |cards| {
+            let s = states(cards);
+            cards.len() == 5 && s[0] == "ready" && s[1] == "error" && s[2] == "loading" && s[3] == "ready"
+        })
+        .await?;
+        contrast("ready, error, loading").await?;
+
+        // Page 2, past ttl (10 min): card 4's refresh takes 30 s, so it is
+        // shown outdated; card 5's source fails, and refreshed by hand it
+        // is shown stale-if-error.
+        app.mock.set_delay(4, Duration::from_secs(30));
+        app.mock.set_fault(5, mock_upstream::Fault::Error(503));
+        app.clock.advance(Duration::from_secs(11 * 60));
+        tab.client.goto(&app.url("/dashboard")).await?;
+        tab.wait_for_cards("outdated", |cards| {
+            cards.len() == 5 && cards[3].state == "outdated"
+        })
+        .await?;
+        tab.click(r#"[data-widget="5"] [data-action="refresh"]"#).await?;
+        tab.wait_for_cards("outdated and stale-if-error", |cards| {
+            let s = states(cards);
+            cards.len() == 5 && s[3] == "outdated" && s[4] == "stale-if-error"
+        })
+        .await?;
+        contrast("outdated, stale-if-error").await?;
+
+        // Page 3, past the fresh window (60 s) of card 1's new entry: its
+        // refresh takes 30 s, so it is shown stale while it revalidates.
+        tab.wait_for_cards("card 1 current", |cards| {
+            cards.len() == 5 && cards[0].state == "ready"
+        })
+        .await?;
+        app.mock.set_delay(1, Duration::from_secs(30));
+        app.clock.advance(Duration::from_secs(61));
+        tab.client.goto(&app.url("/dashboard")).await?;
+        tab.wait_for_cards("stale", |cards| cards.len() == 5 && cards[0].state == "stale")
+            .await?;
+        contrast("stale").await?;
         Ok(())
     })
     .await;
