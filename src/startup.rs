@@ -343,8 +343,12 @@ pub fn app(
         app = app.app_data(identity.clone()).app_data(session::ProxyIdentity);
     }
     app
-        // Innermost: the proxy's user (if that is the mode), then cross-site refusal.
+        // Innermost: the proxy's user (if that is the mode), the client's
+        // turn for the upstream, then cross-site refusal.
         .wrap(actix_web::middleware::from_fn(crate::defence::identity::identify))
+        .wrap(actix_web::middleware::from_fn(
+            crate::defence::fair_share::in_turn,
+        ))
         .wrap(actix_web::middleware::from_fn(refuse_cross_site))
         .wrap(
             DefaultHeaders::new()

@@ -79,6 +79,8 @@ pub(crate) struct State {
     pub answered: u64,
     /// The most calls held unanswered at once since start or the last reset.
     pub peak_in_flight: u64,
+    /// The last [`ORDER_KEPT`] calls' stats keys, in the order they arrived.
+    pub order: std::collections::VecDeque<String>,
     pub by_key: BTreeMap<String, u64>,
     pub versions: HashMap<(String, u8), u64>,
     pub faults: [Fault; 5],
@@ -97,6 +99,7 @@ impl Shared {
             in_flight: 0,
             answered: 0,
             peak_in_flight: 0,
+            order: Default::default(),
             by_key: BTreeMap::new(),
             versions: HashMap::new(),
             faults: Default::default(),
@@ -110,6 +113,9 @@ impl Shared {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// How many of the latest calls [`MockUpstream::call_order`] keeps.
+pub const ORDER_KEPT: usize = 10_000;
 
 /// Stats key of one (user, widget) pair, as in `GET /stats`: `"alice/1"`.
 pub(crate) fn stats_key(user: &str, widget: u8) -> String {
@@ -186,6 +192,13 @@ impl MockUpstream {
         self.shared.lock().peak_in_flight
     }
 
+    /// The stats keys (`"alice/1"`) of the latest calls (at most
+    /// [`ORDER_KEPT`]), oldest first, in the order they arrived: which of two
+    /// waiting callers was let through first.
+    pub fn call_order(&self) -> Vec<String> {
+        self.shared.lock().order.iter().cloned().collect()
+    }
+
     /// Per-key call counts, as in `GET /stats` (`"alice/1"` → count).
     pub fn calls_by_key(&self) -> BTreeMap<String, u64> {
         self.shared.lock().by_key.clone()
@@ -197,6 +210,7 @@ impl MockUpstream {
         st.total = 0;
         st.answered = 0;
         st.peak_in_flight = st.in_flight;
+        st.order.clear();
         st.by_key.clear();
     }
 

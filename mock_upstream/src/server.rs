@@ -96,6 +96,10 @@ async fn widget(req: HttpRequest, path: web::Path<String>, data: Data) -> HttpRe
         let mut st = data.lock();
         st.total += 1;
         *st.by_key.entry(stats_key(&user, id)).or_insert(0) += 1;
+        if st.order.len() == crate::ORDER_KEPT {
+            st.order.pop_front();
+        }
+        st.order.push_back(stats_key(&user, id));
         let version = st.versions.entry((user.clone(), id)).or_insert(0);
         *version += 1;
         let version = *version;
@@ -193,6 +197,7 @@ async fn reset_stats(data: Data) -> HttpResponse {
     st.total = 0;
     st.answered = 0;
     st.peak_in_flight = st.in_flight;
+    st.order.clear();
     st.by_key.clear();
     HttpResponse::NoContent().finish()
 }

@@ -37,6 +37,7 @@ use crate::user::UserId;
 use crate::widget::Instance;
 
 use super::fetched::{FetchResult, Fetched, Flight, InFlight, Start};
+use super::turns::{Class, Requester};
 
 impl WidgetCache {
     /// Each widget whose upstream calls are paused now (its breaker is open,
@@ -85,18 +86,21 @@ impl WidgetCache {
             metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
             return false;
         }
-        self.join_or_start(key, user, instance, Start::Recheck(seen));
+        self.join_or_start(key, user, instance, Start::Recheck(seen), Class::Background);
         true
     }
 
     /// Joins the fetch in flight for `key`, or starts one. Returns the
-    /// channel its result arrives on and whether this call started it.
+    /// channel its result arrives on and whether this call started it. A
+    /// fetch started here waits for its upstream slot in the turn of the
+    /// request being served (its client address) and of `user`, in `class`.
     pub(super) fn join_or_start(
         self: &Arc<Self>,
         key: &CacheKey,
         user: &UserId,
         instance: &Instance,
         start: Start,
+        class: Class,
     ) -> (Flight, bool) {
         let mut map = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
         // A flight that already has its result is leaving the map: its data
@@ -125,12 +129,17 @@ impl WidgetCache {
             key: key.clone(),
             flight: rx.clone(),
         };
+        let who = Requester {
+            class,
+            address: super::turns::client(),
+            user: Arc::from(user.tag().as_str()),
+        };
         let user = user.clone();
         let instance = instance.clone();
         actix_web::rt::spawn(self.tasks.track_future(async move {
             let result = guard
                 .cache
-                .fetch_and_store(&guard.key, &user, &instance, start)
+                .fetch_and_store(&guard.key, &user, &instance, start, &who)
                 .await;
             let outcome = match &result {
                 Ok(Fetched { remote: true, .. }) => "collapsed",
@@ -155,6 +164,7 @@ impl WidgetCache {
         user: &UserId,
         instance: &Instance,
         start: Start,
+        who: &Requester,
     ) -> FetchResult {
         // An entry of another definition of the widget is not data for us.
         // Entries as they count now (fingerprint, invalidations).
@@ -175,13 +185,13 @@ impl WidgetCache {
                 return Ok(Fetched { entry, remote: true });
             }
             Ok(entry) => entry.map_or(i64::MIN, |e| e.fetched_at),
-            Err(_) => return self.fetch_unlocked(key, user, instance).await,
+            Err(_) => return self.fetch_unlocked(key, user, instance, who).await,
         };
         let deadline = tokio::time::Instant::now() + self.wait_deadline;
         loop {
             // A slot first: a fetch waiting for one holds no lease, so it
             // cannot lapse before the call is even made.
-            let slot = match self.upstream_slot(instance).await {
+            let slot = match self.upstream_slot(instance, who).await {
                 Ok(slot) => slot,
                 Err(e) => return Err(self.remember_failure(key, e)),
             };
@@ -215,7 +225,7 @@ impl WidgetCache {
                 Waited::Landed(entry) => return Ok(Fetched { entry, remote: true }),
                 Waited::Failed(status) => return Err(self.recent_failure(key, status)),
                 Waited::Released => {}
-                Waited::StoreDown => return self.fetch_unlocked(key, user, instance).await,
+                Waited::StoreDown => return self.fetch_unlocked(key, user, instance, who).await,
                 Waited::Timeout => return Err(FetchError::Timeout),
             }
         }
@@ -223,8 +233,14 @@ impl WidgetCache {
 
     /// Fetches without the fleet's lease (the store is down): still single
     /// flight in this process.
-    async fn fetch_unlocked(&self, key: &CacheKey, user: &UserId, instance: &Instance) -> FetchResult {
-        match self.upstream_slot(instance).await {
+    async fn fetch_unlocked(
+        &self,
+        key: &CacheKey,
+        user: &UserId,
+        instance: &Instance,
+        who: &Requester,
+    ) -> FetchResult {
+        match self.upstream_slot(instance, who).await {
             Ok(slot) => self.fetch_leased(key, user, instance, slot, None).await,
             Err(e) => Err(self.remember_failure(key, e)),
         }
@@ -354,9 +370,13 @@ impl WidgetCache {
     /// `--max-upstream-calls`, then one of all), waited for within the
     /// deadline every waiter on this fetch has; at once an error while the
     /// widget's breaker is open.
-    pub(super) async fn upstream_slot(&self, instance: &Instance) -> Result<super::slots::Slot, FetchError> {
+    pub(super) async fn upstream_slot(
+        &self,
+        instance: &Instance,
+        who: &Requester,
+    ) -> Result<super::slots::Slot, FetchError> {
         self.slots
-            .acquire(instance.widget.index, self.wait_deadline)
+            .acquire(instance.widget.index, self.wait_deadline, who)
             .await
     }
 

@@ -22,6 +22,7 @@ pub mod service;
 pub mod slots;
 pub mod status;
 pub mod store;
+pub mod turns;
 
 pub use directives::Directives;
 pub use entry::{Entry, Freshness};

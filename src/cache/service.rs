@@ -28,6 +28,7 @@ use crate::widget::{Instance, Registry};
 use super::counters::CacheCounters;
 use super::fetched::{seen, FetchResult, Fetched, InFlight, Start};
 pub use super::outcome::{Lookup, Outcome};
+use super::turns::Class;
 
 /// The per-user widget cache shared by all workers.
 pub struct WidgetCache {
@@ -302,8 +303,13 @@ impl WidgetCache {
         let fallback = cached
             .as_ref()
             .filter(|e| e.freshness(now) == Freshness::Expired && !directives.demands_fresher());
-        let (flight, mut leader) =
-            self.join_or_start(&key, user, instance, Start::Recheck(seen(cached.as_ref())));
+        let (flight, mut leader) = self.join_or_start(
+            &key,
+            user,
+            instance,
+            Start::Recheck(seen(cached.as_ref())),
+            Class::Foreground,
+        );
         let mut result = match fallback {
             Some(old) => match tokio::time::timeout(self.soft_timeout, self.wait(flight)).await {
                 Ok(result) => result,
@@ -331,7 +337,8 @@ impl WidgetCache {
             _ => None,
         };
         if let Some(old) = too_old {
-            let (flight, led) = self.join_or_start(&key, user, instance, Start::Recheck(old));
+            let (flight, led) =
+                self.join_or_start(&key, user, instance, Start::Recheck(old), Class::Foreground);
             leader = led;
             result = self.wait(flight).await;
         }
@@ -405,7 +412,7 @@ impl WidgetCache {
     pub async fn refresh(self: &Arc<Self>, user: &UserId, instance: &Instance) -> Lookup {
         let key = user.tag().key(instance);
         let (cached, store_unavailable) = self.read(&key, instance).await;
-        let (flight, leader) = self.join_or_start(&key, user, instance, Start::Force);
+        let (flight, leader) = self.join_or_start(&key, user, instance, Start::Force, Class::Foreground);
         let result = self.wait(flight).await;
         self.settle(
             instance,

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use super::store::changes::{Changes, Heard};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use super::turns::{Refused, Requester, Turn, Turns};
 
 use crate::clock::{Clock, Millis};
 use crate::upstream::FetchError;
@@ -36,18 +36,14 @@ pub const BREAK_AFTER: u32 = 5;
 /// How long an open breaker fails calls at once.
 pub const COOL_DOWN: Duration = Duration::from_secs(30);
 
-/// One widget's bulkhead and breaker.
+/// One widget's breaker (its bulkhead is its share in [`Turns`]).
 struct Lane {
-    bulkhead: Arc<Semaphore>,
     timeouts_in_a_row: AtomicU32,
     open_until: AtomicI64,
 }
 
 /// The right to make one upstream call, given back when dropped.
-pub struct Slot {
-    _total: OwnedSemaphorePermit,
-    _lane: OwnedSemaphorePermit,
-}
+pub type Slot = Turn;
 
 /// Feed messages of the pauses: `pause:*:<until ms>` (the upstream) or
 /// `pause:<widget index>:<until ms>`.
@@ -55,7 +51,7 @@ const PAUSE_PREFIX: &str = "pause:";
 
 /// Every upstream slot of this instance.
 pub struct Slots {
-    total: Arc<Semaphore>,
+    turns: Arc<Turns>,
     lanes: Vec<Lane>,
     clock: Arc<dyn Clock>,
     /// Every call to the upstream is paused until then (a `429`).
@@ -73,10 +69,9 @@ impl Slots {
         Self {
             all_paused_until: AtomicI64::new(Millis::MIN),
             changes: None,
-            total: Arc::new(Semaphore::new(total)),
+            turns: Turns::new(total, widgets.max(1), share),
             lanes: (0..widgets.max(1))
                 .map(|_| Lane {
-                    bulkhead: Arc::new(Semaphore::new(share)),
                     timeouts_in_a_row: AtomicU32::new(0),
                     open_until: AtomicI64::new(Millis::MIN),
                 })
@@ -118,7 +113,7 @@ impl Slots {
 
     /// Slots free right now, in all.
     pub fn available(&self) -> usize {
-        self.total.available_permits()
+        self.turns.available()
     }
 
     fn lane(&self, widget: usize) -> &Lane {
@@ -137,45 +132,34 @@ impl Slots {
     /// waits).
     pub fn try_acquire(&self, widget: usize) -> Option<Slot> {
         self.closed(widget).ok()?;
-        let lane = Arc::clone(&self.lane(widget).bulkhead).try_acquire_owned().ok()?;
-        let total = Arc::clone(&self.total).try_acquire_owned().ok()?;
-        Some(Slot {
-            _total: total,
-            _lane: lane,
-        })
+        self.turns.try_take(widget)
     }
 
-    /// A slot for `widget`, waiting at most `within` (its share first, then
-    /// one of all).
-    pub async fn acquire(&self, widget: usize, within: Duration) -> Result<Slot, FetchError> {
+    /// A slot for `widget`, waiting at most `within`, in `who`'s turn (SPEC
+    /// §7 "Fair share": see [`Turns`]).
+    pub async fn acquire(
+        &self,
+        widget: usize,
+        within: Duration,
+        who: &Requester,
+    ) -> Result<Slot, FetchError> {
         self.closed(widget)?;
         let deadline = tokio::time::Instant::now() + within;
-        let bulkhead = Arc::clone(&self.lane(widget).bulkhead);
-        let lane = match bulkhead.clone().try_acquire_owned() {
-            Ok(lane) => lane,
-            Err(_) => {
-                metrics::counter!("percache_upstream_capped_total", "kind" => "bulkhead_waited").increment(1);
-                tokio::time::timeout_at(deadline, bulkhead.acquire_owned())
-                    .await
-                    .map_err(|_| FetchError::Timeout)?
-                    .map_err(|_| FetchError::Abandoned)?
-            }
+        let waited = |share_full: bool| {
+            let kind = if share_full {
+                "bulkhead_waited"
+            } else {
+                "foreground_waited"
+            };
+            metrics::counter!("percache_upstream_capped_total", "kind" => kind).increment(1);
         };
-        let total = match Arc::clone(&self.total).try_acquire_owned() {
-            Ok(total) => total,
-            Err(_) => {
-                metrics::counter!("percache_upstream_capped_total", "kind" => "foreground_waited")
-                    .increment(1);
-                tokio::time::timeout_at(deadline, Arc::clone(&self.total).acquire_owned())
-                    .await
-                    .map_err(|_| FetchError::Timeout)?
-                    .map_err(|_| FetchError::Abandoned)?
-            }
-        };
-        Ok(Slot {
-            _total: total,
-            _lane: lane,
-        })
+        self.turns
+            .take(widget, who, deadline, waited)
+            .await
+            .map_err(|refused| match refused {
+                Refused::Timeout => FetchError::Timeout,
+                Refused::Abandoned => FetchError::Abandoned,
+            })
     }
 
     /// What a call of `widget` came to: timeouts in a row open its breaker.
@@ -242,7 +226,16 @@ impl Heard for Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::turns::Class;
     use crate::clock::MockClock;
+
+    fn anyone() -> Requester {
+        Requester {
+            class: Class::Foreground,
+            address: None,
+            user: Arc::from("t"),
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_widget_holds_at_most_half_the_slots_and_others_still_get_theirs() {
@@ -251,7 +244,7 @@ mod tests {
             .map(|_| slots.try_acquire(0).expect("within its share"))
             .collect();
         assert!(slots.try_acquire(0).is_none(), "widget 0 is at its share");
-        let waited = slots.acquire(0, Duration::from_millis(50)).await;
+        let waited = slots.acquire(0, Duration::from_millis(50), &anyone()).await;
         assert!(
             matches!(waited, Err(FetchError::Timeout)),
             "it waits for its own share"
@@ -272,7 +265,7 @@ mod tests {
         assert_eq!(slots.paused(1), Some(10), "a 503 pauses its widget");
         assert_eq!(slots.paused(0), None);
         assert!(matches!(
-            slots.acquire(1, Duration::ZERO).await,
+            slots.acquire(1, Duration::ZERO, &anyone()).await,
             Err(FetchError::Paused(10))
         ));
         slots.record::<()>(0, &Err(FetchError::Limited(429, None)));
@@ -297,7 +290,10 @@ mod tests {
         for _ in 0..BREAK_AFTER - 1 {
             slots.record::<()>(0, &Err(FetchError::Timeout));
         }
-        assert!(slots.acquire(0, Duration::ZERO).await.is_ok(), "not yet");
+        assert!(
+            slots.acquire(0, Duration::ZERO, &anyone()).await.is_ok(),
+            "not yet"
+        );
         slots.record::<()>(0, &Ok(()));
         for _ in 0..BREAK_AFTER - 1 {
             slots.record::<()>(0, &Err(FetchError::Timeout));
@@ -308,7 +304,7 @@ mod tests {
         );
         slots.record::<()>(0, &Err(FetchError::Timeout));
         assert!(matches!(
-            slots.acquire(0, Duration::ZERO).await,
+            slots.acquire(0, Duration::ZERO, &anyone()).await,
             Err(FetchError::Paused(30))
         ));
         assert!(slots.try_acquire(0).is_none());
