@@ -2,8 +2,9 @@
 //! [`super::slots::Slots`] (SPEC §7 "Fair share", v3).
 //!
 //! Invariants:
-//! - At most `total` slots are held at once, and at most a widget's `share`
-//!   by that widget (its bulkhead).
+//! - At most `total` slots are held at once, at most a widget's `share` by
+//!   that widget (its bulkhead), and at most `total - total / 4` by one
+//!   client address: a quarter of the slots is always left to the others.
 //! - A slot given back goes to a waiter, chosen in this order: requests
 //!   that need data ([`Class::Foreground`]) before prewarm and background
 //!   refreshes; within a class, round-robin across client addresses, then
@@ -15,7 +16,12 @@
 //!
 //! Why not FIFO (a semaphore): one address forcing refreshes for hundreds of
 //! users queued ahead of everyone, and another address's cold widget waited
-//! behind all of them (issue 25: 3.9 s instead of 2 s with 320 users).
+//! behind all of them (issue 25: 3.9 s instead of 2 s with 320 users). Why a
+//! per-address share besides the turns: calls cannot be pre-empted, so with
+//! every slot held by a flood of slow calls a newcomer would still wait for
+//! the first of them to end; the share keeps slots free for it. (Behind a
+//! proxy that is not in `--trusted-proxies`, every client is one address:
+//! they then share three quarters of the slots, in turns by user.)
 //!
 //! A slot is handed over through a oneshot channel carrying the [`Turn`]
 //! guard itself: if the waiter gave up (its deadline, its request gone) the
@@ -23,7 +29,7 @@
 //! returns. Every map here is bounded by the fetches in flight (one waiter
 //! per fetch), and emptied entries are removed at once.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -87,6 +93,10 @@ struct AddressQueue {
 struct State {
     free: usize,
     free_share: Vec<usize>,
+    /// Slots most one address may hold.
+    address_share: usize,
+    /// Slots held per address (entries at zero are removed).
+    held_by: HashMap<Option<IpAddr>, usize>,
     /// Per class, the addresses in turn.
     waiting: [VecDeque<AddressQueue>; 2],
 }
@@ -100,12 +110,13 @@ pub struct Turns {
 pub struct Turn {
     turns: Option<Arc<Turns>>,
     widget: usize,
+    address: Option<IpAddr>,
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
         if let Some(turns) = self.turns.take() {
-            turns.give_back(self.widget);
+            turns.give_back(self.widget, self.address);
         }
     }
 }
@@ -126,6 +137,8 @@ impl Turns {
             state: Mutex::new(State {
                 free: total,
                 free_share: vec![share; widgets.max(1)],
+                address_share: (total - total / 4).max(1),
+                held_by: HashMap::new(),
                 waiting: [VecDeque::new(), VecDeque::new()],
             }),
         })
@@ -152,11 +165,12 @@ impl Turns {
             .sum()
     }
 
-    /// A slot for `widget` now, if one is free (it never waits).
+    /// A slot for `widget` now, if one is free (it never waits), for work
+    /// of the server's own.
     pub fn try_take(self: &Arc<Self>, widget: usize) -> Option<Turn> {
         let mut state = self.lock();
         let widget = widget.min(state.free_share.len() - 1);
-        state.take(widget).then(|| self.turn(widget))
+        state.take(widget, None).then(|| self.turn(widget, None))
     }
 
     /// A slot for `widget`, in `who`'s turn, waiting until `deadline`.
@@ -172,8 +186,8 @@ impl Turns {
         let rx = {
             let mut state = self.lock();
             let widget = widget.min(state.free_share.len() - 1);
-            if state.take(widget) {
-                return Ok(self.turn(widget));
+            if state.take(widget, who.address) {
+                return Ok(self.turn(widget, who.address));
             }
             waited(state.free_share[widget] == 0);
             let (tx, rx) = oneshot::channel();
@@ -189,28 +203,26 @@ impl Turns {
         }
     }
 
-    fn turn(self: &Arc<Self>, widget: usize) -> Turn {
+    fn turn(self: &Arc<Self>, widget: usize, address: Option<IpAddr>) -> Turn {
         Turn {
             turns: Some(Arc::clone(self)),
             widget,
+            address,
         }
     }
 
-    /// A slot of `widget` comes back: hand it (and any other free slot) out.
-    fn give_back(self: &Arc<Self>, widget: usize) {
+    /// A slot of `widget` held by `address` comes back: hand it (and any
+    /// other free slot) out.
+    fn give_back(self: &Arc<Self>, widget: usize, address: Option<IpAddr>) {
         let mut state = self.lock();
-        state.free += 1;
-        if let Some(share) = state.free_share.get_mut(widget) {
-            *share += 1;
-        }
-        while let Some(waiter) = state.next_waiter() {
+        state.put_back(widget, address);
+        while let Some((waiter, address)) = state.next_waiter() {
             // Counted as taken before it is sent; a waiter that gave up
             // sends it back here, disarmed, and the count is restored.
-            let turn = self.turn(waiter.widget);
+            let turn = self.turn(waiter.widget, address);
             if let Err(mut back) = waiter.tx.send(turn) {
                 back.turns = None;
-                state.free += 1;
-                state.free_share[waiter.widget] += 1;
+                state.put_back(waiter.widget, address);
             }
         }
         for ring in &mut state.waiting {
@@ -220,14 +232,37 @@ impl Turns {
 }
 
 impl State {
-    /// Takes a slot of `widget` if the total and its share allow.
-    fn take(&mut self, widget: usize) -> bool {
-        if self.free > 0 && self.free_share[widget] > 0 {
-            self.free -= 1;
-            self.free_share[widget] -= 1;
+    /// Whether `address` may hold one more slot.
+    fn address_may(&self, address: Option<IpAddr>) -> bool {
+        self.held_by.get(&address).copied().unwrap_or(0) < self.address_share
+    }
+
+    /// Takes a slot of `widget` for `address` if the total and both shares allow.
+    fn take(&mut self, widget: usize, address: Option<IpAddr>) -> bool {
+        if self.free > 0 && self.free_share[widget] > 0 && self.address_may(address) {
+            self.taken(widget, address);
             true
         } else {
             false
+        }
+    }
+
+    fn taken(&mut self, widget: usize, address: Option<IpAddr>) {
+        self.free -= 1;
+        self.free_share[widget] -= 1;
+        *self.held_by.entry(address).or_insert(0) += 1;
+    }
+
+    fn put_back(&mut self, widget: usize, address: Option<IpAddr>) {
+        self.free += 1;
+        if let Some(share) = self.free_share.get_mut(widget) {
+            *share += 1;
+        }
+        if let Some(held) = self.held_by.get_mut(&address) {
+            *held -= 1;
+            if *held == 0 {
+                self.held_by.remove(&address);
+            }
         }
     }
 
@@ -255,12 +290,16 @@ impl State {
     /// The next waiter whose turn it is and who can use a free slot, taken
     /// out of the queues with its slot counted as taken; the address and
     /// user it came from go to the back of their rings.
-    fn next_waiter(&mut self) -> Option<Waiter> {
+    fn next_waiter(&mut self) -> Option<(Waiter, Option<IpAddr>)> {
         if self.free == 0 {
             return None;
         }
         for class in 0..self.waiting.len() {
             for a in 0..self.waiting[class].len() {
+                let address = self.waiting[class][a].address;
+                if !self.address_may(address) {
+                    continue;
+                }
                 for u in 0..self.waiting[class][a].users.len() {
                     let user = &mut self.waiting[class][a].users[u];
                     // Waiters that gave up are dropped on the way.
@@ -270,10 +309,9 @@ impl State {
                         continue;
                     };
                     let waiter = user.waiters.remove(i).expect("found above");
-                    self.free -= 1;
-                    self.free_share[waiter.widget] -= 1;
+                    self.taken(waiter.widget, address);
                     self.rotate(class, a, u);
-                    return Some(waiter);
+                    return Some((waiter, address));
                 }
                 self.prune(class, a);
             }
@@ -435,6 +473,39 @@ mod tests {
         drop(other.await.unwrap().unwrap());
         drop(blocked.await.unwrap().unwrap());
         assert_eq!(turns.available(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_address_holds_at_most_three_quarters_of_the_slots() {
+        let turns = Turns::new(8, 8, 8);
+        let flood = who(Class::Foreground, "127.0.0.1", "ann");
+        let deadline = tokio::time::Instant::now();
+        let mut held = Vec::new();
+        for widget in 0..6 {
+            held.push(
+                turns
+                    .take(widget, &flood, deadline, |_| {})
+                    .await
+                    .expect("within its share"),
+            );
+        }
+        let seventh = turns.take(6, &flood, deadline, |_| {}).await;
+        assert_eq!(
+            seventh.err(),
+            Some(Refused::Timeout),
+            "6 of 8 is the address's share"
+        );
+        let other = who(Class::Foreground, "127.0.0.2", "bob");
+        let now = turns.take(7, &other, deadline, |_| {}).await;
+        assert!(now.is_ok(), "another address finds a slot free at once");
+        assert_eq!(turns.available(), 1);
+        drop(held);
+        drop(now);
+        assert_eq!(turns.available(), 8);
+        assert!(
+            turns.lock().held_by.is_empty(),
+            "no entry kept for an address holding nothing"
+        );
     }
 
     #[tokio::test(start_paused = true)]
