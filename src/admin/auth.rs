@@ -24,7 +24,7 @@ pub const COOKIE_NAME: &str = "percache_admin";
 /// How long the cookie is good for, in seconds (12 h).
 pub const COOKIE_LIFETIME_SECS: i64 = 12 * 3600;
 /// What the cookie's HMAC is computed over, before the expiry.
-const COOKIE_CONTEXT: &[u8] = b"percache admin cookie v2:";
+const COOKIE_CONTEXT: &[u8] = b"percache admin cookie v3:";
 /// Shortest accepted `--admin-token`, in characters.
 pub const MIN_TOKEN_CHARS: usize = 32;
 
@@ -76,38 +76,37 @@ impl AdminToken {
     }
 
     /// The cookie value for a sign-in at `now` (Unix seconds):
-    /// `<expiry>.<hex HMAC-SHA256(token, context + expiry)>`.
+    /// `<expiry>.<id>.<hex HMAC-SHA256(key, context + expiry + "." + id)>`,
+    /// with a random id, by which a sign-out revokes this cookie alone.
     pub fn cookie_value(&self, now: i64) -> String {
         let expires = now + COOKIE_LIFETIME_SECS;
-        let tag = mac(
-            &self.cookie_key,
-            &[COOKIE_CONTEXT, expires.to_string().as_bytes()],
-        )
-        .unwrap_or_default();
-        format!("{expires}.{}", hex::encode(tag))
+        let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        let signed = format!("{expires}.{id}");
+        let tag = mac(&self.cookie_key, &[COOKIE_CONTEXT, signed.as_bytes()]).unwrap_or_default();
+        format!("{signed}.{}", hex::encode(tag))
     }
 
-    /// Whether a cookie value was made by [`AdminToken::cookie_value`] with
-    /// this token and has not expired at `now` (constant-time check).
-    pub fn cookie_is_valid(&self, value: &str, now: i64) -> bool {
-        let Some((expires, tag)) = value.split_once('.') else {
-            return false;
-        };
-        let Ok(at) = expires.parse::<i64>() else {
-            return false;
-        };
-        if at <= now || at > now + COOKIE_LIFETIME_SECS {
-            return false;
+    /// The id and expiry (Unix seconds) of a cookie value made by
+    /// [`AdminToken::cookie_value`] with this token, if it has not expired
+    /// at `now` (constant-time check of its tag).
+    pub fn cookie_id<'v>(&self, value: &'v str, now: i64) -> Option<(&'v str, i64)> {
+        let (signed, tag) = value.rsplit_once('.')?;
+        let (expires, id) = signed.split_once('.')?;
+        let at = expires.parse::<i64>().ok()?;
+        if at <= now || at > now + COOKIE_LIFETIME_SECS || id.is_empty() {
+            return None;
         }
-        let Ok(tag) = hex::decode(tag) else {
-            return false;
-        };
-        let Ok(mut m) = HmacSha256::new_from_slice(&self.cookie_key) else {
-            return false;
-        };
+        let tag = hex::decode(tag).ok()?;
+        let mut m = HmacSha256::new_from_slice(&self.cookie_key).ok()?;
         m.update(COOKIE_CONTEXT);
-        m.update(expires.as_bytes());
-        m.verify_slice(&tag).is_ok()
+        m.update(signed.as_bytes());
+        m.verify_slice(&tag).is_ok().then_some((id, at))
+    }
+
+    /// Whether a cookie value is good at `now` (see [`AdminToken::cookie_id`];
+    /// a revoked id is the caller's to refuse).
+    pub fn cookie_is_valid(&self, value: &str, now: i64) -> bool {
+        self.cookie_id(value, now).is_some()
     }
 }
 
@@ -181,21 +180,24 @@ mod tests {
         assert!(!AdminToken::new("one", b"other")
             .unwrap()
             .cookie_is_valid(&value, now));
-        let bare_token_mac = mac(
-            b"one",
-            &[COOKIE_CONTEXT, value.split_once('.').unwrap().0.as_bytes()],
-        )
-        .unwrap();
+        let (signed, tag) = value.rsplit_once('.').unwrap();
+        let bare_token_mac = mac(b"one", &[COOKIE_CONTEXT, signed.as_bytes()]).unwrap();
         assert!(
             !value.ends_with(&hex::encode(bare_token_mac)),
             "not keyed by the token alone"
         );
-        let (_, tag) = value.split_once('.').unwrap();
-        let tampered = format!("{}.{tag}", now + 10);
+        let (_, id) = signed.split_once('.').unwrap();
+        let tampered = format!("{}.{id}.{tag}", now + 10);
         assert!(!token.cookie_is_valid(&tampered, now));
-        let too_long = format!("{}.{tag}", now + COOKIE_LIFETIME_SECS + 100);
+        let other_id = format!("{}.{}0.{tag}", now + COOKIE_LIFETIME_SECS, &id[1..]);
+        assert!(!token.cookie_is_valid(&other_id, now), "the id is signed");
+        let too_long = format!("{}.{id}.{tag}", now + COOKIE_LIFETIME_SECS + 100);
         assert!(!token.cookie_is_valid(&too_long, now));
-        for junk in ["", ".", "x.y", "1.zz", "99999999999.00"] {
+        // Each sign-in gets its own id.
+        let second = token.cookie_value(now);
+        let (again, _) = token.cookie_id(&second, now).unwrap();
+        assert_ne!(token.cookie_id(&value, now).unwrap().0, again);
+        for junk in ["", ".", "x.y", "1.zz", "99999999999.00", "99999999999..00"] {
             assert!(!token.cookie_is_valid(junk, now), "{junk}");
         }
     }

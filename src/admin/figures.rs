@@ -132,6 +132,9 @@ pub struct WidgetFigures {
     pub upstream_errors: u64,
     /// Latency of its upstream calls.
     pub latency_seconds: Latency,
+    /// Seconds its upstream calls still fail at once (its breaker is
+    /// open, or the upstream asked to wait); `None` while they go through.
+    pub paused_seconds: Option<u64>,
 }
 
 /// One interval of the charts (between two samples).
@@ -262,6 +265,7 @@ impl Figures {
                     upstream_calls: t.calls,
                     upstream_errors: t.errors,
                     latency_seconds: Latency::of(&t.latency),
+                    paused_seconds: None,
                 }
             })
             .collect();

@@ -130,7 +130,12 @@ impl Admin {
     /// The figures of the page: the window's samples, up to a reading taken now.
     pub async fn figures(&self) -> Figures {
         let live = self.sample_now().await;
-        Figures::compute(&self.sampler.window(), live, self.cache.registry().all())
+        let mut figures = Figures::compute(&self.sampler.window(), live, self.cache.registry().all());
+        // The breakers and pauses as they are now (not a count of the window).
+        for (row, (_, paused)) in figures.widgets.iter_mut().zip(self.cache.paused_widgets()) {
+            row.paused_seconds = paused;
+        }
+        figures
     }
 }
 

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use crate::admin::auth::{self, COOKIE_NAME};
 use crate::admin::{Admin, Figures};
 use crate::defence::login_rate::{LoginLimiter, WrongTokens};
+use crate::session::ended::SessionEnds;
 use crate::views;
 
 /// Why a request to `/admin` was not served.
@@ -114,7 +115,9 @@ fn check(req: &HttpRequest, admin: &Admin, json: bool) -> Result<Access, AdminEr
         };
     }
     match req.cookie(COOKIE_NAME) {
-        Some(c) if token.cookie_is_valid(c.value(), admin.now_secs()) => Ok(Access::Cookie),
+        Some(c) if token.cookie_is_valid(c.value(), admin.now_secs()) && !revoked(req, admin, c.value()) => {
+            Ok(Access::Cookie)
+        }
         Some(_) => Err(AdminError::Unauthorized {
             json,
             message: Some("Your operator sign-in has expired; enter the token again."),
@@ -230,11 +233,37 @@ fn too_many(json: bool, wait: std::time::Duration) -> AdminError {
     }
 }
 
-/// `POST /admin/logout`: removes the page's cookie.
+/// The record of ended sign-ins under which an admin cookie's id is kept.
+fn revocation_id(id: &str) -> String {
+    format!("admin:{id}")
+}
+
+/// Whether the admin cookie `value` was signed out (fleet-wide: the same
+/// record as the users' sign-outs).
+fn revoked(req: &HttpRequest, admin: &Admin, value: &str) -> bool {
+    let (Some(token), Some(ends)) = (admin.token(), req.app_data::<web::Data<SessionEnds>>()) else {
+        return false;
+    };
+    token
+        .cookie_id(value, admin.now_secs())
+        .is_some_and(|(id, _)| ends.is_ended(&revocation_id(id)))
+}
+
+/// `POST /admin/logout`: removes the page's cookie and revokes it, so that
+/// a copy of it no longer opens the page, on any instance.
 #[post("/admin/logout")]
-pub async fn logout(admin: web::Data<Admin>) -> Result<HttpResponse, AdminError> {
-    if !admin.enabled() {
+pub async fn logout(req: HttpRequest, admin: web::Data<Admin>) -> Result<HttpResponse, AdminError> {
+    let Some(token) = admin.token() else {
         return Err(AdminError::Disabled);
+    };
+    let signed_in = req.cookie(COOKIE_NAME);
+    let id = signed_in
+        .as_ref()
+        .and_then(|c| token.cookie_id(c.value(), admin.now_secs()));
+    if let (Some((id, expires)), Some(ends)) = (id, req.app_data::<web::Data<SessionEnds>>()) {
+        ends.end_id(&revocation_id(id), expires.saturating_mul(1000))
+            .await;
+        tracing::info!("operator signed out; their admin cookie is revoked");
     }
     Ok(HttpResponse::SeeOther()
         .cookie(auth::removal_cookie(admin.secure_cookies()))

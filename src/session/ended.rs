@@ -146,8 +146,21 @@ impl SessionEnds {
     /// Ends one session, in the fleet.
     pub async fn end(&self, session: &SignedIn) {
         let Some(sid) = session.sid.as_deref() else { return };
-        self.ended.insert(sid.into(), ());
         let until = session.iat.saturating_add(self.max_age.as_millis() as i64);
+        self.end_id(sid, until).await;
+    }
+
+    /// Whether the session or sign-in `id` was ended (an operator's admin
+    /// cookie is recorded here too, under an `admin:` id).
+    pub fn is_ended(&self, id: &str) -> bool {
+        self.ended.get(id).is_some()
+    }
+
+    /// Ends the session or sign-in `id`, which would expire by itself at
+    /// `until`, in the fleet: here at once, in Redis and on disk, and on
+    /// the feed.
+    pub async fn end_id(&self, sid: &str, until: Millis) {
+        self.ended.insert(sid.into(), ());
         if let Some(disk) = &self.disk {
             if let Err(e) = disk.end_session(sid, until).await {
                 tracing::warn!(error = %e, "could not keep a sign-out on disk");

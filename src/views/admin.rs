@@ -130,6 +130,7 @@ fn widget_table(f: &Figures) -> Markup {
                             th scope="col" { "Upstream calls" }
                             th scope="col" { "p50" }
                             th scope="col" { "p95" }
+                            th scope="col" { "Calls" }
                         }
                     }
                     tbody {
@@ -146,6 +147,12 @@ fn widget_table(f: &Figures) -> Markup {
                                 td { (w.upstream_calls) @if w.upstream_errors > 0 { " (" (w.upstream_errors) " failed)" } }
                                 td { (seconds(w.latency_seconds.p50)) }
                                 td { (seconds(w.latency_seconds.p95)) }
+                                td data-figure="calls" {
+                                    @match w.paused_seconds {
+                                        Some(secs) => strong { "paused " (secs) " s" },
+                                        None => "flowing",
+                                    }
+                                }
                             }
                         }
                     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{new_client, spawn_app, until_ok, StoreKind, TestApp};
+use crate::helpers::{eventually, new_client, spawn_app, until_ok, StoreKind, TestApp};
 
 const TOKEN: &str = "operator-token-0123456789abcdef-v3";
 
@@ -469,4 +469,107 @@ fn a_short_admin_token_stops_start_up() {
     let (code, stderr) = crate::helpers::start_and_fail(&["--admin-token", "too-short"], &[]);
     assert_ne!(code, Some(0));
     assert!(stderr.contains("at least 32"), "{stderr}");
+}
+
+/// Admin sign-out revokes the cookie (issue 25): a copy taken before the
+/// sign-out opens the page on no instance of the fleet after it, while
+/// another operator's sign-in stays good. Failed on the code before: the
+/// copy kept working until it expired (12 h).
+#[tokio::test]
+async fn a_copied_admin_cookie_is_refused_after_its_sign_out_on_every_instance() {
+    let app = admin_app(StoreKind::Redis).await;
+    let (b, b_cache) = app.spawn_instance_with_cache().await;
+    let sign_in = || async {
+        let resp = new_client()
+            .post(app.url("/admin/login"))
+            .form(&[("token", TOKEN)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303);
+        let cookie = resp.cookies().find(|c| c.name() == "percache_admin").unwrap();
+        format!("percache_admin={}", cookie.value())
+    };
+    let (copy, other_operator) = (sign_in().await, sign_in().await);
+    let open = |base: String, cookie: String| async move {
+        new_client()
+            .get(format!("{base}/admin"))
+            .header("Cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(open(b.clone(), copy.clone()).await, 200, "the cookie works on B");
+    let heard = b_cache.changes().messages_received();
+
+    let out = new_client()
+        .post(app.url("/admin/logout"))
+        .header("Cookie", &copy)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(out.status(), 303);
+    assert_eq!(open(app.address.clone(), copy.clone()).await, 401, "refused here");
+    let arrived = || b_cache.changes().messages_received() > heard;
+    eventually(Duration::from_secs(5), arrived, || {
+        "B never heard of the sign-out"
+    })
+    .await;
+    assert_eq!(open(b.clone(), copy.clone()).await, 401, "refused on B");
+    assert_eq!(
+        open(b, other_operator).await,
+        200,
+        "another sign-in is still good"
+    );
+}
+
+/// The breakers' and pauses' state is on the page and in its JSON (SPEC §7,
+/// issue 25): a `429` with `Retry-After: 30` pauses every widget's calls
+/// for 30 s, and the figures say so until the pause is over.
+#[tokio::test]
+async fn the_page_shows_which_widgets_calls_are_paused() {
+    let app = spawn_app(StoreKind::Memory)
+        .without_prewarm()
+        .settings(|s| s.admin_token = Some(TOKEN.into()))
+        .await;
+    let paused = |f: &Value| -> Vec<Value> {
+        f["widgets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["pausedSeconds"].clone())
+            .collect()
+    };
+    let figures = || async {
+        get_as(&app, "/admin.json", Some(&bearer(TOKEN)))
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        paused(&figures().await),
+        vec![Value::Null; 5],
+        "nothing paused yet"
+    );
+    app.login("paused").await;
+    app.mock.set_fault(2, mock_upstream::Fault::Limited(30));
+
+    assert_eq!(app.get("/api/widgets/2").await.status(), 503);
+
+    assert_eq!(paused(&figures().await), vec![serde_json::json!(30); 5]);
+    let page = get_as(&app, "/admin", Some(&bearer(TOKEN)))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("paused 30 s"), "{page}");
+    app.clock.advance(Duration::from_secs(31));
+    assert_eq!(
+        paused(&figures().await),
+        vec![Value::Null; 5],
+        "and no longer after it"
+    );
 }

@@ -509,6 +509,19 @@ fn catalog(now_secs: i64, valid: &str, foreign: &str) -> Vec<Row> {
         row("username of emoji", "POST", "/login", 303).username("😀🎉"),
         row("64 emoji", "POST", "/login", 303).username(&"😀".repeat(64)),
         row("zero-width space inside", "POST", "/login", 303).username("a\u{200b}b"),
+        // Path segments that RFC 3986 normalisers read as "here" and "up"
+        // (issue 25): refused with the form's message.
+        row("username .", "POST", "/login", 422)
+            .username(".")
+            .check(refused_without_session),
+        row("username ..", "POST", "/login", 422)
+            .username("..")
+            .check(refused_without_session),
+        row("username .. padded", "POST", "/login", 422).username("  ..  "),
+        row("username %2E%2E", "POST", "/login", 422)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("username=%2E%2E"),
+        row("username ...", "POST", "/login", 303).username("..."),
         // Sign-in bodies.
         row("form body over 4 KiB", "POST", "/login", 413).username(&"a".repeat(5000)),
         row("JSON instead of a form", "POST", "/login", 415)
@@ -774,6 +787,17 @@ fn catalog(now_secs: i64, valid: &str, foreign: &str) -> Vec<Row> {
         )
         .signed_in(),
         row("/updates signed out", "GET", "/updates?since=0", 401).check(hx_redirect),
+        row("/updates with seen=abc", "GET", "/updates?seen=abc", 400).signed_in(),
+        row("/updates with seen=1:x", "GET", "/updates?seen=1:x", 400).signed_in(),
+        // A page from before a change of the widgets file: the unknown id
+        // is ignored, and the page gets the cards it lacks.
+        row(
+            "/updates with seen of an unknown widget",
+            "GET",
+            "/updates?seen=9:1",
+            200,
+        )
+        .signed_in(),
         // Headers.
         row("Host with markup", "GET", "/dashboard", 200)
             .header("host", "<script>alert(1)</script>:99999")
