@@ -153,14 +153,21 @@ pub struct Settings {
     #[arg(long, env = "INVALIDATION_SECRET", hide_env_values = true)]
     pub invalidation_secret: Option<String>,
 
-    /// Fetches in flight beyond which background refreshes and prewarm are
-    /// skipped (stale data keeps being served; requests that must wait still fetch).
+    /// Fetches in flight beyond which background refreshes are skipped
+    /// (stale data keeps being served; requests that must wait still fetch).
     #[arg(long, env = "MAX_BACKGROUND_FETCHES", default_value_t = 512)]
     pub max_background_fetches: usize,
 
+    /// Prewarm fetches waiting for an upstream slot, at most (deduplicated,
+    /// fair across addresses and users, behind every request); only beyond
+    /// it is a prewarm skipped, and counted.
+    #[arg(long, env = "PREWARM_QUEUE", default_value_t = 100_000)]
+    pub prewarm_queue: usize,
+
     /// Upstream calls in flight per instance, at most. At the cap, a request
-    /// that needs data waits for a slot (within its deadline); background
-    /// refreshes and prewarm are skipped. Protects the upstream from the
+    /// that needs data waits for a slot (within its deadline), in turns
+    /// across client addresses and users; prewarm waits in its queue; other
+    /// background refreshes are skipped. Protects the upstream from the
     /// server's own users.
     #[arg(long, env = "MAX_UPSTREAM_CALLS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_upstream_calls: u32,

@@ -128,6 +128,7 @@ impl Application {
             .with_max_open_pages_per_user(settings.max_open_pages_per_user)
             .with_max_background(settings.max_background_fetches)
             .with_max_upstream_calls(settings.max_upstream_calls as usize)
+            .with_prewarm_queue(settings.prewarm_queue)
             .with_soft_timeout(settings.soft_timeout)
             .with_eager_refresh(settings.eager_refresh)
             .with_metrics(&metrics),

@@ -42,4 +42,7 @@ pub(crate) type Flight = watch::Receiver<Option<FetchResult>>;
 pub(crate) struct InFlight {
     pub(crate) flight: Flight,
     pub(crate) epoch: u64,
+    /// Raised when a request joins a background fetch still waiting for
+    /// its upstream slot (a queued prewarm): it then waits as a request.
+    pub(crate) urgency: std::sync::Arc<super::turns::Urgency>,
 }

@@ -21,6 +21,7 @@
 //! runs, and lapsing within the lease if its holder dies, so that another
 //! instance's waiter takes the fetch over.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -37,7 +38,7 @@ use crate::user::UserId;
 use crate::widget::Instance;
 
 use super::fetched::{FetchResult, Fetched, Flight, InFlight, Start};
-use super::turns::{Class, Requester};
+use super::turns::{Class, Requester, Urgency, Work};
 
 impl WidgetCache {
     /// Each widget whose upstream calls are paused now (its breaker is open,
@@ -86,21 +87,49 @@ impl WidgetCache {
             metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
             return false;
         }
-        self.join_or_start(key, user, instance, Start::Recheck(seen), Class::Background);
+        self.join_or_start(key, user, instance, Start::Recheck(seen), Work::Refresh);
         true
+    }
+
+    /// Starts (or joins) a sign-in's prewarm fetch. Unlike other background
+    /// work it is not skipped when every slot is busy: it waits for one in
+    /// the prewarm queue (fair across addresses and users, behind every
+    /// request), holding no fleet lease meanwhile. Skipped, and counted,
+    /// only when `--prewarm-queue` prewarms are already waiting.
+    pub(crate) fn start_prewarm(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        user: &UserId,
+        instance: &Instance,
+        seen: i64,
+    ) -> bool {
+        if self.prewarms.load(Ordering::SeqCst) >= self.prewarm_queue {
+            metrics::counter!("percache_upstream_capped_total", "kind" => "prewarm_skipped").increment(1);
+            metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
+            return false;
+        }
+        self.join_or_start(key, user, instance, Start::Recheck(seen), Work::Prewarm);
+        true
+    }
+
+    /// Prewarm fetches waiting for an upstream slot (`percache_prewarm_queue`).
+    pub fn prewarm_queue(&self) -> usize {
+        self.prewarm_waiting.load(Ordering::SeqCst)
     }
 
     /// Joins the fetch in flight for `key`, or starts one. Returns the
     /// channel its result arrives on and whether this call started it. A
     /// fetch started here waits for its upstream slot in the turn of the
-    /// request being served (its client address) and of `user`, in `class`.
+    /// request being served (its client address) and of `user`, in the
+    /// class of its `work`; a request that joins a background fetch still
+    /// waiting for its slot makes it wait as a request.
     pub(super) fn join_or_start(
         self: &Arc<Self>,
         key: &CacheKey,
         user: &UserId,
         instance: &Instance,
         start: Start,
-        class: Class,
+        work: Work,
     ) -> (Flight, bool) {
         let mut map = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
         // A flight that already has its result is leaving the map: its data
@@ -111,18 +140,25 @@ impl WidgetCache {
             .get(key)
             .filter(|f| f.flight.borrow().is_none() && !self.changes.superseded(key, f.epoch))
         {
+            if work == Work::Request {
+                running.urgency.raise();
+            }
             return (running.flight.clone(), false);
         }
         let (tx, rx) = watch::channel(None);
         let epoch = self.changes.epoch();
+        let urgency = Arc::new(Urgency::default());
         map.insert(
             key.clone(),
             InFlight {
                 flight: rx.clone(),
                 epoch,
+                urgency: Arc::clone(&urgency),
             },
         );
         drop(map);
+        // A prewarm counts against the queue's bound until its fetch ends.
+        let prewarm = (work == Work::Prewarm).then(|| Counted::new(&self.prewarms));
 
         let guard = InflightGuard {
             cache: Arc::clone(self),
@@ -130,9 +166,11 @@ impl WidgetCache {
             flight: rx.clone(),
         };
         let who = Requester {
-            class,
+            class: work.class(),
             address: super::turns::client(),
             user: Arc::from(user.tag().as_str()),
+            prewarm: work == Work::Prewarm,
+            urgency: Some(urgency),
         };
         let user = user.clone();
         let instance = instance.clone();
@@ -151,6 +189,7 @@ impl WidgetCache {
             // arriving in between joins a channel that already holds the result.
             let _ = tx.send(Some(result));
             drop(guard);
+            drop(prewarm);
         }));
         (rx, true)
     }
@@ -375,9 +414,36 @@ impl WidgetCache {
         instance: &Instance,
         who: &Requester,
     ) -> Result<super::slots::Slot, FetchError> {
-        self.slots
-            .acquire(instance.widget.index, self.wait_deadline, who)
-            .await
+        let widget = instance.widget.index;
+        let urgency = who.urgency.as_deref();
+        if who.class == Class::Foreground || urgency.is_some_and(Urgency::is_raised) {
+            return self
+                .slots
+                .acquire(widget, self.wait_deadline, &who.as_request())
+                .await;
+        }
+        // Background work waits behind every request: a queued prewarm as
+        // long as the queue takes (it is bounded by `--prewarm-queue`, not
+        // by a deadline), a refresh no longer than a request would.
+        let queued = who.prewarm.then(|| Counted::new(&self.prewarm_waiting));
+        let within = if who.prewarm {
+            PREWARM_WAIT
+        } else {
+            self.wait_deadline
+        };
+        let raised = async {
+            match urgency {
+                Some(u) => u.raised().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            slot = self.slots.acquire(widget, within, who) => slot,
+            () = raised => {
+                drop(queued);
+                self.slots.acquire(widget, self.wait_deadline, &who.as_request()).await
+            }
+        }
     }
 
     /// Waits for a fetch's result, at most `wait_deadline`.
@@ -409,5 +475,24 @@ impl Drop for InflightGuard {
         {
             map.remove(&self.key);
         }
+    }
+}
+
+/// Longest a queued prewarm waits for its upstream slot.
+const PREWARM_WAIT: Duration = Duration::from_secs(600);
+
+/// One unit of a count, given back when dropped.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -28,7 +28,7 @@ use crate::widget::{Instance, Registry};
 use super::counters::CacheCounters;
 use super::fetched::{seen, FetchResult, Fetched, InFlight, Start};
 pub use super::outcome::{Lookup, Outcome};
-use super::turns::Class;
+use super::turns::Work;
 
 /// The per-user widget cache shared by all workers.
 pub struct WidgetCache {
@@ -60,6 +60,12 @@ pub struct WidgetCache {
     /// Fraction of the fresh window after which a read refreshes eagerly (0: off).
     pub(super) eager: f64,
     pub(super) inflight: Mutex<HashMap<CacheKey, InFlight>>,
+    /// Prewarm fetches started and not ended (`--prewarm-queue` bounds them).
+    pub(super) prewarms: Arc<std::sync::atomic::AtomicUsize>,
+    /// Of those, the ones waiting for an upstream slot (`percache_prewarm_queue`).
+    pub(super) prewarm_waiting: Arc<std::sync::atomic::AtomicUsize>,
+    /// Most prewarm fetches queued at once (`--prewarm-queue`).
+    pub(super) prewarm_queue: usize,
     /// The last fetch error of each key (in plain words), for as long as its backoff lasts,
     /// so an error card says why ("TLS failed: unknown issuer"), not only
     /// that the key is in backoff.
@@ -113,6 +119,9 @@ fn last_errors(failure_backoff: Duration) -> moka::sync::Cache<CacheKey, (Arc<st
 /// How much longer a failure's cause is kept than its backoff.
 pub(super) const CAUSE_MARGIN: Duration = Duration::from_secs(1);
 
+/// Default cap on prewarm fetches waiting for a slot (`--prewarm-queue`).
+pub const DEFAULT_PREWARM_QUEUE: usize = 100_000;
+
 /// Default cap on fetches in flight for background work.
 pub const DEFAULT_MAX_BACKGROUND: usize = 512;
 
@@ -121,6 +130,12 @@ impl WidgetCache {
     /// still start (`--max-background-fetches`).
     pub fn with_max_background(mut self, max: usize) -> Self {
         self.max_background = max;
+        self
+    }
+
+    /// Caps the prewarm fetches waiting for an upstream slot (`--prewarm-queue`).
+    pub fn with_prewarm_queue(mut self, max: usize) -> Self {
+        self.prewarm_queue = max;
         self
     }
 
@@ -210,6 +225,9 @@ impl WidgetCache {
             slots,
             eager: DEFAULT_EAGER,
             inflight: Mutex::new(HashMap::new()),
+            prewarms: Arc::default(),
+            prewarm_waiting: Arc::default(),
+            prewarm_queue: DEFAULT_PREWARM_QUEUE,
             last_errors: last_errors(failure_backoff),
             pages_per_user: Mutex::new(HashMap::new()),
             max_pages_per_user: DEFAULT_MAX_OPEN_PAGES_PER_USER,
@@ -308,7 +326,7 @@ impl WidgetCache {
             user,
             instance,
             Start::Recheck(seen(cached.as_ref())),
-            Class::Foreground,
+            Work::Request,
         );
         let mut result = match fallback {
             Some(old) => match tokio::time::timeout(self.soft_timeout, self.wait(flight)).await {
@@ -337,8 +355,7 @@ impl WidgetCache {
             _ => None,
         };
         if let Some(old) = too_old {
-            let (flight, led) =
-                self.join_or_start(&key, user, instance, Start::Recheck(old), Class::Foreground);
+            let (flight, led) = self.join_or_start(&key, user, instance, Start::Recheck(old), Work::Request);
             leader = led;
             result = self.wait(flight).await;
         }
@@ -412,7 +429,7 @@ impl WidgetCache {
     pub async fn refresh(self: &Arc<Self>, user: &UserId, instance: &Instance) -> Lookup {
         let key = user.tag().key(instance);
         let (cached, store_unavailable) = self.read(&key, instance).await;
-        let (flight, leader) = self.join_or_start(&key, user, instance, Start::Force, Class::Foreground);
+        let (flight, leader) = self.join_or_start(&key, user, instance, Start::Force, Work::Request);
         let result = self.wait(flight).await;
         self.settle(
             instance,
@@ -496,7 +513,7 @@ impl WidgetCache {
             {
                 continue;
             }
-            if self.start_background(&key, user, &instance, seen(cached.as_ref())) {
+            if self.start_prewarm(&key, user, &instance, seen(cached.as_ref())) {
                 started += 1;
             }
         }

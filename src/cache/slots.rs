@@ -234,6 +234,8 @@ mod tests {
             class: Class::Foreground,
             address: None,
             user: Arc::from("t"),
+            prewarm: false,
+            urgency: None,
         }
     }
 

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::oneshot;
 
 /// Who a fetch is for, as the scheduler sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Requester {
     /// Whether somebody waits for the result.
     pub class: Class,
@@ -45,6 +45,75 @@ pub struct Requester {
     pub address: Option<IpAddr>,
     /// The user the fetch is for (their tag: no name kept here).
     pub user: Arc<str>,
+    /// A prewarm: it waits in the prewarm queue (`--prewarm-queue`) rather
+    /// than for a request's deadline.
+    pub prewarm: bool,
+    /// Set when a request comes to need this background fetch's data: it
+    /// then waits as a request does ([`Class::Foreground`]).
+    pub urgency: Option<Arc<Urgency>>,
+}
+
+impl Requester {
+    /// The same requester, waiting as a request does.
+    pub fn as_request(&self) -> Self {
+        Self {
+            class: Class::Foreground,
+            prewarm: false,
+            ..self.clone()
+        }
+    }
+}
+
+/// Whether a background fetch has become urgent: a request joined it.
+#[derive(Debug, Default)]
+pub struct Urgency {
+    urgent: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Urgency {
+    /// A request now waits for this fetch.
+    pub fn raise(&self) {
+        self.urgent.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether a request waits for this fetch.
+    pub fn is_raised(&self) -> bool {
+        self.urgent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once [`Urgency::raise`] was called.
+    pub async fn raised(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_raised() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What a fetch is started for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// A request waits for it.
+    Request,
+    /// A refresh nobody waits for (stale, eager, an open page's).
+    Refresh,
+    /// A sign-in's prewarm: queued (`--prewarm-queue`) until a slot is free.
+    Prewarm,
+}
+
+impl Work {
+    /// The class its turns are taken in.
+    pub fn class(self) -> Class {
+        match self {
+            Work::Request => Class::Foreground,
+            Work::Refresh | Work::Prewarm => Class::Background,
+        }
+    }
 }
 
 /// The two classes of upstream work, in the order they are served.
@@ -353,6 +422,8 @@ mod tests {
             class,
             address: Some(address.parse().unwrap()),
             user: Arc::from(user),
+            prewarm: false,
+            urgency: None,
         }
     }
 

@@ -255,7 +255,8 @@ fn describe() {
     describe_counter!(
         "percache_upstream_capped_total",
         "Upstream calls held at the --max-upstream-calls cap: requests that waited for a slot \
-         (foreground_waited), background fetches skipped (background_skipped)."
+         (foreground_waited) or for their widget's share (bulkhead_waited), background fetches \
+         skipped (background_skipped), prewarms skipped with the queue full (prewarm_skipped)."
     );
     describe_counter!(
         "percache_refused_total",
@@ -289,6 +290,10 @@ fn describe() {
         "percache_open_pages",
         "Dashboards open right now (live connections)."
     );
+    describe_gauge!(
+        "percache_prewarm_queue",
+        "Prewarm fetches waiting for an upstream slot (--prewarm-queue bounds them)."
+    );
     describe_gauge!("percache_cache_entries", "Entries in the in-process store.");
     describe_gauge!(
         "percache_cache_bytes",
@@ -304,7 +309,8 @@ fn describe() {
     metrics::counter!("percache_prewarm_total").increment(0);
     metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(0);
     metrics::gauge!("percache_open_pages").increment(0.0);
-    for kind in ["foreground_waited", "background_skipped"] {
+    metrics::gauge!("percache_prewarm_queue").increment(0.0);
+    for kind in ["foreground_waited", "background_skipped", "prewarm_skipped"] {
         metrics::counter!("percache_upstream_capped_total", "kind" => kind).increment(0);
     }
 }
