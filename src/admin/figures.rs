@@ -52,6 +52,10 @@ pub struct Figures {
     pub fetches_in_flight: usize,
     /// This application's open dashboards (live connections) now.
     pub open_pages: usize,
+    /// Prewarm fetches waiting for an upstream slot now.
+    pub prewarm_queue: usize,
+    /// How long the last prewarm to get its slot had waited for it.
+    pub prewarm_wait_seconds: Option<f64>,
     /// The store's health now (as `/readyz` says it).
     pub store: StoreHealth,
     /// One row per widget of the registry.
@@ -315,6 +319,8 @@ impl Figures {
             },
             fetches_in_flight: live.fetches_in_flight,
             open_pages: live.open_pages,
+            prewarm_queue: 0,
+            prewarm_wait_seconds: None,
             store: StoreHealth {
                 kind: live.store_kind,
                 ok: live.store_error.is_none(),

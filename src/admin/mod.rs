@@ -135,6 +135,8 @@ impl Admin {
         for (row, (_, paused)) in figures.widgets.iter_mut().zip(self.cache.paused_widgets()) {
             row.paused_seconds = paused;
         }
+        figures.prewarm_queue = self.cache.prewarm_queue();
+        figures.prewarm_wait_seconds = self.cache.last_prewarm_wait().map(|d| d.as_secs_f64());
         figures
     }
 }

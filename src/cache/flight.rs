@@ -112,6 +112,14 @@ impl WidgetCache {
         true
     }
 
+    /// How long the last prewarm to get its upstream slot had waited.
+    pub fn last_prewarm_wait(&self) -> Option<Duration> {
+        match self.last_prewarm_wait_ms.load(Ordering::SeqCst) {
+            u64::MAX => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
     /// Prewarm fetches waiting for an upstream slot (`percache_prewarm_queue`).
     pub fn prewarm_queue(&self) -> usize {
         self.prewarm_waiting.load(Ordering::SeqCst)
@@ -426,6 +434,7 @@ impl WidgetCache {
         // long as the queue takes (it is bounded by `--prewarm-queue`, not
         // by a deadline), a refresh no longer than a request would.
         let queued = who.prewarm.then(|| Counted::new(&self.prewarm_waiting));
+        let since = tokio::time::Instant::now();
         let within = if who.prewarm {
             PREWARM_WAIT
         } else {
@@ -438,7 +447,13 @@ impl WidgetCache {
             }
         };
         tokio::select! {
-            slot = self.slots.acquire(widget, within, who) => slot,
+            slot = self.slots.acquire(widget, within, who) => {
+                if who.prewarm && slot.is_ok() {
+                    let waited = since.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
+                    self.last_prewarm_wait_ms.store(waited, Ordering::SeqCst);
+                }
+                slot
+            }
             () = raised => {
                 drop(queued);
                 self.slots.acquire(widget, self.wait_deadline, &who.as_request()).await

@@ -66,6 +66,8 @@ pub struct WidgetCache {
     pub(super) prewarm_waiting: Arc<std::sync::atomic::AtomicUsize>,
     /// Most prewarm fetches queued at once (`--prewarm-queue`).
     pub(super) prewarm_queue: usize,
+    /// How long the last prewarm to get its slot waited, in ms (`u64::MAX`: none yet).
+    pub(super) last_prewarm_wait_ms: std::sync::atomic::AtomicU64,
     /// The last fetch error of each key (in plain words), for as long as its backoff lasts,
     /// so an error card says why ("TLS failed: unknown issuer"), not only
     /// that the key is in backoff.
@@ -228,6 +230,7 @@ impl WidgetCache {
             prewarms: Arc::default(),
             prewarm_waiting: Arc::default(),
             prewarm_queue: DEFAULT_PREWARM_QUEUE,
+            last_prewarm_wait_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
             last_errors: last_errors(failure_backoff),
             pages_per_user: Mutex::new(HashMap::new()),
             max_pages_per_user: DEFAULT_MAX_OPEN_PAGES_PER_USER,

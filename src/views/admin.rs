@@ -97,6 +97,11 @@ fn tiles(f: &Figures) -> Markup {
                 span.value { (f.open_pages) }
                 span.muted { "dashboards with a live connection" }
             }
+            div.tile data-figure="prewarm-queue" {
+                span.label { "Prewarm queue" }
+                span.value { (f.prewarm_queue) }
+                span.muted { "last wait " (seconds(f.prewarm_wait_seconds)) }
+            }
             div.tile.store.down[!f.store.ok] data-figure="store" data-ok=(f.store.ok) {
                 span.label { "Store" }
                 span.value { (f.store.kind) " · " @if f.store.ok { "ok" } @else { "unreachable" } }

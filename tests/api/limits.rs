@@ -41,13 +41,28 @@ async fn background_fetches_are_capped() {
 /// were skipped at the cap.
 #[tokio::test]
 async fn prewarm_waits_in_its_queue_and_is_skipped_only_beyond_it() {
+    const TOKEN: &str = "prewarm-queue-admin-token-of-40-chars-xx";
     let app = spawn_app(StoreKind::Memory)
         .delays_ms([100; 5])
-        .settings(|s| s.max_upstream_calls = 1)
+        .settings(|s| {
+            s.max_upstream_calls = 1;
+            s.admin_token = Some(TOKEN.into());
+        })
         .await;
+    let admin = || async {
+        let resp = app
+            .client
+            .get(app.url("/admin.json"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        resp.json::<serde_json::Value>().await.unwrap()
+    };
 
     app.login("alice").await;
     app.wait_for_in_flight(1).await;
+    assert_eq!(admin().await["prewarmQueue"], 4, "the page shows the queue");
     assert_eq!(
         app.metric("percache_prewarm_queue", &[]).await,
         4.0,
@@ -59,6 +74,13 @@ async fn prewarm_waits_in_its_queue_and_is_skipped_only_beyond_it() {
     }
     assert_eq!(app.mock.peak_in_flight(), 1, "one slot, one call at a time");
     assert_eq!(app.metric("percache_prewarm_queue", &[]).await, 0.0);
+    let figures = admin().await;
+    assert_eq!(figures["prewarmQueue"], 0);
+    let waited = figures["prewarmWaitSeconds"].as_f64().expect("a last wait");
+    assert!(
+        waited >= 0.1,
+        "the last prewarm waited for four calls of 100 ms: {waited}"
+    );
 
     // A queue of 3 (the prewarm in flight counts): two of five are skipped.
     let small = spawn_app(StoreKind::Memory)
