@@ -50,6 +50,9 @@ pub struct MockConfig {
     pub delays: [Duration; 5],
     /// Random spread applied to each delay, in percent (0 = exact delays).
     pub jitter_pct: u32,
+    /// `--etags`: bodies stay the same until `POST /bump`, with `ETag` and
+    /// `Last-Modified`; a matching `If-None-Match` gets `304`.
+    pub etags: bool,
 }
 
 impl Default for MockConfig {
@@ -65,6 +68,7 @@ impl MockConfig {
         MockConfig {
             delays: ms.map(Duration::from_millis),
             jitter_pct: 0,
+            etags: false,
         }
     }
 }
@@ -86,6 +90,19 @@ pub(crate) struct State {
     pub faults: [Fault; 5],
     pub delays: [Duration; 5],
     pub jitter_pct: u32,
+    /// With `--etags`: the body of each (user, widget, days), its `ETag` and
+    /// `Last-Modified`, kept until a bump; `None` without `--etags`.
+    pub bodies: Option<HashMap<(String, u8, u32), Kept>>,
+    /// `304`s answered since start or the last reset.
+    pub not_modified: u64,
+}
+
+/// One kept body of `--etags`.
+#[derive(Debug, Clone)]
+pub(crate) struct Kept {
+    pub body: actix_web::web::Bytes,
+    pub etag: String,
+    pub last_modified: String,
 }
 
 /// The shared state, behind a mutex that is never held across an await.
@@ -105,6 +122,8 @@ impl Shared {
             faults: Default::default(),
             delays: config.delays,
             jitter_pct: config.jitter_pct,
+            bodies: config.etags.then(HashMap::new),
+            not_modified: 0,
         }))
     }
 
@@ -199,6 +218,18 @@ impl MockUpstream {
         self.shared.lock().order.iter().cloned().collect()
     }
 
+    /// `304 Not Modified` answers since start or the last reset (`--etags`).
+    pub fn not_modified(&self) -> u64 {
+        self.shared.lock().not_modified
+    }
+
+    /// With `--etags`, changes the body of (`user`, `widget`): its version
+    /// grows and its `ETag` changes. Returns the new version (`None`
+    /// without `--etags`).
+    pub fn bump(&self, user: &str, widget: u8) -> Option<u64> {
+        server::bump(&self.shared, user, widget)
+    }
+
     /// Per-key call counts, as in `GET /stats` (`"alice/1"` → count).
     pub fn calls_by_key(&self) -> BTreeMap<String, u64> {
         self.shared.lock().by_key.clone()
@@ -211,6 +242,7 @@ impl MockUpstream {
         st.answered = 0;
         st.peak_in_flight = st.in_flight;
         st.order.clear();
+        st.not_modified = 0;
         st.by_key.clear();
     }
 

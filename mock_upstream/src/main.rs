@@ -26,6 +26,11 @@ struct Args {
     /// Random spread applied to each delay, in percent.
     #[arg(long, env = "MOCK_JITTER_PCT", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
     jitter_pct: u32,
+
+    /// Keep each (user, widget)'s body until `POST /bump`, with `ETag` and
+    /// `Last-Modified`; a matching `If-None-Match` gets `304 Not Modified`.
+    #[arg(long, env = "MOCK_ETAGS")]
+    etags: bool,
 }
 
 /// Five per-widget delays, in milliseconds.
@@ -74,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut config = MockConfig::with_delays_ms(args.delays_ms.0);
     config.jitter_pct = args.jitter_pct;
+    config.etags = args.etags;
     let delays: Vec<String> = config
         .delays
         .iter()

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use crate::content::{fmt_rfc3339, widget_content, Rng};
 use crate::fault::FaultRequest;
-use crate::{stats_key, valid_widget, Fault, Shared, DEFAULT_DAYS, MAX_DAYS, MIN_DAYS};
+use crate::{stats_key, valid_widget, Fault, Kept, Shared, DEFAULT_DAYS, MAX_DAYS, MIN_DAYS};
 
 /// How long a hanging widget call sleeps before giving up.
 const HANG: Duration = Duration::from_secs(3600);
@@ -30,6 +30,7 @@ pub(crate) fn build(listener: std::net::TcpListener, shared: Arc<Shared>) -> std
             .route("/stats", web::get().to(stats))
             .route("/stats/reset", web::post().to(reset_stats))
             .route("/faults", web::post().to(set_fault))
+            .route("/bump", web::post().to(bump_route))
             .route("/healthz", web::get().to(healthz))
             .default_service(web::to(not_found))
     })
@@ -92,7 +93,7 @@ async fn widget(req: HttpRequest, path: web::Path<String>, data: Data) -> HttpRe
 
     let idx = usize::from(id - 1);
     let _call = InFlight::begin(&data);
-    let (version, fault, delay, jitter_pct) = {
+    let (version, fault, delay, jitter_pct, etags) = {
         let mut st = data.lock();
         st.total += 1;
         *st.by_key.entry(stats_key(&user, id)).or_insert(0) += 1;
@@ -100,10 +101,15 @@ async fn widget(req: HttpRequest, path: web::Path<String>, data: Data) -> HttpRe
             st.order.pop_front();
         }
         st.order.push_back(stats_key(&user, id));
+        // With --etags a body changes only at a bump; without, every call
+        // is a new version.
+        let etags = st.bodies.is_some();
         let version = st.versions.entry((user.clone(), id)).or_insert(0);
-        *version += 1;
+        if !etags || *version == 0 {
+            *version += 1;
+        }
         let version = *version;
-        (version, st.faults[idx].clone(), st.delays[idx], st.jitter_pct)
+        (version, st.faults[idx].clone(), st.delays[idx], st.jitter_pct, etags)
     };
 
     match fault {
@@ -128,12 +134,92 @@ async fn widget(req: HttpRequest, path: web::Path<String>, data: Data) -> HttpRe
 
     tokio::time::sleep(jittered(delay, jitter_pct)).await;
 
-    let mut body = widget_content(&user, id, days);
-    body.insert("userId".into(), Value::String(user));
-    body.insert("widget".into(), json!(id));
-    body.insert("version".into(), json!(version));
-    body.insert("generatedAt".into(), Value::String(now_rfc3339()));
-    HttpResponse::Ok().json(Value::Object(body))
+    let make = |user: String| {
+        let mut body = widget_content(&user, id, days);
+        body.insert("userId".into(), Value::String(user));
+        body.insert("widget".into(), json!(id));
+        body.insert("version".into(), json!(version));
+        body.insert("generatedAt".into(), Value::String(now_rfc3339()));
+        Value::Object(body)
+    };
+    if !etags {
+        return HttpResponse::Ok().json(make(user));
+    }
+    // --etags: the kept body, or a 304 for a client that holds it.
+    let kept = {
+        let mut st = data.lock();
+        let Some(bodies) = st.bodies.as_mut() else {
+            return HttpResponse::Ok().json(make(user));
+        };
+        bodies
+            .entry((user.clone(), id, days))
+            .or_insert_with(|| Kept {
+                body: web::Bytes::from(serde_json::to_vec(&make(user.clone())).unwrap_or_default()),
+                etag: format!("\"w{id}-d{days}-v{version}\""),
+                last_modified: actix_web::http::header::HttpDate::from(SystemTime::now()).to_string(),
+            })
+            .clone()
+    };
+    let holds = req
+        .headers()
+        .get(actix_web::http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| matches_etag(v, &kept.etag));
+    let mut resp = if holds {
+        data.lock().not_modified += 1;
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    resp.insert_header((actix_web::http::header::ETAG, kept.etag.clone()))
+        .insert_header((actix_web::http::header::LAST_MODIFIED, kept.last_modified.clone()));
+    if holds {
+        return resp.finish();
+    }
+    resp.content_type("application/json").body(kept.body)
+}
+
+/// Whether an `If-None-Match` value names `etag` (weak comparison, `*` included).
+fn matches_etag(header: &str, etag: &str) -> bool {
+    let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    header.split(',').any(|t| t.trim() == "*" || bare(t) == bare(etag))
+}
+
+/// Changes the body of (`user`, `widget`) under `--etags`: a new version, a
+/// new `ETag`. `None` without `--etags`.
+pub(crate) fn bump(shared: &Shared, user: &str, widget: u8) -> Option<u64> {
+    let mut st = shared.lock();
+    let bodies = st.bodies.as_mut()?;
+    bodies.retain(|(u, w, _), _| !(u == user && *w == widget));
+    let version = st.versions.entry((user.to_owned(), widget)).or_insert(1);
+    *version += 1;
+    Some(*version)
+}
+
+/// Body of `POST /bump`.
+#[derive(Debug, serde::Deserialize)]
+struct BumpRequest {
+    #[serde(rename = "userId")]
+    user_id: String,
+    widget: u8,
+}
+
+/// `POST /bump` with `{"userId":"u","widget":1}` (404 without `--etags`).
+async fn bump_route(body: web::Bytes, data: Data) -> HttpResponse {
+    if data.lock().bodies.is_none() {
+        return error(StatusCode::NOT_FOUND, "not found: start the mock with --etags");
+    }
+    let req: BumpRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad bump request: {e}")),
+    };
+    if !valid_widget(req.widget) || req.user_id.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "userId and a widget from 1 to 5 are required");
+    }
+    match bump(&data, &req.user_id, req.widget) {
+        Some(version) => HttpResponse::Ok().json(json!({ "version": version })),
+        None => error(StatusCode::NOT_FOUND, "not found: start the mock with --etags"),
+    }
 }
 
 /// One widget call in the mock's `in_flight` count, from its arrival until
@@ -188,7 +274,7 @@ fn jittered(delay: Duration, pct: u32) -> Duration {
 /// `GET /stats`.
 async fn stats(data: Data) -> HttpResponse {
     let st = data.lock();
-    HttpResponse::Ok().json(json!({ "total": st.total, "byKey": st.by_key }))
+    HttpResponse::Ok().json(json!({ "total": st.total, "byKey": st.by_key, "notModified": st.not_modified }))
 }
 
 /// `POST /stats/reset`.
@@ -198,6 +284,7 @@ async fn reset_stats(data: Data) -> HttpResponse {
     st.answered = 0;
     st.peak_in_flight = st.in_flight;
     st.order.clear();
+    st.not_modified = 0;
     st.by_key.clear();
     HttpResponse::NoContent().finish()
 }

@@ -372,3 +372,73 @@ async fn runs_under_current_thread_runtime_and_drop_stops() {
     }
     assert!(refused, "server still accepting after drop");
 }
+
+/// A raw GET with extra header lines; returns the status and the whole head.
+async fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8(raw).expect("utf-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("header end");
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+fn header_of(head: &str, name: &str) -> String {
+    head.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etags_keep_the_body_until_a_bump_and_answer_304() {
+    let mut config = MockConfig::with_delays_ms([5; 5]);
+    config.etags = true;
+    let mock = MockUpstream::start("127.0.0.1:0", config).await.unwrap();
+    let addr = mock.addr();
+    let path = "/api/widgets/1?userId=alice";
+
+    let (s1, head1, body1) = get_with(addr, path, "").await;
+    let (s2, _, body2) = get_with(addr, path, "").await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(body1, body2, "byte-identical until a bump, generatedAt included");
+    let etag = header_of(&head1, "etag");
+    assert!(etag.starts_with('"'), "{head1}");
+    assert!(!header_of(&head1, "last-modified").is_empty(), "{head1}");
+
+    let (s3, head3, body3) = get_with(addr, path, &format!("If-None-Match: {etag}\r\n")).await;
+    assert_eq!(s3, 304);
+    assert!(body3.is_empty(), "no body: {body3}");
+    assert_eq!(header_of(&head3, "etag"), etag);
+    let (_, stats) = get_json(addr, "/stats").await;
+    assert_eq!(stats["notModified"], 1);
+    assert_eq!(stats["total"], 3, "a 304 is a call too");
+
+    // Faults win over 304s.
+    mock.set_fault(1, Fault::Error(503));
+    let (s4, _, _) = get_with(addr, path, &format!("If-None-Match: {etag}\r\n")).await;
+    assert_eq!(s4, 503);
+    mock.set_fault(1, Fault::Ok);
+
+    let (status, bumped) = http(addr, "POST", "/bump", Some(r#"{"userId":"alice","widget":1}"#)).await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&bumped).unwrap()["version"], 2);
+    let (s5, head5, body5) = get_with(addr, path, &format!("If-None-Match: {etag}\r\n")).await;
+    assert_eq!(s5, 200, "the old ETag no longer matches");
+    assert_ne!(header_of(&head5, "etag"), etag);
+    assert_eq!(serde_json::from_str::<Value>(&body5).unwrap()["version"], 2);
+    assert_eq!(mock.not_modified(), 1);
+    assert_eq!(mock.bump("alice", 1), Some(3));
+    mock.stop().await;
+
+    let plain = start_fast().await;
+    let (status, _) = http(plain.addr(), "POST", "/bump", Some(r#"{"userId":"alice","widget":1}"#)).await;
+    assert_eq!(status, 404, "no /bump without --etags");
+    let (s, head, _) = get_with(plain.addr(), path, "If-None-Match: *\r\n").await;
+    assert_eq!(s, 200, "without --etags the mock behaves as before");
+    assert!(header_of(&head, "etag").is_empty());
+    plain.stop().await;
+}
