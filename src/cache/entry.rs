@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::clock::Millis;
+use crate::upstream::Validators;
 
 /// The data of one (user, widget) and the moments that decide how it is served.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +43,12 @@ pub struct Entry {
     /// began before an invalidation cannot land after it (SPEC §7 "Ordering").
     #[serde(default)]
     pub started: u64,
+    /// The upstream's `ETag` and `Last-Modified` of the data, so that a
+    /// refresh can ask whether it changed (SPEC §7 "Conditional refresh").
+    /// Kept in every store, as part of the entry; dropped by any
+    /// invalidation, so the fetch after one is unconditional.
+    #[serde(default, skip_serializing_if = "Validators::is_empty")]
+    pub validators: Validators,
     /// The responses' bytes made from this entry, on first use (never stored).
     #[serde(skip)]
     pub rendered: Rendered,
@@ -123,6 +130,7 @@ impl PartialEq for Entry {
             && self.fingerprint == other.fingerprint
             && self.generation == other.generation
             && self.started == other.started
+            && self.validators == other.validators
     }
 }
 
@@ -198,8 +206,28 @@ mod tests {
             fingerprint: 7,
             generation: 2,
             started: 2,
+            validators: Default::default(),
             rendered: Rendered::default(),
         }
+    }
+
+    #[test]
+    fn validators_survive_the_stores_encoding_and_are_left_out_when_none() {
+        let mut with = entry();
+        with.validators = Validators {
+            etag: Some("\"w1-v3\"".into()),
+            last_modified: Some("Sun, 06 Dec 2026 09:00:00 GMT".into()),
+        };
+        let decoded = Entry::decode(&with.encode()).unwrap();
+        assert_eq!(decoded, with);
+        assert_eq!(decoded.validators, with.validators);
+        let plain = String::from_utf8(entry().encode()).unwrap();
+        assert!(!plain.contains("validators"), "{plain}");
+        assert_ne!(
+            Entry::decode(plain.as_bytes()).unwrap(),
+            with,
+            "validators count in equality"
+        );
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub(crate) struct Fetched {
     /// The data came from another fetch (another instance's, or one that had
     /// just landed), not from this task's upstream call.
     pub(crate) remote: bool,
+    /// The upstream said the entry had not changed (`304`): it was renewed
+    /// without a body.
+    pub(crate) revalidated: bool,
 }
 
 pub(crate) type FetchResult = Result<Fetched, FetchError>;

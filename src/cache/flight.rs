@@ -33,7 +33,7 @@ use super::policy::store_ttl;
 use super::service::{WidgetCache, CAUSE_MARGIN};
 use super::store::fleet_lock::{self, Waited};
 use super::store::LockState;
-use crate::upstream::FetchError;
+use crate::upstream::{Answer, FetchError};
 use crate::user::UserId;
 use crate::widget::Instance;
 
@@ -189,10 +189,18 @@ impl WidgetCache {
                 .await;
             let outcome = match &result {
                 Ok(Fetched { remote: true, .. }) => "collapsed",
+                Ok(Fetched {
+                    revalidated: true, ..
+                }) => "revalidated",
                 Ok(_) => "ok",
                 Err(_) => "error",
             };
             metrics::counter!("percache_refresh_total", "outcome" => outcome).increment(1);
+            // A background fetch's 304 has no request to count it.
+            if work != Work::Request && outcome == "revalidated" {
+                let revalidated = super::outcome::Outcome::Revalidated { collapsed: false };
+                guard.cache.counters.count(&instance.widget, revalidated);
+            }
             // Publish first, then leave the map (the guard's drop): a request
             // arriving in between joins a channel that already holds the result.
             let _ = tx.send(Some(result));
@@ -223,15 +231,24 @@ impl WidgetCache {
             e.filter(|e| e.started == e.generation)
                 .and_then(|e| self.current(e, instance))
         };
-        let seen = match self.store.get(key).await.map(judge) {
+        let (seen, known) = match self.store.get(key).await.map(judge) {
             // A fetch may have landed between our caller's read and our start.
             Ok(Some(entry))
                 if matches!(start, Start::Recheck(seen) if entry.fetched_at > seen)
                     && entry.freshness(self.clock.now_ms()) == Freshness::Fresh =>
             {
-                return Ok(Fetched { entry, remote: true });
+                return Ok(Fetched {
+                    entry,
+                    remote: true,
+                    revalidated: false,
+                });
             }
-            Ok(entry) => entry.map_or(i64::MIN, |e| e.fetched_at),
+            // The entry a conditional refresh may renew: one a fetch wrote,
+            // untouched by any invalidation since (which drops validators).
+            Ok(entry) => (
+                entry.as_ref().map_or(i64::MIN, |e| e.fetched_at),
+                landed(entry).filter(|e| !e.validators.is_empty()),
+            ),
             Err(_) => return self.fetch_unlocked(key, user, instance, who).await,
         };
         let deadline = tokio::time::Instant::now() + self.wait_deadline;
@@ -248,10 +265,12 @@ impl WidgetCache {
                 .await
             {
                 Ok(LockState::Acquired(token)) => {
-                    return self.fetch_leased(key, user, instance, slot, Some(token)).await;
+                    return self
+                        .fetch_leased(key, user, instance, slot, Some(token), known)
+                        .await;
                 }
                 Ok(LockState::Free) | Err(_) => {
-                    return self.fetch_leased(key, user, instance, slot, None).await
+                    return self.fetch_leased(key, user, instance, slot, None, known).await
                 }
                 Ok(LockState::Failed(status)) => return Err(self.recent_failure(key, status)),
                 Ok(LockState::Busy) => drop(slot),
@@ -269,7 +288,13 @@ impl WidgetCache {
             )
             .await
             {
-                Waited::Landed(entry) => return Ok(Fetched { entry, remote: true }),
+                Waited::Landed(entry) => {
+                    return Ok(Fetched {
+                        entry,
+                        remote: true,
+                        revalidated: false,
+                    })
+                }
                 Waited::Failed(status) => return Err(self.recent_failure(key, status)),
                 Waited::Released => {}
                 Waited::StoreDown => return self.fetch_unlocked(key, user, instance, who).await,
@@ -288,7 +313,7 @@ impl WidgetCache {
         who: &Requester,
     ) -> FetchResult {
         match self.upstream_slot(instance, who).await {
-            Ok(slot) => self.fetch_leased(key, user, instance, slot, None).await,
+            Ok(slot) => self.fetch_leased(key, user, instance, slot, None, None).await,
             Err(e) => Err(self.remember_failure(key, e)),
         }
     }
@@ -296,7 +321,9 @@ impl WidgetCache {
     /// Calls the upstream in `slot` under the lease `token` (if held, renewed
     /// while the call runs), stores the entry (the token is its fencing
     /// stamp, checked by the store's write) and releases the lease, leaving
-    /// a failure marker for the backoff when the call failed.
+    /// a failure marker for the backoff when the call failed. With `known`
+    /// (the stored entry and its validators), the call is conditional, and
+    /// a `304` renews that entry: new fetch time, same data.
     async fn fetch_leased(
         &self,
         key: &CacheKey,
@@ -304,12 +331,16 @@ impl WidgetCache {
         instance: &Instance,
         slot: super::slots::Slot,
         token: Option<u64>,
+        known: Option<Arc<Entry>>,
     ) -> FetchResult {
         // Stamped before the call: data fetched across an invalidation is
         // older than it. Without a lease (the store is down), from our own
         // stamp clock: such an entry cannot be stored anyway.
         let stamp = token.unwrap_or_else(|| self.stamps.next(self.clock.now_ms()));
-        let call = self.fetcher.fetch(user.as_str(), instance);
+        let validators = known.as_ref().map(|k| k.validators.clone()).unwrap_or_default();
+        let call = self
+            .fetcher
+            .fetch_conditional(user.as_str(), instance, &validators);
         let result = match token {
             Some(token) => {
                 let renew = self.renew_lease(key, token);
@@ -324,11 +355,22 @@ impl WidgetCache {
         self.slots.record(instance.widget.index, &result);
         let now = self.clock.now_ms();
         let widget = &instance.widget;
-        let result = result.map(|data| {
+        let mut revalidated = false;
+        let result = result.and_then(|answer| {
+            let (data, validators) = match (answer, &known) {
+                (Answer::Body(data, validators), _) => (data, validators),
+                (Answer::NotModified(validators), Some(known)) => {
+                    revalidated = true;
+                    (known.data.clone(), validators)
+                }
+                // Not asked: a 304 then says nothing of our data.
+                (Answer::NotModified(_), None) => return Err(FetchError::Status(304)),
+            };
             let mut entry = self.policy.entry(widget.index, widget.fingerprint, data, now);
             entry.generation = stamp;
             entry.started = stamp;
-            Arc::new(entry)
+            entry.validators = validators;
+            Ok(Arc::new(entry))
         });
         if let Ok(entry) = &result {
             let stored = self
@@ -366,7 +408,11 @@ impl WidgetCache {
                 self.changes.announce(key, released.is_ok()).await;
             }
         }
-        result.map(|entry| Fetched { entry, remote: false })
+        result.map(|entry| Fetched {
+            entry,
+            remote: false,
+            revalidated,
+        })
     }
 
     /// Renews the lease `token` of `key` every third of its life, for as long

@@ -90,6 +90,9 @@ impl WidgetCache {
                 let mut stale = (*entry).clone();
                 stale.fresh_until = stale.fresh_until.min(now);
                 stale.started = stamp;
+                // The next fetch is unconditional: what the upstream would
+                // call unchanged was invalidated.
+                stale.validators = Default::default();
                 let ttl = store_ttl(&entry, now);
                 if self
                     .store

@@ -30,11 +30,15 @@ pub enum Outcome {
     Outdated { ttl: i64 },
     /// `only-if-cached` and nothing usable: no upstream call.
     OnlyIfCached,
+    /// The fetch asked the upstream whether the entry changed, and it had
+    /// not (`304`): the entry was renewed, no body transferred; `collapsed`
+    /// if it joined that fetch.
+    Revalidated { collapsed: bool },
 }
 
 impl Outcome {
     /// Every label, in the order of [`Outcome::index`].
-    pub const LABELS: [&'static str; 9] = [
+    pub const LABELS: [&'static str; 10] = [
         "hit",
         "eager",
         "outdated",
@@ -44,6 +48,7 @@ impl Outcome {
         "miss",
         "stale_if_error",
         "error",
+        "revalidated",
     ];
 
     /// The label of `percache_cache_requests_total{outcome}` and of logs.
@@ -63,6 +68,7 @@ impl Outcome {
             Outcome::Miss { .. } | Outcome::Forced { .. } => 6,
             Outcome::StaleIfError { .. } => 7,
             Outcome::Error { .. } => 8,
+            Outcome::Revalidated { .. } => 9,
         }
     }
 }

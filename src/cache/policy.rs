@@ -141,6 +141,7 @@ impl CachePolicy {
             fingerprint,
             generation: 0,
             started: 0,
+            validators: Default::default(),
             rendered: Default::default(),
         }
     }

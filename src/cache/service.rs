@@ -601,9 +601,17 @@ impl WidgetCache {
     ) -> Lookup {
         let now = self.clock.now_ms();
         match result {
-            Ok(Fetched { entry, remote }) => {
-                // Data from another fetch counts as collapsed too.
+            Ok(Fetched {
+                entry,
+                remote,
+                revalidated,
+            }) => {
+                // Data from another fetch counts as collapsed too; a fetch
+                // the upstream answered `304` renewed the entry.
                 let outcome = match success {
+                    Outcome::Miss { collapsed } | Outcome::Forced { collapsed } if revalidated => {
+                        Outcome::Revalidated { collapsed }
+                    }
                     Outcome::Miss { collapsed } => Outcome::Miss {
                         collapsed: collapsed || remote,
                     },

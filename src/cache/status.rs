@@ -57,6 +57,13 @@ pub fn cache_status(lookup: &Lookup) -> String {
             let _ = write!(s, "fwd=miss; fwd-status={status}");
             Some("stale-if-error")
         }
+        Outcome::Revalidated { collapsed } => {
+            s.push_str("fwd=stale; fwd-status=304");
+            if *collapsed {
+                s.push_str("; collapsed");
+            }
+            None
+        }
         Outcome::Error { status } => {
             let _ = write!(s, "fwd=miss; fwd-status={status}");
             None
@@ -106,7 +113,7 @@ mod tests {
     #[test]
     fn every_outcome_is_one_structured_field_member_with_at_most_one_detail() {
         use Outcome::*;
-        let table: [(Outcome, &str, &str); 11] = [
+        let table: [(Outcome, &str, &str); 13] = [
             (
                 Hit { ttl: 42 },
                 "percache; hit; ttl=42",
@@ -161,6 +168,16 @@ mod tests {
                 Error { status: 504 },
                 "percache; fwd=miss; fwd-status=504",
                 "percache; fwd=miss; fwd-status=504; detail=store-unavailable",
+            ),
+            (
+                Revalidated { collapsed: false },
+                "percache; fwd=stale; fwd-status=304",
+                "percache; fwd=stale; fwd-status=304; detail=store-unavailable",
+            ),
+            (
+                Revalidated { collapsed: true },
+                "percache; fwd=stale; fwd-status=304; collapsed",
+                "percache; fwd=stale; fwd-status=304; collapsed; detail=store-unavailable",
             ),
         ];
         for (outcome, with_store, without) in table {

@@ -250,7 +250,8 @@ fn describe() {
     );
     describe_counter!(
         "percache_refresh_total",
-        "Background fetch tasks by outcome; skipped: refused at the --max-background-fetches cap."
+        "Fetch tasks by outcome (ok, collapsed, error, revalidated: a 304 renewed the entry, \
+         superseded); skipped: background work refused at a cap."
     );
     describe_counter!(
         "percache_upstream_capped_total",
@@ -308,6 +309,7 @@ fn describe() {
     metrics::counter!("percache_store_errors_total").increment(0);
     metrics::counter!("percache_prewarm_total").increment(0);
     metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(0);
+    metrics::counter!("percache_refresh_total", "outcome" => "revalidated").increment(0);
     metrics::gauge!("percache_open_pages").increment(0.0);
     metrics::gauge!("percache_prewarm_queue").increment(0.0);
     for kind in ["foreground_waited", "background_skipped", "prewarm_skipped"] {

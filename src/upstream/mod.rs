@@ -204,6 +204,73 @@ impl UpstreamSettings {
 pub trait Fetch: Send + Sync + 'static {
     /// Fetches one widget instance of one user.
     async fn fetch(&self, user: &str, instance: &Instance) -> Result<Box<RawValue>, FetchError>;
+
+    /// Fetches, asking the upstream whether the body `known` describes is
+    /// still current (SPEC §7 "Conditional refresh"): `NotModified` when
+    /// it is (a `304`, no body). A fetcher without validators fetches.
+    async fn fetch_conditional(
+        &self,
+        user: &str,
+        instance: &Instance,
+        known: &Validators,
+    ) -> Result<Answer, FetchError> {
+        let _ = known;
+        let data = self.fetch(user, instance).await?;
+        Ok(Answer::Body(data, Validators::default()))
+    }
+}
+
+/// The upstream's validators of a body: its `ETag` and `Last-Modified`, as
+/// it sent them (at most [`MAX_VALIDATOR`] bytes of visible ASCII each).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Validators {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<Box<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<Box<str>>,
+}
+
+/// Longest validator kept.
+pub const MAX_VALIDATOR: usize = 256;
+
+impl Validators {
+    /// Neither an `ETag` nor a `Last-Modified`.
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+
+    /// The validators of a response's headers (others, and oversized or
+    /// non-ASCII values, are dropped).
+    fn of(headers: &header::HeaderMap) -> Self {
+        let keep = |name: header::HeaderName| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty() && v.len() <= MAX_VALIDATOR)
+                .map(Box::from)
+        };
+        Self {
+            etag: keep(header::ETAG),
+            last_modified: keep(header::LAST_MODIFIED),
+        }
+    }
+
+    /// These validators where `newer` has none (a `304` may omit them).
+    fn or(self, known: &Validators) -> Self {
+        Self {
+            etag: self.etag.or_else(|| known.etag.clone()),
+            last_modified: self.last_modified.or_else(|| known.last_modified.clone()),
+        }
+    }
+}
+
+/// What a conditional fetch got.
+#[derive(Debug)]
+pub enum Answer {
+    /// A body, with its validators.
+    Body(Box<RawValue>, Validators),
+    /// `304 Not Modified`: the known body is current; its validators now.
+    NotModified(Validators),
 }
 
 /// The widgets API over awc. awc's client is not `Send`, so each thread that
@@ -243,6 +310,15 @@ impl HttpFetcher {
 impl Fetch for HttpFetcher {
     async fn fetch(&self, user: &str, instance: &Instance) -> Result<Box<RawValue>, FetchError> {
         self.client().fetch(user, instance).await
+    }
+
+    async fn fetch_conditional(
+        &self,
+        user: &str,
+        instance: &Instance,
+        known: &Validators,
+    ) -> Result<Answer, FetchError> {
+        self.client().fetch_with(user, instance, known).await
     }
 }
 
@@ -316,6 +392,21 @@ impl Upstream {
     /// Fetches one widget instance of one user; the whole call, retries
     /// included, is bounded by the timeout.
     pub async fn fetch(&self, user: &str, instance: &Instance) -> Result<Box<RawValue>, FetchError> {
+        match self.fetch_with(user, instance, &Validators::default()).await? {
+            Answer::Body(data, _) => Ok(data),
+            // Asked for nothing conditional: a 304 is not an answer.
+            Answer::NotModified(_) => Err(FetchError::Status(304)),
+        }
+    }
+
+    /// As [`Upstream::fetch`], conditional on `known` (sent as
+    /// `If-None-Match` / `If-Modified-Since`).
+    pub async fn fetch_with(
+        &self,
+        user: &str,
+        instance: &Instance,
+        known: &Validators,
+    ) -> Result<Answer, FetchError> {
         let mut url = String::with_capacity(self.settings.base.len() + 64);
         url.push_str(&self.settings.base);
         url.push_str(&instance.widget.path.render(user, &instance.params));
@@ -324,7 +415,7 @@ impl Upstream {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                match self.fetch_once(&url, &label).await {
+                match self.fetch_once(&url, &label, known).await {
                     Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
                         let delay = backoff(attempt);
                         tracing::debug!(widget = %label, attempt, error = %e, ?delay, "retrying upstream");
@@ -341,11 +432,17 @@ impl Upstream {
 
     /// One attempt, recorded in `percache_upstream_requests_total{widget,status}`
     /// and `percache_upstream_duration_seconds`.
-    async fn fetch_once(&self, url: &str, widget: &Arc<str>) -> Result<Box<RawValue>, FetchError> {
+    async fn fetch_once(
+        &self,
+        url: &str,
+        widget: &Arc<str>,
+        known: &Validators,
+    ) -> Result<Answer, FetchError> {
         let start = std::time::Instant::now();
-        let result = self.attempt(url).await;
+        let result = self.attempt(url, known).await;
         let status = match &result {
-            Ok(_) => "200".to_owned(),
+            Ok(Answer::Body(..)) => "200".to_owned(),
+            Ok(Answer::NotModified(_)) => "304".to_owned(),
             Err(FetchError::Status(s)) => s.to_string(),
             Err(FetchError::Timeout) => "timeout".to_owned(),
             Err(_) => "error".to_owned(),
@@ -357,13 +454,19 @@ impl Upstream {
         result
     }
 
-    async fn attempt(&self, url: &str) -> Result<Box<RawValue>, FetchError> {
+    async fn attempt(&self, url: &str, known: &Validators) -> Result<Answer, FetchError> {
         let mut url = url.to_owned();
         let mut hops = 0;
         let mut resp = loop {
             let mut request = self.client().get(&url);
             for (name, value) in &self.settings.headers {
                 request = request.insert_header((name.clone(), value.clone()));
+            }
+            if let Some(etag) = known.etag.as_deref() {
+                request = request.insert_header((header::IF_NONE_MATCH, etag));
+            }
+            if let Some(at) = known.last_modified.as_deref() {
+                request = request.insert_header((header::IF_MODIFIED_SINCE, at));
             }
             let resp = request.send().await.map_err(send_error)?;
             // Never followed by awc itself (the client disables it): a
@@ -386,6 +489,9 @@ impl Upstream {
             }
         };
         let status = resp.status().as_u16();
+        if status == 304 && !known.is_empty() {
+            return Ok(Answer::NotModified(Validators::of(resp.headers()).or(known)));
+        }
         if !resp.status().is_success() {
             // Back-pressure: a 429 (with or without Retry-After), or a 503
             // with one, asks the fleet to wait; neither is retried.
@@ -406,7 +512,10 @@ impl Upstream {
             .await
             .map_err(|e| FetchError::Body(e.to_string()))?;
         // Checked, and kept as bytes: no tree of values per entry.
-        raw_object(&body).map_err(FetchError::Body)
+        let validators = Validators::of(resp.headers());
+        raw_object(&body)
+            .map(|data| Answer::Body(data, validators))
+            .map_err(FetchError::Body)
     }
 }
 

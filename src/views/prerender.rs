@@ -67,6 +67,7 @@ mod tests {
             fingerprint: 0,
             generation: 0,
             started: 0,
+            validators: Default::default(),
             rendered: Default::default(),
         })
     }

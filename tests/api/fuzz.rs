@@ -49,6 +49,7 @@ fn entry() -> impl Strategy<Value = Entry> {
                 fingerprint,
                 generation,
                 started,
+                validators: Default::default(),
                 rendered: Default::default(),
             }
         },
@@ -281,6 +282,7 @@ fn round_trip(value: f64) -> (Entry, Entry, serde_json::Value) {
         fingerprint: 0,
         generation: 0,
         started: 0,
+        validators: Default::default(),
         rendered: Default::default(),
     };
     let decoded = Entry::decode(&entry.encode()).unwrap();

@@ -70,6 +70,7 @@ type Change = Box<dyn FnOnce(&mut Settings) + Send>;
 pub struct AppBuilder {
     store: StoreKind,
     delays_ms: [u64; 5],
+    etags: bool,
     changes: Vec<Change>,
 }
 
@@ -79,6 +80,7 @@ pub fn spawn_app(store: StoreKind) -> AppBuilder {
     AppBuilder {
         store,
         delays_ms: DELAYS_MS,
+        etags: false,
         changes: Vec::new(),
     }
 }
@@ -96,6 +98,12 @@ impl AppBuilder {
         self
     }
 
+    /// The mock keeps bodies with `ETag`s and answers `304` (`--etags`).
+    pub fn etags(mut self) -> Self {
+        self.etags = true;
+        self
+    }
+
     /// No prewarm at sign-in: the test counts every upstream call itself.
     pub fn without_prewarm(self) -> Self {
         self.settings(|s| s.prewarm = false)
@@ -105,7 +113,9 @@ impl AppBuilder {
         if std::env::var_os("TEST_LOG").is_some() {
             telemetry::init(LogFormat::Pretty);
         }
-        let mock = MockUpstream::start("127.0.0.1:0", MockConfig::with_delays_ms(self.delays_ms)).await;
+        let mut config = MockConfig::with_delays_ms(self.delays_ms);
+        config.etags = self.etags;
+        let mock = MockUpstream::start("127.0.0.1:0", config).await;
         let mock = mock.expect("the mock upstream starts");
         let (redis, cluster) = self.store.start();
         let mut settings = test_settings(mock.url(), redis.as_ref(), cluster.as_ref());

@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod cache;
 mod chaos;
+mod conditional;
 mod cost;
 mod current;
 mod dashboard;

@@ -347,6 +347,7 @@ mod tests {
             fingerprint: 0,
             generation: 0,
             started: v as u64 + 1,
+            validators: Default::default(),
             rendered: Default::default(),
         })
     }

@@ -521,6 +521,7 @@ mod tests {
             fingerprint: 42,
             generation: 0,
             started: v as u64 + 1,
+            validators: Default::default(),
             rendered: Default::default(),
         })
     }
