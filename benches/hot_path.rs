@@ -120,6 +120,7 @@ fn entry(widget: &Instance, now: i64) -> Arc<Entry> {
         fingerprint: widget.widget.fingerprint,
         generation: 1,
         started: 1,
+        validators: Default::default(),
         rendered: Default::default(),
     })
 }

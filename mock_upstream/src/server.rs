@@ -109,7 +109,13 @@ async fn widget(req: HttpRequest, path: web::Path<String>, data: Data) -> HttpRe
             *version += 1;
         }
         let version = *version;
-        (version, st.faults[idx].clone(), st.delays[idx], st.jitter_pct, etags)
+        (
+            version,
+            st.faults[idx].clone(),
+            st.delays[idx],
+            st.jitter_pct,
+            etags,
+        )
     };
 
     match fault {
@@ -182,7 +188,9 @@ async fn widget(req: HttpRequest, path: web::Path<String>, data: Data) -> HttpRe
 /// Whether an `If-None-Match` value names `etag` (weak comparison, `*` included).
 fn matches_etag(header: &str, etag: &str) -> bool {
     let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
-    header.split(',').any(|t| t.trim() == "*" || bare(t) == bare(etag))
+    header
+        .split(',')
+        .any(|t| t.trim() == "*" || bare(t) == bare(etag))
 }
 
 /// Changes the body of (`user`, `widget`) under `--etags`: a new version, a
@@ -214,7 +222,10 @@ async fn bump_route(body: web::Bytes, data: Data) -> HttpResponse {
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad bump request: {e}")),
     };
     if !valid_widget(req.widget) || req.user_id.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "userId and a widget from 1 to 5 are required");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "userId and a widget from 1 to 5 are required",
+        );
     }
     match bump(&data, &req.user_id, req.widget) {
         Some(version) => HttpResponse::Ok().json(json!({ "version": version })),

@@ -382,7 +382,11 @@ async fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, 
     stream.read_to_end(&mut raw).await.expect("read");
     let text = String::from_utf8(raw).expect("utf-8 response");
     let (head, body) = text.split_once("\r\n\r\n").expect("header end");
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
@@ -435,7 +439,13 @@ async fn etags_keep_the_body_until_a_bump_and_answer_304() {
     mock.stop().await;
 
     let plain = start_fast().await;
-    let (status, _) = http(plain.addr(), "POST", "/bump", Some(r#"{"userId":"alice","widget":1}"#)).await;
+    let (status, _) = http(
+        plain.addr(),
+        "POST",
+        "/bump",
+        Some(r#"{"userId":"alice","widget":1}"#),
+    )
+    .await;
     assert_eq!(status, 404, "no /bump without --etags");
     let (s, head, _) = get_with(plain.addr(), path, "If-None-Match: *\r\n").await;
     assert_eq!(s, 200, "without --etags the mock behaves as before");
