@@ -16,11 +16,11 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 
 use crate::cache::entry::Entry;
-use crate::cache::generations::{Gen, Kind};
+use crate::cache::fleet::changes::Changes;
+use crate::cache::fleet::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
 use crate::cache::policy::Lifetimes;
 use crate::cache::store::breaker::Breaker;
-use crate::cache::store::changes::Changes;
 use crate::cache::store::memory::MemoryStore;
 use crate::cache::store::{LockState, Store, StoreError};
 use crate::cache::{CachePolicy, Lookup, Outcome, WidgetCache};

@@ -28,10 +28,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::entry::{Entry, Freshness};
+use super::fleet::lease::{self, Waited};
 use super::key::CacheKey;
 use super::policy::store_ttl;
 use super::service::{WidgetCache, CAUSE_MARGIN};
-use super::store::fleet_lock::{self, Waited};
 use super::store::LockState;
 use crate::upstream::{Answer, FetchError};
 use crate::user::UserId;
@@ -277,16 +277,8 @@ impl WidgetCache {
             }
             // Another instance is fetching: wait for its entry or its failure.
             let tag = user.tag().as_str();
-            match fleet_lock::wait_for_other_fetch(
-                &*self.store,
-                &self.changes,
-                tag,
-                key,
-                seen,
-                deadline,
-                landed,
-            )
-            .await
+            match lease::wait_for_other_fetch(&*self.store, &self.changes, tag, key, seen, deadline, landed)
+                .await
             {
                 Waited::Landed(entry) => {
                     return Ok(Fetched {

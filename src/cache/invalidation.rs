@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::generations::{Kind, Verdict};
+use super::fleet::generations::{Kind, Verdict};
 use super::key::CacheKey;
 use super::policy::store_ttl;
 use super::service::WidgetCache;

@@ -18,9 +18,9 @@ use serde_json::value::RawValue;
 use tokio::sync::watch;
 
 use crate::cache::core_tests::run;
-use crate::cache::generations::Kind;
+use crate::cache::fleet::changes::Changes;
+use crate::cache::fleet::generations::Kind;
 use crate::cache::policy::Lifetimes;
-use crate::cache::store::changes::Changes;
 use crate::cache::store::memory::MemoryStore;
 use crate::cache::store::sqlite::SqliteStore;
 use crate::cache::store::Capacity;

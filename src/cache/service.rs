@@ -14,11 +14,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::directives::Directives;
 use crate::cache::entry::{Entry, Freshness};
-use crate::cache::generations::Verdict;
+use crate::cache::fleet::changes::Changes;
+use crate::cache::fleet::generations::Verdict;
+use crate::cache::fleet::waiters::Watch;
 use crate::cache::key::CacheKey;
 use crate::cache::policy::CachePolicy;
-use crate::cache::store::changes::Changes;
-use crate::cache::store::waiters::Watch;
 use crate::cache::store::{LockState, Store};
 use crate::clock::Clock;
 use crate::upstream::{Fetch, FetchError};

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::store::changes::{Changes, Heard};
+use super::fleet::changes::{Changes, Heard};
 
 use super::turns::{Refused, Requester, Turn, Turns};
 

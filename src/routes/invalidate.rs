@@ -17,7 +17,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::AppState;
-use crate::cache::generations::Kind;
+use crate::cache::fleet::generations::Kind;
 use crate::defence::replay::{ReplayGuard, Seen};
 use crate::routes::error::WebhookError;
 use crate::user::UserId;

@@ -29,7 +29,7 @@ use std::time::Duration;
 use moka::sync::Cache;
 
 use super::SignedIn;
-use crate::cache::store::changes::{Changes, Heard};
+use crate::cache::fleet::changes::{Changes, Heard};
 use crate::cache::store::redis::RedisStore;
 use crate::cache::store::sqlite::SqliteStore;
 use crate::clock::{Clock, Millis};

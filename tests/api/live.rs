@@ -170,7 +170,7 @@ async fn the_near_cache_is_coherent_across_instances() {
         .invalidate(
             &percache::user::UserId::parse("alice").unwrap(),
             &[std::sync::Arc::clone(&instance("1").widget)],
-            percache::cache::generations::Kind::Hard,
+            percache::cache::fleet::generations::Kind::Hard,
         )
         .await
         .unwrap();

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use percache::cache::generations::{Kind, Verdict};
+use percache::cache::fleet::generations::{Kind, Verdict};
 use percache::cache::policy::Lifetimes;
 use percache::cache::{CachePolicy, Lookup, Shown, Store, WidgetCache};
 use percache::clock::{Clock, MockClock};
@@ -170,7 +170,7 @@ impl World {
         let (store, changes) = match self.backend {
             Backend::Memory => (
                 Arc::clone(self.memory.as_ref().unwrap()),
-                percache::cache::store::changes::Changes::local(),
+                percache::cache::fleet::changes::Changes::local(),
             ),
             Backend::Sqlite | Backend::Redis => {
                 let mut settings = Settings::defaults();

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use super::{LockState, Store, StoreError};
 use crate::cache::entry::Entry;
-use crate::cache::generations::{Gen, Kind};
+use crate::cache::fleet::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
 use crate::clock::Clock;
 

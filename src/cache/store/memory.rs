@@ -12,7 +12,7 @@ use moka::Expiry;
 use super::recent::Recent;
 use super::{LockState, Store, StoreError, Usage};
 use crate::cache::entry::Entry;
-use crate::cache::generations::{Gen, Kind};
+use crate::cache::fleet::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
 use crate::cache::store::Capacity;
 use crate::clock::{Clock, Millis, SystemClock};

@@ -3,21 +3,17 @@
 //! ([`sqlite::SqliteStore`]) and Redis or Redis Cluster
 //! ([`redis::RedisStore`]); the layers over them, [`breaker::Breaker`]
 //! (a failing store does not slow requests down) and [`near::NearCache`]
-//! (the L1); and what a fleet shares besides entries: the change feed
-//! ([`changes::Changes`]) and the wait on another instance's fetch
-//! ([`fleet_lock`]). [`stack::from_settings`] puts them together.
+//! (the L1). [`stack::from_settings`] puts them together. What a fleet
+//! shares besides entries (the change feed, the waiters, the fetch lease's
+//! waiting side, the generations) is in [`crate::cache::fleet`].
 
 pub mod breaker;
-pub mod changes;
-pub mod fleet_lock;
 pub mod memory;
 pub mod near;
 mod recent;
 pub mod redis;
-pub mod sharded;
 pub mod sqlite;
 pub mod stack;
-pub mod waiters;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::cache::entry::Entry;
-use crate::cache::generations::{Gen, Kind};
+use crate::cache::fleet::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
 
 /// A store failure. The cache treats every one of them as "store unavailable"

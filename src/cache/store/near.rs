@@ -14,10 +14,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use moka::sync::Cache;
 
-use super::changes::{Changes, Evicts};
 use super::{LockState, Store, StoreError};
 use crate::cache::entry::Entry;
-use crate::cache::generations::{Gen, Kind};
+use crate::cache::fleet::changes::{Changes, Evicts};
+use crate::cache::fleet::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
 use crate::clock::{Clock, Millis};
 

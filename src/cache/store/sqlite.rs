@@ -29,7 +29,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::memory::MemoryStore;
 use super::{LockState, Store, StoreError, Usage};
 use crate::cache::entry::Entry;
-use crate::cache::generations::{Gen, Kind};
+use crate::cache::fleet::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
 use crate::cache::store::Capacity;
 use crate::clock::{Clock, SystemClock};

@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::breaker::Breaker;
-use super::changes::Changes;
 use super::memory::MemoryStore;
 use super::near::NearCache;
 use super::redis::{self, RedisStore};
 use super::sqlite::SqliteStore;
 use super::Store;
+use crate::cache::fleet::changes::Changes;
 use crate::clock::Clock;
 
 /// How long a failing store is skipped before it is tried again.

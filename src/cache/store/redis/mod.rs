@@ -25,7 +25,7 @@ use scripts::*;
 
 use super::{parse_lock_value, LockState, Store, StoreError};
 use crate::cache::entry::Entry;
-use crate::cache::generations::{Gen, Kind};
+use crate::cache::fleet::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
 
 /// Entries in Redis, shared by every instance that points at the same server

@@ -10,7 +10,7 @@
 //!   key's user's waiters (`/updates` long-polls, fetches waiting on another
 //!   instance's).
 //! * Invalidations of a widget for all users are generation bumps, kept in
-//!   Redis and announced the same way (see `cache::generations`).
+//!   Redis and announced the same way (see `cache::fleet::generations`).
 //!
 //! So an instance serves data older than the fleet's newest for the pub/sub
 //! latency (milliseconds) normally, and never longer than `--l1-ttl` (if a
@@ -24,13 +24,13 @@ use std::time::Duration;
 use deadpool_redis::redis;
 use futures_util::StreamExt;
 
-use super::redis::RedisStore;
 pub use super::sharded::CHANNEL;
 use super::sharded::{channel_of, ShardedFeed};
 use super::waiters::{Waiters, Watch};
-use super::Store as _;
-use crate::cache::generations::{Gen, Generations};
+use crate::cache::fleet::generations::{Gen, Generations};
 use crate::cache::key::CacheKey;
+use crate::cache::store::redis::RedisStore;
+use crate::cache::store::Store as _;
 
 /// A part above the feed that hears the messages with its own prefix
 /// (the session record: `end:`). Defined here, so the feed points at
@@ -81,7 +81,7 @@ pub struct Changes {
     instance: String,
     /// The L1 that other instances' changes evict from, if there is one.
     l1: OnceLock<Weak<dyn Evicts>>,
-    /// Per-widget invalidation generations (see `cache::generations`).
+    /// Per-widget invalidation generations (see `cache::fleet::generations`).
     widget_gens: Generations,
     /// On a cluster: the users this instance follows (sharded pub/sub).
     sharded: OnceLock<Arc<ShardedFeed>>,

@@ -12,9 +12,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::changes::Changes;
-use super::{LockState, Store};
 use crate::cache::entry::Entry;
 use crate::cache::key::CacheKey;
+use crate::cache::store::{LockState, Store};
 
 /// How often a request waiting on another instance's fetch looks at the
 /// store when no change announcement arrives (a lost message).
