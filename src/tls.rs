@@ -103,7 +103,11 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig
         })?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 where the upstream offers it: awc multiplexes its calls over
+    // one connection per worker (measured: 500 concurrent cold fetches over
+    // 2 connections, against 222 TLS handshakes with HTTP/1.1 alone).
+    // HTTP/1.1 otherwise.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
