@@ -142,18 +142,11 @@ async fn api_handler(req: HttpRequest, seen: web::Data<Seen>) -> HttpResponse {
 
 impl HttpsApi {
     fn start(pki: &TestPki) -> Self {
-        Self::start_with(pki, (*pki.server).clone())
+        // actix-web offers h2 and http/1.1 by ALPN whatever the config says.
+        Self::start_with((*pki.server).clone())
     }
 
-    /// As [`HttpsApi::start`], offering only HTTP/1.1 by ALPN.
-    fn start_http1(pki: &TestPki) -> Self {
-        let mut config = (*pki.server).clone();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Self::start_with(pki, config)
-    }
-
-    fn start_with(pki: &TestPki, config: rustls::ServerConfig) -> Self {
-        let _ = pki;
+    fn start_with(config: rustls::ServerConfig) -> Self {
         let seen = Arc::new(Seen::default());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
