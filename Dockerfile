@@ -6,6 +6,10 @@
 #   docker build -t percache .
 #   docker run --rm -p 8080:8080 percache
 #
+# The final stage is FROM scratch: the binaries, the libraries they load, a CA
+# bundle and a passwd file, and nothing else (no shell, no package manager).
+# bash scripts/container-check.sh builds it and runs it against Redis.
+#
 # tests/container.rs checks this file against the repository (COPY sources,
 # binary names, ports, health route, env var names, non-root user).
 
@@ -39,16 +43,34 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -m 0755 target/release/percache target/release/mock-upstream /usr/local/bin/
 
 
-FROM debian:bookworm-slim AS runtime
+# The runtime's files, gathered from Debian bookworm (the builder's glibc)
+# into /rootfs: the shared libraries the two binaries load, found by ldd so a
+# new one cannot be forgotten (the build fails on a missing one); Debian's CA
+# bundle for https upstreams and rediss://; a passwd and group naming uid
+# 10001; /tmp. Nothing else of Debian (no shell, no apt) reaches the image.
+FROM debian:bookworm-slim AS rootfs
+COPY --from=builder /usr/local/bin/percache /usr/local/bin/mock-upstream /usr/local/bin/
+RUN set -eu; \
+    apt-get update; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates; \
+    rm -rf /var/lib/apt/lists/*; \
+    mkdir -p /rootfs/etc/ssl/certs /rootfs/tmp; \
+    chmod 1777 /rootfs/tmp; \
+    cp /etc/ssl/certs/ca-certificates.crt /rootfs/etc/ssl/certs/; \
+    cp /etc/nsswitch.conf /rootfs/etc/; \
+    for bin in /usr/local/bin/percache /usr/local/bin/mock-upstream; do \
+        if ldd "$bin" | grep 'not found'; then exit 1; fi; \
+        ldd "$bin" | grep -o '/[^ ]*' | xargs cp --parents -L -t /rootfs; \
+    done; \
+    printf 'root:x:0:0:root:/root:/sbin/nologin\npercache:x:10001:10001:percache:/app:/sbin/nologin\n' \
+        > /rootfs/etc/passwd; \
+    printf 'root:x:0:\npercache:x:10001:\n' > /rootfs/etc/group
 
-# ca-certificates for https upstreams (the HEALTHCHECK is the binary itself).
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system --gid 10001 percache \
-    && useradd --system --uid 10001 --gid percache --home-dir /app \
-       --no-create-home --shell /usr/sbin/nologin percache
 
+# The image: no shell, no package manager, nothing but the two binaries, the
+# libraries they load and the files above (a distroless-style image).
+FROM scratch AS runtime
+COPY --from=rootfs /rootfs/ /
 COPY --from=builder /usr/local/bin/percache /usr/local/bin/mock-upstream /usr/local/bin/
 
 WORKDIR /app
@@ -63,7 +85,7 @@ ENV PERCACHE_BIND=0.0.0.0:8080 \
 USER 10001:10001
 EXPOSE 8080
 
-# The binary probes itself (`percache healthcheck`): no curl in the image.
+# The binary probes itself (`percache healthcheck`): no curl, no shell needed.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["percache", "healthcheck", "http://127.0.0.1:8080/healthz"]
 
