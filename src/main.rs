@@ -1,6 +1,14 @@
 //! The `percache` binary: parse flags, set up logging, run the server.
 
 use clap::Parser;
+
+// The allocator (issue 26): chosen by measurement, see benches/burst.sh.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use percache::config::{LogFormat, Settings};
 use percache::{startup::Application, telemetry};
 
