@@ -569,3 +569,44 @@ fn env_var_names_are_settings_of_the_binaries() {
         );
     }
 }
+
+/// The Kubernetes manifests validate against the Kubernetes API's schemas,
+/// rejecting unknown fields (`kubernetes-validate --strict`, from PyPI;
+/// `scripts/test.sh` installs it), and keep what issue 27 asks of them.
+#[test]
+fn the_kubernetes_manifests_validate_strictly() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let manifests: Vec<_> = files(&dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    assert!(manifests.len() >= 2, "the manifests: {manifests:?}");
+    let out = std::process::Command::new("kubernetes-validate")
+        .arg("--strict")
+        .args(&manifests)
+        .output()
+        .expect("kubernetes-validate is installed (scripts/test.sh: pip install kubernetes-validate)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kubernetes-validate --strict: {said}");
+    for kind in ["deployment", "service", "poddisruptionbudget", "statefulset"] {
+        assert!(
+            said.contains(&format!("resource {kind}/")),
+            "a {kind} was validated: {said}"
+        );
+    }
+    let deployment = fs::read_to_string(dir.join("percache.yaml")).unwrap();
+    for needed in [
+        "path: /readyz",
+        "path: /healthz",
+        "runAsNonRoot: true",
+        "readOnlyRootFilesystem: true",
+        "secretRef:",
+        "resources:",
+    ] {
+        assert!(deployment.contains(needed), "the Deployment has {needed}");
+    }
+}

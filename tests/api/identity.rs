@@ -150,3 +150,101 @@ fn start_up_fails_without_trusted_proxies() {
     assert_ne!(code, Some(0));
     assert!(stderr.contains("--trusted-proxies"), "{stderr}");
 }
+
+/// Behind a real nginx doing `auth_basic` and passing the user on
+/// (`proxy_set_header X-Forwarded-User $remote_user`, SPEC §4, issue 27):
+/// through it alice gets alice's dashboard and JSON, bob bob's, and nobody
+/// gets in without a password; straight from 127.0.0.2 the header is
+/// refused.
+#[tokio::test]
+async fn behind_nginx_auth_basic_each_user_is_who_nginx_says() {
+    let app = proxied_app().await;
+    let nginx = Nginx::start(&app.address).await;
+    let client = reqwest::Client::new();
+    let get = |user: Option<(&str, &str)>, path: &str| {
+        let mut req = client.get(nginx.url(path));
+        if let Some((name, password)) = user {
+            req = req.basic_auth(name, Some(password));
+        }
+        req.send()
+    };
+
+    let alice = get(Some(("alice", "alice-pw")), "/api/widgets/1").await.unwrap();
+    assert_eq!(alice.status(), 200);
+    let json: serde_json::Value = alice.json().await.unwrap();
+    assert_eq!(json["data"]["userId"], "alice");
+    let page = get(Some(("alice", "alice-pw")), "/dashboard").await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("alice"), "alice's dashboard");
+    let bob = get(Some(("bob", "bob-pw")), "/api/widgets/1").await.unwrap();
+    let json: serde_json::Value = bob.json().await.unwrap();
+    assert_eq!(json["data"]["userId"], "bob", "bob's own data");
+
+    let nobody = get(None, "/api/widgets/1").await.unwrap();
+    assert_eq!(nobody.status(), 401, "nginx asks for a password");
+    let wrong = get(Some(("alice", "guess")), "/api/widgets/1").await.unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    let forged = client_from("127.0.0.2")
+        .get(app.url("/api/widgets/1"))
+        .header(HEADER, "alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forged.status(),
+        401,
+        "the header straight from 127.0.0.2 is refused"
+    );
+}
+
+/// A real nginx (Debian's) on a free port in front of `upstream`, with
+/// `auth_basic` for alice and bob, passing `$remote_user` on.
+struct Nginx {
+    server: crate::helpers::HttpServer,
+    _dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    async fn start(upstream: &str) -> Self {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "nginx-auth-{}-{}",
+            std::process::id(),
+            crate::helpers::free_port()
+        ));
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        // nginx's {PLAIN} scheme: a test's passwords, not a secret.
+        std::fs::write(dir.join("htpasswd"), "alice:{PLAIN}alice-pw\nbob:{PLAIN}bob-pw\n").unwrap();
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let conf_dir = dir.clone();
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nginx is installed (scripts/test.sh installs it)");
+        let server = crate::helpers::HttpServer::start("nginx", &dir, "/nginx-health", move |port| {
+            let d = conf_dir.display();
+            let conf = format!(
+                "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{\n  access_log off;\n\
+                   client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n\
+                   fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
+                   server {{\n    listen 127.0.0.1:{port};\n\
+                     location = /nginx-health {{ return 200 'ok'; }}\n\
+                     location / {{\n      auth_basic \"percache\";\n      auth_basic_user_file {d}/htpasswd;\n\
+                       proxy_set_header X-Forwarded-User $remote_user;\n      proxy_set_header Host $host;\n\
+                       proxy_pass http://{upstream};\n    }}\n  }}\n}}\n"
+            );
+            std::fs::write(conf_dir.join("nginx.conf"), conf).unwrap();
+            let mut command = std::process::Command::new(bin);
+            command.arg("-p").arg(&conf_dir).arg("-c").arg(conf_dir.join("nginx.conf"));
+            command
+        })
+        .await;
+        Self { server, _dir: dir }
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.server.url(path)
+    }
+}
