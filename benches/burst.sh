@@ -17,7 +17,7 @@
 # Environment: ALLOCATORS, SIGNINS (default 3000), DELAYS_MS (default
 # 5,300,300,300,5), SETTLE (seconds after the drain, default 15), WARM
 # (seconds of the warm-hit run, default 5), CONCURRENCY (sign-ins in flight,
-# default 64).
+# default 64), REUSE=1 (run the binaries of target/burst/ without building).
 set -euo pipefail
 
 ALLOCATORS=${ALLOCATORS:-"system mimalloc jemalloc"}
@@ -46,21 +46,31 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
-metric() { curl -fsS "$1/metrics" | awk -v name="$2" '$1 == name {print $2; exit}'; }
+# The whole page is read (awk leaving early would fail curl under pipefail).
+metric() { curl -fsS "$1/metrics" | awk -v name="$2" '$1 == name {v = $2} END {print v}'; }
 wait_up() {
     for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1/healthz" 2>/dev/null && return 0; sleep 0.05; done
     die "$1 never answered /healthz"
 }
 
-log "building the mock (release)"
-cargo build --release -q -p mock_upstream
-cp target/release/mock-upstream "$work/mock-upstream"
+# The binaries are kept in target/burst/ (REUSE=1 runs them again unbuilt).
+bins=target/burst
+mkdir -p "$bins"
+if [[ ${REUSE:-0} != 1 || ! -x $bins/mock-upstream ]]; then
+    log "building the mock (release)"
+    cargo build --release -q -p mock_upstream
+    cp target/release/mock-upstream "$bins/mock-upstream"
+fi
+cp "$bins/mock-upstream" "$work/mock-upstream"
 for alloc in $ALLOCATORS; do
-    features=()
-    [[ $alloc != system ]] && features=(--features "$alloc")
-    log "building percache with the $alloc allocator (release)"
-    cargo build --release -q -p percache "${features[@]}"
-    cp target/release/percache "$work/percache-$alloc"
+    if [[ ${REUSE:-0} != 1 || ! -x $bins/percache-$alloc ]]; then
+        features=(--no-default-features)
+        [[ $alloc != system ]] && features+=(--features "$alloc")
+        log "building percache with the $alloc allocator (release)"
+        cargo build --release -q -p percache "${features[@]}"
+        cp target/release/percache "$bins/percache-$alloc"
+    fi
+    cp "$bins/percache-$alloc" "$work/percache-$alloc"
 done
 
 mock_port=$(free_port)
