@@ -67,8 +67,8 @@ impl WidgetCache {
         done
     }
 
-    /// Starts (or joins) a fetch nobody waits for: a stale entry's refresh or
-    /// prewarm. Skipped when [`WidgetCache::max_background`] fetches are
+    /// Starts (or joins) a fetch nobody waits for: a stale entry's refresh
+    /// (prewarm has its queue: [`WidgetCache::start_prewarm`]). Skipped when [`WidgetCache::max_background`] fetches are
     /// already in flight, so a burst of stale reads cannot pile up unbounded
     /// upstream calls; the stale entry is served and refreshed on a later read.
     pub(crate) fn start_background(
@@ -79,13 +79,10 @@ impl WidgetCache {
         seen: i64,
     ) -> bool {
         if self.fetches_in_flight() >= self.max_background {
-            metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
-            return false;
+            return skipped(None);
         }
         if self.slots.available() == 0 {
-            metrics::counter!("percache_upstream_capped_total", "kind" => "background_skipped").increment(1);
-            metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
-            return false;
+            return skipped(Some("background_skipped"));
         }
         self.join_or_start(key, user, instance, Start::Recheck(seen), Work::Refresh);
         true
@@ -104,9 +101,7 @@ impl WidgetCache {
         seen: i64,
     ) -> bool {
         if self.prewarms.load(Ordering::SeqCst) >= self.prewarm_queue {
-            metrics::counter!("percache_upstream_capped_total", "kind" => "prewarm_skipped").increment(1);
-            metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
-            return false;
+            return skipped(Some("prewarm_skipped"));
         }
         self.join_or_start(key, user, instance, Start::Recheck(seen), Work::Prewarm);
         true
@@ -529,6 +524,17 @@ impl Drop for InflightGuard {
             map.remove(&self.key);
         }
     }
+}
+
+/// Counts a background fetch that was not started, and the cap of the
+/// upstream's slots it met (`percache_upstream_capped_total{kind}`), if it
+/// was one; `false`, for the caller to return.
+fn skipped(capped: Option<&'static str>) -> bool {
+    if let Some(kind) = capped {
+        metrics::counter!("percache_upstream_capped_total", "kind" => kind).increment(1);
+    }
+    metrics::counter!("percache_refresh_total", "outcome" => "skipped").increment(1);
+    false
 }
 
 /// Longest a queued prewarm waits for its upstream slot.
