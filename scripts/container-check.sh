@@ -554,5 +554,6 @@ if [ "$failed" -gt 0 ]; then
   say "the server's log (last lines):"
   tail -n 30 "$work/server.log" >&2
 fi
-echo "container-check: $passed passed, $failed failed"
+# The last line says what was measured: the checks, the image's size, the time.
+echo "container-check: $passed passed, $failed failed; image $IMAGE ${mb:-?} MB; $((SECONDS - started)) s"
 [ "$failed" = 0 ]
