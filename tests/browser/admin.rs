@@ -139,7 +139,8 @@ async fn the_operator_page_after_a_load_run() {
                 .map(|(_, text)| text.clone())
                 .unwrap_or_default()
         };
-        ensure!(tiles.len() == 7, "seven figures: {tiles:?}");
+        ensure!(tiles.len() == 8, "eight figures: {tiles:?}");
+        ensure!(tile("prewarm-queue").starts_with("Prewarm queue 0"), "{tiles:?}");
         ensure!(tile("hit-ratio").contains('%'), "{tiles:?}");
         ensure!(tile("latency").contains("p95"), "{tiles:?}");
         ensure!(tile("store").contains("memory · ok"), "{tiles:?}");
