@@ -17,11 +17,11 @@
 //! not from counters of our own. Counters of our own would need a hook in the
 //! cache and upstream layers on every request (a second set of books on the
 //! hot path, which could drift from what Prometheus scrapes); reading the
-//! recorder means the page and `/metrics` always agree. The price: the
-//! recorder is process-wide, so in a process that runs several applications
-//! (only the tests do) the counts are the process's, not one application's.
-//! Fetches in flight, open pages and store health are per application:
-//! they are asked of the application's own cache.
+//! recorder means the page and `/metrics` always agree. Each application
+//! has its own recorder, so in a process that runs several (only the tests
+//! do) each page counts its own application's requests. Fetches in flight,
+//! open pages, the prewarm queue, the paused widgets and store health are
+//! asked of the application's own cache.
 
 pub mod auth;
 pub mod figures;
