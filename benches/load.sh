@@ -55,6 +55,9 @@
 #   RUST_LOG     passed to the servers (default: their own, info)
 #   EQUAL_LOAD   share of the slower saturated rate for (p) and (q) (default 0.8)
 #   KEEP_LOGS=1  keep the temporary directory with the server logs
+#   BURST=1      also run the burst row after the table: benches/burst.sh
+#                (3,000 sign-ins at full speed, per allocator; its own
+#                environment applies)
 set -euo pipefail
 
 DURATION=${DURATION:-5s}
@@ -533,3 +536,9 @@ if total:
 open(os.path.join(work, "verdict"), "w").write("void" if void or total else "ok")
 PY
 [[ "$(cat "$WORK/verdict")" == ok ]] || die "the run is void (see above)"
+
+# The burst row (issue 26): the morning's sign-ins, prewarm, memory after.
+if [[ ${BURST:-0} == 1 ]]; then
+    log "the burst row: benches/burst.sh"
+    bash "$ROOT/benches/burst.sh"
+fi
