@@ -21,6 +21,18 @@ pub(crate) struct Fetched {
     pub(crate) revalidated: bool,
 }
 
+impl Fetched {
+    /// Data another fetch landed (another instance's, or one that had just
+    /// landed here): not this task's upstream call.
+    pub(crate) fn remote(entry: Arc<Entry>) -> Self {
+        Self {
+            entry,
+            remote: true,
+            revalidated: false,
+        }
+    }
+}
+
 pub(crate) type FetchResult = Result<Fetched, FetchError>;
 
 /// What a new fetch does before calling the upstream.

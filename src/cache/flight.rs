@@ -38,7 +38,7 @@ use crate::user::UserId;
 use crate::widget::Instance;
 
 use super::fetched::{FetchResult, Fetched, Flight, InFlight, Start};
-use super::turns::{Class, Requester, Urgency, Work};
+use super::turns::{Requester, Urgency, Work};
 
 impl WidgetCache {
     /// Each widget whose upstream calls are paused now (its breaker is open,
@@ -169,10 +169,9 @@ impl WidgetCache {
             flight: rx.clone(),
         };
         let who = Requester {
-            class: work.class(),
+            work,
             address: super::turns::client(),
             user: Arc::from(user.tag().as_str()),
-            prewarm: work == Work::Prewarm,
             urgency: Some(urgency),
         };
         let user = user.clone();
@@ -232,11 +231,7 @@ impl WidgetCache {
                 if matches!(start, Start::Recheck(seen) if entry.fetched_at > seen)
                     && entry.freshness(self.clock.now_ms()) == Freshness::Fresh =>
             {
-                return Ok(Fetched {
-                    entry,
-                    remote: true,
-                    revalidated: false,
-                });
+                return Ok(Fetched::remote(entry));
             }
             // The entry a conditional refresh may renew: one a fetch wrote,
             // untouched by any invalidation since (which drops validators).
@@ -275,13 +270,7 @@ impl WidgetCache {
             match lease::wait_for_other_fetch(&*self.store, &self.changes, tag, key, seen, deadline, landed)
                 .await
             {
-                Waited::Landed(entry) => {
-                    return Ok(Fetched {
-                        entry,
-                        remote: true,
-                        revalidated: false,
-                    })
-                }
+                Waited::Landed(entry) => return Ok(Fetched::remote(entry)),
                 Waited::Failed(status) => return Err(self.recent_failure(key, status)),
                 Waited::Released => {}
                 Waited::StoreDown => return self.fetch_unlocked(key, user, instance, who).await,
@@ -457,7 +446,7 @@ impl WidgetCache {
     ) -> Result<super::slots::Slot, FetchError> {
         let widget = instance.widget.index;
         let urgency = who.urgency.as_deref();
-        if who.class == Class::Foreground || urgency.is_some_and(Urgency::is_raised) {
+        if who.work == Work::Request || urgency.is_some_and(Urgency::is_raised) {
             return self
                 .slots
                 .acquire(widget, self.wait_deadline, &who.as_request())
@@ -466,13 +455,10 @@ impl WidgetCache {
         // Background work waits behind every request: a queued prewarm as
         // long as the queue takes (it is bounded by `--prewarm-queue`, not
         // by a deadline), a refresh no longer than a request would.
-        let queued = who.prewarm.then(|| Counted::new(&self.prewarm_waiting));
+        let prewarm = who.work == Work::Prewarm;
+        let queued = prewarm.then(|| Counted::new(&self.prewarm_waiting));
         let since = tokio::time::Instant::now();
-        let within = if who.prewarm {
-            PREWARM_WAIT
-        } else {
-            self.wait_deadline
-        };
+        let within = if prewarm { PREWARM_WAIT } else { self.wait_deadline };
         let raised = async {
             match urgency {
                 Some(u) => u.raised().await,
@@ -481,7 +467,7 @@ impl WidgetCache {
         };
         tokio::select! {
             slot = self.slots.acquire(widget, within, who) => {
-                if who.prewarm && slot.is_ok() {
+                if prewarm && slot.is_ok() {
                     let waited = since.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
                     self.last_prewarm_wait_ms.store(waited, Ordering::SeqCst);
                 }

@@ -226,15 +226,14 @@ impl Heard for Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::turns::Class;
+    use crate::cache::turns::Work;
     use crate::clock::MockClock;
 
     fn anyone() -> Requester {
         Requester {
-            class: Class::Foreground,
+            work: Work::Request,
             address: None,
             user: Arc::from("t"),
-            prewarm: false,
             urgency: None,
         }
     }

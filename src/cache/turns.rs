@@ -38,16 +38,14 @@ use tokio::sync::oneshot;
 /// Who a fetch is for, as the scheduler sees it.
 #[derive(Debug, Clone)]
 pub struct Requester {
-    /// Whether somebody waits for the result.
-    pub class: Class,
+    /// What the fetch is for: its class, and whether it waits in the
+    /// prewarm queue (`--prewarm-queue`) rather than for a request's deadline.
+    pub work: Work,
     /// The client address of the request that started the fetch (a
     /// prewarm: its sign-in's); `None` for work of the server's own.
     pub address: Option<IpAddr>,
     /// The user the fetch is for (their tag: no name kept here).
     pub user: Arc<str>,
-    /// A prewarm: it waits in the prewarm queue (`--prewarm-queue`) rather
-    /// than for a request's deadline.
-    pub prewarm: bool,
     /// Set when a request comes to need this background fetch's data: it
     /// then waits as a request does ([`Class::Foreground`]).
     pub urgency: Option<Arc<Urgency>>,
@@ -57,8 +55,7 @@ impl Requester {
     /// The same requester, waiting as a request does.
     pub fn as_request(&self) -> Self {
         Self {
-            class: Class::Foreground,
-            prewarm: false,
+            work: Work::Request,
             ..self.clone()
         }
     }
@@ -336,7 +333,7 @@ impl State {
     }
 
     fn enqueue(&mut self, who: &Requester, waiter: Waiter) {
-        let ring = &mut self.waiting[who.class as usize];
+        let ring = &mut self.waiting[who.work.class() as usize];
         let address = match ring.iter_mut().position(|a| a.address == who.address) {
             Some(i) => &mut ring[i],
             None => {
@@ -417,12 +414,11 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn who(class: Class, address: &str, user: &str) -> Requester {
+    fn who(work: Work, address: &str, user: &str) -> Requester {
         Requester {
-            class,
+            work,
             address: Some(address.parse().unwrap()),
             user: Arc::from(user),
-            prewarm: false,
             urgency: None,
         }
     }
@@ -480,7 +476,7 @@ mod tests {
     async fn turns_go_round_robin_across_addresses_then_users() {
         let turns = Turns::new(1, 5, 1);
         let held = turns.try_take(0).unwrap();
-        let fg = Class::Foreground;
+        let fg = Work::Request;
         // One address floods with three users' fetches (widgets 1 to 3)
         // before another address's one user asks.
         let mut queued = Vec::new();
@@ -506,12 +502,12 @@ mod tests {
         let mut queued = Vec::new();
         queued.push((
             "prewarm",
-            queue(&turns, 1, who(Class::Background, "127.0.0.1", "ann")),
+            queue(&turns, 1, who(Work::Refresh, "127.0.0.1", "ann")),
         ));
         settle().await;
         queued.push((
             "request",
-            queue(&turns, 2, who(Class::Foreground, "127.0.0.9", "bob")),
+            queue(&turns, 2, who(Work::Request, "127.0.0.9", "bob")),
         ));
         settle().await;
 
@@ -527,9 +523,9 @@ mod tests {
         let zero = turns.try_take(0).unwrap();
         let one = turns.try_take(1).unwrap();
         assert!(turns.try_take(2).is_none(), "no slot left");
-        let blocked = queue(&turns, 0, who(Class::Foreground, "127.0.0.1", "ann"));
+        let blocked = queue(&turns, 0, who(Work::Request, "127.0.0.1", "ann"));
         settle().await;
-        let other = queue(&turns, 2, who(Class::Foreground, "127.0.0.1", "ann"));
+        let other = queue(&turns, 2, who(Work::Request, "127.0.0.1", "ann"));
         settle().await;
 
         // Widget 1's slot comes back: widget 0 is still at its share, so
@@ -549,7 +545,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn one_address_holds_at_most_three_quarters_of_the_slots() {
         let turns = Turns::new(8, 8, 8);
-        let flood = who(Class::Foreground, "127.0.0.1", "ann");
+        let flood = who(Work::Request, "127.0.0.1", "ann");
         let deadline = tokio::time::Instant::now();
         let mut held = Vec::new();
         for widget in 0..6 {
@@ -566,7 +562,7 @@ mod tests {
             Some(Refused::Timeout),
             "6 of 8 is the address's share"
         );
-        let other = who(Class::Foreground, "127.0.0.2", "bob");
+        let other = who(Work::Request, "127.0.0.2", "bob");
         let now = turns.take(7, &other, deadline, |_| {}).await;
         assert!(now.is_ok(), "another address finds a slot free at once");
         assert_eq!(turns.available(), 1);
@@ -584,7 +580,7 @@ mod tests {
         let turns = Turns::new(1, 2, 1);
         let held = turns.try_take(0).unwrap();
         let at = tokio::time::Instant::now() + Duration::from_millis(50);
-        let who = who(Class::Foreground, "127.0.0.1", "ann");
+        let who = who(Work::Request, "127.0.0.1", "ann");
         let gave_up = turns.take(1, &who, at, |_| {}).await;
         assert_eq!(gave_up.err(), Some(Refused::Timeout));
         let next = queue(&turns, 1, who.clone());
@@ -603,7 +599,7 @@ mod tests {
     async fn a_served_turn_dropped_before_it_is_read_comes_back() {
         let turns = Turns::new(1, 1, 1);
         let held = turns.try_take(0).unwrap();
-        let pending = queue(&turns, 0, who(Class::Foreground, "127.0.0.1", "ann"));
+        let pending = queue(&turns, 0, who(Work::Request, "127.0.0.1", "ann"));
         settle().await;
         pending.abort();
         drop(held);
