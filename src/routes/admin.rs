@@ -115,7 +115,11 @@ fn check(req: &HttpRequest, admin: &Admin, json: bool) -> Result<Access, AdminEr
         };
     }
     match req.cookie(COOKIE_NAME) {
-        Some(c) if token.cookie_is_valid(c.value(), admin.now_secs()) && !revoked(req, admin, c.value()) => {
+        Some(c)
+            if token
+                .cookie_id(c.value(), admin.now_secs())
+                .is_some_and(|(id, _)| !revoked(req, id)) =>
+        {
             Ok(Access::Cookie)
         }
         Some(_) => Err(AdminError::Unauthorized {
@@ -238,15 +242,11 @@ fn revocation_id(id: &str) -> String {
     format!("admin:{id}")
 }
 
-/// Whether the admin cookie `value` was signed out (fleet-wide: the same
-/// record as the users' sign-outs).
-fn revoked(req: &HttpRequest, admin: &Admin, value: &str) -> bool {
-    let (Some(token), Some(ends)) = (admin.token(), req.app_data::<web::Data<SessionEnds>>()) else {
-        return false;
-    };
-    token
-        .cookie_id(value, admin.now_secs())
-        .is_some_and(|(id, _)| ends.is_ended(&revocation_id(id)))
+/// Whether the admin cookie with this `id` was signed out (fleet-wide: the
+/// same record as the users' sign-outs).
+fn revoked(req: &HttpRequest, id: &str) -> bool {
+    req.app_data::<web::Data<SessionEnds>>()
+        .is_some_and(|ends| ends.is_ended(&revocation_id(id)))
 }
 
 /// `POST /admin/logout`: removes the page's cookie and revokes it, so that
