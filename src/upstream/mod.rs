@@ -255,7 +255,8 @@ impl Validators {
         }
     }
 
-    /// These validators where `newer` has none (a `304` may omit them).
+    /// These validators, each one missing taken from `known` (a `304` may
+    /// omit them).
     fn or(self, known: &Validators) -> Self {
         Self {
             etag: self.etag.or_else(|| known.etag.clone()),
