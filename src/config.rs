@@ -7,6 +7,7 @@ use clap::Parser;
 
 use std::path::PathBuf;
 
+pub use crate::cache::settings::{parse_fraction, CacheSettings};
 pub use crate::cache::store::{parse_capacity, Capacity};
 pub use crate::telemetry::LogFormat;
 use crate::widget::WidgetId;
@@ -67,14 +68,13 @@ pub struct Settings {
     #[arg(long, env = "WIDGET_FRESH", value_parser = parse_widget_durations)]
     pub widget_fresh: Option<WidgetDurations>,
 
+    /// How the cache serves, fetches and waits.
+    #[command(flatten)]
+    pub cache: CacheSettings,
+
     /// Hard limit on one upstream call.
     #[arg(long, env = "UPSTREAM_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
-
-    /// The fleet fetch lock's lease: renewed while its fetch runs; if the
-    /// instance holding it dies, another takes the fetch over this long after.
-    #[arg(long, env = "FETCH_LEASE", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub fetch_lease: Duration,
 
     /// Lifetime of the near-cache (L1) in front of Redis: the longest an
     /// instance may serve an entry older than the fleet's newest if an
@@ -90,21 +90,6 @@ pub struct Settings {
     /// and asks the upstream directly.
     #[arg(long, env = "STORE_TIMEOUT", default_value = "250ms", value_parser = humantime::parse_duration)]
     pub store_timeout: Duration,
-
-    /// After a failed fetch, the key is not fetched again for this long
-    /// (a forced refresh may still try).
-    #[arg(long, env = "FAILURE_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub failure_backoff: Duration,
-
-    /// Past ttl (within grace), the longest a widget request waits for the
-    /// upstream before the old entry is served as outdated.
-    #[arg(long, env = "SOFT_TIMEOUT", default_value = "300ms", value_parser = humantime::parse_duration)]
-    pub soft_timeout: Duration,
-
-    /// A read after this fraction of an entry's fresh window starts one
-    /// background refresh (0 turns eager refresh off).
-    #[arg(long, env = "EAGER_REFRESH", default_value_t = 0.8, value_parser = parse_fraction)]
-    pub eager_refresh: f64,
 
     /// Keep the cache in an embedded SQLite database in this folder, so it
     /// survives restarts (one instance, no Redis).
@@ -123,11 +108,6 @@ pub struct Settings {
     /// 64+ byte key (hex or base64) for the session cookie. Unset: random per process.
     #[arg(long, env = "SESSION_KEY", hide_env_values = true)]
     pub session_key: Option<String>,
-
-    /// Live connections (`/updates` long-polls) held per user on one
-    /// instance; the newest beyond is answered at once and told to wait.
-    #[arg(long, env = "MAX_OPEN_PAGES_PER_USER", default_value_t = 8)]
-    pub max_open_pages_per_user: usize,
 
     /// A session ends this long after sign-in, checked by the server on
     /// every request, whatever the cookie says.
@@ -152,25 +132,6 @@ pub struct Settings {
     /// HMAC key of the invalidation webhook. Unset: the webhook is off.
     #[arg(long, env = "INVALIDATION_SECRET", hide_env_values = true)]
     pub invalidation_secret: Option<String>,
-
-    /// Fetches in flight beyond which background refreshes are skipped
-    /// (stale data keeps being served; requests that must wait still fetch).
-    #[arg(long, env = "MAX_BACKGROUND_FETCHES", default_value_t = 512)]
-    pub max_background_fetches: usize,
-
-    /// Prewarm fetches waiting for an upstream slot, at most (deduplicated,
-    /// fair across addresses and users, behind every request); only beyond
-    /// it is a prewarm skipped, and counted.
-    #[arg(long, env = "PREWARM_QUEUE", default_value_t = 100_000)]
-    pub prewarm_queue: usize,
-
-    /// Upstream calls in flight per instance, at most. At the cap, a request
-    /// that needs data waits for a slot (within its deadline), in turns
-    /// across client addresses and users; prewarm waits in its queue; other
-    /// background refreshes are skipped. Protects the upstream from the
-    /// server's own users.
-    #[arg(long, env = "MAX_UPSTREAM_CALLS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_upstream_calls: u32,
 
     /// Bound of the in-process (or on-disk) store: a number of entries
     /// (`100000`) or a size (`256MiB`, `1GiB`, `500MB`), counted in the
@@ -216,19 +177,6 @@ impl WidgetDurations {
     /// The override of one widget, if any (the last one given wins).
     pub fn get(&self, id: &WidgetId) -> Option<Duration> {
         crate::cache::policy::override_of(&self.0, id)
-    }
-}
-
-/// A fraction in [0, 1].
-pub fn parse_fraction(raw: &str) -> Result<f64, String> {
-    let f: f64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{raw}`: expected a number from 0 to 1, e.g. 0.8"))?;
-    if (0.0..=1.0).contains(&f) {
-        Ok(f)
-    } else {
-        Err(format!("`{raw}`: expected a number from 0 to 1, e.g. 0.8"))
     }
 }
 
@@ -307,8 +255,8 @@ mod tests {
         assert_eq!(s.upstream_timeout, Duration::from_secs(20));
         assert!(s.prewarm_enabled());
         assert_eq!(s.memory_capacity, Capacity::Entries(100_000));
-        assert_eq!(s.soft_timeout, Duration::from_millis(300));
-        assert!((s.eager_refresh - 0.8).abs() < f64::EPSILON);
+        assert_eq!(s.cache.soft_timeout, Duration::from_millis(300));
+        assert!((s.cache.eager_refresh - 0.8).abs() < f64::EPSILON);
         assert!(s.data_dir.is_none());
     }
 

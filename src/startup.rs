@@ -18,7 +18,7 @@ use mock_upstream::{MockConfig, MockUpstream};
 use tracing_actix_web::TracingLogger;
 
 use crate::cache::policy::Lifetimes;
-use crate::cache::{CachePolicy, WidgetCache};
+use crate::cache::{CacheParts, CachePolicy, WidgetCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::defence::cross_site::refuse_cross_site;
@@ -113,26 +113,19 @@ impl Application {
         };
         // This application's own recorder: each worker records to it.
         let metrics = Metrics::new();
-        let cache = Arc::new(
-            WidgetCache::new(
-                stack.store,
-                stack.changes,
+        let cache = Arc::new(WidgetCache::new(
+            CacheParts {
+                store: stack.store,
+                changes: stack.changes,
                 fetcher,
-                Arc::clone(&registry),
+                registry: Arc::clone(&registry),
                 policy,
                 clock,
-            )
-            .with_upstream_timeout(settings.upstream_timeout)
-            .with_failure_backoff(settings.failure_backoff)
-            .with_fetch_lease(settings.fetch_lease)
-            .with_max_open_pages_per_user(settings.max_open_pages_per_user)
-            .with_max_background(settings.max_background_fetches)
-            .with_max_upstream_calls(settings.max_upstream_calls as usize)
-            .with_prewarm_queue(settings.prewarm_queue)
-            .with_soft_timeout(settings.soft_timeout)
-            .with_eager_refresh(settings.eager_refresh)
-            .with_metrics(&metrics),
-        );
+                metrics: Some(metrics.clone()),
+            },
+            &settings.cache,
+            settings.upstream_timeout,
+        ));
         // Invalidations for all users made before this instance started.
         cache.reload_generations().await;
         cache.spawn_generation_reloads();

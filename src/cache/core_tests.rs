@@ -23,7 +23,7 @@ use crate::cache::policy::Lifetimes;
 use crate::cache::store::breaker::Breaker;
 use crate::cache::store::memory::MemoryStore;
 use crate::cache::store::{LockState, Store, StoreError};
-use crate::cache::{CachePolicy, Lookup, Outcome, WidgetCache};
+use crate::cache::{CacheParts, CachePolicy, CacheSettings, Lookup, Outcome, WidgetCache};
 use crate::clock::MockClock;
 use crate::upstream::{Fetch, FetchError};
 use crate::user::UserId;
@@ -98,16 +98,20 @@ impl Core {
         let policy = CachePolicy::new(&registry, lifetimes, &[], &[]).unwrap();
         let fetcher = Arc::new(FakeFetcher::default());
         let instance = registry.all()[0].default_instance();
-        let cache = WidgetCache::new(
+        let parts = CacheParts {
             store,
-            Changes::local(),
-            fetcher.clone(),
+            changes: Changes::local(),
+            fetcher: fetcher.clone(),
             registry,
             policy,
-            clock.clone(),
-        )
-        .with_upstream_timeout(Duration::from_secs(5))
-        .with_failure_backoff(BACKOFF);
+            clock: clock.clone(),
+            metrics: None,
+        };
+        let settings = CacheSettings {
+            failure_backoff: BACKOFF,
+            ..CacheSettings::default()
+        };
+        let cache = WidgetCache::new(parts, &settings, Duration::from_secs(5));
         Self {
             cache: Arc::new(cache),
             fetcher,

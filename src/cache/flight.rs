@@ -1,5 +1,10 @@
 //! Single flight: for one (user, widget) at most one upstream fetch runs in
 //! this process at a time, and (through the store's fetch lock) in the fleet.
+//! [`Flights`] owns it: the in-flight map, the fetch tasks, the last errors,
+//! the upstream slots and the prewarm queue's counts. It is handed the
+//! store, the feed, the fetcher and the clock it shares with the read
+//! policy, and asks the [`Judge`] (not the cache) whether a stored entry
+//! counts, so it is tested on its own (`flight_tests`).
 //!
 //! The first request that needs data becomes the leader: it registers a
 //! `watch` channel in the in-flight map and spawns the fetch as a task on
@@ -21,35 +26,150 @@
 //! runs, and lapsing within the lease if its holder dies, so that another
 //! instance's waiter takes the fetch over.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
+use super::counters::CacheCounters;
 use super::entry::{Entry, Freshness};
+use super::fleet::changes::Changes;
 use super::fleet::lease::{self, Waited};
+use super::judge::Judge;
 use super::key::CacheKey;
-use super::policy::store_ttl;
-use super::service::{WidgetCache, CAUSE_MARGIN};
-use super::store::LockState;
-use crate::upstream::{Answer, FetchError};
+use super::policy::{store_ttl, CachePolicy};
+use super::settings::CacheSettings;
+use super::slots::{Slot, Slots};
+use super::store::{LockState, StampClock, Store};
+use crate::clock::Clock;
+use crate::upstream::{Answer, Fetch, FetchError};
 use crate::user::UserId;
 use crate::widget::Instance;
 
 use super::fetched::{FetchResult, Fetched, Flight, InFlight, Start};
 use super::turns::{Requester, Urgency, Work};
 
-impl WidgetCache {
-    /// Each widget whose upstream calls are paused now (its breaker is open,
-    /// or the upstream asked to wait), with the seconds left, for
-    /// `percache_upstream_paused{widget}` and operators.
-    pub fn paused_widgets(&self) -> Vec<(std::sync::Arc<str>, Option<u64>)> {
-        self.registry
-            .all()
-            .iter()
-            .map(|w| (w.id.label(), self.slots.paused(w.index)))
-            .collect()
+/// What single flight shares with the read policy: handed in whole.
+pub(crate) struct FlightParts {
+    /// Where entries live, and the fleet's fetch leases.
+    pub(crate) store: Arc<dyn Store>,
+    /// Where landings are announced, and invalidations heard (epochs).
+    pub(crate) changes: Arc<Changes>,
+    /// Where data comes from (the widgets API; a fake in unit tests).
+    pub(crate) fetcher: Arc<dyn Fetch>,
+    /// Whether a stored entry counts now.
+    pub(crate) judge: Judge,
+    /// How a fetched body becomes an entry (its lifetimes).
+    pub(crate) policy: Arc<CachePolicy>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// `percache_cache_requests_total` (a background `304` counts there).
+    pub(crate) counters: Arc<CacheCounters>,
+    /// Slots for upstream calls in flight, with a bulkhead and a breaker per widget.
+    pub(crate) slots: Arc<Slots>,
+}
+
+/// The fetches in flight of one process, and what they need.
+pub struct Flights {
+    store: Arc<dyn Store>,
+    changes: Arc<Changes>,
+    fetcher: Arc<dyn Fetch>,
+    judge: Judge,
+    policy: Arc<CachePolicy>,
+    clock: Arc<dyn Clock>,
+    counters: Arc<CacheCounters>,
+    slots: Arc<Slots>,
+    /// How long a request waits for a fetch in flight.
+    wait_deadline: Duration,
+    /// The fleet-wide fetch lease (`--fetch-lease`): renewed while its
+    /// fetch runs, it lapses this long after its owner dies.
+    lease: Duration,
+    /// How long a key is not fetched again after a failed fetch.
+    failure_backoff: Duration,
+    /// Most fetches in flight at which background ones still start.
+    max_background: usize,
+    /// Most prewarm fetches queued at once (`--prewarm-queue`).
+    prewarm_queue: usize,
+    /// Stamps for fetches made without a lease (the store is down).
+    stamps: StampClock,
+    inflight: Mutex<HashMap<CacheKey, InFlight>>,
+    /// Prewarm fetches started and not ended (`--prewarm-queue` bounds them).
+    prewarms: Arc<AtomicUsize>,
+    /// Of those, the ones waiting for an upstream slot (`percache_prewarm_queue`).
+    prewarm_waiting: Arc<AtomicUsize>,
+    /// How long the last prewarm to get its slot waited, in ms (`u64::MAX`: none yet).
+    last_prewarm_wait_ms: AtomicU64,
+    /// The last fetch error of each key (in plain words), for as long as its
+    /// backoff lasts, so an error card says why ("TLS failed: unknown
+    /// issuer"), not only that the key is in backoff. Each with when it
+    /// ends by the cache's clock.
+    last_errors: moka::sync::Cache<CacheKey, (Arc<str>, i64)>,
+    /// Every fetch task, so that shutdown can wait for them to land.
+    tasks: TaskTracker,
+}
+
+/// How much longer a failure's cause is kept than its backoff.
+const CAUSE_MARGIN: Duration = Duration::from_secs(1);
+
+/// The last errors' table: kept a little longer than a backoff lasts (the
+/// clock decides), since the failure marker the cause goes with is written
+/// a moment after it: a request in between would lose the cause.
+fn last_errors(failure_backoff: Duration) -> moka::sync::Cache<CacheKey, (Arc<str>, i64)> {
+    moka::sync::Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(failure_backoff + CAUSE_MARGIN)
+        .build()
+}
+
+impl Flights {
+    /// Single flight over `parts`, by `settings`; a request waits for a
+    /// fetch at most `wait_deadline`.
+    pub(crate) fn new(parts: FlightParts, settings: &CacheSettings, wait_deadline: Duration) -> Self {
+        let FlightParts {
+            store,
+            changes,
+            fetcher,
+            judge,
+            policy,
+            clock,
+            counters,
+            slots,
+        } = parts;
+        Self {
+            store,
+            changes,
+            fetcher,
+            judge,
+            policy,
+            clock,
+            counters,
+            slots,
+            wait_deadline,
+            lease: settings.lease(),
+            failure_backoff: settings.failure_backoff,
+            max_background: settings.max_background_fetches,
+            prewarm_queue: settings.prewarm_queue,
+            stamps: StampClock::default(),
+            inflight: Mutex::new(HashMap::new()),
+            prewarms: Arc::default(),
+            prewarm_waiting: Arc::default(),
+            last_prewarm_wait_ms: AtomicU64::new(u64::MAX),
+            last_errors: last_errors(settings.failure_backoff),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// How long a request waits for a fetch in flight.
+    pub(crate) fn wait_deadline(&self) -> Duration {
+        self.wait_deadline
+    }
+
+    /// Seconds left of a pause of `widget`'s upstream calls (its breaker is
+    /// open, or the upstream asked to wait), if paused.
+    pub(crate) fn paused(&self, widget: usize) -> Option<u64> {
+        self.slots.paused(widget)
     }
 
     /// Number of fetches in flight in this process.
@@ -68,7 +188,7 @@ impl WidgetCache {
     }
 
     /// Starts (or joins) a fetch nobody waits for: a stale entry's refresh
-    /// (prewarm has its queue: [`WidgetCache::start_prewarm`]). Skipped when [`WidgetCache::max_background`] fetches are
+    /// (prewarm has its queue: [`Flights::start_prewarm`]). Skipped when `--max-background-fetches` fetches are
     /// already in flight, so a burst of stale reads cannot pile up unbounded
     /// upstream calls; the stale entry is served and refreshed on a later read.
     pub(crate) fn start_background(
@@ -126,7 +246,7 @@ impl WidgetCache {
     /// request being served (its client address) and of `user`, in the
     /// class of its `work`; a request that joins a background fetch still
     /// waiting for its slot makes it wait as a request.
-    pub(super) fn join_or_start(
+    pub(crate) fn join_or_start(
         self: &Arc<Self>,
         key: &CacheKey,
         user: &UserId,
@@ -164,7 +284,7 @@ impl WidgetCache {
         let prewarm = (work == Work::Prewarm).then(|| Counted::new(&self.prewarms));
 
         let guard = InflightGuard {
-            cache: Arc::clone(self),
+            flights: Arc::clone(self),
             key: key.clone(),
             flight: rx.clone(),
         };
@@ -178,7 +298,7 @@ impl WidgetCache {
         let instance = instance.clone();
         actix_web::rt::spawn(self.tasks.track_future(async move {
             let result = guard
-                .cache
+                .flights
                 .fetch_and_store(&guard.key, &user, &instance, start, &who)
                 .await;
             let outcome = match &result {
@@ -193,7 +313,7 @@ impl WidgetCache {
             // A background fetch's 304 has no request to count it.
             if work != Work::Request && outcome == "revalidated" {
                 let revalidated = super::outcome::Outcome::Revalidated { collapsed: false };
-                guard.cache.counters.count(&instance.widget, revalidated);
+                guard.flights.counters.count(&instance.widget, revalidated);
             }
             // Publish first, then leave the map (the guard's drop): a request
             // arriving in between joins a channel that already holds the result.
@@ -207,7 +327,7 @@ impl WidgetCache {
     /// The leader's work: (re)check the store, take the fleet-wide lock, fetch,
     /// store, release. If another instance holds the lock, wait for its
     /// result instead of calling the upstream.
-    pub(super) async fn fetch_and_store(
+    async fn fetch_and_store(
         &self,
         key: &CacheKey,
         user: &UserId,
@@ -217,13 +337,13 @@ impl WidgetCache {
     ) -> FetchResult {
         // An entry of another definition of the widget is not data for us.
         // Entries as they count now (fingerprint, invalidations).
-        let judge = |e: Option<Arc<Entry>>| e.and_then(|e| self.judged(e, instance));
+        let judge = |e: Option<Arc<Entry>>| e.and_then(|e| self.judge.judged(e, instance));
         // What another fetch's landing must be to be handed on as ours:
         // current (not made stale by an invalidation since), and written by
         // a fetch itself (not a soft invalidation's stale copy of old data).
         let landed = |e: Option<Arc<Entry>>| {
             e.filter(|e| e.started == e.generation)
-                .and_then(|e| self.current(e, instance))
+                .and_then(|e| self.judge.current(e, instance))
         };
         let (seen, known) = match self.store.get(key).await.map(judge) {
             // A fetch may have landed between our caller's read and our start.
@@ -249,11 +369,7 @@ impl WidgetCache {
                 Ok(slot) => slot,
                 Err(e) => return Err(self.remember_failure(key, e)),
             };
-            match self
-                .store
-                .acquire(key, self.lock_ttl, start == Start::Force)
-                .await
-            {
+            match self.store.acquire(key, self.lease, start == Start::Force).await {
                 Ok(LockState::Acquired(token)) => {
                     return self
                         .fetch_leased(key, user, instance, slot, Some(token), known)
@@ -305,7 +421,7 @@ impl WidgetCache {
         key: &CacheKey,
         user: &UserId,
         instance: &Instance,
-        slot: super::slots::Slot,
+        slot: Slot,
         token: Option<u64>,
         known: Option<Arc<Entry>>,
     ) -> FetchResult {
@@ -396,10 +512,10 @@ impl WidgetCache {
     /// is lost (an invalidation dropped it, or a stall let it lapse) is only
     /// logged, since the store's write checks the token anyway.
     async fn renew_lease(&self, key: &CacheKey, token: u64) -> std::convert::Infallible {
-        let every = (self.lock_ttl / 3).max(Duration::from_millis(10));
+        let every = (self.lease / 3).max(Duration::from_millis(10));
         loop {
             tokio::time::sleep(every).await;
-            match self.store.renew(key, token, self.lock_ttl).await {
+            match self.store.renew(key, token, self.lease).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::debug!(key = key.as_str(), "fetch lease lost; its write will be fenced");
@@ -423,7 +539,7 @@ impl WidgetCache {
 
     /// The error of a key in failure backoff, with the cause this instance
     /// saw (another instance's failure has only its status).
-    pub(super) fn recent_failure(&self, key: &CacheKey, status: u16) -> FetchError {
+    fn recent_failure(&self, key: &CacheKey, status: u16) -> FetchError {
         let now = self.clock.now_ms();
         // The marker says the key is in backoff; its cause was recorded a
         // moment before it (kept a little past its own end for that).
@@ -439,11 +555,7 @@ impl WidgetCache {
     /// `--max-upstream-calls`, then one of all), waited for within the
     /// deadline every waiter on this fetch has; at once an error while the
     /// widget's breaker is open.
-    pub(super) async fn upstream_slot(
-        &self,
-        instance: &Instance,
-        who: &Requester,
-    ) -> Result<super::slots::Slot, FetchError> {
+    async fn upstream_slot(&self, instance: &Instance, who: &Requester) -> Result<Slot, FetchError> {
         let widget = instance.widget.index;
         let urgency = who.urgency.as_deref();
         if who.work == Work::Request || urgency.is_some_and(Urgency::is_raised) {
@@ -481,7 +593,7 @@ impl WidgetCache {
     }
 
     /// Waits for a fetch's result, at most `wait_deadline`.
-    pub(super) async fn wait(&self, mut flight: Flight) -> FetchResult {
+    pub(crate) async fn wait(&self, mut flight: Flight) -> FetchResult {
         let waited = tokio::time::timeout(self.wait_deadline, flight.wait_for(Option::is_some)).await;
         match waited {
             Ok(Ok(result)) => result.clone().unwrap_or(Err(FetchError::Abandoned)),
@@ -494,7 +606,7 @@ impl WidgetCache {
 /// Removes a key from the in-flight map when its fetch task ends, however it
 /// ends (a panic included), so a key can never stay stuck "in flight".
 struct InflightGuard {
-    cache: Arc<WidgetCache>,
+    flights: Arc<Flights>,
     key: CacheKey,
     /// Our own flight: the map entry is removed only if it is still ours.
     flight: Flight,
@@ -502,7 +614,11 @@ struct InflightGuard {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        let mut map = self.cache.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .flights
+            .inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if map
             .get(&self.key)
             .is_some_and(|f| f.flight.same_channel(&self.flight))

@@ -42,11 +42,11 @@ impl WidgetCache {
             .map(|i| user.tag().key(&i))
             .collect();
         let done = match kind {
-            Kind::Hard => self.store.invalidate(&keys, self.tombstone_life()).await,
+            Kind::Hard => self.store().invalidate(&keys, self.tombstone_life()).await,
             Kind::Soft => self.soften(&keys).await,
         };
         for key in &keys {
-            self.changes.announce_invalidation(key, done.is_ok()).await;
+            self.changes().announce_invalidation(key, done.is_ok()).await;
         }
         done
     }
@@ -54,7 +54,7 @@ impl WidgetCache {
     /// How long a tombstone outlives its invalidation: longer than any
     /// fetch that began before it can still be running.
     fn tombstone_life(&self) -> Duration {
-        (self.wait_deadline * 2).max(Duration::from_secs(60))
+        (self.wait_deadline() * 2).max(Duration::from_secs(60))
     }
 
     /// Makes entries stale (still served at once, and refreshed), keeping
@@ -66,14 +66,14 @@ impl WidgetCache {
         for key in keys {
             let mut softened = false;
             for _ in 0..SOFTEN_TRIES {
-                let stamp = self.store.stamp(key).await?;
-                let now = self.clock.now_ms();
-                let Some(entry) = self.store.get(key).await? else {
+                let stamp = self.store().stamp(key).await?;
+                let now = self.now();
+                let Some(entry) = self.store().get(key).await? else {
                     break;
                 };
                 // Gone for all users already: nothing to keep, not even stale.
                 let gone = key.widget().is_some_and(|w| {
-                    self.changes
+                    self.changes()
                         .generations()
                         .get(w.as_str())
                         .verdict(entry.generation)
@@ -95,7 +95,7 @@ impl WidgetCache {
                 stale.validators = Default::default();
                 let ttl = store_ttl(&entry, now);
                 if self
-                    .store
+                    .store()
                     .put(key, Arc::new(stale), ttl, Some(entry.started))
                     .await?
                 {
@@ -105,7 +105,7 @@ impl WidgetCache {
             }
             if !softened {
                 // Nothing to keep stale (or it kept changing): a tombstone.
-                self.store
+                self.store()
                     .invalidate(std::slice::from_ref(key), self.tombstone_life())
                     .await?;
             }
@@ -118,9 +118,9 @@ impl WidgetCache {
     pub async fn invalidate_all_users(&self, widgets: &[Arc<Widget>], kind: Kind) -> Result<(), StoreError> {
         for widget in widgets {
             let id = widget.id.as_str();
-            let known = self.changes.generations().get(id);
-            let gen = self.store.bump_generation(id, kind, known).await?;
-            self.changes.generation_changed(id, gen).await;
+            let known = self.changes().generations().get(id);
+            let gen = self.store().bump_generation(id, kind, known).await?;
+            self.changes().generation_changed(id, gen).await;
             tracing::info!(widget = %widget.id, threshold = gen.current, ?kind, "widget invalidated for all users");
         }
         Ok(())
@@ -130,11 +130,11 @@ impl WidgetCache {
     /// periodically in case an invalidation announcement was lost), writing
     /// back what this instance knew if the store lost it.
     pub async fn reload_generations(&self) {
-        for widget in self.registry.all() {
+        for widget in self.registry().all() {
             let id = widget.id.as_str();
-            let known = self.changes.generations().get(id);
-            match self.store.load_generation(id, known).await {
-                Ok(gen) => self.changes.generations().set(id, gen),
+            let known = self.changes().generations().get(id);
+            match self.store().load_generation(id, known).await {
+                Ok(gen) => self.changes().generations().set(id, gen),
                 Err(e) => tracing::debug!(error = %e, widget = id, "could not load a widget's generation"),
             }
         }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::entry::{Entry, Freshness};
+pub use super::pages::OpenPage;
 use super::service::{Lookup, Outcome, WidgetCache};
 use crate::clock::Millis;
 use crate::user::UserId;
@@ -72,63 +73,17 @@ pub struct PagePoll {
     pub next_stale: Option<Millis>,
 }
 
-/// Counts one open page for as long as it lives.
-#[must_use = "the page counts as open while the guard lives"]
-pub struct OpenPage {
-    cache: Arc<WidgetCache>,
-    user: Box<str>,
-}
-
-impl Drop for OpenPage {
-    fn drop(&mut self) {
-        let mut per_user = self
-            .cache
-            .pages_per_user
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = per_user.get_mut(&self.user) {
-            *n -= 1;
-            if *n == 0 {
-                per_user.remove(&self.user);
-            }
-        }
-        metrics::gauge!("percache_open_pages").decrement(1.0);
-    }
-}
-
 impl WidgetCache {
     /// Marks a page of `user` as open (a live connection) until the guard
     /// is dropped; `None` if the user already holds
-    /// `--max-open-pages-per-user` of them on this instance (the map holds
-    /// only users with a page open: bounded by the connections).
-    pub fn open_page(self: &Arc<Self>, user: &UserId) -> Option<OpenPage> {
-        let tag: Box<str> = user.tag().as_str().into();
-        {
-            let mut per_user = self
-                .pages_per_user
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = per_user.entry(tag.clone()).or_insert(0);
-            if *n >= self.max_pages_per_user {
-                metrics::counter!("percache_refused_total", "reason" => "open_pages").increment(1);
-                return None;
-            }
-            *n += 1;
-        }
-        metrics::gauge!("percache_open_pages").increment(1.0);
-        Some(OpenPage {
-            cache: Arc::clone(self),
-            user: tag,
-        })
+    /// `--max-open-pages-per-user` of them on this instance.
+    pub fn open_page(&self, user: &UserId) -> Option<OpenPage> {
+        self.pages().open(user)
     }
 
     /// How many pages are open on this instance.
     pub fn open_pages(&self) -> usize {
-        self.pages_per_user
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .sum()
+        self.pages().count()
     }
 
     /// One look at an open page's widgets, in one store round trip: the

@@ -25,7 +25,7 @@ use crate::cache::store::memory::MemoryStore;
 use crate::cache::store::sqlite::SqliteStore;
 use crate::cache::store::Capacity;
 use crate::cache::store::Store;
-use crate::cache::{CachePolicy, Lookup, WidgetCache};
+use crate::cache::{CacheParts, CachePolicy, CacheSettings, Lookup, WidgetCache};
 use crate::clock::MockClock;
 use crate::upstream::{Fetch, FetchError};
 use crate::user::UserId;
@@ -97,8 +97,16 @@ pub(crate) fn cache_over(
         grace: Duration::from_secs(3600),
     };
     let policy = CachePolicy::new(&registry, lifetimes, &[], &[]).unwrap();
-    let cache = WidgetCache::new(store, Changes::local(), fetcher, registry, policy, clock)
-        .with_upstream_timeout(Duration::from_secs(30));
+    let parts = CacheParts {
+        store,
+        changes: Changes::local(),
+        fetcher,
+        registry,
+        policy,
+        clock,
+        metrics: None,
+    };
+    let cache = WidgetCache::new(parts, &CacheSettings::default(), Duration::from_secs(30));
     Arc::new(cache)
 }
 

@@ -5,17 +5,14 @@
 //! How a fetch runs (single flight, the fleet lock) is `cache::flight`;
 //! invalidation is `cache::invalidation`; open pages are `cache::live`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use tokio_util::task::TaskTracker;
 
 use crate::cache::directives::Directives;
 use crate::cache::entry::{Entry, Freshness};
 use crate::cache::fleet::changes::Changes;
-use crate::cache::fleet::generations::Verdict;
 use crate::cache::fleet::waiters::Watch;
 use crate::cache::key::CacheKey;
 use crate::cache::policy::CachePolicy;
@@ -26,227 +23,173 @@ use crate::user::UserId;
 use crate::widget::{Instance, Registry};
 
 use super::counters::CacheCounters;
-use super::fetched::{seen, FetchResult, Fetched, InFlight, Start};
+use super::fetched::{seen, FetchResult, Fetched, Start};
+use super::flight::{FlightParts, Flights};
+use super::judge::Judge;
 pub use super::outcome::{Lookup, Outcome};
+use super::pages::OpenPages;
+use super::settings::{wait_deadline, CacheSettings};
+use super::slots::Slots;
 use super::turns::Work;
 
-/// The per-user widget cache shared by all workers.
-pub struct WidgetCache {
+/// What a cache is made of; its settings come apart ([`CacheSettings`]).
+pub struct CacheParts {
     /// Where entries live (the store stack: L1, breaker, backend).
-    pub(super) store: Arc<dyn Store>,
+    pub store: Arc<dyn Store>,
     /// Where the cache's writes are announced, and other instances' heard.
-    pub(super) changes: Arc<Changes>,
+    pub changes: Arc<Changes>,
     /// Where data comes from (the widgets API; a fake in unit tests).
-    pub(super) fetcher: Arc<dyn Fetch>,
-    pub(super) registry: Arc<Registry>,
-    pub(super) policy: CachePolicy,
-    pub(super) clock: Arc<dyn Clock>,
-    /// How long a request waits for a fetch in flight.
-    pub(super) wait_deadline: Duration,
-    /// The fleet-wide fetch lease (`--fetch-lease`): renewed while its
-    /// fetch runs, it lapses this long after its owner dies.
-    pub(super) lock_ttl: Duration,
-    /// Stamps for fetches made without a lease (the store is down).
-    pub(super) stamps: crate::cache::store::StampClock,
-    /// How long a key is not fetched again after a failed fetch.
-    pub(super) failure_backoff: Duration,
-    /// Most fetches in flight at which background ones still start.
-    pub(super) max_background: usize,
+    pub fetcher: Arc<dyn Fetch>,
+    pub registry: Arc<Registry>,
+    pub policy: CachePolicy,
+    pub clock: Arc<dyn Clock>,
+    /// The application's recorder, counted into wherever requests run;
+    /// without it, the recorder of the thread counting.
+    pub metrics: Option<crate::telemetry::Metrics>,
+}
+
+/// The per-user widget cache shared by all workers: the read policy, over
+/// the parts it composes (the store, single flight, the judge).
+pub struct WidgetCache {
+    store: Arc<dyn Store>,
+    changes: Arc<Changes>,
+    registry: Arc<Registry>,
+    policy: Arc<CachePolicy>,
+    clock: Arc<dyn Clock>,
+    judge: Judge,
+    /// Single flight, the upstream slots and the prewarm queue.
+    flights: Arc<Flights>,
     /// Past ttl, how long a request waits before the old entry is served.
-    pub(super) soft_timeout: Duration,
-    /// Slots for upstream calls in flight (`--max-upstream-calls`), with a
-    /// bulkhead and a breaker per widget.
-    pub(super) slots: Arc<super::slots::Slots>,
+    soft_timeout: Duration,
     /// Fraction of the fresh window after which a read refreshes eagerly (0: off).
-    pub(super) eager: f64,
-    pub(super) inflight: Mutex<HashMap<CacheKey, InFlight>>,
-    /// Prewarm fetches started and not ended (`--prewarm-queue` bounds them).
-    pub(super) prewarms: Arc<std::sync::atomic::AtomicUsize>,
-    /// Of those, the ones waiting for an upstream slot (`percache_prewarm_queue`).
-    pub(super) prewarm_waiting: Arc<std::sync::atomic::AtomicUsize>,
-    /// Most prewarm fetches queued at once (`--prewarm-queue`).
-    pub(super) prewarm_queue: usize,
-    /// How long the last prewarm to get its slot waited, in ms (`u64::MAX`: none yet).
-    pub(super) last_prewarm_wait_ms: std::sync::atomic::AtomicU64,
-    /// The last fetch error of each key (in plain words), for as long as its backoff lasts,
-    /// so an error card says why ("TLS failed: unknown issuer"), not only
-    /// that the key is in backoff.
-    /// Each with when it ends by the cache's clock.
-    pub(super) last_errors: moka::sync::Cache<CacheKey, (Arc<str>, i64)>,
-    /// Every fetch task, so that shutdown can wait for them to land.
-    pub(super) tasks: TaskTracker,
-    /// Pages with a live connection on this instance, per user (by tag;
-    /// only users with one open; see `cache::live`).
-    pub(crate) pages_per_user: Mutex<HashMap<Box<str>, usize>>,
-    /// `--max-open-pages-per-user`.
-    pub(crate) max_pages_per_user: usize,
+    eager: f64,
+    /// Pages with a live connection on this instance, per user (`cache::live`).
+    pages: OpenPages,
     /// `percache_cache_requests_total`.
-    pub(super) counters: Arc<CacheCounters>,
+    counters: Arc<CacheCounters>,
 }
-
-/// Default `--max-upstream-calls`.
-pub const DEFAULT_MAX_UPSTREAM_CALLS: usize = 256;
-
-/// Default `--soft-timeout`.
-pub const DEFAULT_SOFT_TIMEOUT: Duration = Duration::from_millis(300);
-/// Default `--eager-refresh`.
-pub const DEFAULT_EAGER: f64 = 0.8;
-
-/// Default `--upstream-timeout`.
-pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(20);
-/// Default `--max-open-pages-per-user`.
-pub const DEFAULT_MAX_OPEN_PAGES_PER_USER: usize = 8;
-
-/// Default `--fetch-lease`.
-pub const DEFAULT_FETCH_LEASE: Duration = Duration::from_secs(5);
-
-/// Default `--failure-backoff`.
-pub const DEFAULT_FAILURE_BACKOFF: Duration = Duration::from_secs(5);
-
-/// How long a request waits for a fetch: the upstream's timeout plus a margin.
-fn wait_deadline(upstream_timeout: Duration) -> Duration {
-    upstream_timeout + Duration::from_secs(1)
-}
-
-/// The last errors' table: kept a little longer than a backoff lasts (the
-/// clock decides), since the failure marker the cause goes with is written
-/// a moment after it: a request in between would lose the cause.
-fn last_errors(failure_backoff: Duration) -> moka::sync::Cache<CacheKey, (Arc<str>, i64)> {
-    moka::sync::Cache::builder()
-        .max_capacity(10_000)
-        .time_to_live(failure_backoff + CAUSE_MARGIN)
-        .build()
-}
-
-/// How much longer a failure's cause is kept than its backoff.
-pub(super) const CAUSE_MARGIN: Duration = Duration::from_secs(1);
-
-/// Default cap on prewarm fetches waiting for a slot (`--prewarm-queue`).
-pub const DEFAULT_PREWARM_QUEUE: usize = 100_000;
-
-/// Default cap on fetches in flight for background work.
-pub const DEFAULT_MAX_BACKGROUND: usize = 512;
 
 impl WidgetCache {
-    /// Caps the fetches in flight at which background refreshes and prewarm
-    /// still start (`--max-background-fetches`).
-    pub fn with_max_background(mut self, max: usize) -> Self {
-        self.max_background = max;
-        self
-    }
-
-    /// Caps the prewarm fetches waiting for an upstream slot (`--prewarm-queue`).
-    pub fn with_prewarm_queue(mut self, max: usize) -> Self {
-        self.prewarm_queue = max;
-        self
-    }
-
-    /// Caps the upstream calls in flight in this instance (`--max-upstream-calls`).
-    pub fn with_max_upstream_calls(mut self, max: usize) -> Self {
-        self.slots = super::slots::Slots::new(max, self.registry.all().len(), Arc::clone(&self.clock))
-            .on_feed(&self.changes);
-        self
-    }
-
-    /// Past ttl, how long a request waits for the upstream before the old
-    /// entry is served as outdated (`--soft-timeout`).
-    pub fn with_soft_timeout(mut self, soft_timeout: Duration) -> Self {
-        self.soft_timeout = soft_timeout;
-        self
-    }
-
-    /// The fraction of a fresh window after which a read starts a
-    /// background refresh (`--eager-refresh`; 0 turns it off).
-    pub fn with_eager_refresh(mut self, fraction: f64) -> Self {
-        self.eager = fraction;
-        self
-    }
-
-    /// How long a request waits for a fetch: at most the upstream's timeout
-    /// (`--upstream-timeout`) plus a margin.
-    pub fn with_upstream_timeout(mut self, upstream_timeout: Duration) -> Self {
-        self.wait_deadline = wait_deadline(upstream_timeout);
-        self
-    }
-
-    /// Most live connections one user holds on this instance
-    /// (`--max-open-pages-per-user`); the newest beyond is answered at once.
-    pub fn with_max_open_pages_per_user(mut self, max: usize) -> Self {
-        self.max_pages_per_user = max.max(1);
-        self
-    }
-
-    /// The fleet fetch lease (`--fetch-lease`): renewed every third of it
-    /// while the fetch runs; another instance takes over this long after
-    /// its holder dies.
-    pub fn with_fetch_lease(mut self, lease: Duration) -> Self {
-        self.lock_ttl = lease.max(Duration::from_millis(30));
-        self
-    }
-
-    /// How long a key is not fetched again after a failed fetch (`--failure-backoff`).
-    pub fn with_failure_backoff(mut self, failure_backoff: Duration) -> Self {
-        self.failure_backoff = failure_backoff;
-        self.last_errors = last_errors(failure_backoff);
-        self
-    }
-
-    /// A cache of `registry`'s widgets over `store`, fetching through
-    /// `fetcher`, deciding by `policy` and `clock`; its writes are announced
-    /// on `changes`. The defaults of the `with_` settings are the flags'.
-    pub fn new(
-        store: Arc<dyn Store>,
-        changes: Arc<Changes>,
-        fetcher: Arc<dyn Fetch>,
-        registry: Arc<Registry>,
-        policy: CachePolicy,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        let wait_deadline = wait_deadline(DEFAULT_UPSTREAM_TIMEOUT);
-        let failure_backoff = DEFAULT_FAILURE_BACKOFF;
-        let counters = Arc::new(CacheCounters::new(&registry, None));
-        let slots = super::slots::Slots::new(
-            DEFAULT_MAX_UPSTREAM_CALLS,
-            registry.all().len(),
-            Arc::clone(&clock),
-        )
-        .on_feed(&changes);
-        Self {
+    /// A cache of `parts`, by `settings`; a request waits for a fetch at
+    /// most `upstream_timeout` (`--upstream-timeout`) plus a margin.
+    pub fn new(parts: CacheParts, settings: &CacheSettings, upstream_timeout: Duration) -> Self {
+        let CacheParts {
             store,
             changes,
             fetcher,
             registry,
             policy,
             clock,
-            wait_deadline,
-            lock_ttl: DEFAULT_FETCH_LEASE,
-            stamps: crate::cache::store::StampClock::default(),
-            failure_backoff,
-            max_background: DEFAULT_MAX_BACKGROUND,
-            soft_timeout: DEFAULT_SOFT_TIMEOUT,
-            slots,
-            eager: DEFAULT_EAGER,
-            inflight: Mutex::new(HashMap::new()),
-            prewarms: Arc::default(),
-            prewarm_waiting: Arc::default(),
-            prewarm_queue: DEFAULT_PREWARM_QUEUE,
-            last_prewarm_wait_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
-            last_errors: last_errors(failure_backoff),
-            pages_per_user: Mutex::new(HashMap::new()),
-            max_pages_per_user: DEFAULT_MAX_OPEN_PAGES_PER_USER,
-            tasks: TaskTracker::new(),
+            metrics,
+        } = parts;
+        let counters = Arc::new(CacheCounters::new(
+            &registry,
+            metrics
+                .as_ref()
+                .map(|m| m.recorder() as &'static (dyn metrics::Recorder + Sync)),
+        ));
+        if let Some(metrics) = &metrics {
+            let published = Arc::clone(&counters);
+            metrics.publish_before_render(Arc::new(move || published.publish()));
+        }
+        let slots = Slots::new(
+            settings.max_upstream_calls as usize,
+            registry.all().len(),
+            Arc::clone(&clock),
+        )
+        .on_feed(&changes);
+        let policy = Arc::new(policy);
+        let judge = Judge::new(Arc::clone(&changes));
+        let flights = Flights::new(
+            FlightParts {
+                store: Arc::clone(&store),
+                changes: Arc::clone(&changes),
+                fetcher,
+                judge: judge.clone(),
+                policy: Arc::clone(&policy),
+                clock: Arc::clone(&clock),
+                counters: Arc::clone(&counters),
+                slots,
+            },
+            settings,
+            wait_deadline(upstream_timeout),
+        );
+        Self {
+            store,
+            changes,
+            registry,
+            policy,
+            clock,
+            judge,
+            flights: Arc::new(flights),
+            soft_timeout: settings.soft_timeout,
+            eager: settings.eager_refresh,
+            pages: OpenPages::new(settings.max_open_pages_per_user),
             counters,
         }
     }
 
-    /// Counts requests into `metrics` (the application's own), wherever
-    /// they run; without it, into the recorder of the thread counting.
-    pub fn with_metrics(mut self, metrics: &crate::telemetry::Metrics) -> Self {
-        let counters = Arc::new(CacheCounters::new(&self.registry, Some(metrics.recorder())));
-        let published = Arc::clone(&counters);
-        metrics.publish_before_render(Arc::new(move || published.publish()));
-        self.counters = counters;
-        self
+    /// Single flight: the fetches in flight, their slots and queue.
+    pub fn flights(&self) -> &Arc<Flights> {
+        &self.flights
+    }
+
+    /// Each widget whose upstream calls are paused now (its breaker is open,
+    /// or the upstream asked to wait), with the seconds left, for
+    /// `percache_upstream_paused{widget}` and operators.
+    pub fn paused_widgets(&self) -> Vec<(Arc<str>, Option<u64>)> {
+        self.registry
+            .all()
+            .iter()
+            .map(|w| (w.id.label(), self.flights.paused(w.index)))
+            .collect()
+    }
+
+    /// Number of fetches in flight in this process.
+    pub fn fetches_in_flight(&self) -> usize {
+        self.flights.fetches_in_flight()
+    }
+
+    /// Waits until every fetch task has ended, at most `bound` (graceful
+    /// shutdown). Fetches started meanwhile are waited for too.
+    pub async fn wait_idle(&self, bound: Duration) -> bool {
+        self.flights.wait_idle(bound).await
+    }
+
+    /// How long the last prewarm to get its upstream slot had waited.
+    pub fn last_prewarm_wait(&self) -> Option<Duration> {
+        self.flights.last_prewarm_wait()
+    }
+
+    /// Prewarm fetches waiting for an upstream slot (`percache_prewarm_queue`).
+    pub fn prewarm_queue(&self) -> usize {
+        self.flights.prewarm_queue()
+    }
+
+    /// How long a request waits for a fetch in flight.
+    pub(super) fn wait_deadline(&self) -> Duration {
+        self.flights.wait_deadline()
+    }
+
+    /// Starts (or joins) a refresh nobody waits for (see [`Flights::start_background`]).
+    pub(super) fn start_background(
+        &self,
+        key: &CacheKey,
+        user: &UserId,
+        instance: &Instance,
+        seen: i64,
+    ) -> bool {
+        self.flights.start_background(key, user, instance, seen)
+    }
+
+    /// The open pages of this instance.
+    pub(super) fn pages(&self) -> &OpenPages {
+        &self.pages
+    }
+
+    /// The policy entries are made by.
+    pub fn policy(&self) -> &CachePolicy {
+        &self.policy
     }
 
     /// The store behind the cache.
@@ -284,17 +227,12 @@ impl WidgetCache {
     /// Serves one widget by the server's policy: fresh → hit; stale →
     /// served at once plus one background refresh; past ttl → the fetch,
     /// waited for at most `--soft-timeout` before the old entry is served.
-    pub async fn get(self: &Arc<Self>, user: &UserId, instance: &Instance) -> Lookup {
+    pub async fn get(&self, user: &UserId, instance: &Instance) -> Lookup {
         self.get_with(user, instance, Directives::default()).await
     }
 
     /// Serves one widget, honouring the request's own directives (RFC 9111).
-    pub async fn get_with(
-        self: &Arc<Self>,
-        user: &UserId,
-        instance: &Instance,
-        directives: Directives,
-    ) -> Lookup {
+    pub async fn get_with(&self, user: &UserId, instance: &Instance, directives: Directives) -> Lookup {
         if directives.no_cache && !directives.only_if_cached {
             return self.refresh(user, instance).await;
         }
@@ -324,7 +262,7 @@ impl WidgetCache {
         let fallback = cached
             .as_ref()
             .filter(|e| e.freshness(now) == Freshness::Expired && !directives.demands_fresher());
-        let (flight, mut leader) = self.join_or_start(
+        let (flight, mut leader) = self.flights.join_or_start(
             &key,
             user,
             instance,
@@ -332,7 +270,7 @@ impl WidgetCache {
             Work::Request,
         );
         let mut result = match fallback {
-            Some(old) => match tokio::time::timeout(self.soft_timeout, self.wait(flight)).await {
+            Some(old) => match tokio::time::timeout(self.soft_timeout, self.flights.wait(flight)).await {
                 Ok(result) => result,
                 Err(_slow) => {
                     // The fetch goes on (its task owns it) and lands in the
@@ -344,7 +282,7 @@ impl WidgetCache {
                     return self.lookup(instance, cached.clone(), outcome, None, store_unavailable, now);
                 }
             },
-            None => self.wait(flight).await,
+            None => self.flights.wait(flight).await,
         };
         // The flight we joined may have started before our read, or been a
         // recheck that found an entry fresh under an older reading of the
@@ -358,9 +296,11 @@ impl WidgetCache {
             _ => None,
         };
         if let Some(old) = too_old {
-            let (flight, led) = self.join_or_start(&key, user, instance, Start::Recheck(old), Work::Request);
+            let (flight, led) =
+                self.flights
+                    .join_or_start(&key, user, instance, Start::Recheck(old), Work::Request);
             leader = led;
-            result = self.wait(flight).await;
+            result = self.flights.wait(flight).await;
         }
         self.settle(
             instance,
@@ -376,7 +316,7 @@ impl WidgetCache {
     /// outdated) unless the request forbids upstream calls.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn serve_cached(
-        self: &Arc<Self>,
+        &self,
         key: &CacheKey,
         entry: &Entry,
         now: i64,
@@ -429,11 +369,13 @@ impl WidgetCache {
     }
 
     /// Forced refresh: bypasses freshness, but joins a fetch already in flight.
-    pub async fn refresh(self: &Arc<Self>, user: &UserId, instance: &Instance) -> Lookup {
+    pub async fn refresh(&self, user: &UserId, instance: &Instance) -> Lookup {
         let key = user.tag().key(instance);
         let (cached, store_unavailable) = self.read(&key, instance).await;
-        let (flight, leader) = self.join_or_start(&key, user, instance, Start::Force, Work::Request);
-        let result = self.wait(flight).await;
+        let (flight, leader) = self
+            .flights
+            .join_or_start(&key, user, instance, Start::Force, Work::Request);
+        let result = self.flights.wait(flight).await;
         self.settle(
             instance,
             cached,
@@ -447,7 +389,7 @@ impl WidgetCache {
     /// the entry within grace, if any (`None`: a placeholder). Stale and
     /// outdated ones start their refresh, which the open page swaps in when
     /// it lands. One store round trip for all of them (MGET).
-    pub async fn peek_all(self: &Arc<Self>, user: &UserId) -> Vec<(Instance, Option<Lookup>)> {
+    pub async fn peek_all(&self, user: &UserId) -> Vec<(Instance, Option<Lookup>)> {
         let (instances, keys) = self.dashboard_keys(user);
         let (entries, store_unavailable) = self.read_many(&keys, &instances).await;
         let now = self.clock.now_ms();
@@ -485,7 +427,7 @@ impl WidgetCache {
                 entries
                     .into_iter()
                     .zip(instances)
-                    .map(|(e, i)| e.and_then(|e| self.judged(e, i)))
+                    .map(|(e, i)| e.and_then(|e| self.judge.judged(e, i)))
                     .collect(),
                 false,
             ),
@@ -498,7 +440,7 @@ impl WidgetCache {
 
     /// Starts fetches of every widget of `user` that is not fresh, without
     /// waiting for them. Returns how many were started or joined.
-    pub async fn prewarm(self: &Arc<Self>, user: &UserId) -> usize {
+    pub async fn prewarm(&self, user: &UserId) -> usize {
         let reads = self.registry.all().iter().map(|w| {
             let instance = w.default_instance();
             let key = user.tag().key(&instance);
@@ -516,7 +458,10 @@ impl WidgetCache {
             {
                 continue;
             }
-            if self.start_prewarm(&key, user, &instance, seen(cached.as_ref())) {
+            if self
+                .flights
+                .start_prewarm(&key, user, &instance, seen(cached.as_ref()))
+            {
                 started += 1;
             }
         }
@@ -529,7 +474,7 @@ impl WidgetCache {
     /// joined); but if the last refresh failed and the key is in backoff,
     /// "stale-if-error" and no new attempt.
     pub(super) async fn serve_and_refresh(
-        self: &Arc<Self>,
+        &self,
         key: &CacheKey,
         entry: &Entry,
         user: &UserId,
@@ -540,7 +485,7 @@ impl WidgetCache {
             return Outcome::StaleIfError { status };
         }
         // The upstream asked to wait: served as it is, claiming no refresh.
-        if self.slots.paused(instance.widget.index).is_some() {
+        if self.flights.paused(instance.widget.index).is_some() {
             return Outcome::StaleIfError { status: 503 };
         }
         self.start_background(key, user, instance, entry.fetched_at);
@@ -552,41 +497,12 @@ impl WidgetCache {
     /// definition of the widget (another fingerprint) is a miss.
     async fn read(&self, key: &CacheKey, instance: &Instance) -> (Option<Arc<Entry>>, bool) {
         match self.store.get(key).await {
-            Ok(entry) => (entry.and_then(|e| self.judged(e, instance)), false),
+            Ok(entry) => (entry.and_then(|e| self.judge.judged(e, instance)), false),
             Err(e) => {
                 tracing::warn!(error = %e, "store read failed; serving from the upstream");
                 (None, true)
             }
         }
-    }
-
-    /// A stored entry as it counts now: none if it was made for another
-    /// definition of the widget (fingerprint) or before a hard invalidation
-    /// of it for all users; stale if before a soft one.
-    pub(super) fn judged(&self, entry: Arc<Entry>, instance: &Instance) -> Option<Arc<Entry>> {
-        if entry.fingerprint != instance.widget.fingerprint {
-            return None;
-        }
-        let gen = self.changes.generations().get(instance.id().as_str());
-        match gen.verdict(entry.generation) {
-            Verdict::Valid => Some(entry),
-            Verdict::Gone => None,
-            Verdict::Stale if entry.fresh_until <= entry.fetched_at => Some(entry),
-            Verdict::Stale => {
-                let mut stale = (*entry).clone();
-                stale.fresh_until = stale.fetched_at;
-                Some(Arc::new(stale))
-            }
-        }
-    }
-
-    /// A stored entry if it counts as current now: made for this definition
-    /// of the widget, and not made stale or gone by an invalidation for all
-    /// users since its fetch began.
-    pub(super) fn current(&self, entry: Arc<Entry>, instance: &Instance) -> Option<Arc<Entry>> {
-        let gen = self.changes.generations().get(instance.id().as_str());
-        (entry.fingerprint == instance.widget.fingerprint && gen.verdict(entry.generation) == Verdict::Valid)
-            .then_some(entry)
     }
 
     /// Turns a fetch result into a lookup, falling back to an entry still in

@@ -35,7 +35,7 @@ async fn run_clock(app: &TestApp, span: Duration) {
 async fn one_hour(eager: f64, live: bool) -> u64 {
     let app = spawn_app(StoreKind::Memory)
         .delays_ms([1000 / 60, 3000 / 60, 15000 / 60, 6000 / 60, 1000 / 60])
-        .settings(move |s| s.eager_refresh = eager)
+        .settings(move |s| s.cache.eager_refresh = eager)
         .await;
     app.login("hourly").await;
     for _visit in 0..12 {

@@ -48,10 +48,10 @@ pub fn test_settings(mock: String, redis: Option<&RedisServer>, cluster: Option<
     s.fresh = Duration::from_secs(60);
     s.ttl = Duration::from_secs(600);
     s.grace = Duration::from_secs(3600);
-    s.failure_backoff = Duration::from_millis(300);
+    s.cache.failure_backoff = Duration::from_millis(300);
     s.invalidation_secret = Some("test-webhook-secret".into());
     s.l1_ttl = Duration::from_secs(1);
-    s.max_background_fetches = 512;
+    s.cache.max_background_fetches = 512;
     s.prewarm = true;
     s.upstream_timeout = Duration::from_secs(5);
     // Tests run in parallel on a small machine: a lenient bound keeps a busy

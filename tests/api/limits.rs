@@ -10,7 +10,7 @@ async fn background_fetches_are_capped() {
     // cached widgets, stale, whose refreshes are slow.
     let app = spawn_app(StoreKind::Memory)
         .without_prewarm()
-        .settings(|s| s.max_background_fetches = 2)
+        .settings(|s| s.cache.max_background_fetches = 2)
         .await;
     app.login("alice").await;
     for id in 1..=5 {
@@ -45,7 +45,7 @@ async fn prewarm_waits_in_its_queue_and_is_skipped_only_beyond_it() {
     let app = spawn_app(StoreKind::Memory)
         .delays_ms([100; 5])
         .settings(|s| {
-            s.max_upstream_calls = 1;
+            s.cache.max_upstream_calls = 1;
             s.admin_token = Some(TOKEN.into());
         })
         .await;
@@ -86,8 +86,8 @@ async fn prewarm_waits_in_its_queue_and_is_skipped_only_beyond_it() {
     let small = spawn_app(StoreKind::Memory)
         .delays_ms([100; 5])
         .settings(|s| {
-            s.max_upstream_calls = 1;
-            s.prewarm_queue = 3;
+            s.cache.max_upstream_calls = 1;
+            s.cache.prewarm_queue = 3;
         })
         .await;
     small.login("bob").await;
@@ -111,7 +111,7 @@ async fn prewarm_waits_in_its_queue_and_is_skipped_only_beyond_it() {
 async fn a_dashboard_opened_while_its_prewarm_is_queued_is_served_before_the_queue() {
     let app = spawn_app(StoreKind::Memory)
         .delays_ms([50; 5])
-        .settings(|s| s.max_upstream_calls = 2)
+        .settings(|s| s.cache.max_upstream_calls = 2)
         .await;
     signed_in(&app, "127.0.0.1", "early", 60).await;
     let alice = client_from("127.0.0.1");
@@ -147,7 +147,7 @@ async fn a_dashboard_opened_while_its_prewarm_is_queued_is_served_before_the_que
 async fn a_user_signing_in_after_two_hundred_others_is_prewarmed_in_their_turn() {
     let app = spawn_app(StoreKind::Memory)
         .delays_ms([20; 5])
-        .settings(|s| s.max_upstream_calls = 4)
+        .settings(|s| s.cache.max_upstream_calls = 4)
         .await;
     signed_in(&app, "127.0.0.1", "early", 200).await;
     let late = client_from("127.0.0.1");
@@ -183,7 +183,7 @@ async fn upstream_calls_in_flight_are_capped_foreground_waits_background_is_skip
     let app = spawn_app(StoreKind::Memory)
         .delays_ms([300, 300, 300, 300, 300])
         .without_prewarm()
-        .settings(|s| s.max_upstream_calls = 2)
+        .settings(|s| s.cache.max_upstream_calls = 2)
         .await;
     app.login("alice").await;
     let before = app.get("/metrics").await.text().await.unwrap();
@@ -261,7 +261,7 @@ async fn upstream_calls_in_flight_are_capped_foreground_waits_background_is_skip
 async fn a_hung_widget_endpoint_does_not_hold_the_slots_other_widgets_need() {
     let app = spawn_app(StoreKind::Memory)
         .without_prewarm()
-        .settings(|s| s.max_upstream_calls = 4)
+        .settings(|s| s.cache.max_upstream_calls = 4)
         .await;
     app.mock.set_fault(3, mock_upstream::Fault::Hang);
     let client = reqwest::Client::builder()
@@ -466,7 +466,7 @@ async fn a_flood_from_one_address_does_not_hold_back_another_addresss_request() 
     let app = spawn_app(StoreKind::Memory)
         .without_prewarm()
         .delays_ms([DELAY.as_millis() as u64; 5])
-        .settings(|s| s.max_upstream_calls = 256)
+        .settings(|s| s.cache.max_upstream_calls = 256)
         .await;
     let flooders = signed_in(&app, "127.0.0.1", "flood", 300).await;
     let other = client_from("127.0.0.2");
@@ -530,7 +530,7 @@ async fn three_hundred_users_on_a_hung_widget_do_not_hold_back_another_users_wid
     let app = spawn_app(StoreKind::Memory)
         .without_prewarm()
         .delays_ms([DELAY.as_millis() as u64; 5])
-        .settings(|s| s.max_upstream_calls = 256)
+        .settings(|s| s.cache.max_upstream_calls = 256)
         .await;
     app.mock.set_fault(3, mock_upstream::Fault::Hang);
     let hung_users = signed_in(&app, "127.0.0.1", "hung", 300).await;

@@ -398,7 +398,7 @@ async fn cards_that_change_together_all_reach_the_page() {
 async fn one_user_holds_at_most_their_share_of_live_connections() {
     let app = spawn_app(StoreKind::Memory)
         .without_prewarm()
-        .settings(|s| s.max_open_pages_per_user = 2)
+        .settings(|s| s.cache.max_open_pages_per_user = 2)
         .await;
     app.login("alice").await;
     let held: Vec<_> = (0..2)

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use percache::cache::fleet::generations::{Kind, Verdict};
 use percache::cache::policy::Lifetimes;
-use percache::cache::{CachePolicy, Lookup, Shown, Store, WidgetCache};
+use percache::cache::{CacheParts, CachePolicy, CacheSettings, Lookup, Shown, Store, WidgetCache};
 use percache::clock::{Clock, MockClock};
 use percache::config::Settings;
 use percache::upstream::{Fetch, FetchError};
@@ -183,16 +183,20 @@ impl World {
                 (stack.store, stack.changes)
             }
         };
-        let cache = WidgetCache::new(
+        let parts = CacheParts {
             store,
             changes,
-            Arc::new(Gate(Arc::clone(upstream))),
+            fetcher: Arc::new(Gate(Arc::clone(upstream))),
             registry,
             policy,
-            self.clock.clone(),
-        )
-        .with_upstream_timeout(Duration::from_secs(60))
-        .with_fetch_lease(Duration::from_secs(30));
+            clock: self.clock.clone(),
+            metrics: None,
+        };
+        let settings = CacheSettings {
+            fetch_lease: Duration::from_secs(30),
+            ..CacheSettings::default()
+        };
+        let cache = WidgetCache::new(parts, &settings, Duration::from_secs(60));
         let cache = Arc::new(cache);
         cache.reload_generations().await;
         cache

@@ -1,0 +1,122 @@
+//! The cache's own settings: a group of `percache`'s flags (flattened into
+//! `config::Settings`), handed whole to the cache and nowhere else. Each
+//! default is written once, in its flag; [`CacheSettings::default`] is what
+//! the flags give when none is set, so tests start from the server's values.
+
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+/// How the cache serves, fetches and waits (SPEC §4).
+#[derive(Debug, Clone, Args)]
+pub struct CacheSettings {
+    /// The fleet fetch lock's lease: renewed while its fetch runs; if the
+    /// instance holding it dies, another takes the fetch over this long after.
+    #[arg(long, env = "FETCH_LEASE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub fetch_lease: Duration,
+
+    /// After a failed fetch, the key is not fetched again for this long
+    /// (a forced refresh may still try).
+    #[arg(long, env = "FAILURE_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub failure_backoff: Duration,
+
+    /// Past ttl (within grace), the longest a widget request waits for the
+    /// upstream before the old entry is served as outdated.
+    #[arg(long, env = "SOFT_TIMEOUT", default_value = "300ms", value_parser = humantime::parse_duration)]
+    pub soft_timeout: Duration,
+
+    /// A read after this fraction of an entry's fresh window starts one
+    /// background refresh (0 turns eager refresh off).
+    #[arg(long, env = "EAGER_REFRESH", default_value_t = 0.8, value_parser = parse_fraction)]
+    pub eager_refresh: f64,
+
+    /// Live connections (`/updates` long-polls) held per user on one
+    /// instance; the newest beyond is answered at once and told to wait.
+    #[arg(long, env = "MAX_OPEN_PAGES_PER_USER", default_value_t = 8)]
+    pub max_open_pages_per_user: usize,
+
+    /// Fetches in flight beyond which background refreshes are skipped
+    /// (stale data keeps being served; requests that must wait still fetch).
+    #[arg(long, env = "MAX_BACKGROUND_FETCHES", default_value_t = 512)]
+    pub max_background_fetches: usize,
+
+    /// Prewarm fetches waiting for an upstream slot, at most (deduplicated,
+    /// fair across addresses and users, behind every request); only beyond
+    /// it is a prewarm skipped, and counted.
+    #[arg(long, env = "PREWARM_QUEUE", default_value_t = 100_000)]
+    pub prewarm_queue: usize,
+
+    /// Upstream calls in flight per instance, at most. At the cap, a request
+    /// that needs data waits for a slot (within its deadline), in turns
+    /// across client addresses and users; prewarm waits in its queue; other
+    /// background refreshes are skipped. Protects the upstream from the
+    /// server's own users.
+    #[arg(long, env = "MAX_UPSTREAM_CALLS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_upstream_calls: u32,
+}
+
+impl Default for CacheSettings {
+    /// The flags' defaults (and the environment's twins, if set).
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            cache: CacheSettings,
+        }
+        Only::parse_from(["percache"]).cache
+    }
+}
+
+impl CacheSettings {
+    /// The shortest lease the cache takes: renewing a shorter one would
+    /// cost more store round trips than the call it guards.
+    pub(crate) fn lease(&self) -> Duration {
+        self.fetch_lease.max(Duration::from_millis(30))
+    }
+}
+
+/// How long a request waits for a fetch: the upstream's own timeout
+/// (`--upstream-timeout`) plus a margin.
+pub(crate) fn wait_deadline(upstream_timeout: Duration) -> Duration {
+    upstream_timeout + Duration::from_secs(1)
+}
+
+/// A fraction in [0, 1].
+pub fn parse_fraction(raw: &str) -> Result<f64, String> {
+    let f: f64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{raw}`: expected a number from 0 to 1, e.g. 0.8"))?;
+    if (0.0..=1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(format!("`{raw}`: expected a number from 0 to 1, e.g. 0.8"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_flags() {
+        let s = CacheSettings::default();
+        assert_eq!(s.fetch_lease, Duration::from_secs(5));
+        assert_eq!(s.failure_backoff, Duration::from_secs(5));
+        assert_eq!(s.soft_timeout, Duration::from_millis(300));
+        assert!((s.eager_refresh - 0.8).abs() < f64::EPSILON);
+        assert_eq!(s.max_open_pages_per_user, 8);
+        assert_eq!(s.max_background_fetches, 512);
+        assert_eq!(s.prewarm_queue, 100_000);
+        assert_eq!(s.max_upstream_calls, 256);
+    }
+
+    #[test]
+    fn a_tiny_lease_is_raised() {
+        let s = CacheSettings {
+            fetch_lease: Duration::from_millis(1),
+            ..CacheSettings::default()
+        };
+        assert_eq!(s.lease(), Duration::from_millis(30));
+    }
+}
