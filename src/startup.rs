@@ -116,6 +116,7 @@ impl Application {
         let cache = Arc::new(WidgetCache::new(
             CacheParts {
                 store: stack.store,
+                lease: stack.lease,
                 changes: stack.changes,
                 fetcher,
                 registry: Arc::clone(&registry),

@@ -22,7 +22,7 @@ use crate::cache::key::CacheKey;
 use crate::cache::policy::Lifetimes;
 use crate::cache::store::breaker::Breaker;
 use crate::cache::store::memory::MemoryStore;
-use crate::cache::store::{LockState, Store, StoreError};
+use crate::cache::store::{Lease, LockState, Store, StoreError};
 use crate::cache::{CacheParts, CachePolicy, CacheSettings, Lookup, Outcome, WidgetCache};
 use crate::clock::MockClock;
 use crate::upstream::{Fetch, FetchError};
@@ -84,11 +84,11 @@ struct Core {
 impl Core {
     fn new() -> Self {
         let clock = MockClock::new();
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(1_000).with_clock(clock.clone()));
-        Self::over(store, clock)
+        let store = Arc::new(MemoryStore::new(1_000).with_clock(clock.clone()));
+        Self::over(store.clone(), store, clock)
     }
 
-    fn over(store: Arc<dyn Store>, clock: Arc<MockClock>) -> Self {
+    fn over(store: Arc<dyn Store>, lease: Arc<dyn Lease>, clock: Arc<MockClock>) -> Self {
         let registry = Arc::new(Registry::builtin());
         let lifetimes = Lifetimes {
             fresh: FRESH,
@@ -100,6 +100,7 @@ impl Core {
         let instance = registry.all()[0].default_instance();
         let parts = CacheParts {
             store,
+            lease,
             changes: Changes::local(),
             fetcher: fetcher.clone(),
             registry,
@@ -351,24 +352,10 @@ impl Store for DownStore {
     async fn stamp(&self, _: &CacheKey) -> Result<u64, StoreError> {
         Err(StoreError::Timeout)
     }
-    async fn acquire(&self, _: &CacheKey, _: Duration, _: bool) -> Result<LockState, StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Err(StoreError::Timeout)
-    }
-    async fn renew(&self, _: &CacheKey, _: u64, _: Duration) -> Result<bool, StoreError> {
-        Err(StoreError::Timeout)
-    }
-    async fn release(&self, _: &CacheKey, _: u64, _: Option<(u16, Duration)>) -> Result<(), StoreError> {
-        Err(StoreError::Timeout)
-    }
     async fn bump_generation(&self, _: &str, _: Kind, _: Gen) -> Result<Gen, StoreError> {
         Err(StoreError::Timeout)
     }
     async fn load_generation(&self, _: &str, _: Gen) -> Result<Gen, StoreError> {
-        Err(StoreError::Timeout)
-    }
-    async fn lock_state(&self, _: &CacheKey) -> Result<LockState, StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
         Err(StoreError::Timeout)
     }
     async fn ping(&self) -> Result<(), StoreError> {
@@ -379,14 +366,37 @@ impl Store for DownStore {
     }
 }
 
+#[async_trait]
+impl Lease for DownStore {
+    async fn acquire(&self, _: &CacheKey, _: Duration, _: bool) -> Result<LockState, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Err(StoreError::Timeout)
+    }
+    async fn renew(&self, _: &CacheKey, _: u64, _: Duration) -> Result<bool, StoreError> {
+        Err(StoreError::Timeout)
+    }
+    async fn release(&self, _: &CacheKey, _: u64, _: Option<(u16, Duration)>) -> Result<(), StoreError> {
+        Err(StoreError::Timeout)
+    }
+    async fn lock_state(&self, _: &CacheKey) -> Result<LockState, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Err(StoreError::Timeout)
+    }
+}
+
 #[test]
 fn a_failing_store_is_skipped_by_the_breaker_until_its_cool_down_passes_by_the_clock() {
     run(async {
         // Arrange: the cache over a store that is down, behind the breaker.
         let clock = MockClock::new();
         let down = Arc::new(DownStore::default());
-        let breaker = Breaker::new(down.clone(), Duration::from_millis(500), clock.clone());
-        let core = Core::over(Arc::new(breaker), clock.clone());
+        let breaker = Arc::new(Breaker::new(
+            down.clone(),
+            down.clone(),
+            Duration::from_millis(500),
+            clock.clone(),
+        ));
+        let core = Core::over(breaker.clone(), breaker, clock.clone());
 
         // Act: requests fail open (served from the upstream) until the breaker opens.
         let first = core.get().await;

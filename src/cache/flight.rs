@@ -43,7 +43,7 @@ use super::key::CacheKey;
 use super::policy::{store_ttl, CachePolicy};
 use super::settings::CacheSettings;
 use super::slots::{Slot, Slots};
-use super::store::{LockState, StampClock, Store};
+use super::store::{Lease, LockState, StampClock, Store};
 use crate::clock::Clock;
 use crate::upstream::{Answer, Fetch, FetchError};
 use crate::user::UserId;
@@ -54,8 +54,10 @@ use super::turns::{Requester, Urgency, Work};
 
 /// What single flight shares with the read policy: handed in whole.
 pub(crate) struct FlightParts {
-    /// Where entries live, and the fleet's fetch leases.
+    /// Where entries live.
     pub(crate) store: Arc<dyn Store>,
+    /// The fleet's fetch leases (their tokens fence the store's writes).
+    pub(crate) lease: Arc<dyn Lease>,
     /// Where landings are announced, and invalidations heard (epochs).
     pub(crate) changes: Arc<Changes>,
     /// Where data comes from (the widgets API; a fake in unit tests).
@@ -74,6 +76,7 @@ pub(crate) struct FlightParts {
 /// The fetches in flight of one process, and what they need.
 pub struct Flights {
     store: Arc<dyn Store>,
+    lease: Arc<dyn Lease>,
     changes: Arc<Changes>,
     fetcher: Arc<dyn Fetch>,
     judge: Judge,
@@ -83,9 +86,9 @@ pub struct Flights {
     slots: Arc<Slots>,
     /// How long a request waits for a fetch in flight.
     wait_deadline: Duration,
-    /// The fleet-wide fetch lease (`--fetch-lease`): renewed while its
-    /// fetch runs, it lapses this long after its owner dies.
-    lease: Duration,
+    /// The fleet-wide fetch lease's length (`--fetch-lease`): renewed
+    /// while its fetch runs, it lapses this long after its owner dies.
+    lease_for: Duration,
     /// How long a key is not fetched again after a failed fetch.
     failure_backoff: Duration,
     /// Most fetches in flight at which background ones still start.
@@ -129,6 +132,7 @@ impl Flights {
     pub(crate) fn new(parts: FlightParts, settings: &CacheSettings, wait_deadline: Duration) -> Self {
         let FlightParts {
             store,
+            lease,
             changes,
             fetcher,
             judge,
@@ -139,6 +143,7 @@ impl Flights {
         } = parts;
         Self {
             store,
+            lease,
             changes,
             fetcher,
             judge,
@@ -147,7 +152,7 @@ impl Flights {
             counters,
             slots,
             wait_deadline,
-            lease: settings.lease(),
+            lease_for: settings.lease(),
             failure_backoff: settings.failure_backoff,
             max_background: settings.max_background_fetches,
             prewarm_queue: settings.prewarm_queue,
@@ -158,6 +163,15 @@ impl Flights {
             last_prewarm_wait_ms: AtomicU64::new(u64::MAX),
             last_errors: last_errors(settings.failure_backoff),
             tasks: TaskTracker::new(),
+        }
+    }
+
+    /// The status of the key's last fetch if it failed and the key is in
+    /// its backoff (no instance retries it meanwhile).
+    pub(crate) async fn backoff(&self, key: &CacheKey) -> Option<u16> {
+        match self.lease.lock_state(key).await {
+            Ok(LockState::Failed(status)) => Some(status),
+            _ => None,
         }
     }
 
@@ -369,7 +383,11 @@ impl Flights {
                 Ok(slot) => slot,
                 Err(e) => return Err(self.remember_failure(key, e)),
             };
-            match self.store.acquire(key, self.lease, start == Start::Force).await {
+            match self
+                .lease
+                .acquire(key, self.lease_for, start == Start::Force)
+                .await
+            {
                 Ok(LockState::Acquired(token)) => {
                     return self
                         .fetch_leased(key, user, instance, slot, Some(token), known)
@@ -383,8 +401,17 @@ impl Flights {
             }
             // Another instance is fetching: wait for its entry or its failure.
             let tag = user.tag().as_str();
-            match lease::wait_for_other_fetch(&*self.store, &self.changes, tag, key, seen, deadline, landed)
-                .await
+            match lease::wait_for_other_fetch(
+                &*self.store,
+                &*self.lease,
+                &self.changes,
+                tag,
+                key,
+                seen,
+                deadline,
+                landed,
+            )
+            .await
             {
                 Waited::Landed(entry) => return Ok(Fetched::remote(entry)),
                 Waited::Failed(status) => return Err(self.recent_failure(key, status)),
@@ -489,7 +516,7 @@ impl Flights {
         }
         if let Some(token) = token {
             let failed = result.as_ref().err().map(|e| (e.status(), self.failure_backoff));
-            let released = self.store.release(key, token, failed).await;
+            let released = self.lease.release(key, token, failed).await;
             if let Err(e) = &released {
                 tracing::warn!(error = %e, widget = %widget.id, "could not release the fetch lease; it lapses by itself");
             }
@@ -512,10 +539,10 @@ impl Flights {
     /// is lost (an invalidation dropped it, or a stall let it lapse) is only
     /// logged, since the store's write checks the token anyway.
     async fn renew_lease(&self, key: &CacheKey, token: u64) -> std::convert::Infallible {
-        let every = (self.lease / 3).max(Duration::from_millis(10));
+        let every = (self.lease_for / 3).max(Duration::from_millis(10));
         loop {
             tokio::time::sleep(every).await;
-            match self.store.renew(key, token, self.lease).await {
+            match self.lease.renew(key, token, self.lease_for).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::debug!(key = key.as_str(), "fetch lease lost; its write will be fenced");

@@ -23,7 +23,6 @@ use super::policy::{CachePolicy, Lifetimes};
 use super::settings::CacheSettings;
 use super::slots::Slots;
 use super::store::memory::MemoryStore;
-use super::store::Store;
 use super::turns::Work;
 use crate::clock::MockClock;
 use crate::upstream::{Fetch, FetchError};
@@ -113,7 +112,7 @@ struct Alone {
 impl Alone {
     fn new(max_upstream_calls: u32) -> Self {
         let clock = MockClock::new();
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(1_000).with_clock(clock.clone()));
+        let store = Arc::new(MemoryStore::new(1_000).with_clock(clock.clone()));
         let registry = Registry::builtin();
         let lifetimes = Lifetimes {
             fresh: Duration::from_secs(60),
@@ -131,7 +130,8 @@ impl Alone {
         let slots =
             Slots::new(max_upstream_calls as usize, registry.all().len(), clock.clone()).on_feed(&changes);
         let parts = FlightParts {
-            store,
+            store: store.clone(),
+            lease: store,
             changes: Arc::clone(&changes),
             fetcher: upstream.clone(),
             judge: Judge::new(Arc::clone(&changes)),

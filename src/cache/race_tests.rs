@@ -23,8 +23,8 @@ use crate::cache::fleet::generations::Kind;
 use crate::cache::policy::Lifetimes;
 use crate::cache::store::memory::MemoryStore;
 use crate::cache::store::sqlite::SqliteStore;
+use crate::cache::store::Backend;
 use crate::cache::store::Capacity;
-use crate::cache::store::Store;
 use crate::cache::{CacheParts, CachePolicy, CacheSettings, Lookup, WidgetCache};
 use crate::clock::MockClock;
 use crate::upstream::{Fetch, FetchError};
@@ -86,7 +86,7 @@ impl Fetch for GatedFetcher {
 
 /// A cache over `store` with the gated upstream, as one instance of a fleet.
 pub(crate) fn cache_over(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Backend>,
     clock: Arc<MockClock>,
     fetcher: Arc<GatedFetcher>,
 ) -> Arc<WidgetCache> {
@@ -98,7 +98,8 @@ pub(crate) fn cache_over(
     };
     let policy = CachePolicy::new(&registry, lifetimes, &[], &[]).unwrap();
     let parts = CacheParts {
-        store,
+        store: store.clone(),
+        lease: store,
         changes: Changes::local(),
         fetcher,
         registry,
@@ -159,7 +160,7 @@ impl Invalidation {
     }
 }
 
-async fn a_fetch_across_an_invalidation(invalidation: Invalidation, store: Arc<dyn Store>) {
+async fn a_fetch_across_an_invalidation(invalidation: Invalidation, store: Arc<dyn Backend>) {
     let (clock, fetcher) = (MockClock::new(), Arc::new(GatedFetcher::default()));
     let cache = cache_over(store, clock, Arc::clone(&fetcher));
     let (user, instance) = (alice(), first_widget(&cache));
@@ -209,7 +210,7 @@ async fn a_fetch_across_an_invalidation(invalidation: Invalidation, store: Arc<d
     );
 }
 
-fn memory(clock: &Arc<MockClock>) -> Arc<dyn Store> {
+fn memory(clock: &Arc<MockClock>) -> Arc<dyn Backend> {
     Arc::new(MemoryStore::new(1_000).with_clock(clock.clone()))
 }
 
@@ -241,7 +242,7 @@ fn an_all_users_invalidation_is_not_undone_by_a_fetch_that_began_before_it() {
 fn on_sqlite_a_fetch_across_an_invalidation_is_not_stored_as_current() {
     run(async {
         let dir = std::env::temp_dir().join(format!("percache-race-{}", fastrand::u64(..)));
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir, Capacity::Entries(1_000)).unwrap());
+        let store: Arc<dyn Backend> = Arc::new(SqliteStore::open(&dir, Capacity::Entries(1_000)).unwrap());
         a_fetch_across_an_invalidation(Invalidation::User(Kind::Hard), store).await;
         let _ = std::fs::remove_dir_all(&dir);
     });
@@ -293,7 +294,7 @@ fn an_all_users_invalidation_survives_a_restart_with_a_data_dir() {
         let dir = std::env::temp_dir().join(format!("percache-gen-{}", fastrand::u64(..)));
         let clock = MockClock::new();
         let fetcher = Arc::new(GatedFetcher::default());
-        let open = |clock: &Arc<MockClock>| -> Arc<dyn Store> {
+        let open = |clock: &Arc<MockClock>| -> Arc<dyn Backend> {
             Arc::new(
                 SqliteStore::open(&dir, Capacity::Entries(1_000))
                     .unwrap()

@@ -16,7 +16,7 @@ use crate::cache::fleet::changes::Changes;
 use crate::cache::fleet::waiters::Watch;
 use crate::cache::key::CacheKey;
 use crate::cache::policy::CachePolicy;
-use crate::cache::store::{LockState, Store};
+use crate::cache::store::{Lease, Store};
 use crate::clock::Clock;
 use crate::upstream::{Fetch, FetchError};
 use crate::user::UserId;
@@ -36,6 +36,8 @@ use super::turns::Work;
 pub struct CacheParts {
     /// Where entries live (the store stack: L1, breaker, backend).
     pub store: Arc<dyn Store>,
+    /// The fleet's fetch leases (the same backend, without the L1).
+    pub lease: Arc<dyn Lease>,
     /// Where the cache's writes are announced, and other instances' heard.
     pub changes: Arc<Changes>,
     /// Where data comes from (the widgets API; a fake in unit tests).
@@ -75,6 +77,7 @@ impl WidgetCache {
     pub fn new(parts: CacheParts, settings: &CacheSettings, upstream_timeout: Duration) -> Self {
         let CacheParts {
             store,
+            lease,
             changes,
             fetcher,
             registry,
@@ -103,6 +106,7 @@ impl WidgetCache {
         let flights = Flights::new(
             FlightParts {
                 store: Arc::clone(&store),
+                lease,
                 changes: Arc::clone(&changes),
                 fetcher,
                 judge: judge.clone(),
@@ -481,7 +485,7 @@ impl WidgetCache {
         instance: &Instance,
         served: Outcome,
     ) -> Outcome {
-        if let Ok(LockState::Failed(status)) = self.store.lock_state(key).await {
+        if let Some(status) = self.flights.backoff(key).await {
             return Outcome::StaleIfError { status };
         }
         // The upstream asked to wait: served as it is, claiming no refresh.

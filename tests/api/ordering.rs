@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use percache::cache::fleet::generations::{Kind, Verdict};
 use percache::cache::policy::Lifetimes;
+use percache::cache::store::Lease;
 use percache::cache::{CacheParts, CachePolicy, CacheSettings, Lookup, Shown, Store, WidgetCache};
 use percache::clock::{Clock, MockClock};
 use percache::config::Settings;
@@ -132,7 +133,7 @@ struct World {
     redis: Option<RedisServer>,
     dir: Option<std::path::PathBuf>,
     /// The memory store both instances share (one process).
-    memory: Option<Arc<dyn Store>>,
+    memory: Option<Arc<percache::cache::store::memory::MemoryStore>>,
     clock: Arc<MockClock>,
 }
 
@@ -147,7 +148,6 @@ impl World {
         let clock = MockClock::new();
         let memory = (backend == Backend::Memory).then(|| {
             Arc::new(percache::cache::store::memory::MemoryStore::new(10_000).with_clock(clock.clone()))
-                as Arc<dyn Store>
         });
         Self {
             backend,
@@ -167,11 +167,15 @@ impl World {
             grace: Duration::from_secs(3600),
         };
         let policy = CachePolicy::new(&registry, lifetimes, &[], &[]).unwrap();
-        let (store, changes) = match self.backend {
-            Backend::Memory => (
-                Arc::clone(self.memory.as_ref().unwrap()),
-                percache::cache::fleet::changes::Changes::local(),
-            ),
+        let (store, lease, changes): (Arc<dyn Store>, Arc<dyn Lease>, _) = match self.backend {
+            Backend::Memory => {
+                let memory = Arc::clone(self.memory.as_ref().unwrap());
+                (
+                    memory.clone(),
+                    memory,
+                    percache::cache::fleet::changes::Changes::local(),
+                )
+            }
             Backend::Sqlite | Backend::Redis => {
                 let mut settings = Settings::defaults();
                 settings.data_dir = self.dir.clone();
@@ -180,11 +184,12 @@ impl World {
                 let stack = percache::cache::store_from_settings(&settings.store(), self.clock.clone())
                     .await
                     .unwrap();
-                (stack.store, stack.changes)
+                (stack.store, stack.lease, stack.changes)
             }
         };
         let parts = CacheParts {
             store,
+            lease,
             changes,
             fetcher: Arc::new(Gate(Arc::clone(upstream))),
             registry,

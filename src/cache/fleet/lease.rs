@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::changes::Changes;
 use crate::cache::entry::Entry;
 use crate::cache::key::CacheKey;
-use crate::cache::store::{LockState, Store};
+use crate::cache::store::{Lease, LockState, Store};
 
 /// How often a request waiting on another instance's fetch looks at the
 /// store when no change announcement arrives (a lost message).
@@ -40,8 +40,10 @@ pub enum Waited {
 /// already has (`i64::MIN` for none); `judge` says what a stored entry
 /// counts as now (fingerprint, invalidations). `tag` is the user's, whose
 /// changes wake the wait.
+#[allow(clippy::too_many_arguments)]
 pub async fn wait_for_other_fetch(
     store: &dyn Store,
+    lease: &dyn Lease,
     changes: &Changes,
     tag: &str,
     key: &CacheKey,
@@ -68,7 +70,7 @@ pub async fn wait_for_other_fetch(
             Some(Err(())) => return Waited::StoreDown,
             None => {}
         }
-        match store.lock_state(key).await {
+        match lease.lock_state(key).await {
             Ok(LockState::Busy) => {}
             Ok(LockState::Failed(status)) => return Waited::Failed(status),
             // Released: its entry may have landed just before; look once more.

@@ -13,15 +13,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{LockState, Store, StoreError};
+use super::{Lease, LockState, Store, StoreError};
 use crate::cache::entry::Entry;
 use crate::cache::fleet::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
 use crate::clock::Clock;
 
-/// A store wrapped with a circuit breaker.
+/// A store and its lease wrapped with one circuit breaker (a failing
+/// backend fails both).
 pub struct Breaker {
     inner: Arc<dyn Store>,
+    lease: Arc<dyn Lease>,
     cool_down: Duration,
     /// What the cool-down is timed by (the cache's clock).
     clock: Arc<dyn Clock>,
@@ -36,10 +38,17 @@ pub struct Breaker {
 const THRESHOLD: u32 = 3;
 
 impl Breaker {
-    /// Wraps `inner`; after a few failures it is skipped for `cool_down`, by `clock`.
-    pub fn new(inner: Arc<dyn Store>, cool_down: Duration, clock: Arc<dyn Clock>) -> Self {
+    /// Wraps `inner` and its `lease` (the same backend); after a few
+    /// failures both are skipped for `cool_down`, by `clock`.
+    pub fn new(
+        inner: Arc<dyn Store>,
+        lease: Arc<dyn Lease>,
+        cool_down: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             inner,
+            lease,
             cool_down,
             clock,
             open_until: AtomicI64::new(0),
@@ -105,27 +114,6 @@ impl Store for Breaker {
         self.call(self.inner.stamp(key)).await
     }
 
-    async fn acquire(&self, key: &CacheKey, ttl: Duration, force: bool) -> Result<LockState, StoreError> {
-        self.call(self.inner.acquire(key, ttl, force)).await
-    }
-
-    async fn renew(&self, key: &CacheKey, token: u64, ttl: Duration) -> Result<bool, StoreError> {
-        self.call(self.inner.renew(key, token, ttl)).await
-    }
-
-    async fn release(
-        &self,
-        key: &CacheKey,
-        token: u64,
-        failed: Option<(u16, Duration)>,
-    ) -> Result<(), StoreError> {
-        self.call(self.inner.release(key, token, failed)).await
-    }
-
-    async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
-        self.call(self.inner.lock_state(key)).await
-    }
-
     async fn bump_generation(&self, widget: &str, kind: Kind, known: Gen) -> Result<Gen, StoreError> {
         self.call(self.inner.bump_generation(widget, kind, known)).await
     }
@@ -149,5 +137,29 @@ impl Store for Breaker {
 
     fn kind(&self) -> &'static str {
         self.inner.kind()
+    }
+}
+
+#[async_trait]
+impl Lease for Breaker {
+    async fn acquire(&self, key: &CacheKey, ttl: Duration, force: bool) -> Result<LockState, StoreError> {
+        self.call(self.lease.acquire(key, ttl, force)).await
+    }
+
+    async fn renew(&self, key: &CacheKey, token: u64, ttl: Duration) -> Result<bool, StoreError> {
+        self.call(self.lease.renew(key, token, ttl)).await
+    }
+
+    async fn release(
+        &self,
+        key: &CacheKey,
+        token: u64,
+        failed: Option<(u16, Duration)>,
+    ) -> Result<(), StoreError> {
+        self.call(self.lease.release(key, token, failed)).await
+    }
+
+    async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
+        self.call(self.lease.lock_state(key)).await
     }
 }

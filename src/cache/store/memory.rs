@@ -10,7 +10,7 @@ use moka::sync::Cache;
 use moka::Expiry;
 
 use super::recent::Recent;
-use super::{LockState, Store, StoreError, Usage};
+use super::{Lease, LockState, Store, StoreError, Usage};
 use crate::cache::entry::Entry;
 use crate::cache::fleet::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
@@ -272,6 +272,27 @@ impl Store for MemoryStore {
         Ok(self.next_stamp(key))
     }
 
+    async fn bump_generation(&self, _widget: &str, kind: Kind, known: Gen) -> Result<Gen, StoreError> {
+        self.stamps.observe(known.current);
+        Ok(known.bumped_to(self.stamps.next(self.clock.now_ms()), kind))
+    }
+
+    async fn load_generation(&self, _widget: &str, known: Gen) -> Result<Gen, StoreError> {
+        // One process: what it knows is all there is.
+        Ok(known)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[async_trait]
+impl Lease for MemoryStore {
     async fn acquire(&self, key: &CacheKey, _: Duration, force: bool) -> Result<LockState, StoreError> {
         match self.failure(key).await {
             Some(f) if !force => Ok(LockState::Failed(f.status)),
@@ -300,29 +321,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn bump_generation(&self, _widget: &str, kind: Kind, known: Gen) -> Result<Gen, StoreError> {
-        self.stamps.observe(known.current);
-        Ok(known.bumped_to(self.stamps.next(self.clock.now_ms()), kind))
-    }
-
-    async fn load_generation(&self, _widget: &str, known: Gen) -> Result<Gen, StoreError> {
-        // One process: what it knows is all there is.
-        Ok(known)
-    }
-
     async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
         Ok(match self.failure(key).await {
             Some(f) => LockState::Failed(f.status),
             None => LockState::Free,
         })
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    fn kind(&self) -> &'static str {
-        "memory"
     }
 }
 

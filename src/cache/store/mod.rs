@@ -56,7 +56,7 @@ pub struct Usage {
 pub enum LockState {
     /// Nobody fetches this key.
     Free,
-    /// We hold the lease (after [`Store::acquire`]), under this fencing
+    /// We hold the lease (after [`Lease::acquire`]), under this fencing
     /// token: a stamp newer than every one issued for the key before it.
     /// The fetch's entry carries it ([`Entry::started`]), and the store's
     /// write is refused if a newer stamp is already there.
@@ -67,9 +67,8 @@ pub enum LockState {
     Failed(u16),
 }
 
-/// A key-value store of cache entries with per-key expiry, writes ordered
-/// by stamps, and a per-key fetch lease so that one fetch per key runs in
-/// the whole fleet.
+/// A key-value store of cache entries with per-key expiry and writes
+/// ordered by stamps. (The fetch lease is apart: [`Lease`].)
 ///
 /// Ordering (SPEC §7): every key has a stamp, the greatest one written to
 /// it (an entry's [`Entry::started`], or a tombstone's). A stamp is issued
@@ -110,23 +109,6 @@ pub trait Store: Send + Sync + 'static {
     async fn invalidate(&self, keys: &[CacheKey], keep: Duration) -> Result<(), StoreError>;
     /// A new stamp for `key`, greater than every one issued for it before.
     async fn stamp(&self, key: &CacheKey) -> Result<u64, StoreError>;
-    /// Tries to take the fetch lease of `key` for `ttl`. Returns
-    /// [`LockState::Acquired`] with its fencing token, or who has it.
-    /// `force` takes over a failure backoff (not a live lease).
-    async fn acquire(&self, key: &CacheKey, ttl: Duration, force: bool) -> Result<LockState, StoreError>;
-    /// Extends a lease we hold (by its token) to `ttl` from now. `Ok(false)`:
-    /// it is no longer ours (it lapsed, or an invalidation dropped it).
-    async fn renew(&self, key: &CacheKey, token: u64, ttl: Duration) -> Result<bool, StoreError>;
-    /// Releases a lease we hold; with `failed`, leaves a failure marker for
-    /// the backoff instead, so no instance retries the key before it expires.
-    async fn release(
-        &self,
-        key: &CacheKey,
-        token: u64,
-        failed: Option<(u16, Duration)>,
-    ) -> Result<(), StoreError>;
-    /// The lease's state as seen by someone who does not hold it.
-    async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError>;
     /// Records an invalidation of `widget` for every user: its `kind`
     /// threshold becomes a stamp newer than every fetch begun so far. Never
     /// lower than `known` (what this instance already knew), even if the
@@ -145,6 +127,39 @@ pub trait Store: Send + Sync + 'static {
     /// A short name for `/readyz` and logs: `memory`, `redis`, `redis-cluster`.
     fn kind(&self) -> &'static str;
 }
+
+/// The per-key fetch lease, so that one fetch per key runs in the whole
+/// fleet. Apart from [`Store`]: the cache's reads and writes go through
+/// layers (the L1, the breaker) that a lease must not (an L1 cannot hold
+/// one), and single flight is the lease's only user. The backends hold
+/// both, since a lease's token is a stamp of the same key, checked by
+/// [`Store::put`], and an invalidation drops the key's lease.
+#[async_trait]
+pub trait Lease: Send + Sync + 'static {
+    /// Tries to take the fetch lease of `key` for `ttl`. Returns
+    /// [`LockState::Acquired`] with its fencing token, or who has it.
+    /// `force` takes over a failure backoff (not a live lease).
+    async fn acquire(&self, key: &CacheKey, ttl: Duration, force: bool) -> Result<LockState, StoreError>;
+    /// Extends a lease we hold (by its token) to `ttl` from now. `Ok(false)`:
+    /// it is no longer ours (it lapsed, or an invalidation dropped it).
+    async fn renew(&self, key: &CacheKey, token: u64, ttl: Duration) -> Result<bool, StoreError>;
+    /// Releases a lease we hold; with `failed`, leaves a failure marker for
+    /// the backoff instead, so no instance retries the key before it expires.
+    async fn release(
+        &self,
+        key: &CacheKey,
+        token: u64,
+        failed: Option<(u16, Duration)>,
+    ) -> Result<(), StoreError>;
+    /// The lease's state as seen by someone who does not hold it.
+    async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError>;
+}
+
+/// A backend: a store that holds its keys' leases too (memory, SQLite,
+/// Redis). Tests hand one to both sides of a cache.
+pub trait Backend: Store + Lease {}
+
+impl<T: Store + Lease> Backend for T {}
 
 /// Parses a lease value: a failure marker `failed:<status>` or an owner's token.
 pub(crate) fn parse_lock_value(value: Option<&str>, token: u64) -> LockState {

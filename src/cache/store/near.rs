@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use moka::sync::Cache;
 
-use super::{LockState, Store, StoreError};
+use super::{Store, StoreError};
 use crate::cache::entry::Entry;
 use crate::cache::fleet::changes::{Changes, Evicts};
 use crate::cache::fleet::generations::{Gen, Kind};
@@ -178,27 +178,6 @@ impl Store for NearCache {
 
     async fn stamp(&self, key: &CacheKey) -> Result<u64, StoreError> {
         self.inner.stamp(key).await
-    }
-
-    async fn acquire(&self, key: &CacheKey, ttl: Duration, force: bool) -> Result<LockState, StoreError> {
-        self.inner.acquire(key, ttl, force).await
-    }
-
-    async fn renew(&self, key: &CacheKey, token: u64, ttl: Duration) -> Result<bool, StoreError> {
-        self.inner.renew(key, token, ttl).await
-    }
-
-    async fn release(
-        &self,
-        key: &CacheKey,
-        token: u64,
-        failed: Option<(u16, Duration)>,
-    ) -> Result<(), StoreError> {
-        self.inner.release(key, token, failed).await
-    }
-
-    async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
-        self.inner.lock_state(key).await
     }
 
     async fn bump_generation(&self, widget: &str, kind: Kind, known: Gen) -> Result<Gen, StoreError> {

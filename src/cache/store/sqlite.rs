@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::memory::MemoryStore;
-use super::{LockState, Store, StoreError, Usage};
+use super::{Lease, LockState, Store, StoreError, Usage};
 use crate::cache::entry::Entry;
 use crate::cache::fleet::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
@@ -413,26 +413,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn acquire(&self, key: &CacheKey, ttl: Duration, force: bool) -> Result<LockState, StoreError> {
-        match self.markers.acquire(key, ttl, force).await? {
-            LockState::Acquired(_) => Ok(LockState::Acquired(self.stamp(key).await?)),
-            other => Ok(other),
-        }
-    }
-
-    async fn renew(&self, key: &CacheKey, token: u64, ttl: Duration) -> Result<bool, StoreError> {
-        self.markers.renew(key, token, ttl).await
-    }
-
-    async fn release(
-        &self,
-        key: &CacheKey,
-        token: u64,
-        failed: Option<(u16, Duration)>,
-    ) -> Result<(), StoreError> {
-        self.markers.release(key, token, failed).await
-    }
-
     async fn bump_generation(&self, widget: &str, kind: Kind, known: Gen) -> Result<Gen, StoreError> {
         let kept = self.load_generation(widget, known).await?;
         let gen = kept.bumped_to(self.stamps.next(self.clock.now_ms()), kind);
@@ -466,10 +446,6 @@ impl Store for SqliteStore {
         Ok(merged)
     }
 
-    async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
-        self.markers.lock_state(key).await
-    }
-
     async fn usage(&self) -> Option<Usage> {
         let counted = self
             .run(|conn| {
@@ -495,6 +471,33 @@ impl Store for SqliteStore {
 
     fn kind(&self) -> &'static str {
         "sqlite"
+    }
+}
+
+#[async_trait]
+impl Lease for SqliteStore {
+    async fn acquire(&self, key: &CacheKey, ttl: Duration, force: bool) -> Result<LockState, StoreError> {
+        match self.markers.acquire(key, ttl, force).await? {
+            LockState::Acquired(_) => Ok(LockState::Acquired(self.stamp(key).await?)),
+            other => Ok(other),
+        }
+    }
+
+    async fn renew(&self, key: &CacheKey, token: u64, ttl: Duration) -> Result<bool, StoreError> {
+        self.markers.renew(key, token, ttl).await
+    }
+
+    async fn release(
+        &self,
+        key: &CacheKey,
+        token: u64,
+        failed: Option<(u16, Duration)>,
+    ) -> Result<(), StoreError> {
+        self.markers.release(key, token, failed).await
+    }
+
+    async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
+        self.markers.lock_state(key).await
     }
 }
 

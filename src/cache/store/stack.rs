@@ -13,7 +13,7 @@ use super::memory::MemoryStore;
 use super::near::NearCache;
 use super::redis::{self, RedisStore};
 use super::sqlite::SqliteStore;
-use super::Store;
+use super::{Lease, Store};
 use crate::cache::fleet::changes::Changes;
 use crate::clock::Clock;
 
@@ -47,6 +47,8 @@ pub struct StoreSettings {
 pub struct StoreStack {
     /// The outermost layer, which the cache reads and writes.
     pub store: Arc<dyn Store>,
+    /// The fetch lease (behind the same breaker as the store, without the L1).
+    pub lease: Arc<dyn Lease>,
     /// The change feed: this process's waiters and, with Redis, the fleet's announcements.
     pub changes: Arc<Changes>,
     /// The shared Redis, when there is one (the replay guard keeps its record there).
@@ -78,10 +80,11 @@ pub async fn from_settings(settings: &StoreSettings, clock: Arc<dyn Clock>) -> a
             redis::cluster_push_client(urls.clone(), ca.as_deref()).context("configuring Redis Cluster")?;
         let cluster = RedisStore::cluster_with_ca(urls, ca.as_deref(), settings.store_timeout)
             .context("configuring Redis Cluster")?;
-        let (store, changes) = shared(cluster.clone(), settings, clock).await;
+        let (store, lease, changes) = shared(cluster.clone(), settings, clock).await;
         changes.start_sharded_feed(client, pushes);
         return Ok(StoreStack {
             store,
+            lease,
             changes,
             redis: Some(cluster),
             sqlite: None,
@@ -91,10 +94,11 @@ pub async fn from_settings(settings: &StoreSettings, clock: Arc<dyn Clock>) -> a
         let redis =
             RedisStore::with_ca(url, ca.as_deref(), settings.store_timeout).context("configuring Redis")?;
         let subscriber = redis::client(url, ca.as_deref()).context("configuring Redis")?;
-        let (store, changes) = shared(redis.clone(), settings, clock).await;
+        let (store, lease, changes) = shared(redis.clone(), settings, clock).await;
         changes.spawn_subscriber(subscriber);
         return Ok(StoreStack {
             store,
+            lease,
             changes,
             redis: Some(redis),
             sqlite: None,
@@ -102,28 +106,33 @@ pub async fn from_settings(settings: &StoreSettings, clock: Arc<dyn Clock>) -> a
     }
     // One process: no L1 in front of it (it is in-process or on local
     // disk); its change feed is local, and still drives live refresh.
-    let (local, on_disk): (Arc<dyn Store>, Option<SqliteStore>) = match settings.data_dir.as_deref() {
-        // On disk, behind the breaker like Redis: a failing disk fails open.
-        Some(dir) => {
-            let sqlite = SqliteStore::open(dir, settings.memory_capacity)
-                .with_context(|| format!("--data-dir {}", dir.display()))?
-                .with_clock(Arc::clone(&clock));
-            sqlite.spawn_purger();
-            tracing::info!(path = %sqlite.path().display(), "cache kept on disk");
-            let guarded = Arc::new(Breaker::new(
-                Arc::new(sqlite.clone()),
-                STORE_COOL_DOWN,
-                Arc::clone(&clock),
-            ));
-            (guarded, Some(sqlite))
-        }
-        None => (
-            Arc::new(MemoryStore::bounded(settings.memory_capacity).with_clock(Arc::clone(&clock))),
-            None,
-        ),
-    };
+    let (local, lease, on_disk): (Arc<dyn Store>, Arc<dyn Lease>, Option<SqliteStore>) =
+        match settings.data_dir.as_deref() {
+            // On disk, behind the breaker like Redis: a failing disk fails open.
+            Some(dir) => {
+                let sqlite = SqliteStore::open(dir, settings.memory_capacity)
+                    .with_context(|| format!("--data-dir {}", dir.display()))?
+                    .with_clock(Arc::clone(&clock));
+                sqlite.spawn_purger();
+                tracing::info!(path = %sqlite.path().display(), "cache kept on disk");
+                let disk = Arc::new(sqlite.clone());
+                let guarded = Arc::new(Breaker::new(
+                    disk.clone(),
+                    disk,
+                    STORE_COOL_DOWN,
+                    Arc::clone(&clock),
+                ));
+                (guarded.clone(), guarded, Some(sqlite))
+            }
+            None => {
+                let memory =
+                    Arc::new(MemoryStore::bounded(settings.memory_capacity).with_clock(Arc::clone(&clock)));
+                (memory.clone(), memory, None)
+            }
+        };
     Ok(StoreStack {
         store: local,
+        lease,
         changes: Changes::local(),
         redis: None,
         sqlite: on_disk,
@@ -136,13 +145,19 @@ async fn shared(
     redis: RedisStore,
     settings: &StoreSettings,
     clock: Arc<dyn Clock>,
-) -> (Arc<dyn Store>, Arc<Changes>) {
+) -> (Arc<dyn Store>, Arc<dyn Lease>, Arc<Changes>) {
     redis.warm_up().await;
     let changes = Changes::shared(redis.clone(), clock.now_ms());
-    let guarded: Arc<dyn Store> =
-        Arc::new(Breaker::new(Arc::new(redis), STORE_COOL_DOWN, Arc::clone(&clock)));
+    let backend = Arc::new(redis);
+    let guarded = Arc::new(Breaker::new(
+        backend.clone(),
+        backend,
+        STORE_COOL_DOWN,
+        Arc::clone(&clock),
+    ));
+    let lease: Arc<dyn Lease> = guarded.clone();
     if settings.l1_ttl.is_zero() {
-        return (guarded, changes);
+        return (guarded, lease, changes);
     }
     let near = NearCache::new(
         guarded,
@@ -151,5 +166,5 @@ async fn shared(
         Arc::clone(&changes),
         clock,
     );
-    (near, changes)
+    (near, lease, changes)
 }

@@ -23,7 +23,7 @@ pub use conn::{client, cluster_push_client, ClusterManager, SingleManager};
 use conn::{pool_config, run_on, Backend, Op, CLUSTER_POOL_SIZE, POOL_SIZE};
 use scripts::*;
 
-use super::{parse_lock_value, LockState, Store, StoreError};
+use super::{parse_lock_value, Lease, LockState, Store, StoreError};
 use crate::cache::entry::Entry;
 use crate::cache::fleet::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
@@ -358,6 +358,28 @@ impl Store for RedisStore {
             .map_err(|_| StoreError::Command(format!("not a stamp: {stamp}")))
     }
 
+    async fn bump_generation(&self, widget: &str, kind: Kind, known: Gen) -> Result<Gen, StoreError> {
+        self.generation(widget, Some(kind), known).await
+    }
+
+    async fn load_generation(&self, widget: &str, known: Gen) -> Result<Gen, StoreError> {
+        self.generation(widget, None, known).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.query(redis::cmd("PING")).await.map(|_: String| ())
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Single(_) => "redis",
+            Backend::Cluster(_) => "redis-cluster",
+        }
+    }
+}
+
+#[async_trait]
+impl Lease for RedisStore {
     async fn acquire(&self, key: &CacheKey, ttl: Duration, force: bool) -> Result<LockState, StoreError> {
         let mut script = ACQUIRE_SCRIPT.prepare_invoke();
         script
@@ -396,24 +418,5 @@ impl Store for RedisStore {
     async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError> {
         let value: Option<String> = self.query(redis::cmd("GET").arg(lock_key(key)).clone()).await?;
         Ok(parse_lock_value(value.as_deref(), 0))
-    }
-
-    async fn bump_generation(&self, widget: &str, kind: Kind, known: Gen) -> Result<Gen, StoreError> {
-        self.generation(widget, Some(kind), known).await
-    }
-
-    async fn load_generation(&self, widget: &str, known: Gen) -> Result<Gen, StoreError> {
-        self.generation(widget, None, known).await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.query(redis::cmd("PING")).await.map(|_: String| ())
-    }
-
-    fn kind(&self) -> &'static str {
-        match self.backend {
-            Backend::Single(_) => "redis",
-            Backend::Cluster(_) => "redis-cluster",
-        }
     }
 }
