@@ -8,6 +8,7 @@ use clap::Parser;
 use std::path::PathBuf;
 
 pub use crate::cache::settings::{parse_fraction, CacheSettings};
+pub use crate::cache::store::stack::StoreSettings;
 pub use crate::cache::store::{parse_capacity, Capacity};
 pub use crate::telemetry::LogFormat;
 use crate::widget::WidgetId;
@@ -35,19 +36,6 @@ pub struct Settings {
     #[arg(long, env = "UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
 
-    /// Extra PEM CA bundle trusted for a `rediss://` Redis, besides the
-    /// system's roots.
-    #[arg(long, env = "REDIS_CA")]
-    pub redis_ca: Option<PathBuf>,
-
-    /// Redis URL (`redis://host:port/db`, or `rediss://` for TLS). Unset: the in-process store.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
-
-    /// Comma-separated node URLs of a Redis Cluster.
-    #[arg(long, env = "REDIS_CLUSTER_NODES", hide_env_values = true)]
-    pub redis_cluster: Option<String>,
-
     /// Younger entries are served with no upstream call.
     #[arg(long, env = "CACHE_FRESH", default_value = "60s", value_parser = humantime::parse_duration)]
     pub fresh: Duration,
@@ -72,29 +60,13 @@ pub struct Settings {
     #[command(flatten)]
     pub cache: CacheSettings,
 
+    /// Where entries live: Redis, Redis Cluster, SQLite or memory.
+    #[command(flatten)]
+    pub store: StoreSettings,
+
     /// Hard limit on one upstream call.
     #[arg(long, env = "UPSTREAM_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
-
-    /// Lifetime of the near-cache (L1) in front of Redis: the longest an
-    /// instance may serve an entry older than the fleet's newest if an
-    /// invalidation message is lost. 0 turns the near-cache off.
-    #[arg(long, env = "L1_TTL", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub l1_ttl: Duration,
-
-    /// Maximum number of entries of the near-cache.
-    #[arg(long, env = "L1_CAPACITY", default_value_t = 10_000)]
-    pub l1_capacity: u64,
-
-    /// Longest a store (Redis) command may take before the cache fails open
-    /// and asks the upstream directly.
-    #[arg(long, env = "STORE_TIMEOUT", default_value = "250ms", value_parser = humantime::parse_duration)]
-    pub store_timeout: Duration,
-
-    /// Keep the cache in an embedded SQLite database in this folder, so it
-    /// survives restarts (one instance, no Redis).
-    #[arg(long, env = "PERCACHE_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
 
     /// Fetch all widgets on sign-in (`--prewarm false` or `--no-prewarm` turns it off).
     #[arg(long, env = "PREWARM", default_value = "true", num_args = 0..=1,
@@ -132,12 +104,6 @@ pub struct Settings {
     /// HMAC key of the invalidation webhook. Unset: the webhook is off.
     #[arg(long, env = "INVALIDATION_SECRET", hide_env_values = true)]
     pub invalidation_secret: Option<String>,
-
-    /// Bound of the in-process (or on-disk) store: a number of entries
-    /// (`100000`) or a size (`256MiB`, `1GiB`, `500MB`), counted in the
-    /// bytes of the entries' data.
-    #[arg(long, env = "MEMORY_CAPACITY", default_value = "100000", value_parser = parse_capacity)]
-    pub memory_capacity: Capacity,
 
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
@@ -206,20 +172,6 @@ impl Settings {
         }
     }
 
-    /// The store's part of the settings.
-    pub fn store(&self) -> crate::cache::store::stack::StoreSettings {
-        crate::cache::store::stack::StoreSettings {
-            redis_url: self.redis_url.clone(),
-            redis_cluster: self.redis_cluster.clone(),
-            redis_ca: self.redis_ca.clone(),
-            data_dir: self.data_dir.clone(),
-            memory_capacity: self.memory_capacity,
-            store_timeout: self.store_timeout,
-            l1_ttl: self.l1_ttl,
-            l1_capacity: self.l1_capacity,
-        }
-    }
-
     /// Defaults for everything, as if no flag and no environment variable were given.
     /// Tests start from this and change what they need.
     pub fn defaults() -> Self {
@@ -254,10 +206,10 @@ mod tests {
         assert_eq!(s.grace, Duration::from_secs(86_400));
         assert_eq!(s.upstream_timeout, Duration::from_secs(20));
         assert!(s.prewarm_enabled());
-        assert_eq!(s.memory_capacity, Capacity::Entries(100_000));
+        assert_eq!(s.store.memory_capacity, Capacity::Entries(100_000));
         assert_eq!(s.cache.soft_timeout, Duration::from_millis(300));
         assert!((s.cache.eager_refresh - 0.8).abs() < f64::EPSILON);
-        assert!(s.data_dir.is_none());
+        assert!(s.store.data_dir.is_none());
     }
 
     #[test]

@@ -95,7 +95,7 @@ impl Application {
         let policy = policy_of(&settings, &registry)?;
         let (upstream_url, mock) = upstream_or_mock(&settings, &registry).await?;
         let fetcher = fetcher_of(&settings, &registry, &upstream_url)?;
-        let stack = crate::cache::store_from_settings(&settings.store(), Arc::clone(&clock)).await?;
+        let stack = crate::cache::store_from_settings(&settings.store, Arc::clone(&clock)).await?;
         // The webhook's "seen once" record: in the shared Redis when there is one.
         // Ended sessions: in the shared Redis too, announced on the feed.
         let session_ends = session::ended::SessionEnds::kept(

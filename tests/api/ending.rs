@@ -238,7 +238,7 @@ async fn readiness_does_not_show_the_stores_own_error() {
     let closed = crate::helpers::free_port();
     let app = spawn_app(StoreKind::Memory)
         .without_prewarm()
-        .settings(move |s| s.redis_url = Some(format!("redis://127.0.0.1:{closed}")))
+        .settings(move |s| s.store.redis_url = Some(format!("redis://127.0.0.1:{closed}")))
         .await;
     let body = app.get("/readyz").await.text().await.unwrap();
     assert!(body.contains("degraded"), "{body}");

@@ -213,7 +213,7 @@ async fn the_change_feed_survives_the_loss_of_the_first_cluster_node() {
     // node that stays up.
     let mut app = spawn_app(StoreKind::Cluster)
         .without_prewarm()
-        .settings(|s| s.l1_ttl = Duration::from_secs(60))
+        .settings(|s| s.store.l1_ttl = Duration::from_secs(60))
         .await;
     let b = app.spawn_instance().await;
     let first = app.cluster.as_ref().unwrap().nodes[0].port;

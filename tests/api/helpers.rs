@@ -42,21 +42,21 @@ pub fn test_settings(mock: String, redis: Option<&RedisServer>, cluster: Option<
     let mut s = Settings::defaults();
     s.bind = "127.0.0.1:0".into();
     s.upstream_url = Some(mock);
-    s.redis_url = redis.map(RedisServer::url);
-    s.redis_cluster = cluster.map(RedisCluster::nodes);
+    s.store.redis_url = redis.map(RedisServer::url);
+    s.store.redis_cluster = cluster.map(RedisCluster::nodes);
     s.session_key = Some(SESSION_KEY.into());
     s.fresh = Duration::from_secs(60);
     s.ttl = Duration::from_secs(600);
     s.grace = Duration::from_secs(3600);
     s.cache.failure_backoff = Duration::from_millis(300);
     s.invalidation_secret = Some("test-webhook-secret".into());
-    s.l1_ttl = Duration::from_secs(1);
+    s.store.l1_ttl = Duration::from_secs(1);
     s.cache.max_background_fetches = 512;
     s.prewarm = true;
     s.upstream_timeout = Duration::from_secs(5);
     // Tests run in parallel on a small machine: a lenient bound keeps a busy
     // CPU from looking like a Redis outage (outages are tested by killing Redis).
-    s.store_timeout = Duration::from_secs(1);
+    s.store.store_timeout = Duration::from_secs(1);
     s.workers = 2;
     // Every test client is 127.0.0.1: no sign-in limit unless a test sets one.
     s.login_rate = LoginRate::Off;

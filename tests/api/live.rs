@@ -137,7 +137,7 @@ async fn the_near_cache_is_coherent_across_instances() {
     // Arrange: a long L1 ttl, so only the invalidation messages can explain coherence.
     let app = spawn_app(StoreKind::Redis)
         .without_prewarm()
-        .settings(|s| s.l1_ttl = Duration::from_secs(60))
+        .settings(|s| s.store.l1_ttl = Duration::from_secs(60))
         .await;
     let b = app.spawn_instance().await;
     app.login("alice").await;

@@ -178,10 +178,10 @@ impl World {
             }
             Backend::Sqlite | Backend::Redis => {
                 let mut settings = Settings::defaults();
-                settings.data_dir = self.dir.clone();
-                settings.redis_url = self.redis.as_ref().map(RedisServer::url);
-                settings.store_timeout = Duration::from_secs(2);
-                let stack = percache::cache::store_from_settings(&settings.store(), self.clock.clone())
+                settings.store.data_dir = self.dir.clone();
+                settings.store.redis_url = self.redis.as_ref().map(RedisServer::url);
+                settings.store.store_timeout = Duration::from_secs(2);
+                let stack = percache::cache::store_from_settings(&settings.store, self.clock.clone())
                     .await
                     .unwrap();
                 (stack.store, stack.lease, stack.changes)

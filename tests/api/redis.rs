@@ -59,7 +59,7 @@ fn commandstats(port: u16) -> Vec<(String, u64)> {
 async fn a_warm_dashboard_with_the_l1_off_is_one_mget() {
     // Arrange: the near-cache off; alice's five widgets fresh in Redis.
     let app = spawn_app(StoreKind::Redis)
-        .settings(|s| s.l1_ttl = Duration::ZERO)
+        .settings(|s| s.store.l1_ttl = Duration::ZERO)
         .await;
     app.login("alice").await;
     app.wait_for_calls(5).await;

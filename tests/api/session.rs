@@ -175,8 +175,8 @@ async fn the_application_does_not_start_with_a_short_session_key() {
     let mut settings = Settings::defaults();
     settings.bind = "127.0.0.1:0".into();
     settings.upstream_url = Some(mock.url());
-    settings.redis_url = None;
-    settings.redis_cluster = None;
+    settings.store.redis_url = None;
+    settings.store.redis_cluster = None;
     settings.session_key = Some("abcd".into());
 
     let message = match Application::build(settings).await {

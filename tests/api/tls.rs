@@ -378,10 +378,10 @@ async fn tls_redis_holds_the_cache_and_carries_the_change_feed(cluster: bool) {
     let (s1, n1, ca) = (single.clone(), nodes.clone(), pki.ca.clone());
     let app = spawn_app(StoreKind::Memory)
         .settings(move |s| {
-            s.redis_url = s1;
-            s.redis_cluster = n1;
-            s.redis_ca = Some(ca);
-            s.l1_ttl = Duration::from_secs(60);
+            s.store.redis_url = s1;
+            s.store.redis_cluster = n1;
+            s.store.redis_ca = Some(ca);
+            s.store.l1_ttl = Duration::from_secs(60);
         })
         .await;
     let b = app.spawn_instance().await;

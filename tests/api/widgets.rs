@@ -206,12 +206,12 @@ async fn a_changed_definition_makes_its_old_entries_misses() {
     );
     assert_ne!(changed, percache::widget::file::BUILTIN);
     std::fs::write(&file, changed).unwrap();
-    let (redis, upstream, f) = (app.settings.redis_url.clone(), app.mock.url(), file.clone());
+    let (redis, upstream, f) = (app.settings.store.redis_url.clone(), app.mock.url(), file.clone());
     let other = spawn_app(StoreKind::Memory)
         .without_prewarm()
         .settings(move |s| {
             s.widgets = Some(f);
-            s.redis_url = redis;
+            s.store.redis_url = redis;
             s.upstream_url = Some(upstream);
         })
         .await;

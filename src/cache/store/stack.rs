@@ -13,7 +13,7 @@ use super::memory::MemoryStore;
 use super::near::NearCache;
 use super::redis::{self, RedisStore};
 use super::sqlite::SqliteStore;
-use super::{Lease, Store};
+use super::{parse_capacity, Capacity, Lease, Store};
 use crate::cache::fleet::changes::Changes;
 use crate::clock::Clock;
 
@@ -21,26 +21,59 @@ use crate::clock::Clock;
 pub const STORE_COOL_DOWN: Duration = Duration::from_millis(500);
 
 /// The store's own settings (the flags of SPEC §4 that choose and bound
-/// it), handed to it by `config::Settings::store`: the store knows nothing
-/// of the rest.
-#[derive(Debug, Clone)]
+/// it): a group of `percache`'s flags, handed to the store alone.
+#[derive(Debug, Clone, clap::Args)]
 pub struct StoreSettings {
-    /// `--redis-url`.
+    /// Redis URL (`redis://host:port/db`, or `rediss://` for TLS). Unset: the in-process store.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
-    /// `--redis-cluster`: comma-separated node URLs.
+
+    /// Comma-separated node URLs of a Redis Cluster.
+    #[arg(long, env = "REDIS_CLUSTER_NODES", hide_env_values = true)]
     pub redis_cluster: Option<String>,
-    /// `--redis-ca`.
+
+    /// Extra PEM CA bundle trusted for a `rediss://` Redis, besides the
+    /// system's roots.
+    #[arg(long, env = "REDIS_CA")]
     pub redis_ca: Option<PathBuf>,
-    /// `--data-dir`.
+
+    /// Keep the cache in an embedded SQLite database in this folder, so it
+    /// survives restarts (one instance, no Redis).
+    #[arg(long, env = "PERCACHE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// `--memory-capacity`.
-    pub memory_capacity: super::Capacity,
-    /// `--store-timeout`.
+
+    /// Bound of the in-process (or on-disk) store: a number of entries
+    /// (`100000`) or a size (`256MiB`, `1GiB`, `500MB`), counted in the
+    /// bytes of the entries' data.
+    #[arg(long, env = "MEMORY_CAPACITY", default_value = "100000", value_parser = parse_capacity)]
+    pub memory_capacity: Capacity,
+
+    /// Longest a store (Redis) command may take before the cache fails open
+    /// and asks the upstream directly.
+    #[arg(long, env = "STORE_TIMEOUT", default_value = "250ms", value_parser = humantime::parse_duration)]
     pub store_timeout: Duration,
-    /// `--l1-ttl` (0: no L1).
+
+    /// Lifetime of the near-cache (L1) in front of Redis: the longest an
+    /// instance may serve an entry older than the fleet's newest if an
+    /// invalidation message is lost. 0 turns the near-cache off.
+    #[arg(long, env = "L1_TTL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub l1_ttl: Duration,
-    /// `--l1-capacity`.
+
+    /// Maximum number of entries of the near-cache.
+    #[arg(long, env = "L1_CAPACITY", default_value_t = 10_000)]
     pub l1_capacity: u64,
+}
+
+impl Default for StoreSettings {
+    /// The flags' defaults (and the environment's twins, if set).
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            store: StoreSettings,
+        }
+        <Only as clap::Parser>::parse_from(["percache"]).store
+    }
 }
 
 /// What the cache and the webhook's replay guard are built on.
