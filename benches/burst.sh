@@ -53,13 +53,15 @@ wait_up() {
     die "$1 never answered /healthz"
 }
 
-# The binaries are kept in target/burst/ (REUSE=1 runs them again unbuilt).
-bins=target/burst
+# The binaries are kept in target/burst/ (REUSE=1 runs them again unbuilt);
+# cargo's CARGO_TARGET_DIR, if set, stands for target/.
+target=${CARGO_TARGET_DIR:-target}
+bins=$target/burst
 mkdir -p "$bins"
 if [[ ${REUSE:-0} != 1 || ! -x $bins/mock-upstream ]]; then
     log "building the mock (release)"
     cargo build --release -q -p mock_upstream
-    cp target/release/mock-upstream "$bins/mock-upstream"
+    cp "$target/release/mock-upstream" "$bins/mock-upstream"
 fi
 cp "$bins/mock-upstream" "$work/mock-upstream"
 for alloc in $ALLOCATORS; do
@@ -68,7 +70,7 @@ for alloc in $ALLOCATORS; do
         [[ $alloc != system ]] && features+=(--features "$alloc")
         log "building percache with the $alloc allocator (release)"
         cargo build --release -q -p percache "${features[@]}"
-        cp target/release/percache "$bins/percache-$alloc"
+        cp "$target/release/percache" "$bins/percache-$alloc"
     fi
     cp "$bins/percache-$alloc" "$work/percache-$alloc"
 done

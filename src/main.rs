@@ -9,6 +9,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+/// jemalloc's options (issue 26), read when it starts: a background thread
+/// purges the pages a burst freed while the server idles after it (without
+/// one, freed pages are purged only when later allocations call into
+/// jemalloc, so an idle server kept them), and a freed page is purged after
+/// 1 s unused instead of 10 s (benches/burst.sh reads RSS 15 s after the
+/// drain). `_RJEM_MALLOC_CONF` in the environment still overrides them.
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000\0";
 use percache::config::{LogFormat, Settings};
 use percache::{startup::Application, telemetry};
 

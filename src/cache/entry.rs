@@ -66,12 +66,16 @@ pub struct Entry {
 /// change it) starts without it. Made lazily rather than when the entry is
 /// stored, so that entries nobody reads (a sign-in's prewarm of widgets not
 /// on screen, Redis entries read once) cost no rendering and no memory.
+///
+/// Each part is boxed: every entry of a store carries this, read or not,
+/// and a box to come is a word where the parts themselves are 120 bytes
+/// (issue 26: a sign-in's prewarm stores five entries most never rendered).
 #[derive(Default)]
 pub struct Rendered {
     /// The card's parts (`views::prerender`).
-    pub card: OnceLock<RenderedCard>,
+    pub card: OnceLock<Box<RenderedCard>>,
     /// The JSON API's whole body for a fresh entry (`routes::api`).
-    pub json_fresh: OnceLock<Bytes>,
+    pub json_fresh: OnceLock<Box<Bytes>>,
 }
 
 /// A card's parts that do not depend on the state it is shown in.

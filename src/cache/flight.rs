@@ -388,13 +388,14 @@ impl Flights {
                 .acquire(key, self.lease_for, start == Start::Force)
                 .await
             {
+                // The call's part boxed (here and below): a fetch that
+                // waits for its slot (a queued prewarm) holds only the
+                // waiting part, not room for the call it has yet to make.
                 Ok(LockState::Acquired(token)) => {
-                    return self
-                        .fetch_leased(key, user, instance, slot, Some(token), known)
-                        .await;
+                    return Box::pin(self.fetch_leased(key, user, instance, slot, Some(token), known)).await;
                 }
                 Ok(LockState::Free) | Err(_) => {
-                    return self.fetch_leased(key, user, instance, slot, None, known).await
+                    return Box::pin(self.fetch_leased(key, user, instance, slot, None, known)).await
                 }
                 Ok(LockState::Failed(status)) => return Err(self.recent_failure(key, status)),
                 Ok(LockState::Busy) => drop(slot),
@@ -432,7 +433,7 @@ impl Flights {
         who: &Requester,
     ) -> FetchResult {
         match self.upstream_slot(instance, who).await {
-            Ok(slot) => self.fetch_leased(key, user, instance, slot, None, None).await,
+            Ok(slot) => Box::pin(self.fetch_leased(key, user, instance, slot, None, None)).await,
             Err(e) => Err(self.remember_failure(key, e)),
         }
     }

@@ -107,9 +107,11 @@ pub async fn widget_json(
     if fresh {
         // A fresh entry's body is the same for every request: made once.
         let body = entry.rendered.json_fresh.get_or_init(|| {
-            Bytes::from(serde_json::to_vec(&WidgetJson::of(widget, entry, true, false)).unwrap_or_default())
+            Box::new(Bytes::from(
+                serde_json::to_vec(&WidgetJson::of(widget, entry, true, false)).unwrap_or_default(),
+            ))
         });
-        return Ok(widget_ok(&lookup, &JSON, body.clone()));
+        return Ok(widget_ok(&lookup, &JSON, Bytes::clone(body)));
     }
     // Not fresh: served from the cache only if stale (a miss was fetched now).
     let stale = matches!(

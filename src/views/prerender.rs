@@ -26,7 +26,10 @@ pub type ReadyHalves = fn(&Instance, &Entry, &str, Option<u64>) -> Option<(Strin
 /// The card parts of `entry` for `instance`: those an earlier request
 /// rendered for the same entry, or rendered now (the ready card cut by `ready`).
 pub fn card<'e>(entry: &'e Entry, instance: &Instance, ready: ReadyHalves) -> &'e RenderedCard {
-    entry.rendered.card.get_or_init(|| render(entry, instance, ready))
+    entry
+        .rendered
+        .card
+        .get_or_init(|| Box::new(render(entry, instance, ready)))
 }
 
 /// Markup rendered once with `slot` (an HTML comment, which no escaped text

@@ -154,10 +154,16 @@ impl Changes {
     async fn publish_for(&self, key: &CacheKey, prefix: &str) {
         let Some(redis) = &self.publisher else { return };
         let message = format!("{} {prefix}{}", self.instance, key.as_str());
-        let sent = match (self.sharded.get(), key.user_tag()) {
-            (Some(_), Some(tag)) => redis.spublish(&channel_of(tag), &message).await,
-            _ => redis.publish(CHANNEL, &message).await,
-        };
+        // Boxed: a Redis publish's future is kilobytes, and every fetch
+        // announces its landing, so without the box every fetch task (a
+        // queued prewarm's too, from its start) would carry room for it.
+        let sent = Box::pin(async {
+            match (self.sharded.get(), key.user_tag()) {
+                (Some(_), Some(tag)) => redis.spublish(&channel_of(tag), &message).await,
+                _ => redis.publish(CHANNEL, &message).await,
+            }
+        })
+        .await;
         if let Err(e) = sent {
             tracing::debug!(error = %e, "could not announce a change; other L1s expire it by ttl");
         }
