@@ -371,7 +371,7 @@ impl Flights {
             // untouched by any invalidation since (which drops validators).
             Ok(entry) => (
                 entry.as_ref().map_or(i64::MIN, |e| e.fetched_at),
-                landed(entry).filter(|e| !e.validators.is_empty()),
+                landed(entry).filter(|e| e.validators.is_some()),
             ),
             Err(_) => return self.fetch_unlocked(key, user, instance, who).await,
         };
@@ -457,7 +457,10 @@ impl Flights {
         // older than it. Without a lease (the store is down), from our own
         // stamp clock: such an entry cannot be stored anyway.
         let stamp = token.unwrap_or_else(|| self.stamps.next(self.clock.now_ms()));
-        let validators = known.as_ref().map(|k| k.validators.clone()).unwrap_or_default();
+        let validators = known
+            .as_ref()
+            .and_then(|k| k.validators.as_deref().cloned())
+            .unwrap_or_default();
         let call = self
             .fetcher
             .fetch_conditional(user.as_str(), instance, &validators);
@@ -489,7 +492,7 @@ impl Flights {
             let mut entry = self.policy.entry(widget.index, widget.fingerprint, data, now);
             entry.generation = stamp;
             entry.started = stamp;
-            entry.validators = validators;
+            entry.validators = validators.boxed();
             Ok(Arc::new(entry))
         });
         if let Ok(entry) = &result {

@@ -239,6 +239,11 @@ impl Validators {
         self.etag.is_none() && self.last_modified.is_none()
     }
 
+    /// As an entry keeps them: boxed, and `None` when there are none.
+    pub fn boxed(self) -> Option<Box<Self>> {
+        (!self.is_empty()).then(|| Box::new(self))
+    }
+
     /// The validators of a response's headers (others, and oversized or
     /// non-ASCII values, are dropped).
     fn of(headers: &header::HeaderMap) -> Self {

@@ -23,8 +23,8 @@ struct Stored {
     entry: Option<Arc<Entry>>,
     /// The key's stamp (see `Store`): the entry's `started`, or the tombstone's.
     stamp: u64,
-    ttl: Duration,
-    /// When moka drops it (`ttl` after the put): a remembered read ends then too.
+    /// When moka drops it (its ttl after the put): a remembered read ends
+    /// then too. (The ttl itself is not kept: 16 bytes an entry.)
     until: Instant,
     /// The entry's weight in bytes (see [`entry_bytes`]).
     bytes: u32,
@@ -40,18 +40,18 @@ pub fn entry_bytes(key: &CacheKey, entry: &Entry) -> u64 {
 struct PerEntryTtl;
 
 impl Expiry<CacheKey, Stored> for PerEntryTtl {
-    fn expire_after_create(&self, _: &CacheKey, value: &Stored, _: Instant) -> Option<Duration> {
-        Some(value.ttl)
+    fn expire_after_create(&self, _: &CacheKey, value: &Stored, now: Instant) -> Option<Duration> {
+        Some(value.until.saturating_duration_since(now))
     }
 
     fn expire_after_update(
         &self,
         _: &CacheKey,
         value: &Stored,
-        _: Instant,
+        now: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.until.saturating_duration_since(now))
     }
 }
 
@@ -191,7 +191,6 @@ impl MemoryStore {
         Stored {
             entry,
             stamp,
-            ttl,
             until: Instant::now() + ttl,
             bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
         }
