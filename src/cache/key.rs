@@ -24,18 +24,19 @@ impl UserTag {
             s.push_str(":p:");
             s.push_str(hash);
         }
-        CacheKey(s)
+        CacheKey(s.into_boxed_str())
     }
 }
 
-/// A full key, e.g. `percache:v1:{u:5b1c...}:w:3`.
+/// A full key, e.g. `percache:v1:{u:5b1c...}:w:3`. A boxed `str`, exactly
+/// as long as the key: the in-process store keeps one per entry (issue 26).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CacheKey(String);
+pub struct CacheKey(Box<str>);
 
 impl CacheKey {
     /// A key as read back from Redis (pub/sub messages).
     pub fn from_stored(key: &str) -> Self {
-        Self(key.to_owned())
+        Self(key.into())
     }
 
     /// The user tag inside the key's `{u:…}`, if it has one.
