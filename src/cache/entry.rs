@@ -69,15 +69,27 @@ pub struct Entry {
 /// stored, so that entries nobody reads (a sign-in's prewarm of widgets not
 /// on screen, Redis entries read once) cost no rendering and no memory.
 ///
-/// Each part is boxed: every entry of a store carries this, read or not,
-/// and a box to come is a word where the parts themselves are 120 bytes
-/// (issue 26: a sign-in's prewarm stores five entries most never rendered).
+/// The parts are boxed together: every entry of a store carries this, read
+/// or not, and a box to come is two words where the parts themselves are
+/// 120 bytes (issue 26: a sign-in's prewarm stores five entries, most never
+/// rendered). The box is made by the first request that renders a part.
 #[derive(Default)]
-pub struct Rendered {
+pub struct Rendered(OnceLock<Box<RenderedParts>>);
+
+/// The parts an entry's responses are assembled from.
+#[derive(Default)]
+pub struct RenderedParts {
     /// The card's parts (`views::prerender`).
-    pub card: OnceLock<Box<RenderedCard>>,
+    pub card: OnceLock<RenderedCard>,
     /// The JSON API's whole body for a fresh entry (`routes::api`).
-    pub json_fresh: OnceLock<Box<Bytes>>,
+    pub json_fresh: OnceLock<Bytes>,
+}
+
+impl Rendered {
+    /// The parts, made (empty) on the first use.
+    pub fn parts(&self) -> &RenderedParts {
+        self.0.get_or_init(Box::default)
+    }
 }
 
 /// A card's parts that do not depend on the state it is shown in.
@@ -102,8 +114,11 @@ impl Clone for Rendered {
 impl fmt::Debug for Rendered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Rendered")
-            .field("card", &self.card.get().is_some())
-            .field("json_fresh", &self.json_fresh.get().is_some())
+            .field("card", &self.0.get().is_some_and(|p| p.card.get().is_some()))
+            .field(
+                "json_fresh",
+                &self.0.get().is_some_and(|p| p.json_fresh.get().is_some()),
+            )
             .finish()
     }
 }
@@ -218,11 +233,11 @@ mod tests {
     }
 
     /// An `Arc<Entry>` (the entry and its two counts) fits the allocator's
-    /// 128-byte class (issue 26: RSS per entry after a burst).
+    /// 112-byte class (issue 26: RSS per entry after a burst).
     #[test]
-    fn an_entry_in_its_arc_fits_128_bytes() {
+    fn an_entry_in_its_arc_fits_112_bytes() {
         let in_arc = std::mem::size_of::<Entry>() + 2 * std::mem::size_of::<usize>();
-        assert!(in_arc <= 128, "Arc<Entry> takes {in_arc} bytes");
+        assert!(in_arc <= 112, "Arc<Entry> takes {in_arc} bytes");
     }
 
     #[test]

@@ -106,10 +106,8 @@ pub async fn widget_json(
     let fresh = matches!(lookup.outcome, Outcome::Hit { .. } | Outcome::Eager { .. });
     if fresh {
         // A fresh entry's body is the same for every request: made once.
-        let body = entry.rendered.json_fresh.get_or_init(|| {
-            Box::new(Bytes::from(
-                serde_json::to_vec(&WidgetJson::of(widget, entry, true, false)).unwrap_or_default(),
-            ))
+        let body = entry.rendered.parts().json_fresh.get_or_init(|| {
+            Bytes::from(serde_json::to_vec(&WidgetJson::of(widget, entry, true, false)).unwrap_or_default())
         });
         return Ok(widget_ok(&lookup, &JSON, Bytes::clone(body)));
     }

@@ -28,8 +28,9 @@ pub type ReadyHalves = fn(&Instance, &Entry, &str, Option<u64>) -> Option<(Strin
 pub fn card<'e>(entry: &'e Entry, instance: &Instance, ready: ReadyHalves) -> &'e RenderedCard {
     entry
         .rendered
+        .parts()
         .card
-        .get_or_init(|| Box::new(render(entry, instance, ready)))
+        .get_or_init(|| render(entry, instance, ready))
 }
 
 /// Markup rendered once with `slot` (an HTML comment, which no escaped text
