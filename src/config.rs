@@ -7,11 +7,12 @@ use clap::Parser;
 
 use std::path::PathBuf;
 
-pub use crate::cache::settings::{parse_fraction, CacheSettings};
+pub use crate::cache::settings::{
+    parse_fraction, parse_widget_durations, CacheSettings, LifetimeSettings, WidgetDurations,
+};
 pub use crate::cache::store::stack::StoreSettings;
 pub use crate::cache::store::{parse_capacity, Capacity};
 pub use crate::telemetry::LogFormat;
-use crate::widget::WidgetId;
 
 /// Every setting of the server. `percache --help` lists them all.
 #[derive(Debug, Clone, Parser)]
@@ -36,25 +37,9 @@ pub struct Settings {
     #[arg(long, env = "UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
 
-    /// Younger entries are served with no upstream call.
-    #[arg(long, env = "CACHE_FRESH", default_value = "60s", value_parser = humantime::parse_duration)]
-    pub fresh: Duration,
-
-    /// Older than fresh but younger than ttl: served at once and refreshed in the background.
-    #[arg(long, env = "CACHE_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
-    pub ttl: Duration,
-
-    /// Past ttl an entry is a miss, but is still served if the upstream fails.
-    #[arg(long, env = "CACHE_GRACE", default_value = "24h", value_parser = humantime::parse_duration)]
-    pub grace: Duration,
-
-    /// Per-widget ttl overrides, e.g. `3=30m,1=2m`.
-    #[arg(long, env = "WIDGET_TTLS", value_parser = parse_widget_durations)]
-    pub widget_ttl: Option<WidgetDurations>,
-
-    /// Per-widget fresh overrides, e.g. `3=5m`.
-    #[arg(long, env = "WIDGET_FRESH", value_parser = parse_widget_durations)]
-    pub widget_fresh: Option<WidgetDurations>,
+    /// How long entries are fresh, then stale, then kept for errors.
+    #[command(flatten)]
+    pub lifetimes: LifetimeSettings,
 
     /// How the cache serves, fetches and waits.
     #[command(flatten)]
@@ -134,33 +119,6 @@ pub struct Settings {
     pub trust_forwarded: bool,
 }
 
-/// Per-widget duration overrides by widget id. Whether the ids exist is
-/// checked against the widgets file at start-up.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WidgetDurations(pub Vec<(WidgetId, Duration)>);
-
-impl WidgetDurations {
-    /// The override of one widget, if any (the last one given wins).
-    pub fn get(&self, id: &WidgetId) -> Option<Duration> {
-        crate::cache::policy::override_of(&self.0, id)
-    }
-}
-
-/// Parses `3=30m,1=2m` (`billing=5m` for a widget of the file).
-pub fn parse_widget_durations(raw: &str) -> Result<WidgetDurations, String> {
-    let mut out = WidgetDurations::default();
-    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, dur) = part
-            .split_once('=')
-            .ok_or_else(|| format!("`{part}`: expected <widget>=<duration>, e.g. 3=30m"))?;
-        let widget = WidgetId::parse(id.trim())
-            .ok_or_else(|| format!("`{id}`: not a widget id ([a-z0-9][a-z0-9-]{{0,31}})"))?;
-        let dur = humantime::parse_duration(dur.trim()).map_err(|e| format!("`{dur}`: {e}"))?;
-        out.0.push((widget, dur));
-    }
-    Ok(out)
-}
-
 impl Settings {
     /// The proxies whose `X-Forwarded-For` is believed.
     pub fn proxies(&self) -> crate::defence::login_rate::TrustedProxies {
@@ -201,9 +159,9 @@ mod tests {
     fn defaults_match_the_spec() {
         let s = Settings::defaults();
         assert_eq!(s.bind, "127.0.0.1:8080");
-        assert_eq!(s.fresh, Duration::from_secs(60));
-        assert_eq!(s.ttl, Duration::from_secs(600));
-        assert_eq!(s.grace, Duration::from_secs(86_400));
+        assert_eq!(s.lifetimes.fresh, Duration::from_secs(60));
+        assert_eq!(s.lifetimes.ttl, Duration::from_secs(600));
+        assert_eq!(s.lifetimes.grace, Duration::from_secs(86_400));
         assert_eq!(s.upstream_timeout, Duration::from_secs(20));
         assert!(s.prewarm_enabled());
         assert_eq!(s.store.memory_capacity, Capacity::Entries(100_000));
@@ -222,7 +180,7 @@ mod tests {
     #[test]
     fn parses_widget_overrides() {
         let d = parse_widget_durations("3=30m, 1=2m, billing=5s").unwrap();
-        let id = |s: &str| WidgetId::parse(s).unwrap();
+        let id = |s: &str| crate::widget::WidgetId::parse(s).unwrap();
         assert_eq!(d.get(&id("3")), Some(Duration::from_secs(1800)));
         assert_eq!(d.get(&id("1")), Some(Duration::from_secs(120)));
         assert_eq!(d.get(&id("billing")), Some(Duration::from_secs(5)));
@@ -255,7 +213,7 @@ mod tests {
     #[test]
     fn durations_take_human_units() {
         let s = Settings::parse_from(["percache", "--fresh", "500ms", "--ttl", "24h"]);
-        assert_eq!(s.fresh, Duration::from_millis(500));
-        assert_eq!(s.ttl, Duration::from_secs(86_400));
+        assert_eq!(s.lifetimes.fresh, Duration::from_millis(500));
+        assert_eq!(s.lifetimes.ttl, Duration::from_secs(86_400));
     }
 }

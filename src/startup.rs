@@ -17,7 +17,6 @@ use anyhow::Context as _;
 use mock_upstream::{MockConfig, MockUpstream};
 use tracing_actix_web::TracingLogger;
 
-use crate::cache::policy::Lifetimes;
 use crate::cache::{CacheParts, CachePolicy, WidgetCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
@@ -92,7 +91,7 @@ impl Application {
             Some(path) => crate::widget::file::load(path)?,
             None => Registry::builtin(),
         });
-        let policy = policy_of(&settings, &registry)?;
+        let policy = CachePolicy::from_settings(&registry, &settings.lifetimes)?;
         let (upstream_url, mock) = upstream_or_mock(&settings, &registry).await?;
         let fetcher = fetcher_of(&settings, &registry, &upstream_url)?;
         let stack = crate::cache::store_from_settings(&settings.store, Arc::clone(&clock)).await?;
@@ -165,8 +164,12 @@ impl Application {
             session_ends: web::Data::from(session_ends),
             identity: match settings.user_header.as_deref().filter(|h| !h.is_empty()) {
                 Some(name) => Some(web::Data::new(
-                    crate::defence::identity::IdentityHeader::new(name, settings.proxies(), settings.fresh)
-                        .map_err(anyhow::Error::msg)?,
+                    crate::defence::identity::IdentityHeader::new(
+                        name,
+                        settings.proxies(),
+                        settings.lifetimes.fresh,
+                    )
+                    .map_err(anyhow::Error::msg)?,
                 )),
                 None => None,
             },
@@ -259,19 +262,6 @@ async fn upstream_or_mock(
         .context("starting the in-process mock upstream")?;
     tracing::info!(url = %mock.url(), "no --upstream-url: started the mock upstream in-process");
     Ok((mock.url(), Some(mock)))
-}
-
-/// Every widget's lifetimes: the flags' defaults and per-widget overrides,
-/// and the widgets file's.
-fn policy_of(settings: &Settings, registry: &Registry) -> anyhow::Result<CachePolicy> {
-    let lifetimes = Lifetimes {
-        fresh: settings.fresh,
-        ttl: settings.ttl,
-        grace: settings.grace,
-    };
-    let fresh = settings.widget_fresh.as_ref().map_or(&[][..], |o| &o.0);
-    let ttl = settings.widget_ttl.as_ref().map_or(&[][..], |o| &o.0);
-    Ok(CachePolicy::new(registry, lifetimes, fresh, ttl)?)
 }
 
 /// The widgets API at `url`, over TLS trusting `--upstream-ca` too, with

@@ -1,5 +1,6 @@
 //! How long entries stay fresh, stale and in grace, per widget.
 
+use super::settings::{override_of, LifetimeSettings};
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -50,12 +51,20 @@ pub enum PolicyError {
     },
 }
 
-/// The duration `overrides` give `id`, if any (the last one given wins).
-pub(crate) fn override_of(overrides: &[(WidgetId, Duration)], id: &WidgetId) -> Option<Duration> {
-    overrides.iter().rev().find(|(w, _)| w == id).map(|(_, d)| *d)
-}
-
 impl CachePolicy {
+    /// Every widget's lifetimes by the flags' group (`--fresh`, `--ttl`,
+    /// `--grace`, `--widget-fresh`, `--widget-ttl`) and the widgets file.
+    pub fn from_settings(registry: &Registry, settings: &LifetimeSettings) -> Result<Self, PolicyError> {
+        let defaults = Lifetimes {
+            fresh: settings.fresh,
+            ttl: settings.ttl,
+            grace: settings.grace,
+        };
+        let fresh = settings.widget_fresh.as_ref().map_or(&[][..], |o| &o.0);
+        let ttl = settings.widget_ttl.as_ref().map_or(&[][..], |o| &o.0);
+        Self::new(registry, defaults, fresh, ttl)
+    }
+
     /// Every widget's lifetimes. Precedence, most specific first:
     /// `--widget-fresh`/`--widget-ttl`, then the widgets file, then `defaults`.
     pub fn new(

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
+use crate::widget::WidgetId;
+
 /// How the cache serves, fetches and waits (SPEC §4).
 #[derive(Debug, Clone, Args)]
 pub struct CacheSettings {
@@ -53,6 +55,76 @@ pub struct CacheSettings {
     /// server's own users.
     #[arg(long, env = "MAX_UPSTREAM_CALLS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_upstream_calls: u32,
+}
+
+/// How long an entry is served, and how (SPEC §7): each widget's own
+/// lifetimes come from these, the widgets file and the per-widget flags
+/// (`CachePolicy::from_settings`).
+#[derive(Debug, Clone, Args)]
+pub struct LifetimeSettings {
+    /// Younger entries are served with no upstream call.
+    #[arg(long, env = "CACHE_FRESH", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub fresh: Duration,
+
+    /// Older than fresh but younger than ttl: served at once and refreshed in the background.
+    #[arg(long, env = "CACHE_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+
+    /// Past ttl an entry is a miss, but is still served if the upstream fails.
+    #[arg(long, env = "CACHE_GRACE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+
+    /// Per-widget ttl overrides, e.g. `3=30m,1=2m`.
+    #[arg(long, env = "WIDGET_TTLS", value_parser = parse_widget_durations)]
+    pub widget_ttl: Option<WidgetDurations>,
+
+    /// Per-widget fresh overrides, e.g. `3=5m`.
+    #[arg(long, env = "WIDGET_FRESH", value_parser = parse_widget_durations)]
+    pub widget_fresh: Option<WidgetDurations>,
+}
+
+impl Default for LifetimeSettings {
+    /// The flags' defaults (and the environment's twins, if set).
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            lifetimes: LifetimeSettings,
+        }
+        Only::parse_from(["percache"]).lifetimes
+    }
+}
+
+/// Per-widget duration overrides by widget id. Whether the ids exist is
+/// checked against the widgets file at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WidgetDurations(pub Vec<(WidgetId, Duration)>);
+
+impl WidgetDurations {
+    /// The override of one widget, if any (the last one given wins).
+    pub fn get(&self, id: &WidgetId) -> Option<Duration> {
+        override_of(&self.0, id)
+    }
+}
+
+/// The duration `overrides` give `id`, if any (the last one given wins).
+pub(crate) fn override_of(overrides: &[(WidgetId, Duration)], id: &WidgetId) -> Option<Duration> {
+    overrides.iter().rev().find(|(w, _)| w == id).map(|(_, d)| *d)
+}
+
+/// Parses `3=30m,1=2m` (`billing=5m` for a widget of the file).
+pub fn parse_widget_durations(raw: &str) -> Result<WidgetDurations, String> {
+    let mut out = WidgetDurations::default();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, dur) = part
+            .split_once('=')
+            .ok_or_else(|| format!("`{part}`: expected <widget>=<duration>, e.g. 3=30m"))?;
+        let widget = WidgetId::parse(id.trim())
+            .ok_or_else(|| format!("`{id}`: not a widget id ([a-z0-9][a-z0-9-]{{0,31}})"))?;
+        let dur = humantime::parse_duration(dur.trim()).map_err(|e| format!("`{dur}`: {e}"))?;
+        out.0.push((widget, dur));
+    }
+    Ok(out)
 }
 
 impl Default for CacheSettings {

@@ -293,7 +293,7 @@ async fn the_json_api_matches_the_spec() {
 async fn with_no_fresh_window_every_request_fetches_exactly_once() {
     let app = spawn_app(StoreKind::Memory)
         .without_prewarm()
-        .settings(|s| s.fresh = Duration::ZERO)
+        .settings(|s| s.lifetimes.fresh = Duration::ZERO)
         .await;
     app.login("alice").await;
 
@@ -340,7 +340,7 @@ async fn widget_fresh_is_wired_into_the_cache_at_start_up() {
     let app = spawn_app(StoreKind::Memory)
         .without_prewarm()
         .settings(|s| {
-            s.widget_fresh = Some(percache::config::parse_widget_durations("1=5s").unwrap());
+            s.lifetimes.widget_fresh = Some(percache::config::parse_widget_durations("1=5s").unwrap());
         })
         .await;
     app.login("alice").await;

@@ -45,9 +45,9 @@ pub fn test_settings(mock: String, redis: Option<&RedisServer>, cluster: Option<
     s.store.redis_url = redis.map(RedisServer::url);
     s.store.redis_cluster = cluster.map(RedisCluster::nodes);
     s.session_key = Some(SESSION_KEY.into());
-    s.fresh = Duration::from_secs(60);
-    s.ttl = Duration::from_secs(600);
-    s.grace = Duration::from_secs(3600);
+    s.lifetimes.fresh = Duration::from_secs(60);
+    s.lifetimes.ttl = Duration::from_secs(600);
+    s.lifetimes.grace = Duration::from_secs(3600);
     s.cache.failure_backoff = Duration::from_millis(300);
     s.invalidation_secret = Some("test-webhook-secret".into());
     s.store.l1_ttl = Duration::from_secs(1);
@@ -75,7 +75,7 @@ pub struct AppBuilder {
 }
 
 /// The one entry point: `spawn_app(store).await`, or with changes first,
-/// e.g. `spawn_app(store).without_prewarm().settings(|s| s.fresh = ZERO).await`.
+/// e.g. `spawn_app(store).without_prewarm().settings(|s| s.lifetimes.fresh = ZERO).await`.
 pub fn spawn_app(store: StoreKind) -> AppBuilder {
     AppBuilder {
         store,

@@ -154,7 +154,8 @@ async fn a_user_signing_in_after_two_thousand_others_is_prewarmed_in_their_turn(
     // One client at a time (each dropped after its sign-in: 2,000 pools of
     // open connections would be 2,000 file descriptors for nothing).
     for i in 0..AHEAD {
-        app.login_with(&client_from("127.0.0.1"), &format!("early-{i}")).await;
+        app.login_with(&client_from("127.0.0.1"), &format!("early-{i}"))
+            .await;
     }
     let late = client_from("127.0.0.1");
     let calls_before = app.mock.total_calls() as usize;

@@ -32,7 +32,7 @@ async fn entries_are_stored_under_hashed_keys_with_ttl_plus_grace() {
     let entry = store.get(&key).await.unwrap().expect("the entry is in Redis");
     assert_eq!(entry.value()["userId"], "alice");
     let pttl = Duration::from_millis(store.pttl(&key).await.unwrap() as u64);
-    let expected = app.settings.ttl + app.settings.grace;
+    let expected = app.settings.lifetimes.ttl + app.settings.lifetimes.grace;
     assert!(
         pttl <= expected && pttl > expected - Duration::from_secs(10),
         "PTTL {pttl:?}, expected about {expected:?}"

@@ -86,8 +86,8 @@ async fn the_operator_page_after_a_load_run() {
         let app = spawn_app(StoreKind::Memory)
             .delays_ms([40, 120, 400, 200, 40])
             .settings(|s| {
-                s.fresh = Duration::from_secs(3);
-                s.ttl = Duration::from_secs(30);
+                s.lifetimes.fresh = Duration::from_secs(3);
+                s.lifetimes.ttl = Duration::from_secs(30);
                 s.admin_token = Some(TOKEN.into());
             })
             .await;
