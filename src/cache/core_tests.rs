@@ -22,7 +22,7 @@ use crate::cache::key::CacheKey;
 use crate::cache::policy::Lifetimes;
 use crate::cache::store::breaker::Breaker;
 use crate::cache::store::memory::MemoryStore;
-use crate::cache::store::{Lease, LockState, Store, StoreError};
+use crate::cache::store::{Backoff, Lease, LockState, Store, StoreError};
 use crate::cache::{CacheParts, CachePolicy, CacheSettings, Lookup, Outcome, WidgetCache};
 use crate::clock::MockClock;
 use crate::upstream::{Fetch, FetchError};
@@ -375,7 +375,7 @@ impl Lease for DownStore {
     async fn renew(&self, _: &CacheKey, _: u64, _: Duration) -> Result<bool, StoreError> {
         Err(StoreError::Timeout)
     }
-    async fn release(&self, _: &CacheKey, _: u64, _: Option<(u16, Duration)>) -> Result<(), StoreError> {
+    async fn release(&self, _: &CacheKey, _: u64, _: Option<Backoff>) -> Result<(), StoreError> {
         Err(StoreError::Timeout)
     }
     async fn lock_state(&self, _: &CacheKey) -> Result<LockState, StoreError> {

@@ -130,27 +130,16 @@ impl Flights {
     /// Single flight over `parts`, by `settings`; a request waits for a
     /// fetch at most `wait_deadline`.
     pub(crate) fn new(parts: FlightParts, settings: &CacheSettings, wait_deadline: Duration) -> Self {
-        let FlightParts {
-            store,
-            lease,
-            changes,
-            fetcher,
-            judge,
-            policy,
-            clock,
-            counters,
-            slots,
-        } = parts;
         Self {
-            store,
-            lease,
-            changes,
-            fetcher,
-            judge,
-            policy,
-            clock,
-            counters,
-            slots,
+            store: parts.store,
+            lease: parts.lease,
+            changes: parts.changes,
+            fetcher: parts.fetcher,
+            judge: parts.judge,
+            policy: parts.policy,
+            clock: parts.clock,
+            counters: parts.counters,
+            slots: parts.slots,
             wait_deadline,
             lease_for: settings.lease(),
             failure_backoff: settings.failure_backoff,

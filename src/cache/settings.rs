@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, FromArgMatches};
 
 use crate::widget::WidgetId;
 
@@ -86,13 +86,19 @@ pub struct LifetimeSettings {
 impl Default for LifetimeSettings {
     /// The flags' defaults (and the environment's twins, if set).
     fn default() -> Self {
-        #[derive(Parser)]
-        struct Only {
-            #[command(flatten)]
-            lifetimes: LifetimeSettings,
-        }
-        Only::parse_from(["percache"]).lifetimes
+        flag_defaults()
     }
+}
+
+/// A group of flags as parsed from no flag at all: the flags' defaults,
+/// and the environment's twins if set (an invalid one ends the process
+/// with clap's message, as at start-up).
+pub(crate) fn flag_defaults<T: Args + FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("percache"));
+    command
+        .try_get_matches_from(["percache"])
+        .and_then(|matches| T::from_arg_matches(&matches))
+        .unwrap_or_else(|e| e.exit())
 }
 
 /// Per-widget duration overrides by widget id. Whether the ids exist is
@@ -130,12 +136,7 @@ pub fn parse_widget_durations(raw: &str) -> Result<WidgetDurations, String> {
 impl Default for CacheSettings {
     /// The flags' defaults (and the environment's twins, if set).
     fn default() -> Self {
-        #[derive(Parser)]
-        struct Only {
-            #[command(flatten)]
-            cache: CacheSettings,
-        }
-        Only::parse_from(["percache"]).cache
+        flag_defaults()
     }
 }
 

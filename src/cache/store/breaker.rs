@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Lease, LockState, Store, StoreError};
+use super::{Backoff, Lease, LockState, Store, StoreError};
 use crate::cache::entry::Entry;
 use crate::cache::fleet::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
@@ -150,12 +150,7 @@ impl Lease for Breaker {
         self.call(self.lease.renew(key, token, ttl)).await
     }
 
-    async fn release(
-        &self,
-        key: &CacheKey,
-        token: u64,
-        failed: Option<(u16, Duration)>,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, key: &CacheKey, token: u64, failed: Option<Backoff>) -> Result<(), StoreError> {
         self.call(self.lease.release(key, token, failed)).await
     }
 

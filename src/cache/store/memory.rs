@@ -10,7 +10,7 @@ use moka::sync::Cache;
 use moka::Expiry;
 
 use super::recent::Recent;
-use super::{Lease, LockState, Store, StoreError, Usage};
+use super::{Backoff, Lease, LockState, Store, StoreError, Usage};
 use crate::cache::entry::Entry;
 use crate::cache::fleet::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
@@ -303,12 +303,7 @@ impl Lease for MemoryStore {
         Ok(true)
     }
 
-    async fn release(
-        &self,
-        key: &CacheKey,
-        _: u64,
-        failed: Option<(u16, Duration)>,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, key: &CacheKey, _: u64, failed: Option<Backoff>) -> Result<(), StoreError> {
         match failed {
             Some((status, ttl)) => {
                 let until = self.clock.now_ms().saturating_add(ttl.as_millis() as Millis);

@@ -67,6 +67,10 @@ pub enum LockState {
     Failed(u16),
 }
 
+/// A failed fetch's status and how long its key's backoff lasts: what a
+/// released lease leaves behind ([`Lease::release`]).
+pub type Backoff = (u16, Duration);
+
 /// A key-value store of cache entries with per-key expiry and writes
 /// ordered by stamps. (The fetch lease is apart: [`Lease`].)
 ///
@@ -145,12 +149,7 @@ pub trait Lease: Send + Sync + 'static {
     async fn renew(&self, key: &CacheKey, token: u64, ttl: Duration) -> Result<bool, StoreError>;
     /// Releases a lease we hold; with `failed`, leaves a failure marker for
     /// the backoff instead, so no instance retries the key before it expires.
-    async fn release(
-        &self,
-        key: &CacheKey,
-        token: u64,
-        failed: Option<(u16, Duration)>,
-    ) -> Result<(), StoreError>;
+    async fn release(&self, key: &CacheKey, token: u64, failed: Option<Backoff>) -> Result<(), StoreError>;
     /// The lease's state as seen by someone who does not hold it.
     async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError>;
 }

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::memory::MemoryStore;
-use super::{Lease, LockState, Store, StoreError, Usage};
+use super::{Backoff, Lease, LockState, Store, StoreError, Usage};
 use crate::cache::entry::Entry;
 use crate::cache::fleet::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
@@ -487,12 +487,7 @@ impl Lease for SqliteStore {
         self.markers.renew(key, token, ttl).await
     }
 
-    async fn release(
-        &self,
-        key: &CacheKey,
-        token: u64,
-        failed: Option<(u16, Duration)>,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, key: &CacheKey, token: u64, failed: Option<Backoff>) -> Result<(), StoreError> {
         self.markers.release(key, token, failed).await
     }
 

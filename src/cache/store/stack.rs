@@ -67,12 +67,7 @@ pub struct StoreSettings {
 impl Default for StoreSettings {
     /// The flags' defaults (and the environment's twins, if set).
     fn default() -> Self {
-        #[derive(clap::Parser)]
-        struct Only {
-            #[command(flatten)]
-            store: StoreSettings,
-        }
-        <Only as clap::Parser>::parse_from(["percache"]).store
+        crate::cache::settings::flag_defaults()
     }
 }
 

@@ -23,7 +23,7 @@ pub use conn::{client, cluster_push_client, ClusterManager, SingleManager};
 use conn::{pool_config, run_on, Backend, Op, CLUSTER_POOL_SIZE, POOL_SIZE};
 use scripts::*;
 
-use super::{parse_lock_value, Lease, LockState, Store, StoreError};
+use super::{parse_lock_value, Backoff, Lease, LockState, Store, StoreError};
 use crate::cache::entry::Entry;
 use crate::cache::fleet::generations::{Gen, Kind};
 use crate::cache::key::CacheKey;
@@ -400,12 +400,7 @@ impl Lease for RedisStore {
         self.eval::<i64>(&script).await.map(|renewed| renewed == 1)
     }
 
-    async fn release(
-        &self,
-        key: &CacheKey,
-        token: u64,
-        failed: Option<(u16, Duration)>,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, key: &CacheKey, token: u64, failed: Option<Backoff>) -> Result<(), StoreError> {
         let (marker, ttl) = match failed {
             Some((status, ttl)) => (format!("failed:{status}"), millis(ttl)),
             None => (String::new(), 0),
