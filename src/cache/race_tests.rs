@@ -23,7 +23,13 @@ use crate::cache::fleet::generations::Kind;
 use crate::cache::policy::Lifetimes;
 use crate::cache::store::memory::MemoryStore;
 use crate::cache::store::sqlite::SqliteStore;
-use crate::cache::store::Backend;
+use crate::cache::store::{Lease, Store};
+
+/// A store that holds its keys' leases too (memory, SQLite): handed to both
+/// sides of a cache.
+pub(crate) trait Backend: Store + Lease {}
+
+impl<T: Store + Lease> Backend for T {}
 use crate::cache::store::Capacity;
 use crate::cache::{CacheParts, CachePolicy, CacheSettings, Lookup, WidgetCache};
 use crate::clock::MockClock;

@@ -56,7 +56,6 @@ pub struct WidgetCache {
     store: Arc<dyn Store>,
     changes: Arc<Changes>,
     registry: Arc<Registry>,
-    policy: Arc<CachePolicy>,
     clock: Arc<dyn Clock>,
     judge: Judge,
     /// Single flight, the upstream slots and the prewarm queue.
@@ -101,7 +100,6 @@ impl WidgetCache {
             Arc::clone(&clock),
         )
         .on_feed(&changes);
-        let policy = Arc::new(policy);
         let judge = Judge::new(Arc::clone(&changes));
         let flights = Flights::new(
             FlightParts {
@@ -110,7 +108,7 @@ impl WidgetCache {
                 changes: Arc::clone(&changes),
                 fetcher,
                 judge: judge.clone(),
-                policy: Arc::clone(&policy),
+                policy: Arc::new(policy),
                 clock: Arc::clone(&clock),
                 counters: Arc::clone(&counters),
                 slots,
@@ -122,7 +120,6 @@ impl WidgetCache {
             store,
             changes,
             registry,
-            policy,
             clock,
             judge,
             flights: Arc::new(flights),
@@ -131,11 +128,6 @@ impl WidgetCache {
             pages: OpenPages::new(settings.max_open_pages_per_user),
             counters,
         }
-    }
-
-    /// Single flight: the fetches in flight, their slots and queue.
-    pub fn flights(&self) -> &Arc<Flights> {
-        &self.flights
     }
 
     /// Each widget whose upstream calls are paused now (its breaker is open,
@@ -189,11 +181,6 @@ impl WidgetCache {
     /// The open pages of this instance.
     pub(super) fn pages(&self) -> &OpenPages {
         &self.pages
-    }
-
-    /// The policy entries are made by.
-    pub fn policy(&self) -> &CachePolicy {
-        &self.policy
     }
 
     /// The store behind the cache.

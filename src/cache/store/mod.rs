@@ -154,12 +154,6 @@ pub trait Lease: Send + Sync + 'static {
     async fn lock_state(&self, key: &CacheKey) -> Result<LockState, StoreError>;
 }
 
-/// A backend: a store that holds its keys' leases too (memory, SQLite,
-/// Redis). Tests hand one to both sides of a cache.
-pub trait Backend: Store + Lease {}
-
-impl<T: Store + Lease> Backend for T {}
-
 /// Parses a lease value: a failure marker `failed:<status>` or an owner's token.
 pub(crate) fn parse_lock_value(value: Option<&str>, token: u64) -> LockState {
     match value {
